@@ -1,0 +1,1 @@
+"""Protocol adapters, installed as `imbridge.adapters` and found by entry point."""

@@ -1,0 +1,1 @@
+"""irc adapter (in progress)."""

@@ -1,0 +1,1 @@
+"""matrix adapter (in progress)."""

@@ -1,0 +1,1 @@
+"""xmpp adapter (in progress)."""

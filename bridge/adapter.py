@@ -1,0 +1,133 @@
+"""The adapter contract: the whole of what the core asks of a protocol adapter.
+
+An adapter translates between its wire protocol and `events`, and moves bytes; routing,
+policy, retries and persistence are the core's. Adapters are found through the
+`imbridge.adapters` entry-point group (see `registry`) and built as `cls(name, config,
+cursors)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imbridge.events import Event, EventId, RemoteId
+
+__all__ = [
+    "Adapter",
+    "AdapterFactory",
+    "Capabilities",
+    "Cursors",
+    "EventSink",
+    "NetworkConfig",
+    "Outgoing",
+    "RateLimit",
+    "RemoteId",
+]
+
+EventSink = Callable[[Event], Awaitable[None]]
+"""Awaited by adapters for every incoming event; when it returns, the event is on disk and
+the adapter may advance its cursor or acknowledge the server."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    """What a destination can show; `render` shapes events to fit before they are queued."""
+
+    edits: bool
+    deletes: bool
+    replies: bool
+    attachments: bool
+    formatting: Literal["plain", "irc", "xhtml", "html"]
+    max_text_bytes: int  # IRC counts bytes, not characters
+
+    def __post_init__(self) -> None:
+        if self.max_text_bytes <= 0:
+            raise ValueError("max_text_bytes must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    """One event rendered for one room, as the outbox hands it to `Adapter.send`."""
+
+    room: str
+    event: Event  # already fits the destination's capabilities
+    target: RemoteId | None = None  # an Edit's or Delete's target, in this network's ids
+    reply_to: RemoteId | None = None
+    txn_id: str  # identical on every retry: the idempotency key where the protocol has one
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `burst` sends at once, then `per_second` on average."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class NetworkConfig(BaseModel):
+    """Keys every `networks.<name>` section has; each adapter's model extends it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    type: str
+    rate_limit: RateLimit | None = None
+    """Overrides the adapter's `default_rate_limit` for this network."""
+    ignore_users: tuple[str, ...] = ()
+    """Shell globs of sender ids never relayed: other relay bots sharing a room."""
+    required: bool = True
+    """Whether readiness waits for this network."""
+
+
+class Cursors(Protocol):
+    """A network's own slot in the state database: resume points (sync tokens, last
+    stanza-id) and the lookup an adapter needs to build Edit/Delete/reply targets."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str) -> None: ...
+
+    async def event_id(self, remote_id: RemoteId) -> EventId | None:
+        """The event a remote id of this network stands for: a message that came in from
+        it, or the relayed copy the bridge posted there. None if never seen."""
+        ...
+
+
+class Adapter(Protocol):
+    config_model: ClassVar[type[NetworkConfig]]
+    default_rate_limit: ClassVar[RateLimit]
+    name: str
+    capabilities: Capabilities
+
+    @property
+    def identity(self) -> str:
+        """The sender id this adapter's own messages carry, so the core drops its echoes."""
+        ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self, sink: EventSink) -> None:
+        """Connect and log in; returns once logged in, then reconnects by itself."""
+        ...
+
+    async def join(self, room: str) -> None: ...
+
+    async def send(self, item: Outgoing) -> RemoteId:
+        """Deliver one item and return the server's id for it; raise, never drop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Disconnect; safe to call twice, frees the socket whatever happened before."""
+        ...
+
+
+class AdapterFactory(Protocol):
+    config_model: ClassVar[type[NetworkConfig]]
+    default_rate_limit: ClassVar[RateLimit]
+
+    def __call__(self, name: str, config: NetworkConfig, cursors: Cursors) -> Adapter: ...

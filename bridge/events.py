@@ -1,0 +1,162 @@
+"""The canonical event model every adapter translates to and from.
+
+Events are immutable values; an event that exists is valid (`__post_init__` checks the
+invariants). No field ever holds a protocol object, so the core, the archive and the outbox
+can store, compare and replay them without knowing where they came from.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import NewType
+
+EventId = NewType("EventId", str)
+RemoteId = NewType("RemoteId", str)
+RichText = NewType("RichText", str)
+"""The neutral formatted form: an HTML subset held to `richtext.ALLOWED_TAGS`."""
+
+
+def new_event_id() -> EventId:
+    """A fresh, globally unique event id (random, so two bridges never collide)."""
+    return EventId(uuid.uuid4().hex)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MessageKind(StrEnum):
+    TEXT = "text"
+    EMOTE = "emote"
+    NOTICE = "notice"
+
+
+class PresenceState(StrEnum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sender:
+    """Who spoke: `id` is stable on its network (Matrix user id, XMPP JID or occupant, IRC
+    nick); `name` is what people see."""
+
+    id: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ValueError("sender id must not be empty")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Where an event came from.
+
+    `relayed` is set by an adapter when the wire event carries a relay marker (its own or
+    another bridge's): such an event is never relayed again, which is what keeps two
+    bridges sharing two rooms from looping.
+    """
+
+    network: str
+    room: str
+    sender: Sender
+    remote_id: RemoteId | None = None
+    timestamp: datetime = field(default_factory=utcnow)
+    relayed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.network or not self.room:
+            raise ValueError("origin needs a network and a room")
+        if self.timestamp.tzinfo is None:
+            raise ValueError("origin timestamp must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    url: str
+    name: str = ""
+    mimetype: str = "application/octet-stream"
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            raise ValueError("attachment needs a url")
+        if self.size is not None and self.size < 0:
+            raise ValueError("attachment size must not be negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    id: EventId
+    origin: Origin
+    text: str
+    rich: RichText | None = None
+    kind: MessageKind = MessageKind.TEXT
+    reply_to: EventId | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.text and not self.attachments:
+            raise ValueError("a message needs text or an attachment")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Edit:
+    """A correction of an earlier message (`target`), carrying its full new text."""
+
+    id: EventId
+    origin: Origin
+    target: EventId
+    text: str
+    rich: RichText | None = None
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            raise ValueError("an edit needs text")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delete:
+    id: EventId
+    origin: Origin
+    target: EventId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Join:
+    id: EventId
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave:
+    id: EventId
+    origin: Origin
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Topic:
+    id: EventId
+    origin: Origin
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Presence:
+    id: EventId
+    origin: Origin
+    state: PresenceState
+    status: str = ""
+
+
+Event = Message | Edit | Delete | Join | Leave | Topic | Presence
+"""Closed: handlers `match` on it and end in `assert_never`."""
+
+TEXT_EVENTS = (Message, Edit, Topic)
+"""Events whose text crosses the gateway (and so meets policy and the archive's search)."""

@@ -1,0 +1,31 @@
+"""Adapter classes by the `type:` written in YAML, found through entry points.
+
+Built-in adapters register in the same `imbridge.adapters` group as third-party ones, so
+the core has no list of protocols. An entry point is only imported when a config uses its
+type: a bridge without Matrix never imports matrix-nio.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import cast
+
+from imbridge.adapter import AdapterFactory
+
+GROUP = "imbridge.adapters"
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def known_types() -> list[str]:
+    return sorted(_entry_points())
+
+
+def adapter_class(type_name: str) -> AdapterFactory:
+    """The adapter registered for `type_name`; KeyError names the known types."""
+    eps = _entry_points()
+    if type_name not in eps:
+        raise KeyError(type_name)
+    return cast(AdapterFactory, eps[type_name].load())

@@ -1,0 +1,64 @@
+"""Cleaning of text and nicks that come from another network, before any adapter builds
+a wire line, stanza or event from them.
+
+Invariants: the output of `clean_text` holds no C0/C1 control other than tab and newline,
+no lone surrogate and no noncharacter; `clean_nick` additionally holds no line break, no
+bidi control and no zero-width character. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_NEWLINES = re.compile(r"\r\n?|[\u0085\u2028\u2029]")
+# C0 except \t \n, DEL, C1; noncharacters U+FDD0–FDEF and U+xFFFE/xFFFF of the BMP.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+# Bidi embeddings, overrides and isolates, marks, and zero-width characters: harmless in
+# prose but used in nicks to impersonate ("evil\u202egnp.exe").
+_INVISIBLE = re.compile(r"[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+NICK_MAX = 64
+REPLACEMENT = "\ufffd"
+
+
+def decode_wire(data: bytes) -> str:
+    """Bytes from a protocol that does not guarantee UTF-8 (IRC): UTF-8 where valid,
+    otherwise CP1252, as IRC clients commonly fall back."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def clean_text(text: str) -> str:
+    """Message text safe for any protocol: line breaks normalised to `\\n`, controls
+    dropped, lone surrogates replaced."""
+    text = _SURROGATES.sub(REPLACEMENT, text)
+    text = _NEWLINES.sub("\n", text)
+    # Non-BMP noncharacters (U+1FFFE …) are rare; check them only when present.
+    text = _CONTROLS.sub("", text)
+    if any(ord(c) > 0xFFFF for c in text):
+        text = "".join(c for c in text if not _is_nonchar(c))
+    return text
+
+
+def clean_nick(nick: str) -> str:
+    """A display name safe to show inline: one line, no invisible or direction-changing
+    characters, NFC-normalised, at most `NICK_MAX` characters, never empty."""
+    text = clean_text(nick).replace("\n", " ").replace("\t", " ")
+    text = _INVISIBLE.sub("", text)
+    text = unicodedata.normalize("NFC", " ".join(text.split()))
+    return text[:NICK_MAX] or "?"
+
+
+def truncate_utf8(text: str, limit: int) -> str:
+    """The longest prefix of `text` that encodes to at most `limit` UTF-8 bytes."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", errors="ignore")
+
+
+def _is_nonchar(c: str) -> bool:
+    return (ord(c) & 0xFFFE) == 0xFFFE

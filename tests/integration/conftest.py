@@ -1,0 +1,5 @@
+"""Integration fixtures: real chat servers on loopback, started by `tests/servers/`.
+
+Each server module exports session-scoped fixtures; importing them here makes them
+available to every integration test. A missing server binary fails the run.
+"""
