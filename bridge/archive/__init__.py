@@ -1,0 +1,62 @@
+"""The compliance archive: every event seen and every decision taken, hash-chained.
+
+`Recorder` is what the relay path calls, inside the same transaction that queues the
+deliveries, so the archive never misses an event that crossed and never holds one that
+did not commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Protocol
+
+from imbridge.events import Event, EventId, RemoteId
+from imbridge.policy import Decision, Destination
+
+
+class Recorder(Protocol):
+    def record_event(
+        self,
+        conn: sqlite3.Connection,
+        event: Event,
+        decisions: Sequence[tuple[Destination, Decision]],
+    ) -> None:
+        """An incoming event and the decision for each destination (runs in the DB thread,
+        inside the relay transaction)."""
+        ...
+
+    def record_delivery(
+        self,
+        conn: sqlite3.Connection,
+        event_id: EventId,
+        dest: Destination,
+        *,
+        remote_id: RemoteId | None,
+        error: str | None,
+    ) -> None:
+        """The outcome of one delivery: the remote id it got, or the permanent error."""
+        ...
+
+
+class NullRecorder:
+    """Used when `archive.enabled` is false."""
+
+    def record_event(
+        self,
+        conn: sqlite3.Connection,
+        event: Event,
+        decisions: Sequence[tuple[Destination, Decision]],
+    ) -> None:
+        return None
+
+    def record_delivery(
+        self,
+        conn: sqlite3.Connection,
+        event_id: EventId,
+        dest: Destination,
+        *,
+        remote_id: RemoteId | None,
+        error: str | None,
+    ) -> None:
+        return None

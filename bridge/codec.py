@@ -1,0 +1,119 @@
+"""Events as JSON, for the outbox and the message store.
+
+A closed, explicit mapping rather than pickle: the state database must stay readable by
+later versions and by people with sqlite3, and must never execute what it stores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from datetime import datetime
+from typing import Any, assert_never
+
+from imbridge.events import (
+    Attachment,
+    Delete,
+    Edit,
+    Event,
+    EventId,
+    Join,
+    Leave,
+    Message,
+    MessageKind,
+    Origin,
+    Presence,
+    PresenceState,
+    RemoteId,
+    RichText,
+    Sender,
+    Topic,
+)
+
+_NAMES: dict[type, str] = {
+    Message: "message", Edit: "edit", Delete: "delete", Join: "join", Leave: "leave",
+    Topic: "topic", Presence: "presence",
+}
+_CLASSES = {v: k for k, v in _NAMES.items()}
+
+
+def encode_origin(o: Origin) -> dict[str, Any]:
+    return {
+        "network": o.network, "room": o.room, "sender": o.sender.id, "name": o.sender.name,
+        "remote_id": o.remote_id, "ts": o.timestamp.isoformat(), "relayed": o.relayed,
+    }
+
+
+def decode_origin(d: dict[str, Any]) -> Origin:
+    rid = d.get("remote_id")
+    return Origin(
+        network=d["network"], room=d["room"], sender=Sender(id=d["sender"], name=d["name"]),
+        remote_id=RemoteId(rid) if rid is not None else None,
+        timestamp=datetime.fromisoformat(d["ts"]), relayed=bool(d.get("relayed", False)),
+    )
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": _NAMES[type(event)]}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        if f.name == "origin":
+            value = encode_origin(value)
+        elif f.name == "attachments":
+            value = [
+                {"url": a.url, "name": a.name, "mimetype": a.mimetype, "size": a.size}
+                for a in value
+            ]
+        out[f.name] = value
+    return out
+
+
+def from_dict(d: dict[str, Any]) -> Event:
+    cls = _CLASSES[d["type"]]
+    origin = decode_origin(d["origin"])
+    eid = EventId(d["id"])
+    event: Event
+    if cls is Message:
+        rich = d.get("rich")
+        reply = d.get("reply_to")
+        event = Message(
+            id=eid, origin=origin, text=d["text"],
+            rich=RichText(rich) if rich is not None else None,
+            kind=MessageKind(d.get("kind", "text")),
+            reply_to=EventId(reply) if reply else None,
+            attachments=tuple(Attachment(**a) for a in d.get("attachments", ())),
+        )
+    elif cls is Edit:
+        rich = d.get("rich")
+        event = Edit(id=eid, origin=origin, target=EventId(d["target"]), text=d["text"],
+                     rich=RichText(rich) if rich is not None else None)
+    elif cls is Delete:
+        event = Delete(id=eid, origin=origin, target=EventId(d["target"]))
+    elif cls is Join:
+        event = Join(id=eid, origin=origin)
+    elif cls is Leave:
+        event = Leave(id=eid, origin=origin, reason=d.get("reason", ""))
+    elif cls is Topic:
+        event = Topic(id=eid, origin=origin, text=d["text"])
+    elif cls is Presence:
+        event = Presence(id=eid, origin=origin, state=PresenceState(d["state"]),
+                         status=d.get("status", ""))
+    else:  # pragma: no cover - _CLASSES is closed
+        raise ValueError(f"unknown event type {d['type']!r}")
+    return event
+
+
+def dumps(event: Event) -> str:
+    return json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str) -> Event:
+    return from_dict(json.loads(text))
+
+
+def kind_name(event: Event) -> str:
+    match event:
+        case Message() | Edit() | Delete() | Join() | Leave() | Topic() | Presence():
+            return _NAMES[type(event)]
+        case _:
+            assert_never(event)

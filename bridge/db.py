@@ -1,0 +1,203 @@
+"""The state database: one SQLite file in `bridge.state_dir`, owned by one thread.
+
+Why not one aiosqlite call per statement: the relay path must commit an event, its
+decisions and its queued deliveries atomically, and at thousands of events per second.
+So callers hand a whole transaction function to `transact`; functions that arrive while a
+commit is in flight are grouped into the next commit (group commit), each under its own
+savepoint so one failing function does not undo the others. The event loop never blocks
+on SQLite.
+
+Schema migrations are numbered per component ("core", "archive", ...) in the
+`schema_version` table, so the archive can evolve its tables independently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from imbridge.errors import StateError
+
+T = TypeVar("T")
+TxnFn = Callable[[sqlite3.Connection], Any]
+
+CORE_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE idmap (
+        network   TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        event_id  TEXT NOT NULL,
+        room      TEXT NOT NULL,
+        inbound   INTEGER NOT NULL,
+        created   REAL NOT NULL,
+        PRIMARY KEY (network, remote_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX idmap_event ON idmap (event_id, network, room);
+    CREATE TABLE cursors (
+        network TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (network, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        network    TEXT NOT NULL,
+        room       TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        txn_id     TEXT NOT NULL UNIQUE,
+        payload    TEXT NOT NULL,
+        state      TEXT NOT NULL DEFAULT 'pending',
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        created    REAL NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_dest ON outbox (state, network, room, seq);
+    CREATE TABLE messages (
+        event_id TEXT PRIMARY KEY,
+        payload  TEXT NOT NULL,
+        created  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+class Database:
+    """Async access to the state database through its single owning thread."""
+
+    def __init__(
+        self, path: Path | str, migrations: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else path
+        self._migrations = {"core": CORE_MIGRATIONS, **(migrations or {})}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imbridge-db")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[TxnFn, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def open(self) -> Database:
+        await self._call(self._open_sync)
+        return self
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _open_sync(self) -> None:
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only a power
+            # loss can lose the last commits, which the outbox then resends.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state database {self.path}: {exc}") from exc
+        self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        for component, steps in self._migrations.items():
+            row = conn.execute(
+                "SELECT version FROM schema_version WHERE component = ?", (component,)
+            ).fetchone()
+            current = row[0] if row else 0
+            if current > len(steps):
+                raise StateError(
+                    f"state database {self.path} has {component} schema v{current}, newer "
+                    f"than this imbridge knows (v{len(steps)}); upgrade imbridge"
+                )
+            for version in range(current, len(steps)):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _statements(steps[version]):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO schema_version VALUES (?, ?)",
+                        (component, version + 1),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `fn` inside a committed transaction, grouped with concurrent callers."""
+        if self._conn is None:
+            raise StateError("state database is not open")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return cast(T, await fut)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs a read-only `fn` in the database thread."""
+        return await self._call(lambda: fn(self._require()))
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._call(self._run_batch, [fn for fn, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the commit failed: every caller learns it
+                results = [(False, exc)] * len(batch)
+            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    def _run_batch(self, fns: list[TxnFn]) -> list[tuple[bool, Any]]:
+        conn = self._require()
+        out: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in fns:
+                conn.execute("SAVEPOINT job")
+                try:
+                    out.append((True, fn(conn)))
+                except Exception as exc:  # noqa: BLE001 - reported to that caller only
+                    conn.execute("ROLLBACK TO job")
+                    out.append((False, exc))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError("state database is not open")
+        return self._conn
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._call(conn.close)
+        self._executor.shutdown(wait=True)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
