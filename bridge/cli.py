@@ -1,0 +1,93 @@
+"""The `imbridge` command: parses arguments and calls plain functions, which tests call
+directly. Exit codes: 0 success, 1 runtime failure or negative answer (denied, tampered),
+2 bad input (invalid config, bad arguments), so systemd's RestartPreventExitStatus=2
+stops restart loops on a broken config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from imbridge import __version__
+from imbridge.config.load import load_config
+from imbridge.config.schema import Config
+from imbridge.errors import ConfigError, ImbridgeError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def check(path: Path) -> int:
+    """`imbridge check`: prints every problem of the config file, or a summary."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"{path}: {issue}", file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
+        return EXIT_USAGE
+    rooms = sum(len(g.rooms) for g in config.gateways.values())
+    print(f"{path}: ok ({len(config.networks)} networks, {len(config.gateways)} gateways, "
+          f"{rooms} rooms, {len(config.policy.rules)} policy rules)")
+    return EXIT_OK
+
+
+def load_or_report(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"{path}: {issue}", file=sys.stderr)
+        return None
+
+
+def run(path: Path) -> int:
+    """`imbridge run`: the daemon, until SIGTERM or SIGINT."""
+    config = load_or_report(path)
+    if config is None:
+        return EXIT_USAGE
+    from imbridge import logs
+    from imbridge.daemon import serve
+
+    logs.setup(config.bridge.log.level, config.bridge.log.format)
+    try:
+        return asyncio.run(serve(config))
+    except ImbridgeError as exc:
+        print(f"imbridge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imbridge",
+        description="Relay rooms between IRC, XMPP and Matrix under policy, and archive "
+        "what crossed.",
+    )
+    p.add_argument("--version", action="version", version=f"imbridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument("-c", "--config", type=Path, required=True, metavar="FILE",
+                        help="the YAML config file")
+        return sp
+
+    with_config("run", "run the bridge daemon until SIGTERM/SIGINT (SIGHUP reloads)")
+    with_config("check", "validate a config file: exit 0 if valid, 2 printing every error")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    match args.command:
+        case "run":
+            return run(args.config)
+        case "check":
+            return check(args.config)
+    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Each network's resume points (Matrix `next_batch`, XMPP last stanza-id), stored in the
+state database so a restart continues where the previous run stopped."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from imbridge.db import Database
+from imbridge.events import EventId, RemoteId
+from imbridge.idmap import IdMap
+
+
+class NetworkCursors:
+    """The `Cursors` slot of one network (see `imbridge.adapter.Cursors`)."""
+
+    def __init__(self, db: Database, network: str) -> None:
+        self.db = db
+        self.network = network
+        self._ids = IdMap(db)
+
+    async def get(self, key: str) -> str | None:
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT value FROM cursors WHERE network = ? AND key = ?", (self.network, key)
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        return await self.db.read(q)
+
+    async def set(self, key: str, value: str) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO cursors (network, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (network, key) DO UPDATE SET value = excluded.value",
+                (self.network, key, value),
+            )
+
+        await self.db.transact(w)
+
+    async def event_id(self, remote_id: RemoteId) -> EventId | None:
+        return await self._ids.event_for(self.network, remote_id)

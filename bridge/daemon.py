@@ -1,0 +1,257 @@
+"""Assembles the parts and owns their tasks: database, adapters, relay, outbox.
+
+Lifecycle: `start` opens the state, resumes the outbox, and connects every network in
+the background (a network that is down at start is retried with backoff while the others
+relay); `ready` tells when every network has connected and joined its rooms; `stop`
+drains in-flight sends for up to `bridge.drain_seconds` and closes everything, leaving
+what was not delivered in the database for the next start. `reload` applies a new config
+without touching networks whose section did not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from imbridge import registry
+from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
+from imbridge.archive import NullRecorder, Recorder
+from imbridge.config.schema import Config
+from imbridge.cursors import NetworkCursors
+from imbridge.db import Database
+from imbridge.outbox import Outbox
+from imbridge.policy import compile_policy
+from imbridge.relay import Relay, Setup
+from imbridge.router import Router
+
+log = structlog.get_logger("imbridge.daemon")
+
+AdapterBuilder = Callable[[str, NetworkConfig, Cursors], Adapter]
+START_BACKOFF_CAP = 60.0
+DB_NAME = "imbridge.db"
+
+
+def setup_for(config: Config) -> Setup:
+    return Setup(
+        router=Router(config.gateways), policy=compile_policy(config.policy),
+        networks=config.networks, log_text=config.bridge.log.message_text,
+    )
+
+
+class Daemon:
+    def __init__(self, config: Config, *, factory: AdapterBuilder | None = None,
+                 recorder: Recorder | None = None) -> None:
+        """`factory` replaces the registry (tests build memory adapters sharing a hub)."""
+        self.config = config
+        self._factory = factory
+        self.adapters: dict[str, Adapter] = {}
+        self.db = Database(config.bridge.state_dir / DB_NAME)
+        self.recorder: Recorder = recorder or NullRecorder()
+        self.outbox: Outbox | None = None
+        self.relay: Relay | None = None
+        self._started: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    # -- assembly -----------------------------------------------------------------------
+
+    def _build_adapter(self, name: str) -> Adapter:
+        net = self.config.networks[name]
+        cursors = NetworkCursors(self.db, name)
+        if self._factory is not None:
+            return self._factory(name, net, cursors)
+        return registry.adapter_class(net.type)(name, net, cursors)
+
+    def _rate_limits(self) -> dict[str, RateLimit]:
+        out = {}
+        for name, adapter in self.adapters.items():
+            net = self.config.networks.get(name)
+            out[name] = (net.rate_limit if net and net.rate_limit else None) or type(
+                adapter
+            ).default_rate_limit
+        return out
+
+    async def start(self) -> None:
+        await self.db.open()
+        for name in self.config.networks:
+            self.adapters[name] = self._build_adapter(name)
+        self.outbox = Outbox(self.db, self.adapters, self._rate_limits(), self.recorder)
+        self.relay = Relay(self.db, setup_for(self.config), self.adapters, self.outbox,
+                           self.recorder)
+        pending = await self.outbox.load()
+        log.info("started", networks=len(self.adapters), gateways=len(self.config.gateways),
+                 pending=pending)
+        for name in self.adapters:
+            self._launch(name)
+
+    def _launch(self, name: str) -> None:
+        self._started[name] = asyncio.Event()
+        self._tasks[name] = asyncio.get_running_loop().create_task(
+            self._connect(name), name=f"connect:{name}"
+        )
+
+    async def _connect(self, name: str) -> None:
+        """Starts one adapter, retrying with backoff; joins its rooms once it is in."""
+        adapter = self.adapters[name]
+        assert self.relay is not None
+        attempt = 0
+        while True:
+            try:
+                await adapter.start(self.relay)
+                break
+            except Exception as exc:  # noqa: BLE001 - a network down at start is retried
+                attempt += 1
+                delay = min(START_BACKOFF_CAP, 2.0 ** attempt) * (0.5 + random.random())  # noqa: S311
+                log.warning("connect_failed", network=name, error=str(exc) or repr(exc),
+                            retry_in=round(delay, 1))
+                with contextlib.suppress(Exception):
+                    await adapter.aclose()
+                await asyncio.sleep(delay)
+        log.info("connected", network=name)
+        for room in self.relay.setup.router.rooms(name):
+            try:
+                await adapter.join(room)
+                log.info("joined", network=name, room=room)
+            except Exception as exc:  # noqa: BLE001 - one bad room must not stop the others
+                log.error("join_failed", network=name, room=room, error=str(exc))
+        self._started[name].set()
+
+    async def ready(self, timeout: float | None = None) -> bool:
+        """True once every network connected and joined its rooms."""
+        try:
+            async with asyncio.timeout(timeout):
+                for started in list(self._started.values()):
+                    await started.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def network_states(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "connected": adapter.connected,
+                "joined": self._started.get(name, asyncio.Event()).is_set(),
+                "required": self.config.networks[name].required,
+                "outbox": self.outbox.depth(name) if self.outbox else 0,
+            }
+            for name, adapter in self.adapters.items()
+        }
+
+    # -- reload -------------------------------------------------------------------------
+
+    async def reload(self, config: Config) -> None:
+        """Applies a new, already validated config: routes and policy at once, rooms
+        joined, changed networks reconnected alone, unchanged ones untouched."""
+        assert self.relay is not None and self.outbox is not None
+        old = self.config
+        self.config = config
+        changed = {
+            n for n in set(old.networks) | set(config.networks)
+            if old.networks.get(n) != config.networks.get(n)
+        }
+        self.relay.setup = setup_for(config)
+        for name in changed:
+            if name in self.adapters:
+                await self._drop(name)
+            if name in config.networks:
+                self.adapters[name] = self._build_adapter(name)
+                self.outbox.rate_limits = self._rate_limits()
+                self._launch(name)
+        for name, adapter in self.adapters.items():
+            if name in changed:
+                continue
+            new_rooms = set(self.relay.setup.router.rooms(name)) - set(
+                Router(old.gateways).rooms(name))
+            for room in sorted(new_rooms):
+                try:
+                    await adapter.join(room)
+                    log.info("joined", network=name, room=room)
+                except Exception as exc:  # noqa: BLE001 - reported, the rest goes on
+                    log.error("join_failed", network=name, room=room, error=str(exc))
+        self.outbox.rate_limits = self._rate_limits()
+        log.info("config_reloaded", reconnected=sorted(changed))
+
+    async def _drop(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        adapter = self.adapters.pop(name)
+        with contextlib.suppress(Exception):
+            await adapter.aclose()
+
+    # -- stop ---------------------------------------------------------------------------
+
+    async def stop(self, *, drain: float | None = None) -> None:
+        """Drains the outbox for up to `drain` seconds, then closes everything."""
+        drain = self.config.bridge.drain_seconds if drain is None else drain
+        if self.outbox is not None and drain > 0:
+            idle = await self.outbox.wait_idle(drain)
+            if not idle:
+                log.warning("drain_incomplete", pending=self.outbox.depth())
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self.outbox is not None:
+            await self.outbox.aclose()
+        for adapter in self.adapters.values():
+            try:
+                async with asyncio.timeout(5):
+                    await adapter.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing the others matters more
+                log.warning("close_failed", error=str(exc) or repr(exc))
+        await self.db.aclose()
+        log.info("stopped")
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve(config: Config) -> int:
+    """Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
+    from imbridge.config.load import load_config
+    from imbridge.errors import ConfigError
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    daemon = Daemon(config)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        if config.source is None:
+            return
+        try:
+            new = load_config(config.source)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("config_invalid", issue=str(issue))
+            log.error("reload_refused", reason="invalid config; still running on the old one")
+            return
+        await daemon.reload(new)
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        await daemon.start()
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        await daemon.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0

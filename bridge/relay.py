@@ -1,0 +1,217 @@
+"""The sink every adapter awaits: from one incoming event to committed deliveries.
+
+adapter → sink → router → policy (each destination) → archive → render → outbox
+
+When `Relay.__call__` returns, the event, its decisions, its archive records and every
+queued delivery are committed in one transaction; only then may the adapter advance its
+cursor. One bad event is logged and counted, never allowed to stop the daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import structlog
+
+from imbridge import codec
+from imbridge.adapter import Adapter, NetworkConfig
+from imbridge.archive import Recorder
+from imbridge.db import Database
+from imbridge.events import (
+    Edit,
+    Event,
+    EventId,
+    Message,
+    MessageKind,
+    Origin,
+    Sender,
+    Topic,
+    new_event_id,
+)
+from imbridge.idmap import known_sync, record_sync
+from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
+from imbridge.policy import CompiledPolicy, Decision, Destination, decide
+from imbridge.render import render
+from imbridge.router import Router
+from imbridge.sanitize import clean_text
+
+log = structlog.get_logger("imbridge.relay")
+
+NOTICE_SENDER = Sender(id="imbridge", name="imbridge")
+
+
+@dataclass(slots=True)
+class RelayStats:
+    received: int = 0
+    dropped_echo: int = 0
+    duplicates: int = 0
+    denied: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What a reload may swap at once: routes, policy and per-network settings."""
+
+    router: Router
+    policy: CompiledPolicy
+    networks: Mapping[str, NetworkConfig]
+    log_text: bool = False
+
+
+class Relay:
+    def __init__(
+        self,
+        db: Database,
+        setup: Setup,
+        adapters: Mapping[str, Adapter],
+        outbox: Outbox,
+        recorder: Recorder,
+        *,
+        on_event: Callable[[Event, list[tuple[Destination, Decision]]], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.setup = setup
+        self.adapters = adapters
+        self.outbox = outbox
+        self.recorder = recorder
+        self.stats: dict[str, RelayStats] = {}
+        self.on_event = on_event
+
+    async def __call__(self, event: Event) -> None:
+        stats = self.stats.setdefault(event.origin.network, RelayStats())
+        stats.received += 1
+        structlog.contextvars.bind_contextvars(
+            network=event.origin.network, room=event.origin.room, event_id=event.id
+        )
+        try:
+            await self._relay(event, stats)
+        except Exception:  # noqa: BLE001 - one bad event never stops the daemon
+            stats.errors += 1
+            log.exception("relay_failed")
+        finally:
+            structlog.contextvars.unbind_contextvars("network", "room", "event_id")
+
+    def _is_echo(self, event: Event) -> bool:
+        """The bridge's own messages, other bridges' relayed copies, and ignored bots."""
+        origin = event.origin
+        if origin.relayed:
+            return True
+        adapter = self.adapters.get(origin.network)
+        if adapter is not None and origin.sender.id == adapter.identity:
+            return True
+        net = self.setup.networks.get(origin.network)
+        return net is not None and any(
+            fnmatchcase(origin.sender.id, glob) for glob in net.ignore_users
+        )
+
+    async def _relay(self, event: Event, stats: RelayStats) -> None:
+        if self._is_echo(event):
+            stats.dropped_echo += 1
+            return
+        setup = self.setup
+        event = _clean(event, setup.router.canonical_room(event.origin.network,
+                                                           event.origin.room))
+        quoted = await self._quoted(event)
+        routes = setup.router.routes(event.origin.network, event.origin.room)
+        decisions: list[tuple[Destination, Decision]] = []
+        items: list[Item] = []
+        notify: list[Decision] = []
+        for route in routes:
+            decision = decide(event, route.dest, setup.policy,
+                              quoted=quoted.text if quoted else None)
+            decisions.append((route.dest, decision))
+            if decision.event is None:
+                stats.denied += 1
+                log.info("policy_denied", dest_network=route.dest.network,
+                         dest_room=route.dest.room, rule=decision.rule)
+                if decision.notify_sender:
+                    notify.append(decision)
+                continue
+            if decision.notify_sender and decision.event is not event:
+                notify.append(decision)
+            adapter = self.adapters.get(route.dest.network)
+            if adapter is None:
+                continue
+            shaped = render(decision.event, route, adapter.capabilities, quoted=quoted)
+            if shaped is None:
+                continue
+            items.append(Item(network=route.dest.network, room=route.dest.room, event=shaped,
+                              txn_id=txn_id_for(event.id, route.dest.network, route.dest.room)))
+        if notify:
+            items.append(self._notice(event, notify[0]))
+
+        def commit(conn: sqlite3.Connection) -> bool:
+            origin = event.origin
+            if origin.remote_id is not None:
+                if known_sync(conn, origin.network, origin.remote_id):
+                    return False  # replayed by the adapter after a restart, or our own echo
+                record_sync(conn, network=origin.network, room=origin.room,
+                            remote_id=origin.remote_id, event_id=event.id, inbound=True)
+            if isinstance(event, Message):
+                conn.execute("INSERT OR IGNORE INTO messages VALUES (?, ?, ?)",
+                             (event.id, codec.dumps(event), time.time()))
+            self.recorder.record_event(conn, event, decisions)
+            enqueue_sync(conn, items)
+            return True
+
+        if not await self.db.transact(commit):
+            stats.duplicates += 1
+            return
+        self.outbox.wake(items)
+        if self.on_event is not None:
+            self.on_event(event, decisions)
+        if setup.log_text and isinstance(event, Message | Edit | Topic):
+            log.info("received", text=event.text, routes=len(routes))
+
+    async def _quoted(self, event: Event) -> Message | None:
+        if not isinstance(event, Message) or event.reply_to is None:
+            return None
+        target = event.reply_to
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT payload FROM messages WHERE event_id = ?",
+                               (target,)).fetchone()
+            return str(row[0]) if row else None
+
+        payload = await self.db.read(q)
+        found = codec.loads(payload) if payload else None
+        return found if isinstance(found, Message) else None
+
+    def _notice(self, event: Event, decision: Decision) -> Item:
+        """Tells the sender, in the origin room, which rule held the message back; never
+        the matched text."""
+        what = "was not relayed" if decision.event is None else "was relayed redacted"
+        origin = event.origin
+        text = (f"{origin.sender.name}: your message {what} (policy rule "
+                f"{decision.rule!r}).")
+        notice = Message(
+            id=new_event_id(),
+            origin=Origin(network=origin.network, room=origin.room, sender=NOTICE_SENDER),
+            text=text, kind=MessageKind.NOTICE,
+        )
+        return Item(network=origin.network, room=origin.room, event=notice,
+                    txn_id=txn_id_for(event.id, origin.network, origin.room, "notice"))
+
+
+def _clean(event: Event, room: str) -> Event:
+    """Text from any adapter passes the core's sanitiser once more: the invariant that no
+    control character crosses must not depend on every adapter getting it right."""
+    origin = event.origin if event.origin.room == room else dataclasses.replace(
+        event.origin, room=room)
+    if isinstance(event, Message | Edit | Topic):
+        text = clean_text(event.text)
+        if text != event.text or origin is not event.origin:
+            return dataclasses.replace(event, text=text, origin=origin)
+        return event
+    if origin is not event.origin:
+        return dataclasses.replace(event, origin=origin)
+    return event
+
+
+__all__ = ["EventId", "Relay", "RelayStats", "Setup"]
