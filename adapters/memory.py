@@ -91,11 +91,20 @@ class MemoryHub:
     _members: list[MemoryAdapter] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
-    def post(self, room: str, sender: str, text: str, *, relayed: bool = False,
-             kind: str = "message", target: RemoteId | None = None,
-             reply_to: RemoteId | None = None) -> Post:
-        post = Post(RemoteId(f"m{next(self._ids)}"), room, sender, text, relayed, kind,
-                    target, reply_to)
+    def post(
+        self,
+        room: str,
+        sender: str,
+        text: str,
+        *,
+        relayed: bool = False,
+        kind: str = "message",
+        target: RemoteId | None = None,
+        reply_to: RemoteId | None = None,
+    ) -> Post:
+        post = Post(
+            RemoteId(f"m{next(self._ids)}"), room, sender, text, relayed, kind, target, reply_to
+        )
         self.posts.append(post)
         for member in list(self._members):
             if room in member.joined:
@@ -112,17 +121,22 @@ class MemoryAdapter:
     config_model: ClassVar[type[NetworkConfig]] = MemoryConfig
     default_rate_limit: ClassVar[RateLimit] = RateLimit(per_second=1_000_000, burst=1_000_000)
 
-    def __init__(self, name: str, config: NetworkConfig, cursors: Cursors,
-                 hub: MemoryHub | None = None) -> None:
-        assert isinstance(config, MemoryConfig)
+    def __init__(
+        self, name: str, config: NetworkConfig, cursors: Cursors, hub: MemoryHub | None = None
+    ) -> None:
+        if not isinstance(config, MemoryConfig):
+            raise TypeError("MemoryAdapter needs a MemoryConfig")
         self.name = name
         self.config = config
         self.cursors = cursors
         self.hub = hub or MemoryHub()
         caps = config.capabilities
         self.capabilities = Capabilities(
-            edits=caps.edits, deletes=caps.deletes, replies=caps.replies,
-            attachments=caps.attachments, formatting=caps.formatting,
+            edits=caps.edits,
+            deletes=caps.deletes,
+            replies=caps.replies,
+            attachments=caps.attachments,
+            formatting=caps.formatting,
             max_text_bytes=caps.max_text_bytes,
         )
         self.joined: set[str] = set()
@@ -177,15 +191,18 @@ class MemoryAdapter:
 
     async def to_core(self, post: Post) -> Event | None:
         """Translation, as an adapter's translate.py would do it (here with lookups)."""
-        origin = Origin(network=self.name, room=post.room,
-                        sender=Sender(id=post.sender, name=clean_nick(post.sender)),
-                        remote_id=post.remote_id, relayed=post.relayed)
+        origin = Origin(
+            network=self.name,
+            room=post.room,
+            sender=Sender(id=post.sender, name=clean_nick(post.sender)),
+            remote_id=post.remote_id,
+            relayed=post.relayed,
+        )
         if post.kind == "edit" and post.target is not None:
             target = await self.cursors.event_id(post.target)
             if target is None:
                 return None
-            return Edit(id=new_event_id(), origin=origin, target=target,
-                        text=clean_text(post.text))
+            return Edit(id=new_event_id(), origin=origin, target=target, text=clean_text(post.text))
         if post.kind == "delete" and post.target is not None:
             target = await self.cursors.event_id(post.target)
             if target is None:
@@ -194,18 +211,21 @@ class MemoryAdapter:
         reply: EventId | None = None
         if post.reply_to is not None:
             reply = await self.cursors.event_id(post.reply_to)
-        return Message(id=new_event_id(), origin=origin, text=clean_text(post.text),
-                       reply_to=reply)
+        return Message(id=new_event_id(), origin=origin, text=clean_text(post.text), reply_to=reply)
 
     async def _feed(self, path: Path) -> None:
         """Relays each line of `path` once, resuming after the last one the core took."""
         done = int(await self.cursors.get("feed_line") or 0)
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = (await asyncio.to_thread(path.read_text, encoding="utf-8")).splitlines()
         for number, text in enumerate(lines[done:], start=done + 1):
-            assert self._sink is not None
-            origin = Origin(network=self.name, room=self.config.feed_room,
-                            sender=Sender(id="feeder", name="feeder"),
-                            remote_id=RemoteId(f"feed{number}"))
+            if self._sink is None:
+                return
+            origin = Origin(
+                network=self.name,
+                room=self.config.feed_room,
+                sender=Sender(id="feeder", name="feeder"),
+                remote_id=RemoteId(f"feed{number}"),
+            )
             await self._sink(Message(id=new_event_id(), origin=origin, text=text))
             await self.cursors.set("feed_line", str(number))
 
@@ -220,23 +240,34 @@ class MemoryAdapter:
             return self._delivered[item.txn_id]  # a retry of an accepted send
         event = item.event
         if isinstance(event, Edit):
-            post = self.hub.post(item.room, self.identity, event.text, relayed=True,
-                                 kind="edit", target=item.target)
+            post = self.hub.post(
+                item.room, self.identity, event.text, relayed=True, kind="edit", target=item.target
+            )
         elif isinstance(event, Delete):
-            post = self.hub.post(item.room, self.identity, "", relayed=True, kind="delete",
-                                 target=item.target)
+            post = self.hub.post(
+                item.room, self.identity, "", relayed=True, kind="delete", target=item.target
+            )
         elif isinstance(event, Message):
-            post = self.hub.post(item.room, self.identity, event.text, relayed=True,
-                                 reply_to=item.reply_to)
+            post = self.hub.post(
+                item.room, self.identity, event.text, relayed=True, reply_to=item.reply_to
+            )
         else:
             raise PermanentSendError(f"cannot send {type(event).__name__}")
         self.sent.append(item)
         self._delivered[item.txn_id] = post.remote_id
         if self.config.delivery_file is not None:
             with self.config.delivery_file.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"txn_id": item.txn_id, "remote_id": post.remote_id,
-                                     "room": item.room, "text": event.text
-                                     if isinstance(event, Message | Edit) else ""}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "txn_id": item.txn_id,
+                            "remote_id": post.remote_id,
+                            "room": item.room,
+                            "text": event.text if isinstance(event, Message | Edit) else "",
+                        }
+                    )
+                    + "\n"
+                )
                 fh.flush()
                 os.fsync(fh.fileno())
         for cb in self._on_send:

@@ -29,8 +29,10 @@ def check(path: Path) -> int:
         print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
         return EXIT_USAGE
     rooms = sum(len(g.rooms) for g in config.gateways.values())
-    print(f"{path}: ok ({len(config.networks)} networks, {len(config.gateways)} gateways, "
-          f"{rooms} rooms, {len(config.policy.rules)} policy rules)")
+    print(
+        f"{path}: ok ({len(config.networks)} networks, {len(config.gateways)} gateways, "
+        f"{rooms} rooms, {len(config.policy.rules)} policy rules)"
+    )
     return EXIT_OK
 
 
@@ -70,8 +72,9 @@ def parser() -> argparse.ArgumentParser:
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument("-c", "--config", type=Path, required=True, metavar="FILE",
-                        help="the YAML config file")
+        sp.add_argument(
+            "-c", "--config", type=Path, required=True, metavar="FILE", help="the YAML config file"
+        )
         return sp
 
     with_config("run", "run the bridge daemon until SIGTERM/SIGINT (SIGHUP reloads)")
@@ -86,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args.config)
         case "check":
             return check(args.config)
-    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+        case _:  # pragma: no cover - argparse rejects unknown commands
+            return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -31,25 +31,38 @@ from imbridge.events import (
 )
 
 _NAMES: dict[type, str] = {
-    Message: "message", Edit: "edit", Delete: "delete", Join: "join", Leave: "leave",
-    Topic: "topic", Presence: "presence",
+    Message: "message",
+    Edit: "edit",
+    Delete: "delete",
+    Join: "join",
+    Leave: "leave",
+    Topic: "topic",
+    Presence: "presence",
 }
 _CLASSES = {v: k for k, v in _NAMES.items()}
 
 
 def encode_origin(o: Origin) -> dict[str, Any]:
     return {
-        "network": o.network, "room": o.room, "sender": o.sender.id, "name": o.sender.name,
-        "remote_id": o.remote_id, "ts": o.timestamp.isoformat(), "relayed": o.relayed,
+        "network": o.network,
+        "room": o.room,
+        "sender": o.sender.id,
+        "name": o.sender.name,
+        "remote_id": o.remote_id,
+        "ts": o.timestamp.isoformat(),
+        "relayed": o.relayed,
     }
 
 
 def decode_origin(d: dict[str, Any]) -> Origin:
     rid = d.get("remote_id")
     return Origin(
-        network=d["network"], room=d["room"], sender=Sender(id=d["sender"], name=d["name"]),
+        network=d["network"],
+        room=d["room"],
+        sender=Sender(id=d["sender"], name=d["name"]),
         remote_id=RemoteId(rid) if rid is not None else None,
-        timestamp=datetime.fromisoformat(d["ts"]), relayed=bool(d.get("relayed", False)),
+        timestamp=datetime.fromisoformat(d["ts"]),
+        relayed=bool(d.get("relayed", False)),
     )
 
 
@@ -77,7 +90,9 @@ def from_dict(d: dict[str, Any]) -> Event:
         rich = d.get("rich")
         reply = d.get("reply_to")
         event = Message(
-            id=eid, origin=origin, text=d["text"],
+            id=eid,
+            origin=origin,
+            text=d["text"],
             rich=RichText(rich) if rich is not None else None,
             kind=MessageKind(d.get("kind", "text")),
             reply_to=EventId(reply) if reply else None,
@@ -85,8 +100,13 @@ def from_dict(d: dict[str, Any]) -> Event:
         )
     elif cls is Edit:
         rich = d.get("rich")
-        event = Edit(id=eid, origin=origin, target=EventId(d["target"]), text=d["text"],
-                     rich=RichText(rich) if rich is not None else None)
+        event = Edit(
+            id=eid,
+            origin=origin,
+            target=EventId(d["target"]),
+            text=d["text"],
+            rich=RichText(rich) if rich is not None else None,
+        )
     elif cls is Delete:
         event = Delete(id=eid, origin=origin, target=EventId(d["target"]))
     elif cls is Join:
@@ -96,8 +116,9 @@ def from_dict(d: dict[str, Any]) -> Event:
     elif cls is Topic:
         event = Topic(id=eid, origin=origin, text=d["text"])
     elif cls is Presence:
-        event = Presence(id=eid, origin=origin, state=PresenceState(d["state"]),
-                         status=d.get("status", ""))
+        event = Presence(
+            id=eid, origin=origin, state=PresenceState(d["state"]), status=d.get("status", "")
+        )
     else:  # pragma: no cover - _CLASSES is closed
         raise ValueError(f"unknown event type {d['type']!r}")
     return event

@@ -22,9 +22,11 @@ import structlog
 from imbridge import registry
 from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
 from imbridge.archive import NullRecorder, Recorder
+from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
+from imbridge.errors import ConfigError
 from imbridge.outbox import Outbox
 from imbridge.policy import compile_policy
 from imbridge.relay import Relay, Setup
@@ -39,14 +41,21 @@ DB_NAME = "imbridge.db"
 
 def setup_for(config: Config) -> Setup:
     return Setup(
-        router=Router(config.gateways), policy=compile_policy(config.policy),
-        networks=config.networks, log_text=config.bridge.log.message_text,
+        router=Router(config.gateways),
+        policy=compile_policy(config.policy),
+        networks=config.networks,
+        log_text=config.bridge.log.message_text,
     )
 
 
 class Daemon:
-    def __init__(self, config: Config, *, factory: AdapterBuilder | None = None,
-                 recorder: Recorder | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        factory: AdapterBuilder | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
         """`factory` replaces the registry (tests build memory adapters sharing a hub)."""
         self.config = config
         self._factory = factory
@@ -67,6 +76,16 @@ class Daemon:
             return self._factory(name, net, cursors)
         return registry.adapter_class(net.type)(name, net, cursors)
 
+    def _relay(self) -> Relay:
+        if self.relay is None:
+            raise RuntimeError("daemon not started")
+        return self.relay
+
+    def _outbox(self) -> Outbox:
+        if self.outbox is None:
+            raise RuntimeError("daemon not started")
+        return self.outbox
+
     def _rate_limits(self) -> dict[str, RateLimit]:
         out = {}
         for name, adapter in self.adapters.items():
@@ -81,11 +100,16 @@ class Daemon:
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
         self.outbox = Outbox(self.db, self.adapters, self._rate_limits(), self.recorder)
-        self.relay = Relay(self.db, setup_for(self.config), self.adapters, self.outbox,
-                           self.recorder)
+        self.relay = Relay(
+            self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder
+        )
         pending = await self.outbox.load()
-        log.info("started", networks=len(self.adapters), gateways=len(self.config.gateways),
-                 pending=pending)
+        log.info(
+            "started",
+            networks=len(self.adapters),
+            gateways=len(self.config.gateways),
+            pending=pending,
+        )
         for name in self.adapters:
             self._launch(name)
 
@@ -98,22 +122,26 @@ class Daemon:
     async def _connect(self, name: str) -> None:
         """Starts one adapter, retrying with backoff; joins its rooms once it is in."""
         adapter = self.adapters[name]
-        assert self.relay is not None
+        relay = self._relay()
         attempt = 0
         while True:
             try:
-                await adapter.start(self.relay)
+                await adapter.start(relay)
                 break
             except Exception as exc:  # noqa: BLE001 - a network down at start is retried
                 attempt += 1
-                delay = min(START_BACKOFF_CAP, 2.0 ** attempt) * (0.5 + random.random())  # noqa: S311
-                log.warning("connect_failed", network=name, error=str(exc) or repr(exc),
-                            retry_in=round(delay, 1))
+                delay = min(START_BACKOFF_CAP, 2.0**attempt) * (0.5 + random.random())  # noqa: S311
+                log.warning(
+                    "connect_failed",
+                    network=name,
+                    error=str(exc) or repr(exc),
+                    retry_in=round(delay, 1),
+                )
                 with contextlib.suppress(Exception):
                     await adapter.aclose()
                 await asyncio.sleep(delay)
         log.info("connected", network=name)
-        for room in self.relay.setup.router.rooms(name):
+        for room in relay.setup.router.rooms(name):
             try:
                 await adapter.join(room)
                 log.info("joined", network=name, room=room)
@@ -147,33 +175,33 @@ class Daemon:
     async def reload(self, config: Config) -> None:
         """Applies a new, already validated config: routes and policy at once, rooms
         joined, changed networks reconnected alone, unchanged ones untouched."""
-        assert self.relay is not None and self.outbox is not None
+        relay, outbox = self._relay(), self._outbox()
         old = self.config
         self.config = config
         changed = {
-            n for n in set(old.networks) | set(config.networks)
+            n
+            for n in set(old.networks) | set(config.networks)
             if old.networks.get(n) != config.networks.get(n)
         }
-        self.relay.setup = setup_for(config)
+        relay.setup = setup_for(config)
         for name in changed:
             if name in self.adapters:
                 await self._drop(name)
             if name in config.networks:
                 self.adapters[name] = self._build_adapter(name)
-                self.outbox.rate_limits = self._rate_limits()
+                outbox.rate_limits = self._rate_limits()
                 self._launch(name)
         for name, adapter in self.adapters.items():
             if name in changed:
                 continue
-            new_rooms = set(self.relay.setup.router.rooms(name)) - set(
-                Router(old.gateways).rooms(name))
+            new_rooms = set(relay.setup.router.rooms(name)) - set(Router(old.gateways).rooms(name))
             for room in sorted(new_rooms):
                 try:
                     await adapter.join(room)
                     log.info("joined", network=name, room=room)
                 except Exception as exc:  # noqa: BLE001 - reported, the rest goes on
                     log.error("join_failed", network=name, room=room, error=str(exc))
-        self.outbox.rate_limits = self._rate_limits()
+        outbox.rate_limits = self._rate_limits()
         log.info("config_reloaded", reconnected=sorted(changed))
 
     async def _drop(self, name: str) -> None:
@@ -218,9 +246,6 @@ class Daemon:
 
 async def serve(config: Config) -> int:
     """Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
-    from imbridge.config.load import load_config
-    from imbridge.errors import ConfigError
-
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     daemon = Daemon(config)

@@ -1,12 +1,12 @@
 """The exception tree, so callers catch exactly the failures they can handle.
 
-    ImbridgeError
-    ├── ConfigError            every problem of a config file, each with YAML path and line
-    ├── StateError             the state database is unusable (locked, newer schema)
-    ├── AdapterError           raised by adapters
-    │   ├── RetryableSendError offline, timed out, throttled: the outbox tries again later
-    │   └── PermanentSendError forbidden, too big, room gone: recorded, never retried
-    └── InboundRejected        an incoming event the core refuses (malformed, own echo)
+ImbridgeError
+├── ConfigError            every problem of a config file, each with YAML path and line
+├── StateError             the state database is unusable (locked, newer schema)
+├── AdapterError           raised by adapters
+│   ├── RetryableSendError offline, timed out, throttled: the outbox tries again later
+│   └── PermanentSendError forbidden, too big, room gone: recorded, never retried
+└── InboundRejected        an incoming event the core refuses (malformed, own echo)
 """
 
 from __future__ import annotations

@@ -16,7 +16,12 @@ from imbridge.events import EventId, RemoteId
 
 
 def record_sync(
-    conn: sqlite3.Connection, *, network: str, room: str, remote_id: str, event_id: str,
+    conn: sqlite3.Connection,
+    *,
+    network: str,
+    room: str,
+    remote_id: str,
+    event_id: str,
     inbound: bool,
 ) -> bool:
     """Maps a remote id; False if that remote id was already mapped (a duplicate)."""

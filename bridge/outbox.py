@@ -131,8 +131,7 @@ class Outbox:
 
         rows = await self.db.read(q)
         items = [
-            Item(network=n, room=r, event=codec.loads(p), txn_id=t, seq=s, attempts=a,
-                 created=c)
+            Item(network=n, room=r, event=codec.loads(p), txn_id=t, seq=s, attempts=a, created=c)
             for s, n, r, t, p, a, c in rows
         ]
         self.wake(items)
@@ -184,6 +183,7 @@ class Outbox:
                 queue.popleft()
                 continue
             if not adapter.connected:
+                # The contract has no "reconnected" callback; a short poll keeps it small.
                 await asyncio.sleep(OFFLINE_POLL)
                 continue
             await self._pace(key)
@@ -222,8 +222,13 @@ class Outbox:
             item.attempts += 1
             stats.retries += 1
             delay = exc.retry_after if exc.retry_after is not None else backoff(item.attempts)
-            bound.warning("send_retry", event_id=item.event.id, attempts=item.attempts,
-                          delay=round(delay, 3), error=str(exc))
+            bound.warning(
+                "send_retry",
+                event_id=item.event.id,
+                attempts=item.attempts,
+                delay=round(delay, 3),
+                error=str(exc),
+            )
             await asyncio.sleep(delay)
             return False
         except PermanentSendError as exc:
@@ -236,8 +241,13 @@ class Outbox:
                 return True
             stats.retries += 1
             delay = backoff(item.attempts)
-            bound.warning("send_retry", event_id=item.event.id, attempts=item.attempts,
-                          delay=round(delay, 3), error=f"{type(exc).__name__}: {exc}")
+            bound.warning(
+                "send_retry",
+                event_id=item.event.id,
+                attempts=item.attempts,
+                delay=round(delay, 3),
+                error=f"{type(exc).__name__}: {exc}",
+            )
             await asyncio.sleep(delay)
             return False
         await self.db.transact(lambda c: self._delivered_sync(c, item, remote_id))
@@ -258,17 +268,28 @@ class Outbox:
                 event = as_correction(event, "", adapter.capabilities)
         elif isinstance(event, Message) and event.reply_to is not None:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
-        return Outgoing(room=item.room, event=event, target=target, reply_to=reply_to,
-                        txn_id=item.txn_id)
+        return Outgoing(
+            room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id
+        )
 
     def _delivered_sync(self, conn: sqlite3.Connection, item: Item, remote_id: str) -> None:
         _delete(conn, item)
         if remote_id:
-            record_sync(conn, network=item.network, room=item.room, remote_id=remote_id,
-                        event_id=item.event.id, inbound=False)
-        self.recorder.record_delivery(conn, item.event.id, item.dest,
-                                      remote_id=RemoteId(remote_id) if remote_id else None,
-                                      error=None)
+            record_sync(
+                conn,
+                network=item.network,
+                room=item.room,
+                remote_id=remote_id,
+                event_id=item.event.id,
+                inbound=False,
+            )
+        self.recorder.record_delivery(
+            conn,
+            item.event.id,
+            item.dest,
+            remote_id=RemoteId(remote_id) if remote_id else None,
+            error=None,
+        )
 
     async def _fail(self, item: Item, reason: str, bound: Any) -> None:
         def w(conn: sqlite3.Connection) -> None:
@@ -276,8 +297,9 @@ class Outbox:
                 "UPDATE outbox SET state = 'failed', attempts = ?, last_error = ? WHERE seq = ?",
                 (item.attempts, reason, item.seq),
             )
-            self.recorder.record_delivery(conn, item.event.id, item.dest, remote_id=None,
-                                          error=reason)
+            self.recorder.record_delivery(
+                conn, item.event.id, item.dest, remote_id=None, error=reason
+            )
 
         await self.db.transact(w)
         self.stats.setdefault(item.network, OutboxStats()).failed += 1

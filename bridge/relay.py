@@ -91,7 +91,7 @@ class Relay:
         )
         try:
             await self._relay(event, stats)
-        except Exception:  # noqa: BLE001 - one bad event never stops the daemon
+        except Exception:  # one bad event never stops the daemon
             stats.errors += 1
             log.exception("relay_failed")
         finally:
@@ -115,47 +115,28 @@ class Relay:
             stats.dropped_echo += 1
             return
         setup = self.setup
-        event = _clean(event, setup.router.canonical_room(event.origin.network,
-                                                           event.origin.room))
+        event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
         quoted = await self._quoted(event)
-        routes = setup.router.routes(event.origin.network, event.origin.room)
-        decisions: list[tuple[Destination, Decision]] = []
-        items: list[Item] = []
-        notify: list[Decision] = []
-        for route in routes:
-            decision = decide(event, route.dest, setup.policy,
-                              quoted=quoted.text if quoted else None)
-            decisions.append((route.dest, decision))
-            if decision.event is None:
-                stats.denied += 1
-                log.info("policy_denied", dest_network=route.dest.network,
-                         dest_room=route.dest.room, rule=decision.rule)
-                if decision.notify_sender:
-                    notify.append(decision)
-                continue
-            if decision.notify_sender and decision.event is not event:
-                notify.append(decision)
-            adapter = self.adapters.get(route.dest.network)
-            if adapter is None:
-                continue
-            shaped = render(decision.event, route, adapter.capabilities, quoted=quoted)
-            if shaped is None:
-                continue
-            items.append(Item(network=route.dest.network, room=route.dest.room, event=shaped,
-                              txn_id=txn_id_for(event.id, route.dest.network, route.dest.room)))
-        if notify:
-            items.append(self._notice(event, notify[0]))
+        decisions, items = self._plan(event, quoted, stats)
 
         def commit(conn: sqlite3.Connection) -> bool:
             origin = event.origin
             if origin.remote_id is not None:
                 if known_sync(conn, origin.network, origin.remote_id):
                     return False  # replayed by the adapter after a restart, or our own echo
-                record_sync(conn, network=origin.network, room=origin.room,
-                            remote_id=origin.remote_id, event_id=event.id, inbound=True)
+                record_sync(
+                    conn,
+                    network=origin.network,
+                    room=origin.room,
+                    remote_id=origin.remote_id,
+                    event_id=event.id,
+                    inbound=True,
+                )
             if isinstance(event, Message):
-                conn.execute("INSERT OR IGNORE INTO messages VALUES (?, ?, ?)",
-                             (event.id, codec.dumps(event), time.time()))
+                conn.execute(
+                    "INSERT OR IGNORE INTO messages VALUES (?, ?, ?)",
+                    (event.id, codec.dumps(event), time.time()),
+                )
             self.recorder.record_event(conn, event, decisions)
             enqueue_sync(conn, items)
             return True
@@ -167,7 +148,45 @@ class Relay:
         if self.on_event is not None:
             self.on_event(event, decisions)
         if setup.log_text and isinstance(event, Message | Edit | Topic):
-            log.info("received", text=event.text, routes=len(routes))
+            log.info("received", text=event.text, routes=len(decisions))
+
+    def _plan(
+        self, event: Event, quoted: Message | None, stats: RelayStats
+    ) -> tuple[list[tuple[Destination, Decision]], list[Item]]:
+        """The decision for every destination, and the deliveries they allow."""
+        decisions: list[tuple[Destination, Decision]] = []
+        items: list[Item] = []
+        notify: list[Decision] = []
+        for route in self.setup.router.routes(event.origin.network, event.origin.room):
+            decision = decide(
+                event, route.dest, self.setup.policy, quoted=quoted.text if quoted else None
+            )
+            decisions.append((route.dest, decision))
+            if decision.notify_sender and decision.event is not event:
+                notify.append(decision)
+            if decision.event is None:
+                stats.denied += 1
+                log.info(
+                    "policy_denied",
+                    dest_network=route.dest.network,
+                    dest_room=route.dest.room,
+                    rule=decision.rule,
+                )
+                continue
+            adapter = self.adapters.get(route.dest.network)
+            shaped = adapter and render(decision.event, route, adapter.capabilities, quoted=quoted)
+            if shaped:
+                items.append(
+                    Item(
+                        network=route.dest.network,
+                        room=route.dest.room,
+                        event=shaped,
+                        txn_id=txn_id_for(event.id, route.dest.network, route.dest.room),
+                    )
+                )
+        if notify:
+            items.append(self._notice(event, notify[0]))
+        return decisions, items
 
     async def _quoted(self, event: Event) -> Message | None:
         if not isinstance(event, Message) or event.reply_to is None:
@@ -175,8 +194,9 @@ class Relay:
         target = event.reply_to
 
         def q(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT payload FROM messages WHERE event_id = ?",
-                               (target,)).fetchone()
+            row = conn.execute(
+                "SELECT payload FROM messages WHERE event_id = ?", (target,)
+            ).fetchone()
             return str(row[0]) if row else None
 
         payload = await self.db.read(q)
@@ -188,22 +208,27 @@ class Relay:
         the matched text."""
         what = "was not relayed" if decision.event is None else "was relayed redacted"
         origin = event.origin
-        text = (f"{origin.sender.name}: your message {what} (policy rule "
-                f"{decision.rule!r}).")
+        text = f"{origin.sender.name}: your message {what} (policy rule {decision.rule!r})."
         notice = Message(
             id=new_event_id(),
             origin=Origin(network=origin.network, room=origin.room, sender=NOTICE_SENDER),
-            text=text, kind=MessageKind.NOTICE,
+            text=text,
+            kind=MessageKind.NOTICE,
         )
-        return Item(network=origin.network, room=origin.room, event=notice,
-                    txn_id=txn_id_for(event.id, origin.network, origin.room, "notice"))
+        return Item(
+            network=origin.network,
+            room=origin.room,
+            event=notice,
+            txn_id=txn_id_for(event.id, origin.network, origin.room, "notice"),
+        )
 
 
 def _clean(event: Event, room: str) -> Event:
     """Text from any adapter passes the core's sanitiser once more: the invariant that no
     control character crosses must not depend on every adapter getting it right."""
-    origin = event.origin if event.origin.room == room else dataclasses.replace(
-        event.origin, room=room)
+    origin = (
+        event.origin if event.origin.room == room else dataclasses.replace(event.origin, room=room)
+    )
     if isinstance(event, Message | Edit | Topic):
         text = clean_text(event.text)
         if text != event.text or origin is not event.origin:

@@ -33,8 +33,11 @@ QUOTE_CHARS = 60
 
 def prefix_for(origin: Origin, route: Route) -> str:
     return route.nick_format.format(
-        nick=clean_nick(origin.sender.name), network=origin.network, room=origin.room,
-        gateway=route.gateway, user=clean_nick(origin.sender.id),
+        nick=clean_nick(origin.sender.name),
+        network=origin.network,
+        room=origin.room,
+        gateway=route.gateway,
+        user=clean_nick(origin.sender.id),
     )
 
 
@@ -88,9 +91,7 @@ def as_correction(event: Edit, prefix: str, caps: Capabilities) -> Message:
     return Message(id=event.id, origin=event.origin, text=text)
 
 
-def _message(
-    event: Message, prefix: str, caps: Capabilities, quoted: Message | None
-) -> Message:
+def _message(event: Message, prefix: str, caps: Capabilities, quoted: Message | None) -> Message:
     text = event.text
     attachments = event.attachments
     if attachments and not caps.attachments:

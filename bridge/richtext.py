@@ -14,10 +14,26 @@ import nh3
 
 from imbridge.events import RichText
 
-ALLOWED_TAGS = frozenset({
-    "a", "b", "blockquote", "br", "code", "del", "em", "i", "li", "ol", "p", "pre", "s",
-    "strong", "u", "ul",
-})
+ALLOWED_TAGS = frozenset(
+    {
+        "a",
+        "b",
+        "blockquote",
+        "br",
+        "code",
+        "del",
+        "em",
+        "i",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "s",
+        "strong",
+        "u",
+        "ul",
+    }
+)
 ALLOWED_ATTRIBUTES = {"a": {"href"}}
 URL_SCHEMES = frozenset({"http", "https", "mailto", "xmpp", "matrix", "irc", "ircs"})
 _BLOCK = frozenset({"p", "pre", "blockquote", "li", "ul", "ol"})

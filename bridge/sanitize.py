@@ -12,7 +12,7 @@ import re
 import unicodedata
 
 _NEWLINES = re.compile(r"\r\n?|[\u0085\u2028\u2029]")
-# C0 except \t \n, DEL, C1; noncharacters U+FDD0–FDEF and U+xFFFE/xFFFF of the BMP.
+# C0 except \t \n, DEL, C1; noncharacters U+FDD0-FDEF and U+xFFFE/xFFFF of the BMP.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 # Bidi embeddings, overrides and isolates, marks, and zero-width characters: harmless in

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from imbridge import registry
 from imbridge.adapter import NetworkConfig
-from imbridge.config.report import Loc, from_validation, issue, ordered
+from imbridge.config.report import Loc, format_path, from_validation, issue, ordered
 from imbridge.config.schema import Config, RawConfig
 from imbridge.errors import ConfigError, ConfigIssue
 
@@ -63,7 +63,9 @@ class _Reader:
                 continue
             if key in out:
                 self.issues.append(
-                    ConfigIssue(_path((*loc, key)), line, "duplicate key (YAML keeps only one)")
+                    ConfigIssue(
+                        format_path((*loc, key)), line, "duplicate key (YAML keeps only one)"
+                    )
                 )
                 continue
             self.lines[(*loc, key)] = line
@@ -109,14 +111,11 @@ class _Reader:
             self.lines[(*loc, stem)] = self.lines[kloc]
 
 
-def _path(loc: Loc) -> str:
-    from imbridge.config.report import format_path
-
-    return format_path(loc)
-
-
 def parse_config(
-    text: str, *, env: Mapping[str, str] | None = None, base: Path | None = None,
+    text: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    base: Path | None = None,
     source: Path | None = None,
 ) -> Config:
     """Validates config text; raises ConfigError carrying every issue found."""
@@ -146,8 +145,12 @@ def parse_config(
     if raw is None:
         raise ConfigError(ordered(issues))
     config = Config(
-        bridge=raw.bridge, networks=networks, gateways=raw.gateways, policy=raw.policy,
-        archive=raw.archive, source=source,
+        bridge=raw.bridge,
+        networks=networks,
+        gateways=raw.gateways,
+        policy=raw.policy,
+        archive=raw.archive,
+        source=source,
     )
     issues += _references(config, raw, lines)
     if issues:
@@ -170,8 +173,12 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Co
             update={"state_dir": (path.parent / config.bridge.state_dir).resolve()}
         )
         config = Config(
-            bridge=bridge, networks=config.networks, gateways=config.gateways,
-            policy=config.policy, archive=config.archive, source=config.source,
+            bridge=bridge,
+            networks=config.networks,
+            gateways=config.gateways,
+            policy=config.policy,
+            archive=config.archive,
+            source=config.source,
         )
     return config
 
@@ -195,8 +202,16 @@ def _networks(
             model = registry.adapter_class(kind).config_model
         except KeyError:
             issues.append(
-                issue((*loc, "type"), lines, f"unknown network type {kind!r}; known: "
-                      f"{', '.join(known)}")
+                issue(
+                    (*loc, "type"),
+                    lines,
+                    f"unknown network type {kind!r}; known: {', '.join(known)}",
+                )
+            )
+            continue
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is a config-time error
+            issues.append(
+                issue((*loc, "type"), lines, f"the {kind!r} adapter failed to load: {exc}")
             )
             continue
         try:
@@ -216,29 +231,95 @@ def _references(config: Config, raw: RawConfig, lines: Mapping[Loc, int]) -> lis
         for i, ref in enumerate(gateway.rooms):
             loc: Loc = ("gateways", gname, "rooms", i)
             if ref.network not in raw_defined:
-                issues.append(issue((*loc, "network"), lines,
-                                    f"names undefined network {ref.network!r}"))
+                issues.append(
+                    issue((*loc, "network"), lines, f"names undefined network {ref.network!r}")
+                )
             key = (ref.network, ref.room)
             if key in seen:
                 where = "this gateway" if seen[key] == gname else f"gateway {seen[key]!r}"
-                issues.append(issue((*loc, "room"), lines,
-                                    f"room {ref.room!r} on {ref.network!r} is already in "
-                                    f"{where}; a room may belong to one gateway only, or "
-                                    "messages would loop between them"))
+                issues.append(
+                    issue(
+                        (*loc, "room"),
+                        lines,
+                        f"room {ref.room!r} on {ref.network!r} is already in "
+                        f"{where}; a room may belong to one gateway only, or "
+                        "messages would loop between them",
+                    )
+                )
             seen.setdefault(key, gname)
         if all(r.direction == "out" for r in gateway.rooms):
-            issues.append(issue(("gateways", gname, "rooms"), lines,
-                                "no room feeds this gateway (every direction is 'out')"))
-    names: dict[str, int] = {}
-    for i, rule in enumerate(config.policy.rules):
-        loc = ("policy", "rules", i)
-        if rule.name in names:
-            issues.append(issue((*loc, "name"), lines,
-                                f"duplicate rule name {rule.name!r} (first at rules[{names[rule.name]}])"))
-        names.setdefault(rule.name, i)
+            issues.append(
+                issue(
+                    ("gateways", gname, "rooms"),
+                    lines,
+                    "no room feeds this gateway (every direction is 'out')",
+                )
+            )
+    issues += _policy_references(config, defined | raw_defined, lines)
+    return issues
+
+
+def _policy_references(
+    config: Config, networks: set[str], lines: Mapping[Loc, int]
+) -> list[ConfigIssue]:
+    """Rule and barrier names are unique together (a decision carries one), groups named
+    by rules and barriers exist, and every network glob matches some network: a typo in a
+    deny rule must not silently deny nothing."""
+    policy = config.policy
+    issues = _policy_names(config, lines)
+
+    def network_glob(loc: Loc, pattern: str) -> None:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in networks):
+            issues.append(
+                issue((*loc, "network"), lines, f"pattern {pattern!r} matches no defined network")
+            )
+
+    def group_ref(loc: Loc, name: str | None) -> None:
+        if name is not None and name not in policy.groups:
+            issues.append(issue(loc, lines, f"names undefined group {name!r} (policy.groups)"))
+
+    for gname, members in policy.groups.items():
+        for j, member in enumerate(members):
+            network_glob(("policy", "groups", gname, j), member.network)
+    for i, barrier in enumerate(policy.barriers):
+        for j, group in enumerate(barrier.between):
+            group_ref(("policy", "barriers", i, "between", j), group)
+        if barrier.between[0] == barrier.between[1]:
+            issues.append(
+                issue(
+                    ("policy", "barriers", i, "between"),
+                    lines,
+                    "a barrier needs two different groups",
+                )
+            )
+    for i, rule in enumerate(policy.rules):
         for side, match in (("from", rule.from_), ("to", rule.to)):
-            pattern = match.network
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in defined | raw_defined):
-                issues.append(issue((*loc, side, "network"), lines,
-                                    f"pattern {pattern!r} matches no defined network"))
+            network_glob(("policy", "rules", i, side), match.network)
+            group_ref(("policy", "rules", i, side, "group"), match.group)
+    return issues
+
+
+def _policy_names(config: Config, lines: Mapping[Loc, int]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    names: dict[str, str] = {"default": "the default decision"}
+    named: list[tuple[Loc, str, str]] = []
+    for i, barrier in enumerate(config.policy.barriers):
+        named.append((("policy", "barriers", i, "name"), barrier.name, f"barriers[{i}]"))
+    for i, rule in enumerate(config.policy.rules):
+        named.append((("policy", "rules", i, "name"), rule.name, f"rules[{i}]"))
+    for loc, name, where in named:
+        if name in names:
+            issues.append(issue(loc, lines, f"duplicate name {name!r} (first at {names[name]})"))
+        names.setdefault(name, where)
+    holds: set[str] = set()
+    for i, hold in enumerate(config.archive.legal_hold):
+        if hold.name in holds:
+            issues.append(
+                issue(
+                    ("archive", "legal_hold", i, "name"),
+                    lines,
+                    f"duplicate legal hold name {hold.name!r}",
+                )
+            )
+        holds.add(hold.name)
     return issues

@@ -6,14 +6,14 @@ this module knows only the keys common to all networks.
 
 from __future__ import annotations
 
-import re
+import importlib
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from imbridge.adapter import NetworkConfig
 
@@ -82,18 +82,65 @@ class Gateway(Strict):
         return value
 
 
-class Match(Strict):
-    network: str = "*"
-    room: str = "*"
-    user: str = "*"
+class Member(Strict):
+    """Shell-style globs over where an event comes from or goes to. A destination is a
+    room, so only `network` and `room` apply to it; `user` applies to senders."""
+
+    network: str = Field(default="*", min_length=1)
+    room: str = Field(default="*", min_length=1)
+    user: str = Field(default="*", min_length=1)
+
+
+class Match(Member):
+    group: str | None = None
+    """A name from `policy.groups`: the side must also belong to that group."""
+
+
+class Pattern(Protocol):
+    """The part of a compiled RE2 pattern that policy uses (google-re2 has no stubs)."""
+
+    def search(self, text: str) -> Any: ...
+
+    def sub(self, repl: Callable[[Any], str], text: str) -> str: ...
+
+
+def compile_pattern(pattern: str) -> Pattern:
+    """Compiles with RE2, a linear-time engine: no pattern can backtrack catastrophically
+    and stall the daemon, which `re` with a timeout cannot promise (a C-level match cannot
+    be interrupted). The price is no look-around and no backreferences."""
+    re2 = importlib.import_module("re2")
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return cast(Pattern, re2.compile(pattern, options))
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"is not a valid RE2 regular expression ({detail}); RE2 has no look-around "
+            "or backreferences"
+        ) from None
 
 
 def _compile(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"is not a valid regular expression: {exc}") from None
+    compile_pattern(pattern)
     return pattern
+
+
+class AttachmentMatch(Strict):
+    """Which attachments a rule catches: any one condition is enough. An attachment of
+    unknown size counts as too big when `max_bytes` is set (fail closed)."""
+
+    types: tuple[str, ...] = ()
+    """MIME type globs, e.g. `application/x-msdownload`, `video/*`."""
+    names: tuple[str, ...] = ()
+    """File name globs, matched case-insensitively, e.g. `*.exe`."""
+    max_bytes: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> AttachmentMatch:
+        if not self.types and not self.names and self.max_bytes is None:
+            raise ValueError("give at least one of types, names, max_bytes")
+        return self
 
 
 class Rule(Strict):
@@ -102,6 +149,8 @@ class Rule(Strict):
     from_: Match = Field(default=Match(), alias="from")
     to: Match = Match()
     text: str | None = None
+    """A regular expression searched in every text that would cross."""
+    attachments: AttachmentMatch | None = None
     notify_sender: bool = False
 
     @field_validator("text")
@@ -109,16 +158,61 @@ class Rule(Strict):
     def _regex(cls, value: str | None) -> str | None:
         return None if value is None else _compile(value)
 
+    @model_validator(mode="after")
+    def _coherent(self) -> Rule:
+        if self.to.user != "*":
+            raise ValueError("to.user cannot match: a destination is a room, not a user")
+        if self.action == "redact" and self.text is None and self.attachments is None:
+            raise ValueError("a redact rule needs `text` or `attachments`: what to remove")
+        return self
+
+
+class Barrier(Strict):
+    """An information barrier: nothing crosses between the two groups, either way. Checked
+    before every rule, so no allow rule can open it."""
+
+    name: str = Field(min_length=1)
+    between: tuple[str, str]
+    notify_sender: bool = False
+
 
 class Policy(Strict):
     default: Literal["allow", "deny"] = "allow"
+    groups: dict[str, tuple[Member, ...]] = Field(default_factory=dict)
+    barriers: tuple[Barrier, ...] = ()
     rules: tuple[Rule, ...] = ()
+
+
+class LegalHold(Strict):
+    """Records matching these globs survive retention purges until the hold is removed."""
+
+    name: str = Field(min_length=1)
+    network: str = "*"
+    room: str = "*"
+    user: str = "*"
 
 
 class Archive(Strict):
     enabled: bool = True
     retention_days: int = Field(default=2557, ge=1)
     notice: str | None = None
+    """Posted once in each bridged room (again when the text changes)."""
+    legal_hold: tuple[LegalHold, ...] = ()
+    encryption_key: SecretStr | None = None
+    """Encrypts message text at rest (AES-256-GCM); give it as `encryption_key_file`."""
+    head_file: Path | None = None
+    """Append-only file of chain heads; default `<state_dir>/archive-heads.jsonl`."""
+    checkpoint_seconds: float = Field(default=300.0, gt=0)
+    log_checkpoints: bool = True
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 32:
+            raise ValueError(
+                "must be at least 32 characters, e.g. `head -c 32 /dev/urandom | base64`"
+            )
+        return value
 
 
 class RawConfig(Strict):
