@@ -205,7 +205,10 @@ class Outbox:
             bucket = self._buckets[key] = TokenBucket.full(
                 limit.per_second, limit.burst, self.clock()
             )
-        while (wait := bucket.take(self.clock())) > 0:
+        while True:  # the bucket computes the exact wait; there is nothing to wait on
+            wait = bucket.take(self.clock())
+            if wait <= 0:
+                return
             await asyncio.sleep(wait)
 
     async def _attempt(self, adapter: Adapter, item: Item, bound: Any) -> bool:
