@@ -1,0 +1,58 @@
+"""Typed model of a `networks.<name>` section with `type: matrix`.
+
+Validated before the adapter connects anywhere, so a typo fails `imbridge check`, not a
+login at 3 a.m. Secrets are `SecretStr`: they never show in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from imbridge.adapter import NetworkConfig
+
+
+class MatrixConfig(NetworkConfig):
+    type: Literal["matrix"]
+    homeserver: str
+    """Client-server API base URL, e.g. https://matrix.example.org."""
+    user_id: str
+    """The relay's own account, `@relay:example.org`."""
+    access_token: SecretStr | None = None
+    password: SecretStr | None = None
+    """Used only when no access token is given; the token it yields is kept in the state
+    database, so restarts reuse one device (and Synapse's transaction-id deduplication)."""
+    device_name: str = "imbridge"
+    media: Literal["link", "upload"] = "link"
+    """Attachments from other networks: `link` posts their URL, `upload` downloads them
+    (at most `media_max_bytes`) and re-uploads them to the homeserver."""
+    media_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    sync_timeout_ms: int = Field(default=30_000, ge=0, le=120_000)
+    request_timeout: float = Field(default=20.0, gt=0)
+    """Seconds any single request may take before a send counts as failed (retried)."""
+    encrypted_room_notice: bool = True
+    """Say in an encrypted room, once, that it is not bridged."""
+
+    @field_validator("homeserver")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("user_id")
+    @classmethod
+    def _mxid(cls, value: str) -> str:
+        if not value.startswith("@") or ":" not in value:
+            raise ValueError("must be a full Matrix user id, like @relay:example.org")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MatrixConfig:
+        if (self.access_token is None) == (self.password is None):
+            raise ValueError(
+                "give exactly one of access_token (or access_token_file) "
+                "and password (or password_file)"
+            )
+        return self

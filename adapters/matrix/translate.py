@@ -1,0 +1,377 @@
+"""Matrix events (raw client-server JSON) ⇄ core events. Pure functions, no I/O.
+
+Incoming translation is two steps because Matrix names edit, redaction and reply targets
+by *Matrix* event id, which only the core's id map can turn into core event ids:
+`parse_event` says what a wire event means (`Inbound`, holding remote ids), the adapter
+resolves those ids through its cursors, and `to_core` builds the event. Outgoing,
+`to_wire` turns one rendered `Outgoing` into the request to make.
+
+Every incoming string passes `clean_text`/`clean_nick`, every formatted body
+`formatting.from_matrix`; reply fallbacks are stripped (the spec's "Fallbacks for rich
+replies"), so the quoted original, which policy never saw, cannot ride along.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, assert_never
+
+from imbridge.adapter import Outgoing
+from imbridge.events import (
+    Attachment,
+    Delete,
+    Edit,
+    Event,
+    EventId,
+    Join,
+    Leave,
+    Message,
+    MessageKind,
+    Origin,
+    Presence,
+    RemoteId,
+    RichText,
+    Sender,
+    Topic,
+)
+from imbridge.richtext import escape
+from imbridge.sanitize import clean_nick, clean_text
+
+from .formatting import HTML_FORMAT, from_matrix, plain_of, to_matrix
+
+RELAY_KEY = "org.imbridge.relay"
+"""Content key on every message the bridge posts: a bridge that reads it (this one, or
+another imbridge sharing the room) marks the event relayed and never relays it again."""
+
+_KINDS = {"m.text": MessageKind.TEXT, "m.emote": MessageKind.EMOTE,
+          "m.notice": MessageKind.NOTICE}  # fmt: skip
+_MSGTYPES = {v: k for k, v in _KINDS.items()}
+MEDIA_MSGTYPES = frozenset({"m.image", "m.file", "m.video", "m.audio"})
+FOREIGN_RELAY_KEYS = ("org.imbridge.relay", "fi.mau.double_puppet_source", "m.bridge")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inbound:
+    """What one Matrix event means, with its targets still Matrix event ids."""
+
+    action: Literal["message", "edit", "delete", "join", "leave", "topic"]
+    remote_id: RemoteId
+    sender: str
+    timestamp: datetime
+    relayed: bool = False
+    text: str = ""
+    rich: RichText | None = None
+    kind: MessageKind = MessageKind.TEXT
+    attachments: tuple[Attachment, ...] = ()
+    target: RemoteId | None = None  # edited or redacted event
+    reply_to: RemoteId | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendWire:
+    """A `PUT /rooms/{room}/send/{type}/{txn}` to make."""
+
+    event_type: str
+    content: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedactWire:
+    """A `PUT /rooms/{room}/redact/{target}/{txn}` to make."""
+
+    target: RemoteId
+
+
+Wire = SendWire | RedactWire
+
+
+def media_url(homeserver: str, mxc: str) -> str | None:
+    """A plain HTTP download URL for an `mxc://server/id` URI, or None if malformed."""
+    if not mxc.startswith("mxc://"):
+        return None
+    server, _, media_id = mxc[6:].partition("/")
+    if not server or not media_id or "/" in media_id or ".." in server:
+        return None
+    return f"{homeserver}/_matrix/media/v3/download/{server}/{media_id}"
+
+
+def strip_reply_fallback(body: str) -> str:
+    """The body without the `> <@user> quoted` lines a rich reply starts with."""
+    lines = body.split("\n")
+    if not lines or not lines[0].startswith(">"):
+        return body
+    i = 0
+    while i < len(lines) and lines[i].startswith(">"):
+        i += 1
+    if i < len(lines) and lines[i] == "":
+        i += 1
+    return "\n".join(lines[i:])
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _timestamp(source: dict[str, Any]) -> datetime:
+    ts = source.get("origin_server_ts")
+    if isinstance(ts, int) and 0 <= ts < 2**46:
+        return datetime.fromtimestamp(ts / 1000, UTC)
+    return datetime.now(UTC)
+
+
+def _is_relayed(content: dict[str, Any]) -> bool:
+    return any(key in content for key in FOREIGN_RELAY_KEYS)
+
+
+def _text_and_rich(content: dict[str, Any], *, reply: bool) -> tuple[str, RichText | None]:
+    body = content.get("body")
+    text = body if isinstance(body, str) else ""
+    if reply:
+        text = strip_reply_fallback(text)
+    text = clean_text(text)
+    rich: RichText | None = None
+    formatted = content.get("formatted_body")
+    if content.get("format") == HTML_FORMAT and isinstance(formatted, str):
+        rich = from_matrix(formatted)
+        if not rich.strip():
+            rich = None  # markup with no visible content: the plain body speaks for it
+    return text, rich
+
+
+def _attachment(content: dict[str, Any], homeserver: str) -> Attachment | None:
+    url = content.get("url")
+    if not isinstance(url, str):
+        return None
+    http = media_url(homeserver, url)
+    if http is None:
+        return None
+    info = _dict(content.get("info"))
+    name = content.get("filename") or content.get("body") or ""
+    mimetype = info.get("mimetype")
+    size = info.get("size")
+    return Attachment(
+        url=http,
+        name=clean_nick(name)[:255] if isinstance(name, str) and name else "",
+        mimetype=mimetype if isinstance(mimetype, str) and mimetype else "application/octet-stream",
+        size=size if isinstance(size, int) and size >= 0 else None,
+    )
+
+
+def _relation(content: dict[str, Any]) -> tuple[str | None, RemoteId | None, RemoteId | None]:
+    """(rel_type, related event, replied-to event) of `m.relates_to`, if well formed."""
+    rel = content.get("m.relates_to")
+    if not isinstance(rel, dict):
+        return None, None, None
+    rel_type = rel.get("rel_type") if isinstance(rel.get("rel_type"), str) else None
+    related = rel.get("event_id") if isinstance(rel.get("event_id"), str) else None
+    reply = rel.get("m.in_reply_to")
+    reply_id = reply.get("event_id") if isinstance(reply, dict) else None
+    if rel.get("is_falling_back") is True:  # a thread's fallback, not a real reply
+        reply_id = None
+    return (
+        rel_type,
+        RemoteId(related) if related else None,
+        RemoteId(reply_id) if isinstance(reply_id, str) and reply_id else None,
+    )
+
+
+def _message(  # noqa: PLR0911 - one early exit per malformed shape
+    source: dict[str, Any], homeserver: str, base: dict[str, Any]
+) -> Inbound | None:
+    content = source.get("content")
+    if not isinstance(content, dict) or not content:
+        return None  # redacted, or not a message at all
+    rel_type, related, reply_to = _relation(content)
+    if rel_type == "m.replace" and related:
+        new = content.get("m.new_content")
+        if not isinstance(new, dict):
+            return None
+        text, rich = _text_and_rich(new, reply=False)
+        if not text and rich is None:
+            return None
+        return Inbound(action="edit", target=related, text=text, rich=rich, **base)
+    msgtype = content.get("msgtype")
+    if msgtype in MEDIA_MSGTYPES:
+        att = _attachment(content, homeserver)
+        if att is None:
+            return None
+        caption = ""
+        if content.get("filename") and content.get("body") != content.get("filename"):
+            caption = clean_text(str(content.get("body", "")))
+        return Inbound(action="message", attachments=(att,), text=caption, reply_to=reply_to,
+                       **base)  # fmt: skip
+    kind = _KINDS.get(msgtype if isinstance(msgtype, str) else "", MessageKind.TEXT)
+    text, rich = _text_and_rich(content, reply=reply_to is not None)
+    if not text.strip():
+        if rich is None:
+            return None
+        text = clean_text(plain_of(rich))  # reduce to visible text, never drop
+    return Inbound(action="message", text=text, rich=rich, kind=kind, reply_to=reply_to, **base)
+
+
+def _member(
+    source: dict[str, Any], content: dict[str, Any], base: dict[str, Any]
+) -> Inbound | None:
+    """Joins and leaves; profile changes (a join after a join) are not news."""
+    membership = content.get("membership")
+    before = _dict(_dict(source.get("unsigned")).get("prev_content")).get("membership")
+    if membership == "join" and before != "join":
+        return Inbound(action="join", **base)
+    if membership in ("leave", "ban") and before == "join":
+        reason = content.get("reason")
+        text = clean_text(reason) if isinstance(reason, str) else ""
+        return Inbound(action="leave", text=text, **base)
+    return None
+
+
+def parse_event(source: dict[str, Any], homeserver: str) -> Inbound | None:  # noqa: PLR0911 - a dispatch
+    """The meaning of one timeline event, or None for what the bridge ignores (state it
+    does not relay, redacted or malformed events, encrypted payloads)."""
+    event_id, sender = source.get("event_id"), source.get("sender")
+    if not isinstance(event_id, str) or not isinstance(sender, str) or not sender:
+        return None
+    content = _dict(source.get("content"))
+    base: dict[str, Any] = {
+        "remote_id": RemoteId(event_id),
+        "sender": sender,
+        "timestamp": _timestamp(source),
+        "relayed": _is_relayed(content),
+    }
+    match source.get("type"):
+        case "m.room.message":
+            return _message(source, homeserver, base)
+        case "m.room.redaction":
+            redacts = source.get("redacts") or content.get("redacts")
+            if not isinstance(redacts, str) or not redacts:
+                return None
+            return Inbound(action="delete", target=RemoteId(redacts), **base)
+        case "m.room.member":
+            return _member(source, content, base)
+        case "m.room.topic":
+            topic = content.get("topic")
+            if not isinstance(topic, str):
+                return None
+            return Inbound(action="topic", text=clean_text(topic), **base)
+        case _:
+            return None
+
+
+def to_core(  # noqa: PLR0911 - one return per event kind
+    inbound: Inbound,
+    *,
+    event_id: EventId,
+    network: str,
+    room: str,
+    sender_name: str,
+    target: EventId | None = None,
+    reply_to: EventId | None = None,
+) -> Event | None:
+    """The core event for a parsed Matrix event whose targets the adapter has resolved.
+
+    An edit of a message the bridge never saw becomes a new message (its text is all a
+    reader needs); a redaction of an unknown event means nothing elsewhere: None.
+    """
+    origin = Origin(
+        network=network,
+        room=room,
+        sender=Sender(id=inbound.sender, name=clean_nick(sender_name)),
+        remote_id=inbound.remote_id,
+        timestamp=inbound.timestamp,
+        relayed=inbound.relayed,
+    )
+    match inbound.action:
+        case "message":
+            return Message(id=event_id, origin=origin, text=inbound.text, rich=inbound.rich,
+                           kind=inbound.kind, reply_to=reply_to,
+                           attachments=inbound.attachments)  # fmt: skip
+        case "edit":
+            if target is None:
+                return Message(id=event_id, origin=origin, text=inbound.text, rich=inbound.rich)
+            return Edit(id=event_id, origin=origin, target=target, text=inbound.text,
+                        rich=inbound.rich)  # fmt: skip
+        case "delete":
+            return None if target is None else Delete(id=event_id, origin=origin, target=target)
+        case "join":
+            return Join(id=event_id, origin=origin)
+        case "leave":
+            return Leave(id=event_id, origin=origin, reason=inbound.text)
+        case "topic":
+            return Topic(id=event_id, origin=origin, text=inbound.text)
+        case _:
+            assert_never(inbound.action)
+
+
+def _body(text: str, rich: RichText | None, kind: MessageKind) -> dict[str, Any]:
+    content: dict[str, Any] = {"msgtype": _MSGTYPES[kind], "body": text}
+    if rich is not None:
+        content["format"] = HTML_FORMAT
+        content["formatted_body"] = to_matrix(rich)
+    return content
+
+
+def _marker(event: Event) -> dict[str, Any]:
+    return {RELAY_KEY: {"network": event.origin.network, "event": event.id}}
+
+
+def attachment_lines(attachments: tuple[Attachment, ...]) -> str:
+    """Attachments as text lines, for `media: link` and for readers without media."""
+    return "\n".join(f"{a.name}: {a.url}" if a.name else a.url for a in attachments)
+
+
+def _notice(event: Event, text: str) -> SendWire:
+    content = {**_body(text, None, MessageKind.NOTICE), **_marker(event)}
+    return SendWire(event_type="m.room.message", content=content)
+
+
+def _message_wire(item: Outgoing, event: Message) -> SendWire:
+    text, rich = event.text, event.rich
+    if event.attachments:
+        links = attachment_lines(event.attachments)
+        text = f"{text}\n{links}" if text else links
+        if rich is not None:
+            rich = RichText(f"{rich}<br>{escape(links)}")
+    content = _body(text, rich, event.kind)
+    if item.reply_to:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": item.reply_to}}
+    return SendWire(event_type="m.room.message", content={**content, **_marker(event)})
+
+
+def _edit_wire(item: Outgoing, event: Edit) -> SendWire:
+    new = _body(event.text, event.rich, MessageKind.TEXT)
+    if item.target is None:  # the original never reached this room: say it anew
+        return SendWire(event_type="m.room.message", content={**new, **_marker(event)})
+    content = {
+        **new,
+        "body": f"* {event.text}",
+        "m.new_content": new,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": item.target},
+    }
+    if "formatted_body" in new:
+        content["formatted_body"] = f"* {new['formatted_body']}"
+    return SendWire(event_type="m.room.message", content={**content, **_marker(event)})
+
+
+def to_wire(item: Outgoing) -> Wire:  # noqa: PLR0911 - one return per event kind
+    """The request that delivers one rendered item (attachments as links; the adapter
+    replaces them with uploaded media when configured to)."""
+    event = item.event
+    match event:
+        case Message():
+            return _message_wire(item, event)
+        case Edit():
+            return _edit_wire(item, event)
+        case Delete():
+            if item.target is None:
+                raise ValueError("a delete needs the target's Matrix event id")
+            return RedactWire(target=item.target)
+        case Topic():
+            return _notice(event, f"{event.origin.sender.name} set the topic: {event.text}")
+        case Join():
+            return _notice(event, f"{event.origin.sender.name} joined")
+        case Leave():
+            return _notice(event, f"{event.origin.sender.name} left")
+        case Presence():
+            return _notice(event, f"{event.origin.sender.name} is now {event.state.value}")
+        case _:
+            assert_never(event)

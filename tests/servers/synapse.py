@@ -1,0 +1,228 @@
+"""A real Synapse homeserver on 127.0.0.1 for the Matrix integration tests.
+
+Adapted from the loopback launchers: one state directory per server, a client-only HTTP
+listener on a kernel-chosen port, shared-secret registration for test accounts, and
+either relaxed rate limits (most tests) or Synapse's stock limits with a faster message
+limiter (the 429 test). A missing Synapse fails the run: the fixture raises, it never
+skips. Synapse is started once per session; tests use fresh users and rooms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["SynapseServer", "synapse", "synapse_limited"]
+
+HOST = "127.0.0.1"
+SERVER_NAME = "localhost"
+_RELAXED = {"per_second": 1000, "burst_count": 100000}
+RELAXED_LIMITS: dict[str, Any] = {  # every client-facing limiter (synapse/config/ratelimiting.py)
+    "rc_message": _RELAXED,
+    "rc_registration": _RELAXED,
+    "rc_login": {"address": _RELAXED, "account": _RELAXED, "failed_attempts": _RELAXED},
+    "rc_joins": {"local": _RELAXED, "remote": _RELAXED},
+    "rc_joins_per_room": _RELAXED,
+    "rc_invites": {"per_room": _RELAXED, "per_user": _RELAXED, "per_issuer": _RELAXED},
+    "rc_room_creation": _RELAXED,
+    "rc_admin_redaction": _RELAXED,
+    "rc_media_create": _RELAXED,
+    "rc_profile": _RELAXED,
+}
+# Stock limits everywhere, except that the stock message limiter (0.2/s, burst 10) would
+# make a 300-message burst take 25 minutes; 10/s with burst 10 still answers most of a
+# burst with 429 + retry_after_ms, which is what the test must prove the relay honours.
+LIMITED_LIMITS: dict[str, Any] = {"rc_message": {"per_second": 10, "burst_count": 10}}
+
+
+def synapse_python() -> Path:
+    return Path(
+        os.environ.get(
+            "IMBRIDGE_SYNAPSE_PYTHON",
+            os.path.expanduser("~/.cache/imbridge/synapse-venv/bin/python"),
+        )
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _http_json(
+    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback http
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            return int(r.status), dict(json.load(r))
+    except urllib.error.HTTPError as e:
+        try:
+            return int(e.code), dict(json.load(e))
+        except ValueError:
+            return int(e.code), {}
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixUser:
+    user_id: str
+    password: str
+    access_token: str
+    device_id: str
+
+
+@dataclass
+class SynapseServer:
+    """One Synapse process and its state directory; restartable on the same state."""
+
+    state: Path
+    overrides: dict[str, Any]
+    port: int = field(default_factory=_free_port)
+    secret: str = field(default_factory=lambda: secrets.token_hex(12))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> None:
+        py = synapse_python()
+        if not py.exists():
+            raise RuntimeError(
+                f"Synapse's python not found at {py}: install Synapse "
+                "(see .ci/run) or set IMBRIDGE_SYNAPSE_PYTHON"
+            )
+        self.state.mkdir(parents=True, exist_ok=True)
+        main_conf = self.state / "homeserver.yaml"
+        if not main_conf.exists():
+            subprocess.run(
+                [str(py), "-m", "synapse.app.homeserver", "--generate-config",
+                 "--server-name", SERVER_NAME, "--report-stats=no",
+                 "--config-path", str(main_conf), "--data-directory", str(self.state),
+                 "--config-directory", str(self.state)],
+                check=True, cwd=self.state, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        conf: dict[str, Any] = {
+            "listeners": [{
+                "port": self.port, "bind_addresses": [HOST], "type": "http", "tls": False,
+                "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
+            }],
+            "public_baseurl": self.url + "/",
+            "registration_shared_secret": self.secret,
+            "enable_registration": False,
+            "bcrypt_rounds": 4,  # stock 12 costs ~0.3 s per password hash
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "report_stats": False,
+            "enable_metrics": False,
+            "presence": {"enabled": False},
+            "url_preview_enabled": False,
+            "enable_authenticated_media": False,  # relayed media links must open without a token
+            **self.overrides,
+        }  # fmt: skip
+        (self.state / "test-overrides.yaml").write_text(json.dumps(conf, indent=1))
+        with open(self.state / "synapse.stdout.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(py), "-m", "synapse.app.homeserver", "-c", str(main_conf),
+                 "-c", str(self.state / "test-overrides.yaml")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.state, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"synapse exited ({self.proc.returncode}):\n{self._tail()}")
+            try:
+                if _http_json("GET", self.url + "/_matrix/client/versions")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"synapse did not answer within {timeout}s:\n{self._tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def _tail(self) -> str:
+        lines: list[str] = []
+        for name in ("synapse.stdout.log", "homeserver.log"):
+            path = self.state / name
+            if path.exists():
+                lines += path.read_text(errors="replace").splitlines()[-20:]
+        return "\n".join(lines)
+
+    def register(self, name: str | None = None, *, admin: bool = False) -> MatrixUser:
+        """A new account through the shared-secret admin API (not rate-limited)."""
+        name = name or f"u{secrets.token_hex(4)}"
+        password = secrets.token_hex(8)
+        _, nonce = _http_json("GET", self.url + "/_synapse/admin/v1/register")
+        mac = hmac.new(self.secret.encode(), digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce["nonce"].encode(), name.encode(), password.encode(),
+                                 b"admin" if admin else b"notadmin"]))  # fmt: skip
+        code, r = _http_json("POST", self.url + "/_synapse/admin/v1/register", {
+            "nonce": nonce["nonce"], "username": name, "password": password,
+            "admin": admin, "mac": mac.hexdigest(),
+        })  # fmt: skip
+        if code != 200:
+            raise RuntimeError(f"registering {name}: {code} {r}")
+        return MatrixUser(r["user_id"], password, r["access_token"], r["device_id"])
+
+    def api(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, token: str
+    ) -> dict[str, Any]:
+        """A client-server API call as a test user; raises on an error status."""
+        code, r = _http_json(method, self.url + path, body, token)
+        if code != 200:
+            raise RuntimeError(f"{method} {path}: {code} {r}")
+        return r
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
+    """Synapse with every rate limit out of reach: tests measure the bridge, not limits."""
+    server = SynapseServer(tmp_path_factory.mktemp("synapse"), dict(RELAXED_LIMITS))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def synapse_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
+    """Synapse with stock limits (message limiter sped up, see LIMITED_LIMITS)."""
+    server = SynapseServer(tmp_path_factory.mktemp("synapse-limited"), dict(LIMITED_LIMITS))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
