@@ -9,6 +9,8 @@ skips. Synapse is started once per session; tests use fresh users and rooms.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,14 +21,19 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import nio
 import pytest
 
-__all__ = ["SynapseServer", "synapse", "synapse_limited"]
+from imbridge.events import EventId
+
+T = TypeVar("T")
+
+__all__ = ["synapse", "synapse_limited"]
 
 HOST = "127.0.0.1"
 SERVER_NAME = "localhost"
@@ -226,3 +233,101 @@ def synapse_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synaps
         yield server
     finally:
         server.stop()
+
+
+class Watcher:
+    """A real matrix-nio client acting as a user: sends, and records every timeline
+    event of every room it is in, so tests can poll for what a person would see."""
+
+    def __init__(self, server: SynapseServer, user: MatrixUser) -> None:
+        self.server = server
+        self.user = user
+        self.client = nio.AsyncClient(server.url, user.user_id, device_id=user.device_id)
+        self.client.access_token = user.access_token
+        self.client.user_id = user.user_id
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        resp = await self.client.sync(timeout=0, full_state=True)
+        assert isinstance(resp, nio.SyncResponse), resp
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.close()
+
+    async def _loop(self) -> None:
+        while True:
+            resp = await self.client.sync(timeout=1000)
+            if isinstance(resp, nio.SyncResponse):
+                for room_id, info in resp.rooms.join.items():
+                    self.events.setdefault(room_id, []).extend(
+                        e.source for e in info.timeline.events
+                    )
+            else:
+                await asyncio.sleep(0.2)
+
+    def messages(self, room_id: str, *, sender: str | None = None) -> list[dict[str, Any]]:
+        return [
+            e for e in self.events.get(room_id, [])
+            if e.get("type") == "m.room.message" and (sender is None or e["sender"] == sender)
+        ]  # fmt: skip
+
+    def bodies(self, room_id: str, *, sender: str | None = None) -> list[str]:
+        return [str(e["content"].get("body")) for e in self.messages(room_id, sender=sender)]
+
+    async def create_room(self, *, invite: list[str] | None = None, **kw: Any) -> str:
+        resp = await self.client.room_create(invite=invite or [], **kw)
+        assert isinstance(resp, nio.RoomCreateResponse), resp
+        return str(resp.room_id)
+
+    async def join(self, room: str) -> str:
+        resp = await self.client.join(room)
+        assert isinstance(resp, nio.JoinResponse), resp
+        return str(resp.room_id)
+
+    async def send(self, room_id: str, content: dict[str, Any], tx_id: str | None = None) -> str:
+        resp = await self.client.room_send(room_id, "m.room.message", content, tx_id=tx_id)
+        assert isinstance(resp, nio.RoomSendResponse), resp
+        return str(resp.event_id)
+
+    async def text(self, room_id: str, body: str, **extra: Any) -> str:
+        return await self.send(room_id, {"msgtype": "m.text", "body": body, **extra})
+
+
+async def wait_for(
+    check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition"
+) -> T:
+    """Poll `check` until it returns something truthy, or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class DictCursors:
+    """The core's `Cursors` as dicts, for driving an adapter without the daemon; `seen`
+    plays the id map (remote id -> event id) that the core's sink would fill."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.seen: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def set(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+    async def event_id(self, remote_id: str) -> EventId | None:
+        found = self.seen.get(remote_id)
+        return EventId(found) if found else None
