@@ -1,0 +1,590 @@
+"""The XMPP adapter's I/O: one slixmpp client session that joins MUC rooms and relays.
+
+Everything that arrives (live, from MUC, or from a MAM catch-up) goes through one queue
+and one consumer task, so events reach the sink in the order the rooms sent them and a
+cursor is stored only after the sink has taken the event. Outgoing items are confirmed by
+their MUC reflection (see `delivery`); stream management (XEP-0198) resends what the
+server had not acknowledged when a stream is resumed. The adapter owns every task it
+starts and cancels them in `aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, cast
+
+import structlog
+from slixmpp import JID, ClientXMPP
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.stanza import Message as SlixMessage
+from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from imbridge.adapter import (
+    Capabilities,
+    Cursors,
+    EventSink,
+    NetworkConfig,
+    Outgoing,
+    RateLimit,
+)
+from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
+from imbridge.events import (
+    Edit,
+    Event,
+    EventId,
+    Join,
+    Leave,
+    Origin,
+    RemoteId,
+    Sender,
+    Topic,
+    new_event_id,
+)
+from imbridge.sanitize import clean_nick, clean_text
+
+from .config import XmppConfig
+from .delivery import RESEND, Delivery
+from .history import fetch_after
+from .rooms import Cursor, Room, cursor_key
+from .stanzas import (
+    NS_CLIENT,
+    NS_MAM,
+    WireMessage,
+    WirePresence,
+    parse_message,
+    parse_presence,
+    q,
+)
+from .translate import Inbound, build, origin_id, references, to_core
+from .xmlsafe import xml_nick
+
+log = structlog.get_logger("imbridge.adapters.xmpp")
+
+LOGIN_TIMEOUT = 30.0
+JOIN_TIMEOUT = 15.0
+# Errors after which the same stanza can never be accepted (RFC 6120 §8.3.3).
+_PERMANENT = frozenset({
+    "forbidden", "not-allowed", "policy-violation", "bad-request", "not-authorized",
+    "item-not-found", "jid-malformed", "not-acceptable-permanently",
+})  # fmt: skip
+_NOT_IN_ROOM = frozenset({"not-acceptable"})  # XEP-0045 §7.4: not an occupant
+
+
+class _Client(ClientXMPP):
+    """slixmpp's client with a bounded, jittered reconnect backoff instead of its own
+    doubling up to five minutes, so a restarted server is reached again in seconds."""
+
+    def __init__(self, jid: str, password: str, backoff_max: float) -> None:
+        super().__init__(jid, password)
+        self.backoff_max = backoff_max
+
+    def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
+        if self._current_connection_attempt is None:
+            return None
+        wait = min(self.backoff_max, self._connect_loop_wait * 2 + 0.5)
+        self._connect_loop_wait = wait * random.uniform(0.6, 1.0)  # noqa: S311 - jitter
+        self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
+        return cast("asyncio.Future[Any]", self._current_connection_attempt)
+
+
+@dataclass(slots=True)
+class _CatchUp:
+    """Archive results for one room, handled in the consumer's order."""
+
+    room: Room
+    messages: list[WireMessage]
+    done: asyncio.Future[None]
+
+
+_Work = tuple[str, ET.Element] | _CatchUp
+
+
+class XmppAdapter:
+    """Relays through MUC rooms as one client account (XEP-0045)."""
+
+    config_model: ClassVar[type[NetworkConfig]] = XmppConfig
+    default_rate_limit: ClassVar[RateLimit] = RateLimit(per_second=50, burst=100)
+    capabilities = Capabilities(
+        edits=True,
+        deletes=True,
+        replies=True,
+        attachments=True,
+        formatting="xhtml",
+        max_text_bytes=32_000,  # well under Prosody's 256 KiB stanza limit
+    )
+
+    def __init__(self, name: str, config: NetworkConfig, cursors: Cursors) -> None:
+        if not isinstance(config, XmppConfig):
+            raise TypeError("XmppAdapter needs an XmppConfig")
+        self.name = name
+        self.config = config
+        self._cursors = cursors
+        self._identity = config.jid.lower()
+        self._sink: EventSink | None = None
+        self._client: _Client | None = None
+        self._rooms: dict[str, Room] = {}
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._delivery = Delivery()
+        self._sent_ids: OrderedDict[str, str] = OrderedDict()  # our stanza-id -> origin-id
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # their message id -> stanza-id
+        self._ready = asyncio.Event()
+        self._login_settled = asyncio.Event()  # logged in and joined, or refused
+        self._topic_oids: dict[str, list[str]] = {}  # room -> subject changes in flight
+        self._login_failed: str | None = None
+        self._session_alive = False
+        self._generation = 0
+        self._closing = False
+        self._log = log.bind(network=name)
+
+    # -- contract ------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and not self._closing
+
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+        self._client = self._make_client()
+        self._spawn(self._consume())
+        self._spawn(self._ping_loop())
+        self._connect()
+        try:
+            async with asyncio.timeout(LOGIN_TIMEOUT):
+                await self._login_settled.wait()
+        except TimeoutError:
+            await self.aclose()
+            raise AdapterError(
+                f"{self.name}: no XMPP session within {LOGIN_TIMEOUT:.0f}s"
+            ) from None
+        if self._login_failed is not None:
+            reason = self._login_failed
+            await self.aclose()
+            raise AdapterError(f"{self.name}: login failed: {reason}")
+
+    async def join(self, room: str) -> None:
+        jid = room.lower()
+        if jid in self._rooms:
+            return
+        secret = self.config.room_passwords.get(room) or self.config.room_passwords.get(jid)
+        state = Room(
+            jid=jid,
+            wanted_nick=xml_nick(self.config.nick),
+            password=secret.get_secret_value() if secret else None,
+        )
+        self._rooms[jid] = state
+        if self._session_alive:
+            await self._join(state)
+
+    async def send(self, item: Outgoing) -> RemoteId:
+        client = self._client
+        if client is None or not self.connected:
+            raise RetryableSendError("not connected")
+        room = self._rooms.get(item.room.lower())
+        if room is None:
+            raise PermanentSendError(f"{item.room} was never joined")
+        if not room.joined:
+            raise RetryableSendError(f"not in {item.room}")
+        oid = origin_id(item.txn_id)
+        if (done := self._delivery.delivered(oid)) is not None:
+            return done
+        pending = self._delivery.pending(oid)
+        now = time.time()
+        stale = pending is not None and now - pending.sent_at > 3 * self.config.ack_timeout
+        if pending is None or (stale and pending.generation == self._generation):
+            element = build(item, identity=self.identity, replace_id=await self._replace_id(item))
+            pending = self._delivery.track(oid, room.jid, self._generation, now)
+            if isinstance(item.event, Topic):
+                # MUC rebuilds subject messages, dropping ids: matched by room instead.
+                self._topic_oids.setdefault(room.jid, []).append(oid)
+            stanza = SlixMessage(client, xml=element)  # type: ignore[no-untyped-call]  # slixmpp
+            client.send(stanza)
+        try:
+            async with asyncio.timeout(self.config.ack_timeout):
+                result = await asyncio.shield(pending.future)
+        except TimeoutError:
+            raise RetryableSendError("the room did not confirm the message in time") from None
+        if result is RESEND:
+            raise RetryableSendError("connection lost before the room confirmed the message")
+        return result
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._ready.clear()
+        self._session_alive = False
+        client = self._client
+        if client is not None:
+            try:
+                if client.transport is not None:
+                    await asyncio.wait_for(client.disconnect(wait=1), 3)
+            except (TimeoutError, OSError) as exc:
+                self._log.warning("disconnect_failed", error=str(exc))
+            client.cancel_connection_attempt()
+            if client.transport is not None:
+                client.abort()
+            # slixmpp keeps its send-queue task for reconnects and only cancels it in
+            # __del__; end it here so no task outlives the adapter.
+            sender = client._run_out_filters
+            if sender is not None and not sender.done():
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._delivery.release_older_than(self._generation + 1)
+
+    # -- session -------------------------------------------------------------------------
+
+    def _make_client(self) -> _Client:
+        cfg = self.config
+        client = _Client(cfg.jid, cfg.password.get_secret_value(), cfg.reconnect_max)
+        for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0198", "xep_0359", "xep_0308",
+                       "xep_0424", "xep_0461", "xep_0066", "xep_0313"):  # fmt: skip
+            client.register_plugin(plugin)
+        context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        if not cfg.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        client.ssl_context = context
+        client.enable_direct_tls = cfg.tls == "direct"
+        client.enable_starttls = cfg.tls == "starttls"
+        client.enable_plaintext = cfg.tls == "plain"
+        if cfg.tls == "plain":
+            client.plugin["feature_mechanisms"].unencrypted_plain = True
+        client.register_handler(
+            Callback("imbridge message", MatchXPath(q(NS_CLIENT, "message")), self._on_message)
+        )
+        client.register_handler(
+            Callback("imbridge presence", MatchXPath(q(NS_CLIENT, "presence")), self._on_presence)
+        )
+        client.add_event_handler("session_start", self._on_session_start)
+        client.add_event_handler("session_resumed", self._on_session_resumed)
+        client.add_event_handler("disconnected", self._on_disconnected)
+        client.add_event_handler("failed_all_auth", self._on_auth_failed)
+        return client
+
+    def _connect(self) -> None:
+        if self._client is None or self._closing:
+            return
+        if self.config.host and self.config.port:
+            self._client.connect(self.config.host, self.config.port)
+        else:
+            self._client.connect()
+
+    def _on_message(self, stanza: StanzaBase) -> None:
+        self._queue.put_nowait(("message", stanza.xml))
+
+    def _on_presence(self, stanza: StanzaBase) -> None:
+        self._queue.put_nowait(("presence", stanza.xml))
+
+    def _on_auth_failed(self, _event: object) -> None:
+        self._login_failed = "authentication refused"
+        self._login_settled.set()
+
+    def _on_session_start(self, _event: object) -> None:
+        self._spawn(self._new_session())
+
+    def _on_session_resumed(self, _event: object) -> None:
+        # XEP-0198 resumption: the server kept our room presence, and slixmpp has resent
+        # what it had not acknowledged; nothing else to do.
+        self._session_alive = True
+        self._ready.set()
+        self._log.info("connected", resumed=True)
+
+    def _on_disconnected(self, reason: object) -> None:
+        was_ready = self._ready.is_set()
+        self._ready.clear()
+        self._session_alive = False
+        if self._closing:
+            return
+        self._log.warning("disconnected", reason=str(reason or ""), was_ready=was_ready)
+        self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        await asyncio.sleep(random.uniform(0.2, 0.6))  # noqa: S311 - jitter, not crypto
+        self._connect()
+
+    async def _new_session(self) -> None:
+        """A fresh session (first login, or resumption failed): join every room, catch up
+        from the archives, then release for a resend whatever the rooms never got."""
+        self._generation += 1
+        generation = self._generation
+        self._session_alive = True
+        for room in list(self._rooms.values()):
+            room.joined = False
+            room.occupants.clear()
+        for room in list(self._rooms.values()):
+            try:
+                await self._join(room)
+            except Exception as exc:  # noqa: BLE001 - one bad room must not block the others
+                self._log.error("join_failed", room=room.jid, error=str(exc))
+        if generation != self._generation or not self._session_alive:
+            return
+        released = self._delivery.release_older_than(generation)
+        if released:
+            self._log.warning("send_retry", reason="not in the room archive", count=released)
+        self._ready.set()
+        self._login_settled.set()
+        self._log.info("connected", resumed=False)
+
+    async def _join(self, room: Room) -> None:
+        client = self._client
+        if client is None:
+            raise AdapterError("join before start")
+        cursor = Cursor.loads(await self._cursors.get(cursor_key(room.jid)))
+        since = self._delivery.earliest(room.jid)
+        room.catching_up = self.config.catch_up and (cursor is not None or since is not None)
+        room.buffer.clear()
+        room.subject_seen = False
+        error: str | None = "conflict"
+        for nick in room.nick_candidates():
+            room.nick = nick
+            room.join_result = asyncio.get_running_loop().create_future()
+            presence = client.plugin["xep_0045"].make_join_stanza(
+                JID(room.jid), nick, password=room.password, maxstanzas=0
+            )
+            presence.send()
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                error = await room.join_result
+            if error != "conflict":
+                break
+        if error is not None:
+            room.catching_up = False
+            raise AdapterError(f"cannot join {room.jid}: {error}")
+        self._log.info("joined", room=room.jid, nick=room.nick)
+        if not room.catching_up:
+            return
+        start = cursor.stamp if cursor else None
+        if since is not None:
+            earliest = datetime.fromtimestamp(since, UTC) - timedelta(seconds=5)
+            start = earliest if start is None else min(start, earliest)
+        messages: list[WireMessage] = []
+        try:
+            messages = await fetch_after(
+                client, room.jid, after=cursor.stanza_id if cursor else None, start=start
+            )
+        except (IqError, IqTimeout) as exc:
+            self._log.warning("catch_up_failed", room=room.jid, error=str(exc))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_CatchUp(room, messages, done))
+        await done
+
+    async def _ping_loop(self) -> None:
+        """XEP-0199 keep-alive: a connection that stopped answering is dropped, so the
+        reconnect logic takes over instead of waiting for TCP to notice."""
+        interval = self.config.ping_interval
+        while True:
+            await asyncio.sleep(interval)
+            client = self._client
+            if client is None or not self._session_alive:
+                continue
+            try:
+                await client.plugin["xep_0199"].ping(
+                    jid=JID(client.boundjid.domain), timeout=min(30.0, interval)
+                )
+            except IqTimeout:
+                self._log.warning("ping_timeout")
+                client.abort()
+            except IqError:
+                pass  # an error reply is still a reply: the stream is alive
+
+    # -- incoming ------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            work = await self._queue.get()
+            try:
+                if isinstance(work, _CatchUp):
+                    await self._catch_up(work)
+                elif work[0] == "message":
+                    await self._message(work[1])
+                else:
+                    await self._presence(work[1])
+            except Exception as exc:  # noqa: BLE001 - one bad stanza never stops the relay
+                self._log.exception("inbound_failed", error=str(exc))
+
+    async def _catch_up(self, work: _CatchUp) -> None:
+        room = work.room
+        try:
+            for wire in work.messages:
+                await self._process(room, wire)
+            buffered, room.buffer = room.buffer, []
+            for wire in buffered:
+                await self._process(room, wire)
+        finally:
+            room.catching_up = False
+            if not work.done.done():
+                work.done.set_result(None)
+        self._log.info("caught_up", room=room.jid, archived=len(work.messages))
+
+    async def _message(self, element: ET.Element) -> None:
+        if element.find(q(NS_MAM, "result")) is not None:
+            return  # an archive result: handled by the catch-up that asked for it
+        wire = parse_message(element)
+        room = self._rooms.get(wire.room)
+        if room is None:
+            return
+        if wire.type == "error":
+            self._send_failed(room, wire)
+        elif wire.type == "groupchat":
+            if room.catching_up:
+                room.buffer.append(wire)
+            else:
+                await self._process(room, wire)
+
+    def _send_failed(self, room: Room, wire: WireMessage) -> None:
+        oid = wire.id or ""
+        condition = wire.error or "undefined-condition"
+        if condition in _NOT_IN_ROOM:
+            room.joined = False
+            self._spawn(self._rejoin(room))
+            self._delivery.fail(oid, RetryableSendError(f"not in {room.jid}"))
+        elif condition in _PERMANENT:
+            self._delivery.fail(oid, PermanentSendError(f"{room.jid} refused it: {condition}"))
+        else:
+            self._delivery.fail(oid, RetryableSendError(f"{room.jid}: {condition}"))
+
+    async def _process(self, room: Room, wire: WireMessage) -> None:
+        sid = wire.stanza_id
+        if sid is not None and sid in room.seen:
+            return
+        oid = wire.origin_id or wire.id
+        is_subject = wire.subject is not None and wire.body is None
+        if is_subject and not room.subject_seen and wire.stamp is None:
+            room.subject_seen = True  # the room's current subject, sent on every join
+            self._confirm_topics(room, wire)
+            return
+        if wire.nick == room.nick or wire.relayed_by == self.identity:
+            if is_subject:
+                self._confirm_topics(room, wire)
+            elif oid:
+                self._delivery.confirm(oid, RemoteId(sid or oid))
+                if sid:
+                    await self._remember_sent(sid, oid)
+        else:
+            event = await self._to_event(room, wire)
+            if event is not None and self._sink is not None:
+                await self._sink(event)
+            if sid and oid:
+                _bounded_put(self._aliases, oid, sid)
+        if sid is not None:
+            room.seen.add(sid)
+            cursor = Cursor(sid, wire.stamp or datetime.now(UTC))
+            await self._cursors.set(cursor_key(room.jid), cursor.dumps())
+
+    def _confirm_topics(self, room: Room, wire: WireMessage) -> None:
+        for oid in self._topic_oids.pop(room.jid, []):
+            self._delivery.confirm(oid, RemoteId(wire.stanza_id or oid))
+
+    async def _to_event(self, room: Room, wire: WireMessage) -> Event | None:
+        resolved: dict[str, EventId] = {}
+        for ref in references(wire):
+            event_id = await self._cursors.event_id(RemoteId(ref))
+            if event_id is None and ref in self._aliases:
+                event_id = await self._cursors.event_id(RemoteId(self._aliases[ref]))
+            if event_id is not None:
+                resolved[ref] = event_id
+        sender = room.sender_id(wire.nick) if wire.nick else room.jid
+        ctx = Inbound(
+            network=self.name, event_id=new_event_id(), sender_id=sender, resolved=resolved
+        )
+        return to_core(wire, ctx)
+
+    async def _presence(self, element: ET.Element) -> None:
+        presence = parse_presence(element)
+        room = self._rooms.get(presence.room)
+        if room is None:
+            return
+        if presence.type == "error":
+            if room.join_result is not None and not room.join_result.done():
+                room.join_result.set_result(presence.error or "undefined-condition")
+            return
+        if 110 in presence.codes or presence.nick == room.nick:
+            self._own_presence(room, presence)
+            return
+        event: Event | None = None
+        origin = Origin(
+            network=self.name,
+            room=room.jid,
+            sender=Sender(id=room.sender_id(presence.nick), name=clean_nick(presence.nick)),
+        )
+        if presence.type == "unavailable":
+            if room.joined and presence.nick in room.occupants:
+                reason = f"now known as {presence.new_nick}" if 303 in presence.codes else ""
+                event = Leave(id=new_event_id(), origin=origin, reason=clean_text(reason))
+            room.occupants.pop(presence.nick, None)
+        elif presence.type == "available":
+            known = presence.nick in room.occupants
+            room.occupants[presence.nick] = presence.real_jid
+            if room.joined and not known:
+                event = Join(id=new_event_id(), origin=origin)
+        if event is not None and self._sink is not None:
+            await self._sink(event)
+
+    def _own_presence(self, room: Room, presence: WirePresence) -> None:
+        if presence.type == "available":
+            room.nick = presence.nick
+            room.joined = True
+            if room.join_result is not None and not room.join_result.done():
+                room.join_result.set_result(None)
+            return
+        if presence.type != "unavailable":
+            return
+        if 303 in presence.codes and presence.new_nick:
+            room.nick = presence.new_nick
+            return
+        room.joined = False
+        self._log.warning("left_room", room=room.jid, codes=sorted(presence.codes))
+        # 301 banned: rejoining is pointless; 332 shutdown: the reconnect rejoins.
+        if not self._closing and not presence.codes & {301, 332}:
+            self._spawn(self._rejoin(room))
+
+    async def _rejoin(self, room: Room) -> None:
+        await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311 - jitter, not crypto
+        if self._session_alive and not room.joined and not self._closing:
+            try:
+                await self._join(room)
+            except Exception as exc:  # noqa: BLE001 - retried on the next kick or session
+                self._log.error("join_failed", room=room.jid, error=str(exc))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _replace_id(self, item: Outgoing) -> str | None:
+        """For an Edit of one of our own copies: the origin-id that copy carried."""
+        if not isinstance(item.event, Edit) or not item.target:
+            return None
+        target = str(item.target)
+        oid = self._sent_ids.get(target) or await self._cursors.get(f"oid:{target}")
+        return oid or target
+
+    async def _remember_sent(self, sid: str, oid: str) -> None:
+        _bounded_put(self._sent_ids, sid, oid)
+        await self._cursors.set(f"oid:{sid}", oid)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _bounded_put(mapping: OrderedDict[str, str], key: str, value: str, limit: int = 50_000) -> None:
+    mapping[key] = value
+    mapping.move_to_end(key)
+    while len(mapping) > limit:
+        mapping.popitem(last=False)

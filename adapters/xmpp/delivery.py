@@ -1,0 +1,89 @@
+"""Which outgoing stanzas the rooms have confirmed, so a retry never posts twice.
+
+An item counts as delivered when the room reflects it back carrying the origin-id the
+relay set (XEP-0045 §7.2.2 reflection; XEP-0359). Until then it is in flight: the outbox
+may call `send` again for it (after a timeout), and then it must wait for the same
+stanza instead of posting a second copy, because stream management (XEP-0198) may still
+be delivering the first. Only when a new session starts (resumption failed, so slixmpp
+dropped its unacked queue) and the room's archive does not hold the item is it released
+for a resend. No I/O here: the adapter feeds in what it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from imbridge.events import RemoteId
+
+RESEND = None
+"""Result of an in-flight future whose stanza was lost: send it again."""
+
+
+@dataclass(slots=True)
+class Pending:
+    room: str
+    generation: int
+    sent_at: float
+    future: asyncio.Future[RemoteId | None] = field(repr=False)
+
+
+class Delivery:
+    """In-flight and delivered origin-ids, bounded so a long run does not grow forever."""
+
+    def __init__(self, *, remember: int = 20_000) -> None:
+        self._remember = remember
+        self.inflight: dict[str, Pending] = {}
+        self._delivered: OrderedDict[str, RemoteId] = OrderedDict()
+
+    def delivered(self, oid: str) -> RemoteId | None:
+        return self._delivered.get(oid)
+
+    def pending(self, oid: str) -> Pending | None:
+        pending = self.inflight.get(oid)
+        if pending is not None and pending.future.done() and pending.future.result() is RESEND:
+            del self.inflight[oid]
+            return None
+        return pending
+
+    def track(self, oid: str, room: str, generation: int, now: float) -> Pending:
+        future: asyncio.Future[RemoteId | None] = asyncio.get_running_loop().create_future()
+        pending = Pending(room=room, generation=generation, sent_at=now, future=future)
+        self.inflight[oid] = pending
+        return pending
+
+    def confirm(self, oid: str, remote_id: RemoteId) -> bool:
+        """The room reflected `oid`; True if it was one of ours in flight."""
+        self._delivered[oid] = remote_id
+        self._delivered.move_to_end(oid)
+        while len(self._delivered) > self._remember:
+            self._delivered.popitem(last=False)
+        pending = self.inflight.pop(oid, None)
+        if pending is None:
+            return False
+        if not pending.future.done():
+            pending.future.set_result(remote_id)
+        return True
+
+    def fail(self, oid: str, error: BaseException) -> None:
+        pending = self.inflight.pop(oid, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(error)
+
+    def release_older_than(self, generation: int) -> int:
+        """Marks every item sent before session `generation` for a resend; the archive of
+        the new session has been checked, so these never reached their room."""
+        count = 0
+        for oid, pending in list(self.inflight.items()):
+            if pending.generation < generation:
+                del self.inflight[oid]
+                if not pending.future.done():
+                    pending.future.set_result(RESEND)
+                count += 1
+        return count
+
+    def earliest(self, room: str) -> float | None:
+        """When the oldest unconfirmed item for `room` was sent (wall clock)."""
+        times = [p.sent_at for p in self.inflight.values() if p.room == room]
+        return min(times) if times else None

@@ -1,0 +1,88 @@
+"""Per-room state of the relay's MUC presence, and the resume cursor it persists.
+
+A room's cursor is the last stanza-id the bridge handled there, with its timestamp: after
+a restart the adapter asks the room's MAM archive (XEP-0313) for everything after that id,
+so nothing said meanwhile is missed and nothing is relayed twice. No I/O here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .stanzas import WireMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    stanza_id: str
+    stamp: datetime
+
+    def dumps(self) -> str:
+        return json.dumps({"sid": self.stanza_id, "ts": self.stamp.isoformat()})
+
+    @classmethod
+    def loads(cls, raw: str | None) -> Cursor | None:
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            stamp = datetime.fromisoformat(data["ts"])
+            return cls(str(data["sid"]), stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def cursor_key(room: str) -> str:
+    return f"room:{room}"
+
+
+class Seen:
+    """Stanza-ids recently handled in a room: archive results and live messages overlap
+    while the bridge catches up, and each must pass once."""
+
+    def __init__(self, size: int = 2_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._ids
+
+    def add(self, sid: str) -> None:
+        self._ids[sid] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
+@dataclass(slots=True)
+class Room:
+    """What the adapter knows about one joined room."""
+
+    jid: str
+    wanted_nick: str
+    password: str | None = None
+    nick: str = ""
+    joined: bool = False
+    subject_seen: bool = False  # the first subject after a join is the current one
+    catching_up: bool = False
+    buffer: list[WireMessage] = field(default_factory=list)
+    seen: Seen = field(default_factory=Seen)
+    occupants: dict[str, str | None] = field(default_factory=dict)  # nick -> real JID
+    join_result: asyncio.Future[str | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.nick = self.nick or self.wanted_nick
+
+    def sender_id(self, nick: str) -> str:
+        """A stable id for an occupant: the real bare JID where the room shows it,
+        else the occupant JID."""
+        real = self.occupants.get(nick)
+        return real.partition("/")[0].lower() if real else f"{self.jid}/{nick}"
+
+    def nick_candidates(self) -> list[str]:
+        """The configured nick, then fallbacks when it is taken (XEP-0045 §7.2.9)."""
+        base = self.wanted_nick
+        return [base, f"{base}_", f"{base}__", f"{base}2"]

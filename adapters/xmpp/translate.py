@@ -1,0 +1,206 @@
+"""XMPP groupchat stanzas ⇄ core events.
+
+`to_core` turns a parsed message into an event once the adapter has looked up the ids it
+refers to (`references`); `build` turns an outgoing item into the `<message>` element
+that goes on the wire. Every string that enters a built element has passed
+`xmlsafe.xml_text`, so any text from any network yields a well-formed stanza (fuzzed in
+`tests/unit/test_xmpp_translate.py`). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import assert_never
+
+from imbridge.adapter import Outgoing
+from imbridge.errors import PermanentSendError
+from imbridge.events import (
+    Attachment,
+    Delete,
+    Edit,
+    Event,
+    EventId,
+    Join,
+    Leave,
+    Message,
+    MessageKind,
+    Origin,
+    Presence,
+    RemoteId,
+    RichText,
+    Sender,
+    Topic,
+    utcnow,
+)
+from imbridge.richtext import escape
+from imbridge.sanitize import clean_nick, clean_text
+
+from .formatting import rich_to_xhtml, xhtml_to_rich
+from .stanzas import (
+    NS_CLIENT,
+    NS_CORRECT,
+    NS_FALLBACK,
+    NS_HINTS,
+    NS_OOB,
+    NS_RELAY,
+    NS_REPLY,
+    NS_RETRACT,
+    NS_SID,
+    WireMessage,
+    q,
+)
+from .xmlsafe import xml_text
+
+ME = "/me "
+RETRACT_FALLBACK = "This message was deleted."
+
+
+def origin_id(txn_id: str) -> str:
+    """The XEP-0359 origin-id of an outgoing item: derived from the outbox's txn id, so
+    every retry of one item carries the same id and its reflection is recognised."""
+    digest = hashlib.sha256(txn_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"imb-{digest[:32]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inbound:
+    """What `to_core` needs besides the stanza: ids and the sender as the adapter knows
+    them (a real JID from the occupant list when the room shows it)."""
+
+    network: str
+    event_id: EventId
+    sender_id: str
+    resolved: Mapping[str, EventId]  # remote id -> event id, from `references`
+
+
+def references(wire: WireMessage) -> tuple[str, ...]:
+    """The remote ids `wire` points at, for the adapter to resolve through the id map."""
+    return tuple(i for i in (wire.replace_id, wire.retract_id, wire.reply_id) if i)
+
+
+def _body(wire: WireMessage) -> str:
+    body = wire.body or ""
+    if wire.reply_fallback is not None:
+        start, end = wire.reply_fallback
+        if 0 <= start < end <= len(body):
+            body = body[:start] + body[end:]
+    return body
+
+
+def to_core(wire: WireMessage, ctx: Inbound) -> Event | None:
+    """The core event for a groupchat message, or None for one the bridge ignores
+    (no text, a correction or retraction of something never seen, a chat state)."""
+    origin = Origin(
+        network=ctx.network,
+        room=wire.room,
+        sender=Sender(id=ctx.sender_id, name=clean_nick(wire.nick or wire.room)),
+        remote_id=RemoteId(wire.remote_id) if wire.remote_id else None,
+        timestamp=wire.stamp or utcnow(),
+        relayed=wire.relayed_by is not None,
+    )
+    if wire.retract_id is not None:
+        target = ctx.resolved.get(wire.retract_id)
+        return Delete(id=ctx.event_id, origin=origin, target=target) if target else None
+    if wire.subject is not None and wire.body is None:
+        return Topic(id=ctx.event_id, origin=origin, text=clean_text(wire.subject))
+    text = clean_text(_body(wire))
+    kind = MessageKind.TEXT
+    if text.startswith(ME):
+        kind, text = MessageKind.EMOTE, text[len(ME) :]
+    rich = (
+        xhtml_to_rich(wire.xhtml) if wire.xhtml is not None and kind is MessageKind.TEXT else None
+    )
+    if wire.replace_id is not None:
+        target = ctx.resolved.get(wire.replace_id)
+        if target is not None and text.strip():
+            return Edit(id=ctx.event_id, origin=origin, target=target, text=text, rich=rich)
+    attachments = tuple(
+        Attachment(url=clean_text(url), name=clean_text(desc)) for url, desc in wire.oob
+    )
+    if attachments and text.strip() in {a.url for a in attachments}:
+        text = ""  # XEP-0066 convention: the body repeats the URL for plain clients
+    if not text.strip() and not attachments:
+        return None
+    reply_to = ctx.resolved.get(wire.reply_id) if wire.reply_id else None
+    return Message(
+        id=ctx.event_id,
+        origin=origin,
+        text=text,
+        rich=rich,
+        kind=kind,
+        reply_to=reply_to,
+        attachments=attachments,
+    )
+
+
+def _element(parent: ET.Element, ns: str, name: str, **attrs: str) -> ET.Element:
+    return ET.SubElement(parent, q(ns, name), {k: xml_text(v) for k, v in attrs.items()})
+
+
+def _text(parent: ET.Element, name: str, text: str) -> None:
+    ET.SubElement(parent, q(NS_CLIENT, name)).text = xml_text(text)
+
+
+def _rich(parent: ET.Element, rich: RichText | None, text: str) -> None:
+    if rich is not None and rich != escape(text):
+        parent.append(rich_to_xhtml(rich))
+
+
+def _message_body(event: Message) -> str:
+    text = event.text
+    for attachment in event.attachments:
+        if attachment.url not in text:
+            text = f"{text}\n{attachment.url}" if text else attachment.url
+    if event.kind is MessageKind.EMOTE:
+        return ME + text
+    return text
+
+
+def build(item: Outgoing, *, identity: str, replace_id: str | None = None) -> ET.Element:
+    """The `<message type="groupchat">` for one outgoing item. `replace_id` is the
+    message id an Edit corrects (XEP-0308 names the original stanza's id, which for the
+    relay's own copies is their origin-id); a Delete retracts `item.target` (XEP-0424: a
+    groupchat retraction names the room's stanza-id)."""
+    oid = origin_id(item.txn_id)
+    message = ET.Element(
+        q(NS_CLIENT, "message"), {"type": "groupchat", "to": xml_text(item.room), "id": oid}
+    )
+    event = item.event
+    match event:
+        case Message():
+            _text(message, "body", _message_body(event))
+            if event.kind is not MessageKind.EMOTE:
+                _rich(message, event.rich, event.text)
+            if item.reply_to:
+                _element(message, NS_REPLY, "reply", id=item.reply_to)
+            if event.attachments:
+                x = _element(message, NS_OOB, "x")
+                ET.SubElement(x, q(NS_OOB, "url")).text = xml_text(event.attachments[0].url)
+                if event.attachments[0].name:
+                    ET.SubElement(x, q(NS_OOB, "desc")).text = xml_text(event.attachments[0].name)
+        case Edit():
+            target = replace_id or item.target
+            if not target:
+                raise PermanentSendError("correction without a known target")
+            _text(message, "body", event.text)
+            _rich(message, event.rich, event.text)
+            _element(message, NS_CORRECT, "replace", id=target)
+        case Delete():
+            if not item.target:
+                raise PermanentSendError("retraction without a known target")
+            _text(message, "body", RETRACT_FALLBACK)
+            _element(message, NS_RETRACT, "retract", id=item.target)
+            _element(message, NS_FALLBACK, "fallback", **{"for": NS_RETRACT})
+            _element(message, NS_HINTS, "store")
+        case Topic():
+            _text(message, "subject", event.text)
+        case Join() | Leave() | Presence():
+            raise PermanentSendError(f"{type(event).__name__} is not sent to XMPP rooms")
+        case _:
+            assert_never(event)
+    _element(message, NS_SID, "origin-id", id=oid)
+    _element(message, NS_RELAY, "relay", by=identity, event=event.id)
+    return message
