@@ -77,9 +77,11 @@ class OutboxStats:
     retries: int = 0
 
 
-def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
-    """Exponential with full jitter in [0.5, 1.5) of the step, capped."""
-    step = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(0, attempts - 1)))
+def backoff(
+    attempts: int, rng: Callable[[], float] = random.random, *, base: float = BACKOFF_BASE
+) -> float:
+    """Exponential with jitter in [0.5, 1.5) of the step, capped."""
+    step = min(BACKOFF_CAP, base * (2 ** max(0, attempts - 1)))
     return float(step * (0.5 + rng()))
 
 
@@ -119,6 +121,7 @@ class Outbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self.backoff_base = BACKOFF_BASE
 
     async def load(self) -> int:
         """Queues what a previous run left pending; returns how many items."""
@@ -224,7 +227,8 @@ class Outbox:
         except RetryableSendError as exc:
             item.attempts += 1
             stats.retries += 1
-            delay = exc.retry_after if exc.retry_after is not None else backoff(item.attempts)
+            delay = (exc.retry_after if exc.retry_after is not None
+                     else backoff(item.attempts, base=self.backoff_base))
             bound.warning(
                 "send_retry",
                 event_id=item.event.id,
@@ -243,7 +247,7 @@ class Outbox:
                 await self._fail(item, f"{type(exc).__name__}: {exc}", bound)
                 return True
             stats.retries += 1
-            delay = backoff(item.attempts)
+            delay = backoff(item.attempts, base=self.backoff_base)
             bound.warning(
                 "send_retry",
                 event_id=item.event.id,

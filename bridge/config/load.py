@@ -140,6 +140,14 @@ def parse_config(
         raw = RawConfig.model_validate(data)
     except ValidationError as exc:
         issues += from_validation(exc, lines)
+        # Validate again without the broken sections, so cross-references between the
+        # sound ones are still checked and reported in this same pass.
+        broken = {err["loc"][0] for err in exc.errors() if err["loc"]}
+        if not broken & {"networks", "gateways"}:
+            try:
+                raw = RawConfig.model_validate({k: v for k, v in data.items() if k not in broken})
+            except ValidationError:
+                raw = None
 
     networks = _networks(data.get("networks"), lines, issues)
     if raw is None:
