@@ -219,7 +219,15 @@ class XmppUser:
     def __init__(self, server: Prosody, jid: str, password: str) -> None:
         self.server = server
         self.client = slixmpp.ClientXMPP(jid, password)
-        for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0198", "xep_0359"):
+        for plugin in (
+            "xep_0030",
+            "xep_0045",
+            "xep_0199",
+            "xep_0198",
+            "xep_0359",
+            "xep_0308",
+            "xep_0424",
+        ):
             self.client.register_plugin(plugin)
         self.client.enable_direct_tls = self.client.enable_starttls = False
         self.client.enable_plaintext = True
@@ -286,7 +294,7 @@ class XmppUser:
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+async def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
     """Polls `check` until it holds, failing after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not check():
