@@ -121,6 +121,7 @@ class MatrixAdapter:
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
+        self._closed = False  # the daemon may retry start() after a failed one + aclose()
         await self._login()
         joined = await self._client.joined_rooms()
         if not isinstance(joined, JoinedRoomsResponse):

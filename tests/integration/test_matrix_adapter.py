@@ -48,17 +48,23 @@ class Sink:
 
 
 def make_adapter(server: SynapseServer, user: MatrixUser, cursors: DictCursors) -> MatrixAdapter:
-    config = MatrixConfig.model_validate({
-        "type": "matrix", "homeserver": server.url, "user_id": user.user_id,
-        "access_token": user.access_token, "sync_timeout_ms": 1000,
-    })  # fmt: skip
+    config = MatrixConfig.model_validate(
+        {
+            "type": "matrix",
+            "homeserver": server.url,
+            "user_id": user.user_id,
+            "access_token": user.access_token,
+            "sync_timeout_ms": 1000,
+        }
+    )
     return MatrixAdapter("mx", config, cursors)
 
 
 def outgoing(room: str, text: str, *, rich: str | None = None, **kw: object) -> Outgoing:
     origin = Origin(network="elsewhere", room="#x", sender=Sender(id="carol", name="carol"))
-    event = Message(id=new_event_id(), origin=origin, text=text,
-                    rich=RichText(rich) if rich else None)  # fmt: skip
+    event = Message(
+        id=new_event_id(), origin=origin, text=text, rich=RichText(rich) if rich else None
+    )
     return Outgoing(room=room, event=event, txn_id=f"t-{event.id}", **kw)  # type: ignore[arg-type]
 
 
@@ -80,8 +86,12 @@ async def test_matrix_first_start_relays_new_messages_but_no_history(
     await adapter.start(sink)
     try:
         await adapter.join(room)
-        await alice.text(room, "hello *world*", format="org.matrix.custom.html",
-                         formatted_body="hello <b>world</b><script>alert(1)</script>")  # fmt: skip
+        await alice.text(
+            room,
+            "hello *world*",
+            format="org.matrix.custom.html",
+            formatted_body="hello <b>world</b><script>alert(1)</script>",
+        )
         await alice.send(room, {"msgtype": "m.emote", "body": "waves"})
         await alice.send(room, {"msgtype": "m.notice", "body": "a notice"})
         await wait_for(lambda: len(sink.messages()) >= 3, what="three messages")
@@ -139,17 +149,27 @@ async def test_matrix_edit_redaction_reply_in_both_directions(
     try:
         await adapter.join(room)
         original = await alice.text(room, "typo")
-        await alice.send(room, {
-            "msgtype": "m.text", "body": "* fixed",
-            "m.new_content": {"msgtype": "m.text", "body": "fixed"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
-        })  # fmt: skip
-        await alice.send(room, {
-            "msgtype": "m.text", "body": "> <@x:localhost> secret quote\n\nmy answer",
-            "format": "org.matrix.custom.html",
-            "formatted_body": "<mx-reply><blockquote>secret quote</blockquote></mx-reply>my answer",
-            "m.relates_to": {"m.in_reply_to": {"event_id": original}},
-        })  # fmt: skip
+        await alice.send(
+            room,
+            {
+                "msgtype": "m.text",
+                "body": "* fixed",
+                "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+            },
+        )
+        await alice.send(
+            room,
+            {
+                "msgtype": "m.text",
+                "body": "> <@x:localhost> secret quote\n\nmy answer",
+                "format": "org.matrix.custom.html",
+                "formatted_body": (
+                    "<mx-reply><blockquote>secret quote</blockquote></mx-reply>my answer"
+                ),
+                "m.relates_to": {"m.in_reply_to": {"event_id": original}},
+            },
+        )
         resp = await alice.client.room_redact(room, original)
         assert resp.event_id
         await wait_for(lambda: len(sink.events) >= 4, what="4 events")
@@ -175,8 +195,12 @@ async def test_matrix_edit_redaction_reply_in_both_directions(
         await adapter.send(Outgoing(room=room, event=gone, target=sent, txn_id="del-1"))
 
         def relayed() -> list[dict[str, object]]:
-            evs = [e for e in alice.events.get(room, []) if e["sender"] == relay.user_id
-                   and e["type"] in ("m.room.message", "m.room.redaction")]  # fmt: skip
+            evs = [
+                e
+                for e in alice.events.get(room, [])
+                if e["sender"] == relay.user_id
+                and e["type"] in ("m.room.message", "m.room.redaction")
+            ]
             return evs if len(evs) >= 4 else []
 
         evs = await wait_for(relayed, what="relay's four events")
