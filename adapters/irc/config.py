@@ -1,0 +1,181 @@
+"""The `networks.<name>` section with `type: irc`, as a typed, frozen model.
+
+Secrets are `SecretStr` so they never appear in a repr or a log line; `password_file`,
+`sasl.password_file` and `nickserv.password_file` are resolved by the config loader before
+this model sees them. Defaults are the safe ones: TLS verified against the system CAs, and
+flood control that stock ngircd and InspIRCd accept without disconnecting the relay.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from imbridge.adapter import NetworkConfig
+
+# RFC 2812 §2.3.1: a nick starts with a letter or special, then letters, digits, specials, -.
+_NICK = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
+# RFC 2812 §1.3: channel names start with & # + !, and hold no space, comma, BEL or colon.
+_CHANNEL = re.compile(r"^[#&+!][^\x00\x07\r\n ,:]{1,199}$")
+
+
+def valid_nick(value: str) -> str:
+    if not _NICK.match(value) or len(value) > 30:
+        raise ValueError("must be a valid IRC nick (letters, digits, []\\`_^{|}- ; at most 30)")
+    return value
+
+
+def valid_channel(value: str) -> str:
+    if not _CHANNEL.match(value):
+        raise ValueError("must be an IRC channel name such as #ops")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class SaslConfig(_Section):
+    """SASL during registration (IRCv3 `sasl`): PLAIN with a password, or EXTERNAL with
+    the TLS client certificate (`tls_client_cert`). A failed SASL login aborts the
+    connection rather than continuing unauthenticated."""
+
+    mechanism: Literal["PLAIN", "EXTERNAL"] = "PLAIN"
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _plain_needs_password(self) -> SaslConfig:
+        if self.mechanism == "PLAIN" and (self.username is None or self.password is None):
+            raise ValueError("PLAIN needs username and password")
+        return self
+
+
+class NickServConfig(_Section):
+    """Services login after registration, for networks without SASL."""
+
+    password: SecretStr
+    service: str = "NickServ"
+    command: str = "IDENTIFY {password}"
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return valid_nick(value)
+
+
+class FloodConfig(_Section):
+    """Per-connection flood control: a token bucket of lines, and a window of lines and
+    bytes the server has not yet confirmed processing (a PING it answered). The window is
+    what keeps a throttled relay under a server's receive queue (InspIRCd's stock 8 KiB):
+    however fast the bucket, the relay never has more than that outstanding."""
+
+    burst: int = Field(default=10, ge=1, le=1000)
+    per_second: float = Field(default=5.0, gt=0)
+    max_unacked_lines: int = Field(default=10, ge=2, le=10_000)
+    max_unacked_bytes: int = Field(default=4096, ge=1024, le=16_777_216)
+
+
+class IrcConfig(NetworkConfig):
+    type: Literal["irc"]
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Default 6697 with TLS, 6667 without."""
+    tls: bool = True
+    tls_verify: bool = True
+    tls_ca_file: Path | None = None
+    tls_client_cert: Path | None = None
+    """PEM file with the client certificate (and key, unless `tls_client_key`): CertFP and
+    SASL EXTERNAL."""
+    tls_client_key: Path | None = None
+    password: SecretStr | None = None
+    """Server password (PASS)."""
+    nick: str
+    alt_nicks: tuple[str, ...] = ()
+    """Tried in order when `nick` is taken; then `nick_`, `nick__`, `nick` + digits."""
+    username: str | None = None
+    realname: str = "imbridge relay"
+    sasl: SaslConfig | None = None
+    nickserv: NickServConfig | None = None
+    channel_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    """Keys (`+k`) of the channels that need one, by channel name."""
+    rejoin_on_kick: bool = True
+    rejoin_delay: float = Field(default=5.0, ge=0)
+    max_lines: int = Field(default=5, ge=1, le=100)
+    """Most wire lines one relayed message may take; the rest is replaced by a notice."""
+    flood: FloodConfig = FloodConfig()
+    capabilities: tuple[str, ...] = (
+        "server-time",
+        "message-tags",
+        "echo-message",
+        "multi-prefix",
+        "away-notify",
+        "account-tag",
+    )
+    """IRCv3 capabilities requested when the server offers them."""
+    connect_timeout: float = Field(default=30.0, gt=0)
+    """For one connection attempt, TCP and TLS to registration (001)."""
+    send_timeout: float = Field(default=45.0, gt=0)
+    """How long `send` waits for a line to be written (or echoed) before the outbox
+    retries it; below the outbox's own 60 s."""
+    ping_interval: float = Field(default=60.0, gt=0)
+    """Idle time after which the relay PINGs the server; no answer in as long again means
+    the connection is dead and is replaced."""
+    reconnect_min_delay: float = Field(default=1.0, gt=0)
+    reconnect_max_delay: float = Field(default=300.0, gt=0)
+    throttled_delay: float = Field(default=60.0, ge=0)
+    """Least wait after the server refused us for reconnecting too fast or banned us."""
+
+    @field_validator("nick")
+    @classmethod
+    def _nick(cls, value: str) -> str:
+        return valid_nick(value)
+
+    @field_validator("alt_nicks")
+    @classmethod
+    def _alt_nicks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(valid_nick(v) for v in value)
+
+    @field_validator("channel_keys")
+    @classmethod
+    def _channels(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, key in value.items():
+            valid_channel(name)
+            if not key.get_secret_value() or any(c in key.get_secret_value() for c in " ,\r\n\0"):
+                raise ValueError(f"key of {name} must be one word")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IrcConfig:
+        if self.reconnect_max_delay < self.reconnect_min_delay:
+            raise ValueError("reconnect_max_delay must not be below reconnect_min_delay")
+        if self.sasl and self.sasl.mechanism == "EXTERNAL" and self.tls_client_cert is None:
+            raise ValueError("sasl EXTERNAL needs tls_client_cert")
+        if (self.tls_client_cert or self.tls_client_key) and not self.tls:
+            raise ValueError("a client certificate needs tls: true")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 6697 if self.tls else 6667
+
+    def key_for(self, channel: str) -> str:
+        """The key of `channel` (case-insensitive), or '' when it has none."""
+        folded = irc_lower(channel)
+        for name, key in self.channel_keys.items():
+            if irc_lower(name) == folded:
+                return key.get_secret_value()
+        return ""
+
+
+def irc_lower(name: str) -> str:
+    """RFC 1459 case folding (the default CASEMAPPING): []\\~ are the upper case of {}|^."""
+    return name.lower().translate(_RFC1459)
+
+
+_RFC1459 = str.maketrans("[]\\~", "{}|^")
