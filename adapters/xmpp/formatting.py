@@ -93,7 +93,7 @@ class _Builder(HTMLParser):
 def rich_to_xhtml(rich: RichText) -> ET.Element:
     """The `<html xmlns=XEP-0071>` payload for a message with neutral rich text."""
     builder = _Builder()
-    builder.feed(clean(rich))
+    builder.feed(clean(xml_text(rich)))  # nh3 cannot even read a lone surrogate
     builder.close()
     wrapper = ET.Element(f"{{{XHTML_IM_NS}}}html")
     wrapper.append(builder.body)

@@ -21,7 +21,10 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 def xml_text(text: str) -> str:
     """`text` with every character XML 1.0 forbids removed; a lone surrogate (an
     undecodable byte smuggled through `surrogateescape`) becomes U+FFFD so the reader
-    sees that something was there."""
+    sees that something was there. Line breaks become `\n`: a raw CR would be turned
+    into LF by the reader's parser anyway (XML 1.0 §2.11), so the text stays as read."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if _NOT_XML_CHAR.search(text) is None:
         return text
     text = _SURROGATE.sub(REPLACEMENT, text)
