@@ -167,6 +167,14 @@ class Database:
         out: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if len(fns) == 1:  # alone in its commit: a failure rolls back just it anyway
+                try:
+                    out.append((True, fns[0](conn)))
+                except Exception as exc:  # noqa: BLE001 - reported to that caller only
+                    conn.execute("ROLLBACK")
+                    return [(False, exc)]
+                conn.execute("COMMIT")
+                return out
             for fn in fns:
                 conn.execute("SAVEPOINT job")
                 try:

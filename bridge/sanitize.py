@@ -14,6 +14,7 @@ import unicodedata
 _NEWLINES = re.compile(r"\r\n?|[\u0085\u2028\u2029]")
 # C0 except \t \n, DEL, C1; noncharacters U+FDD0-FDEF and U+xFFFE/xFFFF of the BMP.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
+_ASTRAL = re.compile(r"[\U00010000-\U0010ffff]")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 # Bidi embeddings, overrides and isolates, marks, and zero-width characters: harmless in
 # prose but used in nicks to impersonate ("evil\u202egnp.exe").
@@ -36,9 +37,9 @@ def clean_text(text: str) -> str:
     dropped, lone surrogates replaced."""
     text = _SURROGATES.sub(REPLACEMENT, text)
     text = _NEWLINES.sub("\n", text)
-    # Non-BMP noncharacters (U+1FFFE …) are rare; check them only when present.
     text = _CONTROLS.sub("", text)
-    if any(ord(c) > 0xFFFF for c in text):
+    # Non-BMP noncharacters (U+1FFFE ...) are rare; look at each character only then.
+    if _ASTRAL.search(text):
         text = "".join(c for c in text if not _is_nonchar(c))
     return text
 
