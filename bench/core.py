@@ -18,6 +18,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import ClassVar
 
 from imbridge import logs
 from imbridge.adapter import Cursors, NetworkConfig
@@ -65,7 +66,7 @@ def baseline(events: int) -> float:
     got: list[Post] = []
 
     class Listener:
-        joined = {"#r"}
+        joined: ClassVar[set[str]] = {"#r"}
 
         def deliver(self, post: Post) -> None:
             got.append(post)
