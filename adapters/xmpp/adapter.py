@@ -195,9 +195,7 @@ class XmppAdapter:
         if client is None or not self.connected:
             raise RetryableSendError("not connected")
         room = self._rooms.get(item.room.lower())
-        if room is None:
-            raise PermanentSendError(f"{item.room} was never joined")
-        if not room.joined:
+        if room is None or not room.joined:  # the daemon joins every room it routes to
             raise RetryableSendError(f"not in {item.room}")
         oid = origin_id(item.txn_id)
         if (done := self._delivery.delivered(oid)) is not None:

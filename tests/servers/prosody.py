@@ -227,6 +227,7 @@ class XmppUser:
             "xep_0359",
             "xep_0308",
             "xep_0424",
+            "xep_0313",
         ):
             self.client.register_plugin(plugin)
         self.client.enable_direct_tls = self.client.enable_starttls = False
@@ -282,6 +283,37 @@ class XmppUser:
                 if body is not None:
                     out.append(body)
         return out
+
+    async def archive(self, room: str) -> list[ET.Element]:
+        """Every message the room's MAM archive (XEP-0313) holds, oldest first: what
+        the room really kept, independent of who was connected when."""
+        out: list[ET.Element] = []
+        after: str | None = None
+        while True:
+            rsm: dict[str, Any] = {"max": 200}
+            if after:
+                rsm["after"] = after
+            iq = await self.client.plugin["xep_0313"].retrieve(
+                jid=slixmpp.JID(room), rsm=rsm, timeout=15
+            )
+            results = iq["mam"]["results"]
+            for result in results:
+                inner = result.xml.find(
+                    "{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message"
+                )
+                if inner is not None:
+                    out.append(inner)
+            fin = iq.xml.find("{urn:xmpp:mam:2}fin")
+            last = (
+                fin.findtext(
+                    "{http://jabber.org/protocol/rsm}set/{http://jabber.org/protocol/rsm}last"
+                )
+                if fin is not None
+                else None
+            )
+            if not results or fin is None or fin.get("complete") in ("true", "1") or not last:
+                return out
+            after = last
 
     async def close(self) -> None:
         try:
