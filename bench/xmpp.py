@@ -1,0 +1,141 @@
+"""XMPP relay latency and throughput between two MUC rooms on a loopback Prosody.
+
+    .venv/bin/python bench/xmpp.py [--latency 60] [--burst 2000]
+
+Baseline, measured in the same run: the direct client path (Alice posts into room B,
+Bob reads it there). Bridged: Alice posts into room A, the whole daemon relays it into
+room B, Bob reads the copy. Prints p50/p99 latency at 5 msg/s for both and the added
+latency; then in-order throughput for a burst of `--burst` messages on relaxed limits,
+checking that none was lost, duplicated or reordered. The bridged path crosses Prosody
+twice (A, then B) where the direct path crosses it once, and each relayed message waits
+for its MUC reflection before the next is sent (that is what makes it lossless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from imbridge import logs
+from imbridge.config import parse_config
+from imbridge.daemon import Daemon
+from tests.servers.prosody import Prosody, XmppUser
+
+
+class Clock:
+    """Arrival times of bodies in one room, as Bob's client sees them."""
+
+    def __init__(self, user: XmppUser, room: str) -> None:
+        self.arrived: dict[str, float] = {}
+        self.order: list[str] = []
+        self.room = room
+        user.client.add_event_handler("groupchat_message", self._on)
+
+    def _on(self, msg: Any) -> None:
+        if msg["from"].bare != self.room:
+            return
+        body = str(msg["body"])
+        key = body.rsplit(" ", 1)[-1]
+        if key.startswith("#"):
+            self.arrived.setdefault(key, time.perf_counter())
+            self.order.append(key)
+
+
+async def latencies(alice: XmppUser, room: str, clock: Clock, tag: str, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        key = f"#{tag}{i}"
+        sent = time.perf_counter()
+        alice.say(room, f"ping {key}")
+        deadline = sent + 10
+        while key not in clock.arrived and time.perf_counter() < deadline:
+            await asyncio.sleep(0.0005)
+        if key in clock.arrived:
+            out.append((clock.arrived[key] - sent) * 1000)
+        await asyncio.sleep(max(0.0, 0.2 - (time.perf_counter() - sent)))  # 5 msg/s
+    return out
+
+
+async def burst(alice: XmppUser, room: str, clock: Clock, tag: str, n: int) -> tuple[float, bool]:
+    keys = [f"#{tag}{i}" for i in range(n)]
+    start = time.perf_counter()
+    for key in keys:
+        alice.say(room, f"burst {key}")
+    deadline = start + 120
+    while len(clock.arrived.keys() & set(keys)) < n and time.perf_counter() < deadline:
+        await asyncio.sleep(0.005)
+    got = [k for k in clock.order if k.startswith(f"#{tag}")]
+    elapsed = max(clock.arrived.get(k, deadline) for k in keys) - start
+    return n / elapsed, got == keys
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    logs.setup(level="warning", fmt="console")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Prosody(state=Path(tmp) / "prosody")
+        server.write_config()
+        server.start()
+        try:
+            await run(args, server, Path(tmp))
+        finally:
+            server.stop()
+
+
+async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
+    jid, password = server.register()
+    alice, bob = await XmppUser.login(server), await XmppUser.login(server)
+    a, b = server.room("a"), server.room("b")
+    await alice.join(a, "alice")
+    await alice.join(b, "alice")
+    await bob.join(b, "bob")
+    clock = Clock(bob, b)
+    config = parse_config(json.dumps({
+        "bridge": {"state_dir": str(tmp / "state"), "log": {"level": "warning"}},
+        "networks": {"xm": {
+            "type": "xmpp", "jid": jid, "password": password, "host": server.host,
+            "port": server.port, "tls": "plain", "nick": "relay",
+            "rate_limit": {"per_second": 1_000_000, "burst": 1_000_000},
+        }},
+        "gateways": {"g": {"rooms": [{"network": "xm", "room": a}, {"network": "xm", "room": b}]}},
+        "archive": {"enabled": False},
+    }))  # fmt: skip
+    try:
+        direct = await latencies(alice, b, clock, "d", args.latency)
+        direct_rate, direct_ok = await burst(alice, b, clock, "D", args.burst)
+        async with Daemon(config) as daemon:
+            assert await daemon.ready(30)
+            bridged = await latencies(alice, a, clock, "r", args.latency)
+            bridged_rate, bridged_ok = await burst(alice, a, clock, "R", args.burst)
+    finally:
+        await alice.close()
+        await bob.close()
+    for name, values in (("direct", direct), ("bridged", bridged)):
+        print(f"latency {name:8} p50 {pct(values, 50):7.2f} ms  p99 {pct(values, 99):7.2f} ms"
+              f"  ({len(values)}/{args.latency} at 5 msg/s)")  # fmt: skip
+    print(f"added latency  p50 {pct(bridged, 50) - pct(direct, 50):7.2f} ms  "
+          f"p99 {pct(bridged, 99) - pct(direct, 99):7.2f} ms")  # fmt: skip
+    print(f"throughput direct  {direct_rate:8.0f} msg/s  in order, complete: {direct_ok}")
+    print(f"throughput bridged {bridged_rate:8.0f} msg/s  in order, complete: {bridged_ok}")
+    print(f"ratio bridged/direct throughput {bridged_rate / direct_rate:.2f}, "
+          f"p50 latency {statistics.median(bridged) / statistics.median(direct):.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=int, default=60, help="messages per latency run")
+    parser.add_argument("--burst", type=int, default=2000, help="messages per throughput run")
+    asyncio.run(main(parser.parse_args()))

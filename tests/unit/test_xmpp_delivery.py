@@ -1,0 +1,66 @@
+"""Delivery bookkeeping: a retry waits for the stanza already in flight, a lost session
+releases exactly the items its archive did not hold, confirmations are remembered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from imbridge.adapters.xmpp.delivery import RESEND, Delivery
+from imbridge.adapters.xmpp.formatting import rich_to_xhtml, xhtml_to_rich
+from imbridge.adapters.xmpp.rooms import Cursor, Seen
+from imbridge.events import RemoteId, RichText
+
+
+async def test_confirmed_item_is_remembered_and_its_waiter_released() -> None:
+    delivery = Delivery()
+    pending = delivery.track("o1", "room", generation=1, now=10.0)
+    assert delivery.pending("o1") is pending
+    assert delivery.confirm("o1", RemoteId("sid"))
+    assert await pending.future == "sid"
+    assert delivery.delivered("o1") == "sid"
+    assert delivery.pending("o1") is None
+    assert not delivery.confirm("other", RemoteId("x"))  # not ours in flight, still noted
+
+
+async def test_new_session_releases_only_older_items_for_resend() -> None:
+    delivery = Delivery()
+    old = delivery.track("old", "room", generation=1, now=1.0)
+    new = delivery.track("new", "room", generation=2, now=2.0)
+    assert delivery.earliest("room") == 1.0
+    assert delivery.release_older_than(2) == 1
+    assert await old.future is RESEND
+    assert delivery.pending("old") is None
+    assert delivery.pending("new") is new
+
+
+async def test_delivered_memory_is_bounded() -> None:
+    delivery = Delivery(remember=3)
+    for n in range(5):
+        delivery.confirm(f"o{n}", RemoteId(f"s{n}"))
+    assert delivery.delivered("o0") is None
+    assert delivery.delivered("o4") == "s4"
+
+
+def test_cursor_round_trips_and_rejects_garbage() -> None:
+    cursor = Cursor.loads(Cursor("sid", datetime.now(UTC)).dumps())
+    assert cursor is not None
+    assert cursor.stanza_id == "sid"
+    assert Cursor.loads("{not json") is None
+    assert Cursor.loads(None) is None
+
+
+def test_seen_forgets_oldest() -> None:
+    seen = Seen(size=2)
+    for sid in ("a", "b", "c"):
+        seen.add(sid)
+    assert "a" not in seen
+    assert "c" in seen
+
+
+def test_xhtml_round_trip_keeps_the_neutral_formatting() -> None:
+    rich = RichText('<b>bold</b> <i>it</i> <u>u</u> <s>s</s> <a href="https://x.org/">l</a><br>x')
+    back = xhtml_to_rich(rich_to_xhtml(rich))
+    assert back is not None
+    for part in ("<strong>bold</strong>", "<em>it</em>", "<u>u</u>", "<s>s</s>",
+                 '<a href="https://x.org/">l</a>', "<br>"):  # fmt: skip
+        assert part in back
