@@ -64,7 +64,7 @@ def to_matrix(rich: RichText) -> str:
     elsewhere in the core can never put script into a Matrix room.
     """
     return nh3.clean(
-        richtext.clean(rich),
+        rich,
         tags=set(MATRIX_TAGS),
         attributes={k: set(v) for k, v in MATRIX_ATTRIBUTES.items()},
         url_schemes=set(richtext.URL_SCHEMES),
