@@ -230,7 +230,7 @@ class MatrixAdapter:
         room_id = self._ids.get(item.room)
         if room_id is None or room_id not in self._joined:
             raise RetryableSendError(f"matrix: not in {item.room} yet")
-        if room_id in self._encrypted:
+        if self._is_encrypted(room_id):
             raise PermanentSendError(f"matrix: {item.room} is encrypted; not bridged")
         try:
             wire = to_wire(item)
@@ -350,6 +350,8 @@ class MatrixAdapter:
             ):
                 events = [*await self._backfill(room_id, info.timeline.prev_batch), *events]
             await self._handle_room(room_id, events)
+            if self._is_encrypted(room_id):
+                await self._encrypted_room(room_id)
         for room_id in resp.rooms.leave:
             self._joined.discard(room_id)
 

@@ -11,7 +11,7 @@ import pytest
 
 from imbridge.adapter import Outgoing
 from imbridge.adapters.matrix import MatrixAdapter, MatrixConfig
-from imbridge.errors import RetryableSendError
+from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import (
     Delete,
     Edit,
@@ -246,3 +246,101 @@ async def test_matrix_send_while_offline_is_retryable(synapse: SynapseServer) ->
     with pytest.raises(RetryableSendError):
         await adapter.send(outgoing("!nowhere", "x"))
     await adapter.aclose()
+
+
+async def test_matrix_encrypted_room_is_announced_and_never_relayed(
+    synapse: SynapseServer, alice: Watcher
+) -> None:
+    relay = synapse.register()
+    room = await alice.create_room(
+        invite=[relay.user_id],
+        initial_state=[
+            {
+                "type": "m.room.encryption",
+                "state_key": "",
+                "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+            }
+        ],
+    )
+    cursors = DictCursors()
+    sink = Sink(cursors)
+    adapter = make_adapter(synapse, relay, cursors)
+    await adapter.start(sink)
+    try:
+        await adapter.join(room)
+        resp = await alice.client.room_send(
+            room,
+            "m.room.encrypted",
+            {
+                "algorithm": "m.megolm.v1.aes-sha2",
+                "ciphertext": "AwgAEnAC…",
+                "sender_key": "x",
+                "device_id": "D",
+                "session_id": "s",
+            },
+        )
+        assert resp.event_id
+        await alice.text(room, "plaintext in an encrypted room")
+        notice = await wait_for(lambda: alice.messages(room, sender=relay.user_id), what="notice")
+        assert notice[0]["content"]["msgtype"] == "m.notice"
+        assert "encrypted" in notice[0]["content"]["body"]
+        with pytest.raises(PermanentSendError):
+            await adapter.send(outgoing(room, "must not go in"))
+        await asyncio.sleep(0.5)
+        assert sink.events == []
+        assert len(alice.messages(room, sender=relay.user_id)) == 1  # said once
+    finally:
+        await adapter.aclose()
+
+
+async def test_matrix_invite_only_room_is_joined_on_invite(
+    synapse: SynapseServer, alice: Watcher
+) -> None:
+    relay = synapse.register()
+    room = await alice.create_room()  # private: invite only, relay not invited yet
+    cursors = DictCursors()
+    sink = Sink(cursors)
+    adapter = make_adapter(synapse, relay, cursors)
+    await adapter.start(sink)
+    try:
+        await adapter.join(room)
+        assert not sink.events
+        await alice.client.room_invite(room, relay.user_id)
+        await wait_for(
+            lambda: any(
+                e["type"] == "m.room.member"
+                and e["state_key"] == relay.user_id
+                and e["content"]["membership"] == "join"
+                for e in alice.events.get(room, [])
+            ),
+            what="relay joins",
+        )
+        await alice.text(room, "welcome")
+        await wait_for(sink.messages, what="message after invite")
+        assert [m.text for m in sink.messages()] == ["welcome"]
+    finally:
+        await adapter.aclose()
+
+
+async def test_matrix_password_login_keeps_one_device_across_restarts(
+    synapse: SynapseServer,
+) -> None:
+    relay = synapse.register()
+    config = MatrixConfig.model_validate(
+        {
+            "type": "matrix",
+            "homeserver": synapse.url,
+            "user_id": relay.user_id,
+            "password": relay.password,
+            "sync_timeout_ms": 1000,
+        }
+    )
+    cursors = DictCursors()
+    for _ in range(2):
+        adapter = MatrixAdapter("mx", config, cursors)
+        await adapter.start(Sink(cursors))
+        await adapter.aclose()
+    devices = synapse.api(
+        "GET", "/_matrix/client/v3/devices", token=cursors.values["access_token"]
+    )["devices"]
+    assert len([d for d in devices if d.get("display_name") == "imbridge"]) == 1
