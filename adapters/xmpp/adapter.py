@@ -274,6 +274,8 @@ class XmppAdapter:
         client.add_event_handler("session_resumed", self._on_session_resumed)
         client.add_event_handler("disconnected", self._on_disconnected)
         client.add_event_handler("failed_all_auth", self._on_auth_failed)
+        client.add_event_handler("connection_failed", self._on_connection_failed)
+        client.add_event_handler("ssl_invalid_chain", self._on_untrusted)
         return client
 
     def _connect(self) -> None:
@@ -293,6 +295,21 @@ class XmppAdapter:
     def _on_auth_failed(self, _event: object) -> None:
         self._login_failed = "authentication refused"
         self._login_settled.set()
+
+    def _on_connection_failed(self, error: object) -> None:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self._on_untrusted(error)
+
+    def _on_untrusted(self, error: object) -> None:
+        """A certificate that does not verify will not verify on the next try either:
+        say so at once instead of timing out (the reconnect keeps trying meanwhile)."""
+        self._log.error("tls_untrusted", error=str(error))
+        if not self._ready.is_set() and self._login_failed is None:
+            self._login_failed = f"TLS certificate not trusted: {error}"
+            self._login_settled.set()
+        client = self._client
+        if client is not None and client.transport is not None:
+            client.abort()
 
     def _on_session_start(self, _event: object) -> None:
         self._spawn(self._new_session())

@@ -228,6 +228,8 @@ class XmppUser:
             "xep_0308",
             "xep_0424",
             "xep_0313",
+            "xep_0461",
+            "xep_0066",
         ):
             self.client.register_plugin(plugin)
         self.client.enable_direct_tls = self.client.enable_starttls = False

@@ -1,0 +1,122 @@
+"""The adapter on its own against a real Prosody: verified TLS both ways, a taken nick,
+a kick, and incoming events in order with the relay's own reflections held back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import slixmpp
+
+from imbridge.adapter import Outgoing
+from imbridge.adapters.xmpp import XmppAdapter, XmppConfig
+from imbridge.errors import AdapterError
+from imbridge.events import Event, Message, MessageKind, Origin, Sender, new_event_id
+from tests.integration.test_xmpp_resilience import DictCursors, xmpp_network
+from tests.servers.prosody import Prosody, XmppUser, eventually
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def running(
+    prosody: Prosody, events: list[Event], **extra: Any
+) -> AsyncIterator[XmppAdapter]:
+    jid, password = await asyncio.to_thread(prosody.register)
+    config = XmppConfig.model_validate(xmpp_network(prosody, jid, password, **extra))
+    adapter = XmppAdapter("xm", config, DictCursors())
+
+    async def sink(event: Event) -> None:
+        events.append(event)
+
+    try:
+        await adapter.start(sink)
+        yield adapter
+    finally:
+        await adapter.aclose()
+
+
+def message(text: str) -> Message:
+    origin = Origin(network="irc", room="#x", sender=Sender(id="carol", name="carol"))
+    return Message(id=new_event_id(), origin=origin, text=text)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "direct"])
+async def test_xmpp_tls_is_verified_against_the_configured_ca(prosody: Prosody, mode: str) -> None:
+    port = prosody.tls_port if mode == "direct" else prosody.port
+    async with running(prosody, [], tls=mode, port=port, ca_file=str(prosody.cert)) as adapter:
+        assert adapter.connected
+        client = adapter._client
+        assert client is not None
+        assert client.transport is not None
+        assert client.transport.get_extra_info("ssl_object") is not None
+
+
+@pytest.mark.parametrize("mode", ["starttls", "direct"])
+async def test_xmpp_unverifiable_certificate_refuses_to_log_in(prosody: Prosody, mode: str) -> None:
+    port = prosody.tls_port if mode == "direct" else prosody.port
+    jid, password = await asyncio.to_thread(prosody.register)
+    config = XmppConfig.model_validate(xmpp_network(prosody, jid, password, tls=mode, port=port))
+    adapter = XmppAdapter("xm", config, DictCursors())
+    try:
+        async with asyncio.timeout(10):  # refused at once, not after the login timeout
+            with pytest.raises(AdapterError):
+                await adapter.start(_ignore)
+    finally:
+        await adapter.aclose()
+
+
+async def _ignore(_event: Event) -> None:
+    return None
+
+
+async def test_xmpp_taken_nick_falls_back_and_kick_rejoins(prosody: Prosody) -> None:
+    room = prosody.room("nick")
+    alice = await XmppUser.login(prosody)
+    events: list[Event] = []
+    try:
+        await alice.join(room, "relay")  # the relay's nick is taken, and Alice owns the room
+        async with running(prosody, events) as adapter:
+            await adapter.join(room)
+            state = adapter._rooms[room]
+            assert state.nick == "relay_"
+            await alice.client.plugin["xep_0045"].set_role(slixmpp.JID(room), "relay_", "none")
+            await eventually(lambda: not state.joined, what="kicked")
+            await eventually(lambda: state.joined, timeout=15, what="rejoined after the kick")
+            await adapter.send(Outgoing(room=room, event=message("back"), txn_id="k1"))
+            await eventually(lambda: "back" in alice.bodies(room), what="message after rejoin")
+    finally:
+        await alice.close()
+
+
+async def test_xmpp_incoming_events_in_order_without_own_reflections(prosody: Prosody) -> None:
+    room = prosody.room("order")
+    alice = await XmppUser.login(prosody)
+    events: list[Event] = []
+
+    def said() -> list[str]:
+        return [e.text for e in events if isinstance(e, Message)]
+
+    try:
+        async with running(prosody, events) as adapter:
+            await adapter.join(room)
+            await alice.join(room, "alice")
+            for n in range(50):
+                alice.say(room, f"n{n}")
+            alice.say(room, "/me waves")
+            remote = await adapter.send(Outgoing(room=room, event=message("mine"), txn_id="o"))
+            again = await adapter.send(Outgoing(room=room, event=message("mine"), txn_id="o"))
+            assert remote == again  # a retry of the same item is not posted twice
+            await eventually(lambda: len(said()) == 51, what="all of Alice's messages")
+            assert said() == [f"n{n}" for n in range(50)] + ["waves"]
+            emote = [e for e in events if isinstance(e, Message)][-1]
+            assert emote.kind is MessageKind.EMOTE
+            assert emote.origin.sender.name == "alice"
+            assert alice.bodies(room).count("mine") == 1
+            joins = [e for e in events if type(e).__name__ == "Join"]
+            assert [j.origin.sender.name for j in joins] == ["alice"]
+    finally:
+        await alice.close()
