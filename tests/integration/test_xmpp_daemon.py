@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import slixmpp
 
 from imbridge.config.load import parse_config
 from imbridge.config.schema import Config
@@ -135,3 +136,43 @@ async def test_xmpp_correction_and_retraction_follow_the_relayed_copy(
         retract = retracted()[0].find("{urn:xmpp:message-retract:1}retract")
         assert retract is not None
         assert retract.get("id") == stanza_id(copy)
+
+
+async def test_xmpp_reply_attachment_and_subject_cross_between_rooms(
+    pair: Pair, tmp_path: Path
+) -> None:
+    async with Daemon(pair.config(tmp_path)) as daemon:
+        assert await daemon.ready(30)
+        first = pair.alice.say(pair.a, "question?")
+        await eventually(lambda: pair.from_relay(pair.bob, pair.b), what="question in B")
+        copy = pair.from_relay(pair.bob, pair.b)[0]
+
+        # Bob replies to the relayed copy (XEP-0461, by the room's stanza-id): Alice's
+        # copy of his answer replies to her own original.
+        reply = pair.bob.client.make_message(mto=pair.b, mbody="> question?\nanswer",
+                                             mtype="groupchat")  # fmt: skip
+        reply["reply"]["id"] = stanza_id(copy)
+        reply["reply"]["to"] = f"{pair.b}/relay"
+        reply.send()
+        await eventually(lambda: pair.from_relay(pair.alice, pair.a), what="reply in A")
+        answer = pair.from_relay(pair.alice, pair.a)[0]
+        target = answer.find("{urn:xmpp:reply:0}reply")
+        assert target is not None
+        original = next(m for m in pair.alice.messages if m.get("id") == first)
+        assert target.get("id") == stanza_id(original)
+
+        # An upload link (XEP-0066) arrives as an attachment, shown as a link.
+        link = pair.alice.client.make_message(mto=pair.a, mbody="https://example.org/cat.png",
+                                              mtype="groupchat")  # fmt: skip
+        link["oob"]["url"] = "https://example.org/cat.png"
+        link.send()
+        await eventually(lambda: len(pair.from_relay(pair.bob, pair.b)) >= 2, what="link")
+        relayed_link = pair.from_relay(pair.bob, pair.b)[1]
+        assert relayed_link.findtext("{jabber:x:oob}x/{jabber:x:oob}url") == (
+            "https://example.org/cat.png"
+        )
+
+        # A subject change is announced in the other room.
+        pair.alice.client.plugin["xep_0045"].set_subject(slixmpp.JID(pair.a), "release day")
+        await eventually(lambda: len(pair.from_relay(pair.bob, pair.b)) >= 3, what="subject")
+        assert "release day" in body(pair.from_relay(pair.bob, pair.b)[2])
