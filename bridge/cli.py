@@ -61,6 +61,40 @@ def run(path: Path) -> int:
         return EXIT_FAILURE
 
 
+def status(path: Path) -> int:
+    """`imbridge status`: asks the running daemon's /readyz and prints each network."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    config = load_or_report(path)
+    if config is None:
+        return EXIT_USAGE
+    listen = config.bridge.http.listen
+    if not listen:
+        print(
+            "imbridge: bridge.http.listen is not set; the daemon has no status endpoint",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    url = f"http://{listen}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body = json.load(resp)
+    except urllib.error.HTTPError as exc:  # 503: not ready, with the same body
+        body = json.load(exc)
+    except OSError as exc:
+        print(f"imbridge: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for name, state in sorted(body["networks"].items()):
+        word = "connected" if state["connected"] else "DISCONNECTED"
+        joined = "joined" if state["joined"] else "not joined"
+        extra = "" if state["required"] else " (optional)"
+        print(f"{name:<20} {word:<13} {joined:<11} outbox {state['outbox']}{extra}")
+    print("ready" if body["ready"] else "NOT READY")
+    return EXIT_OK if body["ready"] else EXIT_FAILURE
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="imbridge",
@@ -79,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
 
     with_config("run", "run the bridge daemon until SIGTERM/SIGINT (SIGHUP reloads)")
     with_config("check", "validate a config file: exit 0 if valid, 2 printing every error")
+    with_config("status", "print each network's state from the running daemon (/readyz)")
     return p
 
 
@@ -89,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args.config)
         case "check":
             return check(args.config)
+        case "status":
+            return status(args.config)
         case _:  # pragma: no cover - argparse rejects unknown commands
             return EXIT_USAGE
 

@@ -18,19 +18,23 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from aiohttp import web
 
-from imbridge import registry
+from imbridge import logs, registry
 from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
 from imbridge.archive import NullRecorder, Recorder
 from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
+from imbridge.endpoints import make_app, serve_http
 from imbridge.errors import ConfigError
+from imbridge.metrics import Metrics
 from imbridge.outbox import Outbox
 from imbridge.policy import compile_policy
 from imbridge.relay import Relay, Setup
 from imbridge.router import Router
+from imbridge.sdnotify import Notifier
 
 log = structlog.get_logger("imbridge.daemon")
 
@@ -55,10 +59,18 @@ class Daemon:
         *,
         factory: AdapterBuilder | None = None,
         recorder: Recorder | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """`factory` replaces the registry (tests build memory adapters sharing a hub)."""
         self.config = config
         self._factory = factory
+        self.notifier = notifier or Notifier({})
+        self.metrics = Metrics(self)
+        self.reconnects: dict[str, int] = {}
+        self.seen_connected: dict[str, bool] = {}
+        """What the supervisor last saw of each network (from its first connection on)."""
+        self._http: web.AppRunner | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
         self.db = Database(config.bridge.state_dir / DB_NAME)
         self.recorder: Recorder = recorder or NullRecorder()
@@ -103,6 +115,7 @@ class Daemon:
         self.relay = Relay(
             self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder
         )
+        self.outbox.observe_send = self.metrics.observe_send
         pending = await self.outbox.load()
         log.info(
             "started",
@@ -112,6 +125,60 @@ class Daemon:
         )
         for name in self.adapters:
             self._launch(name)
+        listen = self.config.bridge.http.listen
+        if listen:
+            token = self.config.bridge.http.metrics_token
+            app = make_app(self, self.metrics, token.get_secret_value() if token else None)
+            self._http = await serve_http(app, listen)
+            log.info("http_listening", listen=listen)
+        self._supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(), name="supervisor"
+        )
+
+    def is_ready(self) -> bool:
+        return all(
+            s["connected"] and s["joined"] for s in self.network_states().values() if s["required"]
+        )
+
+    def status_line(self) -> str:
+        states = self.network_states()
+        up = sum(1 for s in states.values() if s["connected"])
+        queued = self.outbox.depth() if self.outbox else 0
+        return f"{up}/{len(states)} networks connected, {queued} queued"
+
+    async def _supervise(self) -> None:
+        """Watches connections (reconnect counts, logs, systemd STATUS), announces
+        readiness once, and feeds the watchdog from the event loop, so a stalled loop
+        gets the service restarted."""
+        was = self.seen_connected
+        announced = False
+        status = ""
+        interval = self.notifier.watchdog_interval
+        last_ping = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            for name, adapter in list(self.adapters.items()):
+                now = adapter.connected
+                if name in was and now != was[name]:
+                    if now:
+                        self.reconnects[name] = self.reconnects.get(name, 0) + 1
+                        log.info("reconnected", network=name)
+                    else:
+                        log.warning("disconnected", network=name)
+                if now or name in was:
+                    was[name] = now
+            if not announced and self.is_ready():
+                announced = True
+                self.notifier.ready(self.status_line())
+                log.info("ready", status=self.status_line())
+            line = self.status_line()
+            if line != status:
+                status = line
+                self.notifier.status(line)
+            if interval is not None and loop.time() - last_ping >= interval:
+                last_ping = loop.time()
+                self.notifier.watchdog()
+            await asyncio.sleep(min(0.25, interval or 0.25))
 
     def _launch(self, name: str) -> None:
         self._started[name] = asyncio.Event()
@@ -218,6 +285,7 @@ class Daemon:
     async def stop(self, *, drain: float | None = None) -> None:
         """Drains the outbox for up to `drain` seconds, then closes everything."""
         drain = self.config.bridge.drain_seconds if drain is None else drain
+        self.notifier.stopping()
         if self.outbox is not None and drain > 0:
             idle = await self.outbox.wait_idle(drain)
             if not idle:
@@ -233,6 +301,11 @@ class Daemon:
                     await adapter.aclose()
             except Exception as exc:  # noqa: BLE001 - closing the others matters more
                 log.warning("close_failed", error=str(exc) or repr(exc))
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        if self._http is not None:
+            await self._http.cleanup()
         await self.db.aclose()
         log.info("stopped")
 
@@ -248,20 +321,23 @@ async def serve(config: Config) -> int:
     """Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    daemon = Daemon(config)
+    daemon = Daemon(config, notifier=Notifier())
     reloads: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
         if config.source is None:
             return
+        daemon.notifier.reloading()
         try:
             new = load_config(config.source)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("config_invalid", issue=str(issue))
             log.error("reload_refused", reason="invalid config; still running on the old one")
-            return
-        await daemon.reload(new)
+        else:
+            logs.setup(new.bridge.log.level, new.bridge.log.format)
+            await daemon.reload(new)
+        daemon.notifier.ready(daemon.status_line())
 
     def on_hup() -> None:
         task = loop.create_task(reload())

@@ -122,6 +122,7 @@ class Outbox:
         self._idle.set()
         self._closing = False
         self.backoff_base = BACKOFF_BASE
+        self.observe_send: Callable[[str, float], None] | None = None
 
     async def load(self) -> int:
         """Queues what a previous run left pending; returns how many items."""
@@ -222,13 +223,19 @@ class Outbox:
             if outgoing is None:
                 await self.db.transact(lambda c: _delete(c, item))
                 return True
+            began = time.perf_counter()
             async with asyncio.timeout(SEND_TIMEOUT):
                 remote_id = await adapter.send(outgoing)
+            if self.observe_send is not None:
+                self.observe_send(item.network, time.perf_counter() - began)
         except RetryableSendError as exc:
             item.attempts += 1
             stats.retries += 1
-            delay = (exc.retry_after if exc.retry_after is not None
-                     else backoff(item.attempts, base=self.backoff_base))
+            delay = (
+                exc.retry_after
+                if exc.retry_after is not None
+                else backoff(item.attempts, base=self.backoff_base)
+            )
             bound.warning(
                 "send_retry",
                 event_id=item.event.id,

@@ -82,6 +82,8 @@ class Relay:
         self.recorder = recorder
         self.stats: dict[str, RelayStats] = {}
         self.on_event = on_event
+        self.archived = 0
+        """Events committed with their archive records, for the metrics."""
 
     async def __call__(self, event: Event) -> None:
         stats = self.stats.setdefault(event.origin.network, RelayStats())
@@ -144,6 +146,7 @@ class Relay:
         if not await self.db.transact(commit):
             stats.duplicates += 1
             return
+        self.archived += 1
         self.outbox.wake(items)
         if self.on_event is not None:
             self.on_event(event, decisions)

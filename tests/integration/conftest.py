@@ -4,6 +4,6 @@ Each server module exports session-scoped fixtures; importing them here makes th
 available to every integration test. A missing server binary fails the run.
 """
 
-from tests.servers.synapse import *  # noqa: F403
-from tests.servers.prosody import *  # noqa: F403
 from tests.servers.ircd import *  # noqa: F403
+from tests.servers.prosody import *  # noqa: F403
+from tests.servers.synapse import *  # noqa: F403
