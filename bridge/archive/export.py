@@ -1,0 +1,145 @@
+"""Exports for auditors and e-discovery tools: JSON Lines, and one RFC 5322 message per
+chat message (`.eml`).
+
+Each exported item carries its chain position and hash, so a reviewer can tie any line
+or mail back to the verified archive. Text is exported as received; what was sent to each
+destination (redacted or not) and the delivery outcome travel alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from imbridge.archive.search import Query, filters
+from imbridge.archive.store import ArchiveStore, Row
+
+_LOCAL_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+TEXT_TYPES = frozenset({"message", "edit", "topic"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    row: Row
+    event: dict[str, Any]
+    decisions: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]]
+
+    @property
+    def time(self) -> datetime:
+        ts = self.event.get("origin", {}).get("ts")
+        if isinstance(ts, str):
+            return datetime.fromisoformat(ts)
+        return datetime.fromtimestamp(self.row.record.ts_us / 1_000_000, UTC)
+
+    def as_json(self) -> dict[str, Any]:
+        r = self.row.record
+        return {
+            "seq": r.seq,
+            "hash": self.row.hash.hex(),
+            "recorded": datetime.fromtimestamp(r.ts_us / 1_000_000, UTC).isoformat(),
+            "event": self.event,
+            "decisions": self.decisions,
+            "deliveries": self.deliveries,
+        }
+
+
+def items(conn: sqlite3.Connection, store: ArchiveStore, query: Query) -> Iterator[Item]:
+    """Event records in chain order with their decisions and deliveries."""
+    clauses, params = filters(query, prefix="")
+    where = " AND ".join(clauses)
+    for row in list(store.rows(conn, f"WHERE {where} ORDER BY seq", params)):
+        decisions: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        for other in store.rows(
+            conn,
+            "WHERE event_id = ? AND kind IN ('decision', 'delivery') ORDER BY seq",
+            (row.record.event_id,),
+        ):
+            o = other.record
+            entry = {
+                "seq": o.seq,
+                "dest_network": o.dest_network,
+                "dest_room": o.dest_room,
+                "action": o.action,
+                "rule": o.rule,
+                **store.body(o),
+            }
+            (decisions if o.kind == "decision" else deliveries).append(entry)
+        yield Item(
+            row=row, event=store.body(row.record), decisions=decisions, deliveries=deliveries
+        )
+
+
+def write_jsonl(found: Iterator[Item], out: TextIO) -> int:
+    n = 0
+    for item in found:
+        out.write(json.dumps(item.as_json(), ensure_ascii=False, sort_keys=True) + "\n")
+        n += 1
+    return n
+
+
+def _address(name: str, ident: str, network: str) -> Address:
+    local = _LOCAL_UNSAFE.sub("_", ident).strip(".") or "unknown"
+    local = re.sub(r"\.{2,}", ".", local)
+    domain = re.sub(r"[^A-Za-z0-9-]+", "-", network).strip("-").lower() or "network"
+    return Address(
+        display_name=_CONTROL.sub(" ", name), username=local, domain=f"{domain}.imbridge.invalid"
+    )
+
+
+def to_email(item: Item) -> EmailMessage:
+    r = item.row.record
+    event = item.event
+    origin = event.get("origin", {})
+    network, room = r.network or "", r.room or ""
+    sender = r.sender or ""
+    text = str(event.get("text") or event.get("reason") or event.get("status") or "")
+    for a in event.get("attachments", ()):
+        text += f"\n[attachment: {a.get('name') or ''} {a.get('url')}]"
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _address(str(origin.get("name") or sender), sender, network)
+    msg["To"] = _address(room, room, network)
+    msg["Date"] = format_datetime(item.time)
+    msg["Message-ID"] = f"<{r.event_id}@imbridge.invalid>"
+    target = event.get("reply_to") or event.get("target")
+    if target:
+        msg["In-Reply-To"] = f"<{target}@imbridge.invalid>"
+    first = _CONTROL.sub(" ", text.strip().split("\n", 1)[0])[:70]
+    kind = "" if event.get("type") == "message" else f"({event.get('type')}) "
+    msg["Subject"] = f"[{network} {_CONTROL.sub(' ', room)}] {kind}{first}"
+    msg["X-Imbridge-Network"] = network
+    msg["X-Imbridge-Room"] = _CONTROL.sub(" ", room)
+    msg["X-Imbridge-Sender"] = _CONTROL.sub(" ", sender)
+    msg["X-Imbridge-Seq"] = str(r.seq)
+    msg["X-Imbridge-Hash"] = item.row.hash.hex()
+    for d in item.decisions:
+        rule = f" ({d['rule']})" if d.get("rule") else ""
+        where = _CONTROL.sub(" ", f"{d['dest_network']} {d['dest_room']}")
+        msg["X-Imbridge-Decision"] = f"{where}: {d['action']}{rule}"
+    msg.set_content(text or "(no text)", charset="utf-8")
+    return msg
+
+
+def write_eml(found: Iterator[Item], directory: Path) -> int:
+    """One `.eml` file per text-bearing event, named by chain position."""
+    directory.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for item in found:
+        if item.event.get("type") not in TEXT_TYPES:
+            continue
+        path = directory / f"{item.row.record.seq:012d}.eml"
+        path.write_bytes(to_email(item).as_bytes())
+        n += 1
+    return n
