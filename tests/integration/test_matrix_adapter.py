@@ -8,11 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 
 from imbridge.adapter import Outgoing
 from imbridge.adapters.matrix import MatrixAdapter, MatrixConfig
 from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import (
+    Attachment,
     Delete,
     Edit,
     Event,
@@ -344,3 +346,59 @@ async def test_matrix_password_login_keeps_one_device_across_restarts(
         "GET", "/_matrix/client/v3/devices", token=cursors.values["access_token"]
     )["devices"]
     assert len([d for d in devices if d.get("display_name") == "imbridge"]) == 1
+
+
+async def test_matrix_upload_mode_reuploads_files_within_the_cap(
+    synapse: SynapseServer, alice: Watcher
+) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 2000
+    app = web.Application()
+
+    async def cat_png(_request: web.Request) -> web.Response:
+        return web.Response(body=png, content_type="image/png")
+
+    async def big_bin(_request: web.Request) -> web.Response:
+        return web.Response(body=b"\0" * 5000, content_type="application/octet-stream")
+
+    app.router.add_get("/cat.png", cat_png)
+    app.router.add_get("/big.bin", big_bin)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    relay = synapse.register()
+    room = await alice.create_room(invite=[relay.user_id])
+    config = MatrixConfig.model_validate(
+        {
+            "type": "matrix",
+            "homeserver": synapse.url,
+            "user_id": relay.user_id,
+            "access_token": relay.access_token,
+            "sync_timeout_ms": 1000,
+            "media": "upload",
+            "media_max_bytes": 4096,
+        }
+    )
+    cursors = DictCursors()
+    adapter = MatrixAdapter("mx", config, cursors)
+    await adapter.start(Sink(cursors))
+    try:
+        await adapter.join(room)
+        origin = Origin(network="xmpp", room="r@muc", sender=Sender(id="c", name="c"))
+        cat = Attachment(url=f"http://127.0.0.1:{port}/cat.png", name="cat.png")
+        msg = Message(id=new_event_id(), origin=origin, text="<c> look", attachments=(cat,))
+        await adapter.send(Outgoing(room=room, event=msg, txn_id="media-1"))
+        await wait_for(lambda: len(alice.messages(room, sender=relay.user_id)) >= 2, what="2")
+        text, image = alice.messages(room, sender=relay.user_id)
+        assert text["content"]["body"] == "<c> look"
+        assert image["content"]["msgtype"] == "m.image"
+        assert image["content"]["url"].startswith("mxc://")
+        assert image["content"]["info"] == {"mimetype": "image/png", "size": len(png)}
+        big = Attachment(url=f"http://127.0.0.1:{port}/big.bin", name="big.bin")
+        too_big = Message(id=new_event_id(), origin=origin, text="", attachments=(big,))
+        with pytest.raises(PermanentSendError, match="4096"):
+            await adapter.send(Outgoing(room=room, event=too_big, txn_id="media-2"))
+    finally:
+        await adapter.aclose()
+        await runner.cleanup()
