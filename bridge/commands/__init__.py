@@ -1,3 +1,121 @@
 """The implementations behind `imbridge` subcommands: plain functions that print and
 return an exit code (0 ok, 1 negative answer or runtime failure, 2 bad input), so tests
 call them directly and `cli.py` only parses arguments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Registers `policy test|explain` and `archive search|verify|export|purge|checkpoint`
+    on the `imbridge` command's subparsers; `dispatch` runs them."""
+
+    def with_config(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+    ) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument(
+            "-c", "--config", type=Path, required=True, metavar="FILE", help="the YAML config file"
+        )
+        return sp
+
+    policy = sub.add_parser("policy", help="test and explain the gateway policy")
+    psub = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    test = with_config(
+        psub,
+        "test",
+        "decide a hypothetical message: exit 0 relayed "
+        "(allowed or redacted), 1 denied, 2 bad input",
+    )
+    test.add_argument("--from", dest="source", required=True, metavar="NET:ROOM:USER")
+    test.add_argument(
+        "--to",
+        required=True,
+        metavar="NET[:ROOM]",
+        help="without ROOM, every room of NET in the gateways",
+    )
+    test.add_argument("--text", default="", help="the message text")
+    test.add_argument("--attachment", action="append", default=[], metavar="NAME[,MIMETYPE[,SIZE]]")
+    test.add_argument("--quoted", help="the original a reply quotes")
+    test.add_argument("--edit", action="store_true", help="test it as an edit")
+    with_config(psub, "explain", "list barriers and rules in evaluation order")
+
+    archive = sub.add_parser("archive", help="search, verify, export and purge the archive")
+    asub = archive.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def filters(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--network", help="network name or glob")
+        sp.add_argument("--room", help="room or glob")
+        sp.add_argument("--user", help="sender id or glob")
+        sp.add_argument("--since", metavar="DATE", help="2024-05-01 or ISO 8601 time (UTC)")
+        sp.add_argument("--until", metavar="DATE", help="exclusive")
+
+    search = with_config(asub, "search", "keyword search over archived messages")
+    search.add_argument("query", metavar="QUERY", help="words that must all occur")
+    filters(search)
+    search.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
+    search.add_argument("--limit", type=int, default=100)
+    with_config(asub, "verify", "check the hash chain: exit 0 intact, 1 tampered")
+    export = with_config(asub, "export", "export as JSON Lines or one .eml per message")
+    export.add_argument("--format", dest="fmt", choices=["jsonl", "eml"], required=True)
+    export.add_argument(
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="jsonl: a file (default stdout); eml: a directory (required)",
+    )
+    filters(export)
+    with_config(asub, "purge", "delete records past retention_days now (legal hold kept)")
+    with_config(asub, "checkpoint", "append the chain head to the head file now")
+
+
+def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcommand
+    """Runs the `policy` or `archive` subcommand parsed by `add_parsers`."""
+    from imbridge.commands import archive, policy  # noqa: PLC0415 - only when asked for
+
+    match (args.command, args.action):
+        case ("policy", "test"):
+            return policy.policy_test(
+                args.config,
+                source=args.source,
+                to=args.to,
+                text=args.text,
+                attachments=args.attachment,
+                quoted=args.quoted,
+                edit=args.edit,
+            )
+        case ("policy", "explain"):
+            return policy.policy_explain(args.config)
+        case ("archive", "search"):
+            return archive.archive_search(
+                args.config,
+                args.query,
+                network=args.network,
+                room=args.room,
+                user=args.user,
+                since=args.since,
+                until=args.until,
+                fmt=args.fmt,
+                limit=args.limit,
+            )
+        case ("archive", "verify"):
+            return archive.archive_verify(args.config)
+        case ("archive", "export"):
+            return archive.archive_export(
+                args.config,
+                fmt=args.fmt,
+                output=args.output,
+                network=args.network,
+                room=args.room,
+                user=args.user,
+                since=args.since,
+                until=args.until,
+            )
+        case ("archive", "purge"):
+            return archive.archive_purge(args.config)
+        case ("archive", "checkpoint"):
+            return archive.archive_checkpoint(args.config)
+        case _:
+            return 2

@@ -89,11 +89,12 @@ def archive_search(
     until: str | None = None,
     fmt: str = "table",
     limit: int = 100,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Prints the newest `limit` archived events containing every word of `query`
     (room, user and network accept shell globs), with what happened at each destination."""
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         q = Query(
             text=query,
@@ -123,9 +124,12 @@ def archive_search(
     return _run(config_path, err, work)
 
 
-def archive_verify(config_path: Path, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def archive_verify(
+    config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Walks the hash chain against the purge records and the head file: exit 0 and a
     summary when intact, exit 1 naming the first bad record otherwise."""
+    out, err = out or sys.stdout, err or sys.stderr
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
         problem, count = await db.read(store.verify)
@@ -154,11 +158,12 @@ def archive_export(
     user: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """`jsonl`: one event per line, with its decisions and deliveries, to `output` or
     stdout. `eml`: one RFC 5322 file per chat message in the directory `output`."""
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         q = Query(
             network=network,
@@ -195,8 +200,11 @@ def archive_export(
     return _run(config_path, err, work)
 
 
-def archive_purge(config_path: Path, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def archive_purge(
+    config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Runs the retention purge now (the daemon runs it daily), then checkpoints."""
+    out, err = out or sys.stdout, err or sys.stderr
 
     async def work(config: Config, db: Database, store: ArchiveStore) -> int:
         result = await db.transact(lambda conn: purge(store, conn))
@@ -220,9 +228,10 @@ def archive_purge(config_path: Path, *, out: TextIO = sys.stdout, err: TextIO = 
 
 
 def archive_checkpoint(
-    config_path: Path, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Appends the current chain head to the head file now."""
+    out, err = out or sys.stdout, err or sys.stderr
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
         head = await db.read(lambda conn: store.checkpoint(conn, force=True))

@@ -89,12 +89,13 @@ def policy_test(
     attachments: Sequence[str] = (),
     quoted: str | None = None,
     edit: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Evaluates a hypothetical message from `source` (NET:ROOM:USER) to `to`
     (NET[:ROOM]) and prints, per destination, the decision, the rule that made it, and
     for `redact` the text as it would be relayed."""
+    out, err = out or sys.stdout, err or sys.stderr
     config = _load(config_path, err)
     if config is None:
         return EXIT_USAGE
@@ -180,9 +181,12 @@ def _conditions(rule: Rule) -> str:
     return ", ".join(parts) or "any event"
 
 
-def policy_explain(config_path: Path, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def policy_explain(
+    config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Prints the policy as it is evaluated: barriers first, then rules in order, then
     the default, with the groups the barriers and rules name."""
+    out, err = out or sys.stdout, err or sys.stderr
     config = _load(config_path, err)
     if config is None:
         return EXIT_USAGE

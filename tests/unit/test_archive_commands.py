@@ -337,3 +337,34 @@ def test_policy_explain_lists_rules_in_order(tmp_path: Path) -> None:
 )
 def test_source_spec(spec: str, parsed: tuple[str, str, str]) -> None:
     assert command("policy", "parse_source")(spec) == parsed
+
+
+def test_argument_wiring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The subcommands as `cli.py` wires them (`add_parsers` + `dispatch`)."""
+    import argparse  # noqa: PLC0415
+
+    commands = importlib.import_module("imbridge.commands")
+    parser = argparse.ArgumentParser(prog="imbridge")
+    commands.add_parsers(parser.add_subparsers(dest="command", required=True))
+    path = str(write_config(tmp_path))
+    argv = [
+        "policy",
+        "test",
+        "-c",
+        path,
+        "--from",
+        "corp:#ops:alice",
+        "--to",
+        "public",
+        "--text",
+        "confidential",
+    ]
+    assert commands.dispatch(parser.parse_args(argv)) == 1
+    assert "decision: deny" in capsys.readouterr().out
+    assert commands.dispatch(parser.parse_args(["policy", "explain", "-c", path])) == 0
+    assert commands.dispatch(parser.parse_args(["archive", "checkpoint", "-c", path])) == 0
+    assert commands.dispatch(parser.parse_args(["archive", "verify", "-c", path])) == 0
+    capsys.readouterr()
+    argv = ["archive", "search", "-c", path, "x", "--room", "#ops", "--format", "json"]
+    assert commands.dispatch(parser.parse_args(argv)) == 0
+    assert json.loads(capsys.readouterr().out) == []
