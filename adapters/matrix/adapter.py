@@ -132,11 +132,12 @@ class MatrixAdapter:
             self._rooms = dict(json.loads(stored_rooms))
             self._ids = {v: k for k, v in self._rooms.items()}
         self._since = await self._cursors.get("next_batch")
-        if self._since is None:
+        resumed = self._since is not None
+        if not resumed:
             await self._first_sync()
         self._connected = True
         self._task = asyncio.create_task(self._sync_forever(), name=f"matrix-sync-{self.name}")
-        self._log.info("connected", user_id=self.identity, resumed=self._since is not None)
+        self._log.info("connected", user_id=self.identity, resumed=resumed)
 
     async def aclose(self) -> None:
         self._closed = True
