@@ -150,10 +150,23 @@ class ArchiveStore:
             kind = values["kind"]
             if self.cipher is not None and kind in CONTENT_KINDS:
                 body = self.cipher.encrypt(body, seq)
-            fields = {k: v for k, v in values.items() if k not in ("body", "terms")}
-            record = Record(seq=seq, ts_us=ts, body=body, **fields)
-            prev = link(prev, record)
-            rows.append((*(getattr(record, c) for c in COLUMNS), prev))
+            get = values.get
+            row = (
+                seq,
+                ts,
+                kind,
+                get("event_id"),
+                get("network"),
+                get("room"),
+                get("sender"),
+                get("dest_network"),
+                get("dest_room"),
+                get("action"),
+                get("rule"),
+                body,
+            )
+            prev = link(prev, row)  # the tuple is in `COLUMNS` order (a test checks it)
+            rows.append((*row, prev))
             terms = values.get("terms")
             if terms:
                 fts.append((seq, self._terms(terms)))

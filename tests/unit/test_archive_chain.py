@@ -4,6 +4,7 @@ purge under legal hold."""
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -279,3 +280,57 @@ def test_decisions_and_deliveries_are_recorded(tmp_path: Path) -> None:
     ]
     assert store.body(rows[0].record)["text"] == event.text
     assert store.body(rows[3].record)["remote_id"] == "x1"
+
+
+def test_row_layout_matches_the_hashed_columns() -> None:
+    assert COLUMNS == (
+        "seq",
+        "ts_us",
+        "kind",
+        "event_id",
+        "network",
+        "room",
+        "sender",
+        "dest_network",
+        "dest_room",
+        "action",
+        "rule",
+        "body",
+    )
+
+
+async def test_service_checkpoints_purges_and_remembers_notices(tmp_path: Path) -> None:
+    from imbridge.archive.service import ArchiveService  # noqa: PLC0415
+    from imbridge.db import Database  # noqa: PLC0415
+
+    settings = Archive(
+        retention_days=1,
+        checkpoint_seconds=0.01,
+        notice="Archived here.",
+        legal_hold=(LegalHold(name="h", user="carol"),),
+    )
+    clock = Clock()
+    store = ArchiveStore(settings, state_dir=tmp_path, clock=clock)
+    async with Database(tmp_path / "s.db", {"archive": ARCHIVE_MIGRATIONS}) as db:
+        async with ArchiveService(db, store) as service:
+
+            def add(c: sqlite3.Connection) -> None:
+                for i, user in enumerate(["alice", "carol", "bob"]):
+                    store.record_event(c, message(i, user=user), [])
+
+            await db.transact(add)
+            assert await service.notice_due("corp-irc", "#ops") == "Archived here."
+            await service.notice_posted("corp-irc", "#ops", "Archived here.")
+            assert await service.notice_due("corp-irc", "#ops") is None
+            assert await service.notice_due("corp-irc", "#other") == "Archived here."
+            clock.now += 2 * DAY_US
+            result = await service.purge()
+            assert (result.deleted, result.held) == (2, 1)
+        lines = store.head_file.read_text().splitlines()
+        assert json.loads(lines[-1])["seq"] == 4  # three events and the purge
+        assert await db.read(lambda c: store.verify(c)[0]) is None
+    changed = ArchiveStore(Archive(notice="New wording."), state_dir=tmp_path)
+    async with Database(tmp_path / "s.db", {"archive": ARCHIVE_MIGRATIONS}) as db:
+        assert await db.read(lambda c: changed.notice_due(c, "corp-irc", "#ops")) == (
+            "New wording."
+        )

@@ -1,0 +1,223 @@
+"""Archive write throughput and search latency.
+
+    .venv/bin/python bench/archive.py [--events 20000] [--records 1000000] [--queries 300]
+
+1. Write: events (each with two decisions: three chained records, one indexed) recorded
+   through the state database exactly as the relay path does it (`Database.transact`,
+   WAL, synchronous=NORMAL, group commit) by 64 concurrent producers. Baseline: the same
+   transactions inserting one plain row per event, no archive.
+2. Search: an archive of `--records` records is generated (chained, indexed, one
+   transaction of executemany batches), then keyword searches as `imbridge archive search`
+   runs them (20 newest hits, with their decisions): p50/p99 for a rare word, a common
+   word, two words, and a word within one room. Baseline: the bare FTS5 MATCH (rowids
+   only) for the same words.
+3. Verify: the whole chain walked, records/s.
+Targets (issue 8): >= 5 000 records/s written, search p50 < 50 ms at 1 000 000 records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from imbridge.archive.search import Query, match_expression, search
+from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
+from imbridge.config.schema import Archive
+from imbridge.db import Database
+from imbridge.events import EventId, Message, Origin, Sender
+from imbridge.policy import Action, Decision, Destination
+
+VOCAB = [f"w{i}" for i in range(20_000)]
+RARE = "zanzibar"
+COMMON = "w1"
+DESTS = (Destination("corp-xmpp", "ops@conf"), Destination("public-matrix", "!ops:example"))
+
+
+def sentence(rng: random.Random) -> str:
+    # Zipf-like: low-numbered words are frequent, as in real chat.
+    words = [VOCAB[min(int(rng.paretovariate(1.1)) - 1, len(VOCAB) - 1)] for _ in range(8)]
+    return " ".join(words)
+
+
+def event(i: int, rng: random.Random) -> Message:
+    return Message(
+        id=EventId(f"{i:032x}"),
+        origin=Origin(
+            network="corp-irc",
+            room=f"#room{i % 50}",
+            sender=Sender(id=f"user{i % 300}", name=f"user{i % 300}"),
+        ),
+        text=sentence(rng),
+    )
+
+
+def decisions(e: Message) -> list[tuple[Destination, Decision]]:
+    return [
+        (DESTS[0], Decision(action=Action.ALLOW, rule="default", event=e)),
+        (DESTS[1], Decision(action=Action.DENY, rule="nothing-leaves", reason="matched")),
+    ]
+
+
+async def write_bench(state: Path, events: int) -> tuple[float, float]:
+    rng = random.Random(1)
+    items = [event(i, rng) for i in range(events)]
+    store = ArchiveStore(Archive(), state_dir=state)
+
+    async def run(db: Database, fn: Any) -> float:
+        queue = list(items)
+
+        async def producer() -> None:
+            while queue:
+                e = queue.pop()
+
+                def txn(conn: sqlite3.Connection, e: Message = e) -> None:
+                    fn(conn, e)
+
+                await db.transact(txn)
+
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(64):
+                tg.create_task(producer())
+        return time.perf_counter() - start
+
+    async with Database(state / "base.db") as db:
+        base = await run(
+            db,
+            lambda conn, e: conn.execute(
+                "INSERT INTO messages VALUES (?, ?, ?)", (e.id, e.text, 0.0)
+            ),
+        )
+    async with Database(state / "archive.db", {"archive": ARCHIVE_MIGRATIONS}) as db:
+        arch = await run(db, lambda conn, e: store.record_event(conn, e, decisions(e)))
+    return events / base, events * 3 / arch
+
+
+def generate(path: Path, records: int) -> ArchiveStore:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(ARCHIVE_MIGRATIONS[0])
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    store = ArchiveStore(Archive(), state_dir=path.parent)
+    rng = random.Random(2)
+    conn.execute("BEGIN")
+    i = 0
+    batch: list[dict[str, Any]] = []
+    written = 0
+    while written < records:
+        room = f"#room{i % 50}"
+        text = sentence(rng)
+        if i % 10_000 == 0:
+            text += f" {RARE}"
+        common = {
+            "event_id": f"{i:032x}",
+            "network": "corp-irc",
+            "room": room,
+            "sender": f"user{i % 300}",
+        }
+        batch.append(
+            {
+                **common,
+                "kind": "event",
+                "terms": text,
+                "body": {"type": "message", "text": text, "origin": {"name": common["sender"]}},
+            }
+        )
+        for dest in DESTS:
+            batch.append(
+                {
+                    **common,
+                    "kind": "decision",
+                    "dest_network": dest.network,
+                    "dest_room": dest.room,
+                    "action": "allow",
+                    "rule": "default",
+                    "body": {"reason": "no rule matched"},
+                }
+            )
+        i += 1
+        if len(batch) >= 30_000:
+            store.append(conn, batch[: records - written])
+            written += min(len(batch), records - written)
+            batch = []
+    conn.execute("COMMIT")
+    conn.close()
+    return store
+
+
+def timed(fn: Any, n: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def search_bench(path: Path, store: ArchiveStore, queries: int) -> None:
+    conn = sqlite3.connect(path)
+    cases = {
+        "rare word": Query(text=RARE, limit=20),
+        "common word": Query(text=COMMON, limit=20),
+        "two words": Query(text=f"{COMMON} w3", limit=20),
+        "word in one room": Query(text="w7", room="#room7", limit=20),
+    }
+    print(f"{'search (20 hits)':<22}{'p50 ms':>10}{'p99 ms':>10}{'bare FTS p50':>14}{'ratio':>8}")
+    for name, q in cases.items():
+        p50, p99 = timed(lambda q=q: search(conn, store, q), queries)
+        expr = match_expression(conn, q.text, store)
+        b50, _ = timed(
+            lambda expr=expr: conn.execute(
+                "SELECT rowid FROM archive_fts WHERE archive_fts MATCH ? ORDER BY rowid DESC "
+                "LIMIT 20",
+                (expr,),
+            ).fetchall(),
+            queries,
+        )
+        print(f"{name:<22}{p50:>10.2f}{p99:>10.2f}{b50:>14.2f}{p50 / b50:>8.1f}x")
+    start = time.perf_counter()
+    problem, count = store.verify(conn)
+    took = time.perf_counter() - start
+    print(
+        f"verify: {count} records in {took:.1f} s ({count / took:,.0f} records/s), "
+        f"{'intact' if problem is None else problem}"
+    )
+    conn.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=300)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
+        state = Path(tmp)
+        base, arch = asyncio.run(write_bench(state, args.events))
+        print(
+            f"write: {arch:,.0f} archive records/s ({arch / 3:,.0f} events/s with 2 "
+            f"decisions each); baseline plain insert {base:,.0f} events/s; "
+            f"ratio {arch / 3 / base:.2f}"
+        )
+        start = time.perf_counter()
+        store = generate(state / "big.db", args.records)
+        took = time.perf_counter() - start
+        size = (state / "big.db").stat().st_size / 1e6
+        print(
+            f"generated {args.records:,} records in {took:.1f} s "
+            f"({args.records / took:,.0f} records/s bulk), {size:,.0f} MB"
+        )
+        store.checkpoint(sqlite3.connect(state / "big.db"))
+        search_bench(state / "big.db", store, args.queries)
+
+
+if __name__ == "__main__":
+    main()
