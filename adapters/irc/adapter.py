@@ -176,9 +176,24 @@ class IrcAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    def _new_bucket(self) -> TokenBucket:
-        flood = self.config.flood
-        return TokenBucket.full(flood.per_second, flood.burst, time.monotonic())
+    def _new_bucket(self) -> tuple[TokenBucket, TokenBucket]:
+        flood, now = self.config.flood, time.monotonic()
+        return (
+            TokenBucket.full(flood.per_second, flood.burst, now),
+            TokenBucket.full(flood.bytes_per_second, flood.burst_bytes, now),
+        )
+
+    def _pace(self, size: int) -> float:
+        """0 and the tokens taken when a line of `size` bytes may go now, else the wait."""
+        lines, octets = self._bucket
+        now = time.monotonic()
+        wait = lines.take(now)
+        if wait > 0:
+            return wait
+        wait = octets.take(now, min(size, octets.burst))
+        if wait > 0:
+            lines.tokens += 1  # not sent after all
+        return wait
 
     # --- the contract ---------------------------------------------------------------
 
@@ -429,7 +444,7 @@ class IrcAdapter:
                 self._window_moved.clear()
                 await self._window_moved.wait()
                 continue
-            delay = self._bucket.take(time.monotonic())
+            delay = self._pace(size)
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue
@@ -444,7 +459,9 @@ class IrcAdapter:
                 entry.future.set_result("")
 
     def _mark(self, conn: _Connection) -> None:
-        conn.send_raw(wire.build("PING", trailing=self._window.mark()))
+        line = wire.build("PING", trailing=self._window.mark())
+        conn.send_raw(line)
+        self._bucket[1].tokens -= len(line) + 2  # the server counts its bytes too
 
     async def _keepalive(self, s: _Session) -> None:
         """PING when idle; a server silent for two intervals is gone (no FIN on a dead

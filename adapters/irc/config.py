@@ -68,14 +68,18 @@ class NickServConfig(_Section):
 
 
 class FloodConfig(_Section):
-    """Per-connection flood control: a token bucket of lines, and a window of lines and
-    bytes the server has not yet confirmed processing (a PING it answered). The window is
+    """Per-connection flood control: token buckets of lines and of bytes, and a window of
+    lines and bytes the server has not yet confirmed processing (a PING it answered). The window is
     what keeps a throttled relay under a server's receive queue (InspIRCd's stock 8 KiB):
     however fast the bucket, the relay never has more than that outstanding."""
 
-    burst: int = Field(default=10, ge=1, le=1000)
-    per_second: float = Field(default=5.0, gt=0)
-    max_unacked_lines: int = Field(default=10, ge=2, le=10_000)
+    burst: int = Field(default=5, ge=1, le=100_000)
+    per_second: float = Field(default=8.0, gt=0)
+    burst_bytes: int = Field(default=1024, ge=512, le=16_777_216)
+    bytes_per_second: float = Field(default=240.0, gt=0)
+    """ngircd reads 256 bytes per second from a client before it penalises it; paced
+    under that, short lines flow at `per_second` and long ones at about 1 per 2 s."""
+    max_unacked_lines: int = Field(default=10, ge=2, le=100_000)
     max_unacked_bytes: int = Field(default=4096, ge=1024, le=16_777_216)
 
 

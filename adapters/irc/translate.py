@@ -2,9 +2,10 @@
 
 Outbound, the invariant the hypothesis tests hold this module to: whatever the text, every
 line built holds no CR, LF or NUL, fits 512 bytes with the prefix the server will add, and
-the lines carry the cleaned text whole and in order (formatting codes reopened at each
-split aside), up to `max_lines`, after which a notice says how much was cut. Inbound, each
-line becomes at most a few events with cleaned text and nicks. No I/O here.
+the lines carry the cleaned text whole and in order (aside from formatting codes reopened
+at each split, and blank runs that would fill a line on their own), up to `max_lines`,
+after which a notice says how much was cut. Inbound, each line becomes at most a few
+events with cleaned text and nicks. No I/O here.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def split_line(line: str, budget: int) -> list[str]:
             end = max(end, pos + 1)
         chunk = toks[pos:end]
         body = "".join(t for _, t in chunk)
-        if any(not is_code for is_code, _ in chunk):
+        # Servers strip trailing blanks, so a blank piece would arrive empty and be
+        # refused (412): it is dropped, which is the only text a split ever loses.
+        if any(not is_code and not tok.isspace() for is_code, tok in chunk):
             pieces.append(head + body)
         for is_code, tok in chunk:
             if is_code:

@@ -33,6 +33,9 @@ __all__ = ["inspircd", "inspircd_stock", "ngircd", "ngircd_stock"]
 HOST = "127.0.0.1"
 SERVER_NAME = "irc.localhost"
 Impl = Literal["ngircd", "inspircd"]
+RELAXED_FLOOD = {"burst": 10_000, "per_second": 10_000, "burst_bytes": 1_000_000,
+                 "bytes_per_second": 1_000_000, "max_unacked_lines": 1_000,
+                 "max_unacked_bytes": 256_000}  # fmt: skip
 Limits = Literal["relaxed", "default"]
 
 
@@ -220,10 +223,16 @@ class Ircd:
         return f"#{prefix}{self._channels}-{secrets.token_hex(2)}"
 
     def network(self, **extra: Any) -> dict[str, Any]:
-        """A plain-text `type: irc` network section reaching this server."""
-        return {"type": "irc", "host": self.host, "port": self.port, "tls": False,
-                "nick": "relay", "reconnect_min_delay": 0.2, "reconnect_max_delay": 2.0,
-                **extra}  # fmt: skip
+        """A plain-text `type: irc` network section reaching this server: on a relaxed
+        server with flood control opened up, on a stock one with the adapter's defaults
+        (which are what must hold there)."""
+        section: dict[str, Any] = {
+            "type": "irc", "host": self.host, "port": self.port, "tls": False, "nick": "relay",
+            "reconnect_min_delay": 0.2, "reconnect_max_delay": 2.0,
+        }  # fmt: skip
+        if self.limits == "relaxed":
+            section["flood"] = RELAXED_FLOOD
+        return section | extra
 
 
 def launch(impl: Impl, limits: Limits, state: Path) -> Ircd:
@@ -307,7 +316,9 @@ class IrcUser:
 
     @classmethod
     async def connect(cls, server: Ircd, nick: str | None = None) -> IrcUser:
-        user = cls(server, nick or "u" + secrets.token_hex(4))
+        # A suffix, so a test never meets a namesake that an earlier test's QUIT has not
+        # yet freed on the shared server.
+        user = cls(server, (nick or "u") + secrets.token_hex(2))
         user.welcomed = False
         await user.conn.connect(server.host, server.port, user.nick)
         await eventually(lambda: user.welcomed, timeout=15, what=f"{user.nick} registered")
