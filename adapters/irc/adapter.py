@@ -325,6 +325,10 @@ class IrcAdapter:
             except RegistrationFailed as exc:
                 throttled = exc.throttled
                 self._note_failure(str(exc), fatal=not exc.throttled)
+            except ssl.SSLCertVerificationError as exc:
+                # A certificate that does not verify will not verify on the next try
+                # either: the first start fails at once with the reason.
+                self._note_failure(f"TLS certificate refused: {exc.verify_message}", fatal=True)
             except (OSError, TimeoutError, ConnectionLost, ssl.SSLError) as exc:
                 reason = self._session.error if self._session else ""
                 throttled = is_throttle(reason)
