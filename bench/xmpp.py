@@ -15,19 +15,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imbridge import logs
+from imbridge.adapter import Outgoing
+from imbridge.adapters.xmpp import XmppAdapter
 from imbridge.config import parse_config
+from imbridge.config.schema import Config
 from imbridge.daemon import Daemon
+from imbridge.events import Event, Message
+from tests.integration.test_xmpp_resilience import DictCursors
 from tests.servers.prosody import Prosody, XmppUser
 
 
@@ -78,6 +86,36 @@ async def burst(alice: XmppUser, room: str, clock: Clock, tag: str, n: int) -> t
     return n / elapsed, got == keys
 
 
+@asynccontextmanager
+async def adapter_only(config: Config, dest: str) -> AsyncIterator[None]:
+    """The XMPP adapter relaying A -> B by itself: its sink sends at once, with no state
+    database, policy or outbox in between (what the adapter itself adds)."""
+    net = config.networks["xm"]
+    adapter = XmppAdapter("xm", net, DictCursors())
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def sink(event: Event) -> None:
+        if isinstance(event, Message) and event.origin.room != dest:
+            text = f"<{event.origin.sender.name}@xm> {event.text}"
+            queue.put_nowait(dataclasses.replace(event, text=text))
+
+    async def worker() -> None:  # in order, one at a time, as the outbox sends
+        while True:
+            event = await queue.get()
+            await adapter.send(Outgoing(room=dest, event=event, txn_id=event.id))
+
+    await adapter.start(sink)
+    task = asyncio.create_task(worker())
+    try:
+        for room in (r.room for r in config.gateways["g"].rooms):
+            await adapter.join(room)
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await adapter.aclose()
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -116,6 +154,9 @@ async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
     try:
         direct = await latencies(alice, b, clock, "d", args.latency)
         direct_rate, direct_ok = await burst(alice, b, clock, "D", args.burst)
+        async with adapter_only(config, b):
+            bare = await latencies(alice, a, clock, "x", args.latency)
+            bare_rate, bare_ok = await burst(alice, a, clock, "X", args.burst)
         async with Daemon(config) as daemon:
             assert await daemon.ready(30)
             bridged = await latencies(alice, a, clock, "r", args.latency)
@@ -123,12 +164,14 @@ async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
     finally:
         await alice.close()
         await bob.close()
-    for name, values in (("direct", direct), ("bridged", bridged)):
+    for name, values in (("direct", direct), ("adapter", bare), ("bridged", bridged)):
         print(f"latency {name:8} p50 {pct(values, 50):7.2f} ms  p99 {pct(values, 99):7.2f} ms"
               f"  ({len(values)}/{args.latency} at 5 msg/s)")  # fmt: skip
     print(f"added latency  p50 {pct(bridged, 50) - pct(direct, 50):7.2f} ms  "
           f"p99 {pct(bridged, 99) - pct(direct, 99):7.2f} ms")  # fmt: skip
+    print(f"added by the adapter alone p50 {pct(bare, 50) - pct(direct, 50):7.2f} ms")
     print(f"throughput direct  {direct_rate:8.0f} msg/s  in order, complete: {direct_ok}")
+    print(f"throughput adapter {bare_rate:8.0f} msg/s  in order, complete: {bare_ok}")
     print(f"throughput bridged {bridged_rate:8.0f} msg/s  in order, complete: {bridged_ok}")
     print(f"ratio bridged/direct throughput {bridged_rate / direct_rate:.2f}, "
           f"p50 latency {statistics.median(bridged) / statistics.median(direct):.2f}x")  # fmt: skip
