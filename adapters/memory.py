@@ -149,6 +149,8 @@ class MemoryAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivered: dict[str, RemoteId] = {}
         self._on_send: list[Callable[[Outgoing], None]] = []
+        self.processed = 0
+        """Posts this client has taken in and handed on (or ignored): tests wait on it."""
 
     @property
     def identity(self) -> str:
@@ -188,6 +190,7 @@ class MemoryAdapter:
             event = await self.to_core(post)
             if event is not None and self._sink is not None:
                 await self._sink(event)
+            self.processed += 1
 
     async def to_core(self, post: Post) -> Event | None:
         """Translation, as an adapter's translate.py would do it (here with lookups)."""

@@ -114,6 +114,9 @@ def parser() -> argparse.ArgumentParser:
     with_config("run", "run the bridge daemon until SIGTERM/SIGINT (SIGHUP reloads)")
     with_config("check", "validate a config file: exit 0 if valid, 2 printing every error")
     with_config("status", "print each network's state from the running daemon (/readyz)")
+    from imbridge import commands
+
+    commands.add_parsers(sub)
     return p
 
 
@@ -126,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.config)
         case "status":
             return status(args.config)
+        case "policy" | "archive":
+            from imbridge import commands
+
+            return commands.dispatch(args)
         case _:  # pragma: no cover - argparse rejects unknown commands
             return EXIT_USAGE
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import signal
 from collections.abc import Callable
@@ -23,16 +24,19 @@ from aiohttp import web
 from imbridge import logs, registry
 from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
 from imbridge.archive import NullRecorder, Recorder
+from imbridge.archive.service import ArchiveService
+from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
 from imbridge.endpoints import make_app, serve_http
 from imbridge.errors import ConfigError
+from imbridge.events import Message, MessageKind, Origin, new_event_id
 from imbridge.metrics import Metrics
-from imbridge.outbox import Outbox
+from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import compile_policy
-from imbridge.relay import Relay, Setup
+from imbridge.relay import NOTICE_SENDER, Relay, Setup
 from imbridge.router import Router
 from imbridge.sdnotify import Notifier
 
@@ -72,7 +76,12 @@ class Daemon:
         self._http: web.AppRunner | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
-        self.db = Database(config.bridge.state_dir / DB_NAME)
+        self.db = Database(config.bridge.state_dir / DB_NAME, {"archive": ARCHIVE_MIGRATIONS})
+        self.archive: ArchiveService | None = None
+        if recorder is None and config.archive.enabled:
+            store = ArchiveStore(config.archive, state_dir=config.bridge.state_dir)
+            self.archive = ArchiveService(self.db, store)
+            recorder = store
         self.recorder: Recorder = recorder or NullRecorder()
         self.outbox: Outbox | None = None
         self.relay: Relay | None = None
@@ -109,6 +118,8 @@ class Daemon:
 
     async def start(self) -> None:
         await self.db.open()
+        if self.archive is not None:
+            await self.archive.__aenter__()
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
         self.outbox = Outbox(self.db, self.adapters, self._rate_limits(), self.recorder)
@@ -209,12 +220,39 @@ class Daemon:
                 await asyncio.sleep(delay)
         log.info("connected", network=name)
         for room in relay.setup.router.rooms(name):
-            try:
-                await adapter.join(room)
-                log.info("joined", network=name, room=room)
-            except Exception as exc:  # noqa: BLE001 - one bad room must not stop the others
-                log.error("join_failed", network=name, room=room, error=str(exc))
+            await self._join(name, adapter, room)
         self._started[name].set()
+
+    async def _join(self, name: str, adapter: Adapter, room: str) -> None:
+        """Joins one room; then, once per room and notice text, tells its members that
+        it is bridged and archived (queued like any message, so it is never lost)."""
+        try:
+            await adapter.join(room)
+        except Exception as exc:  # noqa: BLE001 - one bad room must not stop the others
+            log.error("join_failed", network=name, room=room, error=str(exc))
+            return
+        log.info("joined", network=name, room=room)
+        if self.archive is None:
+            return
+        text = await self.archive.notice_due(name, room)
+        if text is None:
+            return
+        notice = Message(
+            id=new_event_id(),
+            origin=Origin(network=name, room=room, sender=NOTICE_SENDER),
+            text=text,
+            kind=MessageKind.NOTICE,
+        )
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        item = Item(
+            network=name,
+            room=room,
+            event=notice,
+            txn_id=txn_id_for(digest, name, room, "archive-notice"),
+        )
+        await self.db.transact(lambda conn: enqueue_sync(conn, [item]))
+        self._outbox().wake([item])
+        await self.archive.notice_posted(name, room, text)
 
     async def ready(self, timeout: float | None = None) -> bool:
         """True once every network connected and joined its rooms."""
@@ -263,11 +301,7 @@ class Daemon:
                 continue
             new_rooms = set(relay.setup.router.rooms(name)) - set(Router(old.gateways).rooms(name))
             for room in sorted(new_rooms):
-                try:
-                    await adapter.join(room)
-                    log.info("joined", network=name, room=room)
-                except Exception as exc:  # noqa: BLE001 - reported, the rest goes on
-                    log.error("join_failed", network=name, room=room, error=str(exc))
+                await self._join(name, adapter, room)
         outbox.rate_limits = self._rate_limits()
         log.info("config_reloaded", reconnected=sorted(changed))
 
@@ -306,6 +340,8 @@ class Daemon:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
+        if self.archive is not None:
+            await self.archive.__aexit__(None, None, None)
         await self.db.aclose()
         log.info("stopped")
 

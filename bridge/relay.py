@@ -48,6 +48,7 @@ NOTICE_SENDER = Sender(id="imbridge", name="imbridge")
 @dataclass(slots=True)
 class RelayStats:
     received: int = 0
+    handled: int = 0  # received and done with: relayed, dropped or failed
     dropped_echo: int = 0
     duplicates: int = 0
     denied: int = 0
@@ -97,6 +98,7 @@ class Relay:
             stats.errors += 1
             log.exception("relay_failed")
         finally:
+            stats.handled += 1
             structlog.contextvars.unbind_contextvars("network", "room", "event_id")
 
     def _is_echo(self, event: Event) -> bool:
@@ -177,7 +179,13 @@ class Relay:
                 )
                 continue
             adapter = self.adapters.get(route.dest.network)
-            shaped = adapter and render(decision.event, route, adapter.capabilities, quoted=quoted)
+            shown = quoted
+            if quoted is not None and decision.quoted != quoted.text:
+                # the quote as policy lets it cross there (redacted), or not at all
+                shown = (
+                    dataclasses.replace(quoted, text=decision.quoted) if decision.quoted else None
+                )
+            shaped = adapter and render(decision.event, route, adapter.capabilities, quoted=shown)
             if shaped:
                 items.append(
                     Item(
