@@ -49,6 +49,7 @@ _JOIN_ERRORS = frozenset({"403", "405", "471", "473", "474", "475", "477", "489"
 _SEND_ERRORS = frozenset({"401", "404"})
 _INBOX_HIGH, _INBOX_LOW = 10_000, 1_000
 _STABLE_SESSION = 30.0  # a connection that lasted this long resets the backoff
+_WINDOW_FULL = -1.0
 
 
 class ConnectionLost(Exception):
@@ -268,8 +269,13 @@ class IrcAdapter:
         entries = [
             _Out(line, echo=echo, target=folded, future=loop.create_future()) for line in out.lines
         ]
+        idle = not self._queue
         self._queue.extend(entries)
-        self._wake.set()
+        s = self._session
+        if idle and s is not None and s.conn.connected and self._flush(s.conn) == 0:
+            pass  # all written already
+        else:
+            self._wake.set()
         try:
             async with asyncio.timeout(self.config.send_timeout):
                 ids = [await e.future for e in entries if e.future is not None]
@@ -430,13 +436,26 @@ class IrcAdapter:
             s.conn.disconnect()
 
     async def _write_lines(self, s: _Session) -> None:
-        """The only sender after registration: bucket, then window, then the socket."""
+        """The only sender after registration: window, then buckets, then the socket."""
         conn = s.conn
         while conn.connected:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            wait = self._flush(conn)
+            if wait == _WINDOW_FULL:
+                self._window_moved.clear()
+                await self._window_moved.wait()
+            elif wait > 0:
+                await asyncio.sleep(wait)
+
+    def _flush(self, conn: _Connection) -> float:
+        """Writes queued lines while window and buckets allow; returns 0 when the queue is
+        empty, else how long to wait (`_WINDOW_FULL`: until a PONG moves the window).
+        Also called by `send` itself, so a line sent on an idle connection goes out at
+        once, without a task switch to the writer."""
+        while self._queue and conn.connected:
             entry = self._queue[0]
             if entry.cancelled:
                 self._queue.popleft()
@@ -445,13 +464,10 @@ class IrcAdapter:
             if not self._window.has_room(size):
                 if not self._window.marks:
                     self._mark(conn)
-                self._window_moved.clear()
-                await self._window_moved.wait()
-                continue
+                return _WINDOW_FULL
             delay = self._pace(size)
             if delay > 0:
-                await asyncio.sleep(delay)
-                continue
+                return delay
             self._queue.popleft()
             conn.send_raw(entry.line)
             self._window.sent(size)
@@ -461,6 +477,7 @@ class IrcAdapter:
                 self._echoes.append(entry)
             elif entry.future is not None and not entry.future.done():
                 entry.future.set_result("")
+        return 0.0
 
     def _mark(self, conn: _Connection) -> None:
         line = wire.build("PING", trailing=self._window.mark())

@@ -1,0 +1,178 @@
+"""IRC relay latency and throughput between two channels on a loopback ngircd.
+
+    .venv/bin/python bench/irc.py [--latency 100] [--burst 2000] [--impl ngircd|inspircd]
+
+Baseline, measured in the same run: the direct client path (Alice says it in channel B,
+Bob reads it there). Bridged: Alice says it in channel A, imbridge relays it into channel
+B, Bob reads the copy; once through the IRC adapter alone (its sink sends at once: what
+the adapter adds), once through the whole daemon (state database, policy, outbox). Prints
+p50/p99 latency at 5 msg/s and the latency added over the direct path, then in-order
+throughput for a burst of `--burst` lines on relaxed flood limits, checking that none was
+lost, duplicated or reordered. The bridged path crosses the server twice (A, then B) where
+the direct path crosses it once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this file's folder is sys.path[0] and `bench/irc.py` would shadow the
+# `irc` library: the project root takes its place.
+sys.path.remove(sys.path[0])
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from imbridge import logs
+from imbridge.adapter import Outgoing
+from imbridge.adapters.irc import IrcAdapter, IrcConfig
+from imbridge.config import parse_config
+from imbridge.config.schema import Config
+from imbridge.daemon import Daemon
+from imbridge.events import Event, Message
+from tests.integration.test_irc_adapter import DictCursors
+from tests.servers.ircd import Ircd, IrcUser, launch
+
+
+class Clock:
+    """Arrival times of keyed lines in one channel, as Bob's client sees them."""
+
+    def __init__(self, user: IrcUser, channel: str) -> None:
+        self.arrived: dict[str, float] = {}
+        self.order: list[str] = []
+        self.channel = channel.lower()
+        user.conn.add_global_handler("pubmsg", self._on, -20)
+
+    def _on(self, _conn: Any, event: Any) -> None:
+        if event.target.lower() != self.channel:
+            return
+        key = event.arguments[0].rsplit(" ", 1)[-1]
+        if key.startswith("#"):
+            self.arrived.setdefault(key, time.perf_counter())
+            self.order.append(key)
+
+
+async def latencies(alice: IrcUser, channel: str, clock: Clock, tag: str, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        key = f"#{tag}{i}"
+        sent = time.perf_counter()
+        alice.say(channel, f"ping {key}")
+        deadline = sent + 10
+        while key not in clock.arrived and time.perf_counter() < deadline:
+            await asyncio.sleep(0.0002)
+        if key in clock.arrived:
+            out.append((clock.arrived[key] - sent) * 1000)
+        await asyncio.sleep(max(0.0, 0.2 - (time.perf_counter() - sent)))  # 5 msg/s
+    return out
+
+
+async def burst(alice: IrcUser, channel: str, clock: Clock, tag: str, n: int) -> tuple[float, bool]:
+    keys = [f"#{tag}{i}" for i in range(n)]
+    start = time.perf_counter()
+    for key in keys:
+        alice.say(channel, f"burst {key}")
+    deadline = start + 120
+    while len(clock.arrived.keys() & set(keys)) < n and time.perf_counter() < deadline:
+        await asyncio.sleep(0.002)
+    got = [k for k in clock.order if k.startswith(f"#{tag}")]
+    elapsed = max(clock.arrived.get(k, deadline) for k in keys) - start
+    return n / elapsed, got == keys
+
+
+@asynccontextmanager
+async def adapter_only(config: Config, dest: str) -> AsyncIterator[None]:
+    """The IRC adapter relaying A -> B by itself: its sink sends at once, with no state
+    database, policy or outbox in between (what the adapter itself adds)."""
+    net = config.networks["irc"]
+    assert isinstance(net, IrcConfig)
+    adapter = IrcAdapter("irc", net, DictCursors())
+
+    async def sink(event: Event) -> None:
+        if isinstance(event, Message) and event.origin.room != dest:
+            text = f"<{event.origin.sender.name}@irc> {event.text}"
+            relayed = dataclasses.replace(event, text=text, rich=None)
+            await adapter.send(Outgoing(room=dest, event=relayed, txn_id=event.id))
+
+    await adapter.start(sink)
+    try:
+        for room in (r.room for r in config.gateways["g"].rooms):
+            await adapter.join(room)
+        yield
+    finally:
+        await adapter.aclose()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    logs.setup(level="warning", fmt="console")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = launch(args.impl, "relaxed", Path(tmp) / "ircd")
+        try:
+            await run(args, server, Path(tmp))
+        finally:
+            server.stop()
+
+
+async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
+    alice, bob = await asyncio.gather(IrcUser.connect(server, "alice"),
+                                      IrcUser.connect(server, "bob"))  # fmt: skip
+    a, b = server.channel("a"), server.channel("b")
+    await asyncio.gather(alice.join(a), alice.join(b), bob.join(b))
+    clock = Clock(bob, b)
+    config = parse_config(json.dumps({
+        "bridge": {"state_dir": str(tmp / "state"), "log": {"level": "warning"}},
+        "networks": {"irc": server.network(
+            rate_limit={"per_second": 1_000_000, "burst": 1_000_000})},
+        "gateways": {"g": {"rooms": [{"network": "irc", "room": a},
+                                     {"network": "irc", "room": b}]}},
+        "archive": {"enabled": False},
+    }))  # fmt: skip
+    try:
+        direct = await latencies(alice, b, clock, "d", args.latency)
+        direct_rate, direct_ok = await burst(alice, b, clock, "D", args.burst)
+        async with adapter_only(config, b):
+            bare = await latencies(alice, a, clock, "x", args.latency)
+            bare_rate, bare_ok = await burst(alice, a, clock, "X", args.burst)
+        async with Daemon(config) as daemon:
+            assert await daemon.ready(30)
+            bridged = await latencies(alice, a, clock, "r", args.latency)
+            bridged_rate, bridged_ok = await burst(alice, a, clock, "R", args.burst)
+    finally:
+        await alice.close()
+        await bob.close()
+    for name, values in (("direct", direct), ("adapter", bare), ("bridged", bridged)):
+        print(f"latency {name:8} p50 {pct(values, 50):7.3f} ms  p99 {pct(values, 99):7.3f} ms"
+              f"  ({len(values)}/{args.latency} at 5 msg/s)")  # fmt: skip
+    print(f"added latency (daemon)  p50 {pct(bridged, 50) - pct(direct, 50):7.3f} ms  "
+          f"p99 {pct(bridged, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
+    print(f"added latency (adapter) p50 {pct(bare, 50) - pct(direct, 50):7.3f} ms  "
+          f"p99 {pct(bare, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
+    print(f"throughput direct  {direct_rate:8.0f} msg/s  in order, complete: {direct_ok}")
+    print(f"throughput adapter {bare_rate:8.0f} msg/s  in order, complete: {bare_ok}")
+    print(f"throughput bridged {bridged_rate:8.0f} msg/s  in order, complete: {bridged_ok}")
+    print(f"ratio to direct: throughput adapter {bare_rate / direct_rate:.2f}, "
+          f"daemon {bridged_rate / direct_rate:.2f}; p50 latency adapter "
+          f"{statistics.median(bare) / statistics.median(direct):.2f}x, daemon "
+          f"{statistics.median(bridged) / statistics.median(direct):.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=int, default=100, help="messages per latency run")
+    parser.add_argument("--burst", type=int, default=2000, help="lines per throughput run")
+    parser.add_argument("--impl", choices=["ngircd", "inspircd"], default="ngircd")
+    asyncio.run(main(parser.parse_args()))
