@@ -19,6 +19,7 @@ from imbridge.config.load import parse_config
 from imbridge.config.schema import Config
 from imbridge.daemon import Daemon
 from tests.servers.ircd import Ircd, IrcUser, eventually, launch
+from tests.servers.prosody import Prosody, XmppUser
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +197,32 @@ async def test_burst_under_stock_flood_rules_arrives_whole_in_order_without_disc
         _burst(ngircd, ngircd_stock, tmp_path / "ngircd", 300),
         _burst(ngircd, inspircd_stock, tmp_path / "inspircd", 30, filler=300),
     )
+
+
+async def test_irc_channel_and_xmpp_room_relay_both_ways(
+    ngircd: Ircd, prosody: Prosody, tmp_path: Path
+) -> None:
+    """Across protocols: Alice on IRC and Carol in an XMPP MUC see each other's lines with
+    the sender's name, formatting carried as far as each side shows it."""
+    jid, password = await asyncio.to_thread(prosody.register)
+    alice = await IrcUser.connect(ngircd, "alice")
+    carol = await XmppUser.login(prosody)
+    chan, muc = ngircd.channel("x"), prosody.room("x")
+    try:
+        await alice.join(chan)
+        await carol.join(muc, "carol")
+        xmpp = {"type": "xmpp", "jid": jid, "password": password, "host": prosody.host,
+                "port": prosody.port, "tls": "plain", "nick": "relay"}  # fmt: skip
+        config = bridge_config(tmp_path, {"irc": ngircd.network(), "xm": xmpp},
+                               [("irc", chan), ("xm", muc)])  # fmt: skip
+        async with Daemon(config) as daemon:
+            assert await daemon.ready(30)
+            alice.say(chan, "hello \x02xmpp\x02")
+            await eventually(lambda: any("hello" in b for b in carol.bodies(muc)), what="to XMPP")
+            assert f"<{alice.nick}@irc> hello xmpp" in carol.bodies(muc)
+            carol.say(muc, "hello irc")
+            await eventually(lambda: alice.texts(chan, "relay"), what="to IRC")
+            assert alice.texts(chan, "relay") == ["<carol@xm> hello irc"]
+    finally:
+        await alice.close()
+        await carol.close()
