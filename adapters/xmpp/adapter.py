@@ -144,6 +144,7 @@ class XmppAdapter:
         self._login_failed: str | None = None
         self._session_alive = False
         self._generation = 0
+        self._session_task: asyncio.Task[None] | None = None
         self._closing = False
         self._log = log.bind(network=name)
 
@@ -158,7 +159,12 @@ class XmppAdapter:
         return self._ready.is_set() and not self._closing
 
     async def start(self, sink: EventSink) -> None:
+        # The daemon retries a failed start on the same instance, after `aclose`.
         self._sink = sink
+        self._closing = False
+        self._login_failed = None
+        self._login_settled.clear()
+        self._ready.clear()
         self._client = self._make_client()
         self._spawn(self._consume())
         self._spawn(self._ping_loop())
@@ -171,10 +177,13 @@ class XmppAdapter:
             raise AdapterError(
                 f"{self.name}: no XMPP session within {LOGIN_TIMEOUT:.0f}s"
             ) from None
-        if self._login_failed is not None:
-            reason = self._login_failed
+        if (reason := self._refusal()) is not None:
             await self.aclose()
             raise AdapterError(f"{self.name}: login failed: {reason}")
+
+    def _refusal(self) -> str | None:
+        """Why the login was refused, if it was (set by stream event handlers)."""
+        return self._login_failed
 
     async def join(self, room: str) -> None:
         jid = room.lower()
@@ -312,7 +321,9 @@ class XmppAdapter:
             client.abort()
 
     def _on_session_start(self, _event: object) -> None:
-        self._spawn(self._new_session())
+        if self._session_task is not None:
+            self._session_task.cancel()
+        self._session_task = self._spawn(self._new_session())
 
     def _on_session_resumed(self, _event: object) -> None:
         # XEP-0198 resumption: the server kept our room presence, and slixmpp has resent
@@ -325,6 +336,9 @@ class XmppAdapter:
         was_ready = self._ready.is_set()
         self._ready.clear()
         self._session_alive = False
+        if self._session_task is not None:
+            self._session_task.cancel()  # its joins would wait for a stream that is gone
+            self._session_task = None
         if self._closing:
             return
         self._log.warning("disconnected", reason=str(reason or ""), was_ready=was_ready)
@@ -382,6 +396,11 @@ class XmppAdapter:
             room.catching_up = False
             raise AdapterError(f"cannot join {room.jid}: {error}")
         self._log.info("joined", room=room.jid, nick=room.nick)
+        if cursor is None:
+            # Nothing seen here yet: remember when we arrived, so that after a restart
+            # the archive is read from this moment even if nobody spoke meanwhile.
+            arrived = Cursor("", datetime.now(UTC) - timedelta(seconds=1))
+            await self._cursors.set(cursor_key(room.jid), arrived.dumps())
         if not room.catching_up:
             return
         start = cursor.stamp if cursor else None
@@ -390,9 +409,8 @@ class XmppAdapter:
             start = earliest if start is None else min(start, earliest)
         messages: list[WireMessage] = []
         try:
-            messages = await fetch_after(
-                client, room.jid, after=cursor.stanza_id if cursor else None, start=start
-            )
+            after = cursor.stanza_id if cursor and cursor.stanza_id else None
+            messages = await fetch_after(client, room.jid, after=after, start=start)
         except (IqError, IqTimeout) as exc:
             self._log.warning("catch_up_failed", room=room.jid, error=str(exc))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -120,3 +120,32 @@ async def test_xmpp_incoming_events_in_order_without_own_reflections(prosody: Pr
             assert [j.origin.sender.name for j in joins] == ["alice"]
     finally:
         await alice.close()
+
+
+async def test_xmpp_start_again_after_aclose_works(prosody: Prosody) -> None:
+    """The daemon retries a failed start on the same adapter instance."""
+    room = prosody.room("again")
+    bob = await XmppUser.login(prosody)
+    try:
+        async with running(prosody, []) as adapter:
+            await adapter.aclose()
+            assert not adapter.connected
+            await adapter.start(_ignore)
+            await adapter.join(room)
+            await bob.join(room, "bob")
+            await adapter.send(Outgoing(room=room, event=message("again"), txn_id="a1"))
+            await eventually(lambda: "again" in bob.bodies(room), what="message after restart")
+    finally:
+        await bob.close()
+
+
+async def test_xmpp_wrong_password_is_refused_quickly(prosody: Prosody) -> None:
+    jid, _ = await asyncio.to_thread(prosody.register)
+    config = XmppConfig.model_validate(xmpp_network(prosody, jid, "wrong"))
+    adapter = XmppAdapter("xm", config, DictCursors())
+    try:
+        async with asyncio.timeout(15):
+            with pytest.raises(AdapterError, match="login failed"):
+                await adapter.start(_ignore)
+    finally:
+        await adapter.aclose()

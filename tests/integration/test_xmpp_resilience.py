@@ -176,3 +176,34 @@ async def test_xmpp_send_while_offline_is_retryable_not_dropped(prosody: Prosody
     with pytest.raises(RetryableSendError):
         await adapter.send(Outgoing(room="r@conference.localhost", event=event, txn_id="t"))
     await adapter.aclose()
+
+
+async def test_xmpp_restart_catches_up_a_room_where_nobody_had_spoken(prosody: Prosody) -> None:
+    jid, password = await asyncio.to_thread(prosody.register)
+    config = XmppConfig.model_validate(xmpp_network(prosody, jid, password))
+    cursors = DictCursors()  # the state database, kept across the two runs
+    room = prosody.room("quiet")
+    alice = await XmppUser.login(prosody)
+    events: list[Event] = []
+
+    async def sink(event: Event) -> None:
+        events.append(event)
+
+    try:
+        first = XmppAdapter("xm", config, cursors)
+        await first.start(sink)
+        await first.join(room)
+        await first.aclose()
+        await alice.join(room, "alice")
+        alice.say(room, "anyone here?")
+        await asyncio.sleep(0.2)
+        second = XmppAdapter("xm", config, cursors)
+        try:
+            await second.start(sink)
+            await second.join(room)
+            await eventually(lambda: any(isinstance(e, Message) for e in events), what="catch-up")
+        finally:
+            await second.aclose()
+        assert [e.text for e in events if isinstance(e, Message)] == ["anyone here?"]
+    finally:
+        await alice.close()
