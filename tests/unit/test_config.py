@@ -4,15 +4,20 @@ errors at once, secrets never echoed, and `run` refuses before connecting anywhe
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
+from imbridge import registry
 from imbridge.cli import main
 from imbridge.config import load_config, parse_config
+from imbridge.config.schema import RawConfig
 from imbridge.errors import ConfigError
 
 GOOD = """\
@@ -292,8 +297,39 @@ def test_run_refuses_a_bad_config_before_touching_anything(
     assert not (tmp_path / "state").exists()  # no state opened, nothing connected
 
 
-def test_example_config_documents_every_top_level_section() -> None:
-    example = Path(__file__).parents[2] / "bridge.example.yaml"
-    text = example.read_text()
-    for key in ("bridge:", "networks:", "gateways:", "policy:", "archive:"):
-        assert textwrap.dedent(key) in text
+EXAMPLE = Path(__file__).parents[2] / "bridge.example.yaml"
+
+
+def test_example_config_passes_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(EXAMPLE, tmp_path / "bridge.yaml")
+    (tmp_path / "xmpp.secret").write_text("from-a-file\n")
+    monkeypatch.setenv("IRC_PASSWORD", "irc-secret")
+    monkeypatch.setenv("MATRIX_TOKEN", "matrix-secret")
+    assert main(["check", "-c", str(tmp_path / "bridge.yaml")]) == 0
+    assert "ok (3 networks, 1 gateways, 3 rooms" in capsys.readouterr().out
+
+
+def _keys(model: type[BaseModel]) -> set[str]:
+    out = set()
+    for name, field in model.model_fields.items():
+        out.add(field.alias or name)
+        for arg in (field.annotation, *get_args(field.annotation)):
+            for inner in (arg, *get_args(arg)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    out |= _keys(inner)
+    return out
+
+
+def test_example_config_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    models: list[type[BaseModel]] = [RawConfig]
+    models += [registry.adapter_class(t).config_model for t in ("irc", "xmpp", "matrix")]
+    missing = sorted(
+        key
+        for model in models
+        for key in _keys(model)
+        if not re.search(rf"\b{re.escape(key)}(_file)?:", text)
+    )
+    assert missing == []
