@@ -4,6 +4,7 @@ relayed copy of their target."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -82,13 +83,17 @@ def received(daemon: Daemon) -> int:
     return sum(a.processed for a in daemon.adapters.values() if isinstance(a, MemoryAdapter))
 
 
+def caught_up(daemon: Daemon, count: int) -> bool:
+    return received(daemon) >= count
+
+
 async def quiet(daemons: list[Daemon], hub: MemoryHub) -> None:
     """Until every bridge has taken in every post (each sees each room once) and sent
     everything it queued; relayed copies are posts too, so repeat until nothing moves."""
     while True:
         count = len(hub.posts)
         for d in daemons:
-            await until(lambda d=d, c=count: received(d) >= c)
+            await until(functools.partial(caught_up, d, count))
             await settle(d)
         if len(hub.posts) == count:
             return
