@@ -149,3 +149,30 @@ async def test_xmpp_wrong_password_is_refused_quickly(prosody: Prosody) -> None:
                 await adapter.start(_ignore)
     finally:
         await adapter.aclose()
+
+
+async def test_xmpp_password_protected_room_is_joined_with_its_password(prosody: Prosody) -> None:
+    room = prosody.room("secret")
+    alice = await XmppUser.login(prosody)
+    try:
+        await alice.join(room, "alice")
+        muc = alice.client.plugin["xep_0045"]
+        await muc.get_room_config(slixmpp.JID(room))  # the owner may configure it
+        answer = alice.client.plugin["xep_0004"].make_form(ftype="submit")  # type: ignore[no-untyped-call]  # slixmpp
+        for var, value in (
+            ("FORM_TYPE", "http://jabber.org/protocol/muc#roomconfig"),
+            ("muc#roomconfig_passwordprotectedroom", "1"),
+            ("muc#roomconfig_roomsecret", "s3cret"),
+        ):
+            answer.add_field(var=var, value=value)
+        await muc.set_room_config(slixmpp.JID(room), answer)
+        async with running(prosody, [], room_passwords={room: "s3cret"}) as adapter:
+            await adapter.join(room)
+            assert adapter._rooms[room].joined
+            await adapter.send(Outgoing(room=room, event=message("inside"), txn_id="p1"))
+            await eventually(lambda: "inside" in alice.bodies(room), what="message in room")
+        async with running(prosody, []) as adapter:
+            with pytest.raises(AdapterError, match="not-authorized"):
+                await adapter.join(room)
+    finally:
+        await alice.close()
