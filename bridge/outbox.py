@@ -178,15 +178,13 @@ class Outbox:
     async def _work(self, key: tuple[str, str]) -> None:
         network, room = key
         queue = self._queues[key]
-        adapter = self.adapters.get(network)
         bound = log.bind(dest_network=network, dest_room=room)
         while queue and not self._closing:
             item = queue[0]
-            if adapter is None:
-                await self._fail(item, f"network {network!r} is not configured", bound)
-                queue.popleft()
-                continue
-            if not adapter.connected:
+            # Looked up each time: a reload may replace the network's adapter. A network
+            # that is not (or no longer) configured keeps its items until it is again.
+            adapter = self.adapters.get(network)
+            if adapter is None or not adapter.connected:
                 # The contract has no "reconnected" callback; a short poll keeps it small.
                 await asyncio.sleep(OFFLINE_POLL)
                 continue
