@@ -3,12 +3,13 @@
     .venv/bin/python bench/xmpp.py [--latency 60] [--burst 2000]
 
 Baseline, measured in the same run: the direct client path (Alice posts into room B,
-Bob reads it there). Bridged: Alice posts into room A, the whole daemon relays it into
-room B, Bob reads the copy. Prints p50/p99 latency at 5 msg/s for both and the added
-latency; then in-order throughput for a burst of `--burst` messages on relaxed limits,
-checking that none was lost, duplicated or reordered. The bridged path crosses Prosody
-twice (A, then B) where the direct path crosses it once, and each relayed message waits
-for its MUC reflection before the next is sent (that is what makes it lossless).
+Bob reads it there). Then Alice posts into room A and Bob reads the relayed copy in B,
+relayed three ways: by the XMPP adapter alone (no core), by the whole daemon in this
+process, and by `imbridge run` in its own process. Prints p50/p99 latency at 5 msg/s for
+each and the added latency; then in-order throughput for a burst of `--burst` messages
+on relaxed limits, checking that none was lost, duplicated or reordered. The bridged path
+crosses Prosody twice (A, then B) where the direct path crosses it once, and each relayed
+message waits for its MUC reflection before the next is sent (that makes it lossless).
 """
 
 from __future__ import annotations
