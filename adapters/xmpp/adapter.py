@@ -165,6 +165,7 @@ class XmppAdapter:
         self._login_failed = None
         self._login_settled.clear()
         self._ready.clear()
+        self._queue = asyncio.Queue()  # nothing from a previous connection is replayed
         self._client = self._make_client()
         self._spawn(self._consume())
         self._spawn(self._ping_loop())
