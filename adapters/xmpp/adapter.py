@@ -137,7 +137,7 @@ class XmppAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivery = Delivery()
         self._sent_ids: OrderedDict[str, str] = OrderedDict()  # our stanza-id -> origin-id
-        self._aliases: OrderedDict[str, str] = OrderedDict()  # their message id -> stanza-id
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # room+their id -> stanza-id
         self._ready = asyncio.Event()
         self._login_settled = asyncio.Event()  # logged in and joined, or refused
         self._topic_oids: dict[str, list[str]] = {}  # room -> subject changes in flight
@@ -509,13 +509,13 @@ class XmppAdapter:
             elif oid:
                 self._delivery.confirm(oid, RemoteId(sid or oid))
                 if sid:
-                    await self._remember_sent(sid, oid)
+                    self._remember_sent(sid, oid)
         else:
             event = await self._to_event(room, wire)
             if event is not None and self._sink is not None:
                 await self._sink(event)
-            if sid and oid:
-                _bounded_put(self._aliases, oid, sid)
+            if sid:
+                self._remember_alias(room, wire, sid)
         if sid is not None:
             room.seen.add(sid)
             cursor = Cursor(sid, wire.stamp or datetime.now(UTC))
@@ -529,8 +529,11 @@ class XmppAdapter:
         resolved: dict[str, EventId] = {}
         for ref in references(wire):
             event_id = await self._cursors.event_id(RemoteId(ref))
-            if event_id is None and ref in self._aliases:
-                event_id = await self._cursors.event_id(RemoteId(self._aliases[ref]))
+            if event_id is None:
+                key = _alias_key(room.jid, ref)
+                sid = self._aliases.get(key) or await self._cursors.get(key)
+                if sid:
+                    event_id = await self._cursors.event_id(RemoteId(sid))
             if event_id is not None:
                 resolved[ref] = event_id
         sender = room.sender_id(wire.nick) if wire.nick else room.jid
@@ -606,15 +609,29 @@ class XmppAdapter:
         oid = self._sent_ids.get(target) or await self._cursors.get(f"oid:{target}")
         return oid or target
 
-    async def _remember_sent(self, sid: str, oid: str) -> None:
+    def _remember_sent(self, sid: str, oid: str) -> None:
+        """Our copy's stanza-id -> its origin-id, which a later correction must name.
+        Stored without holding up the inbound queue; concurrent writes commit together."""
         _bounded_put(self._sent_ids, sid, oid)
-        await self._cursors.set(f"oid:{sid}", oid)
+        self._spawn(self._cursors.set(f"oid:{sid}", oid))
+
+    def _remember_alias(self, room: Room, wire: WireMessage, sid: str) -> None:
+        """A sender's own message ids -> the room's stanza-id the id map knows it by:
+        corrections (XEP-0308) name the former, so they resolve even after a restart."""
+        for mid in {wire.id, wire.origin_id} - {None, sid}:
+            key = _alias_key(room.jid, str(mid))
+            _bounded_put(self._aliases, key, sid)
+            self._spawn(self._cursors.set(key, sid))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _alias_key(room: str, message_id: str) -> str:
+    return f"mid:{room}:{message_id}"
 
 
 def _bounded_put(mapping: OrderedDict[str, str], key: str, value: str, limit: int = 50_000) -> None:

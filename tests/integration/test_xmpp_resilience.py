@@ -207,3 +207,36 @@ async def test_xmpp_restart_catches_up_a_room_where_nobody_had_spoken(prosody: P
         assert [e.text for e in events if isinstance(e, Message)] == ["anyone here?"]
     finally:
         await alice.close()
+
+
+async def test_xmpp_correction_after_bridge_restart_still_corrects_the_copy(
+    prosody: Prosody, tmp_path: Path
+) -> None:
+    jid, password = await asyncio.to_thread(prosody.register)
+    alice = await XmppUser.login(prosody)
+    bob = await XmppUser.login(prosody)
+    a, b = prosody.room("a"), prosody.room("b")
+    config = parse_config(
+        config_json(tmp_path, {"xm": xmpp_network(prosody, jid, password)}, [("xm", a), ("xm", b)])
+    )
+
+    def relayed() -> list[ET.Element]:
+        return [m for m in bob.messages if m.get("from") == f"{b}/relay"]
+
+    try:
+        await alice.join(a, "alice")
+        await bob.join(b, "bob")
+        async with Daemon(config) as daemon:
+            assert await daemon.ready(30)
+            first = alice.say(a, "helo")
+            await eventually(relayed, what="first relay")
+        async with Daemon(config) as daemon:
+            assert await daemon.ready(30)
+            alice.say(a, "hello", replace=first)
+            await eventually(lambda: len(relayed()) == 2, what="correction")
+        replace = relayed()[1].find("{urn:xmpp:message-correct:0}replace")
+        assert replace is not None  # a correction of the copy, not a new message
+        assert replace.get("id") == relayed()[0].get("id")
+    finally:
+        await alice.close()
+        await bob.close()
