@@ -58,6 +58,7 @@ class MemoryCapabilities(BaseModel):
     attachments: bool = True
     formatting: Literal["plain", "irc", "xhtml", "html"] = "html"
     max_text_bytes: int = 65536
+    send_window: int = 1
 
 
 class MemoryConfig(NetworkConfig):
@@ -138,6 +139,7 @@ class MemoryAdapter:
             attachments=caps.attachments,
             formatting=caps.formatting,
             max_text_bytes=caps.max_text_bytes,
+            send_window=caps.send_window,
         )
         self.joined: set[str] = set()
         self.sent: list[Outgoing] = []

@@ -43,10 +43,16 @@ class Capabilities:
     attachments: bool
     formatting: Literal["plain", "irc", "xhtml", "html"]
     max_text_bytes: int  # IRC counts bytes, not characters
+    send_window: int = 1
+    """How many sends to one room may be in flight at once. Above 1 only for adapters
+    whose concurrent sends keep their start order on the wire (one ordered stream) and
+    whose retries are idempotent; with 1 the outbox waits for each send to finish."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:
             raise ValueError("max_text_bytes must be positive")
+        if self.send_window < 1:
+            raise ValueError("send_window must be at least 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

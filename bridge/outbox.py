@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 import sqlite3
 import time
@@ -180,7 +181,6 @@ class Outbox:
         queue = self._queues[key]
         bound = log.bind(dest_network=network, dest_room=room)
         while queue and not self._closing:
-            item = queue[0]
             # Looked up each time: a reload may replace the network's adapter. A network
             # that is not (or no longer) configured keeps its items until it is again.
             adapter = self.adapters.get(network)
@@ -188,15 +188,37 @@ class Outbox:
                 # The contract has no "reconnected" callback; a short poll keeps it small.
                 await asyncio.sleep(OFFLINE_POLL)
                 continue
-            await self._pace(key)
-            try:
-                done = await self._attempt(adapter, item, bound)
-            except asyncio.CancelledError:
-                raise
-            if done:
-                queue.popleft()
+            batch = _batch(queue, adapter.capabilities.send_window)
+            delays = await self._send_batch(key, adapter, batch, bound)
+            finished = {
+                id(item) for item, delay in zip(batch, delays, strict=True) if delay is None
+            }
+            if len(finished) == len(batch):
+                for _ in batch:
+                    queue.popleft()
+            else:
+                kept = [item for item in queue if id(item) not in finished]
+                queue.clear()
+                queue.extend(kept)
+                await asyncio.sleep(max(d for d in delays if d is not None))
         if not self.depth():
             self._idle.set()
+
+    async def _send_batch(
+        self, key: tuple[str, str], adapter: Adapter, batch: list[Item], bound: Any
+    ) -> list[float | None]:
+        """Sends `batch` with up to `send_window` sends in flight, started in queue order
+        (an adapter that declares a window keeps wire order for concurrent sends); each
+        result is None when the item is finished, or the delay before retrying it."""
+        if len(batch) == 1:
+            await self._pace(key)
+            return [await self._attempt(adapter, batch[0], bound)]
+        tasks = []
+        for item in batch:
+            await self._pace(key)
+            tasks.append(asyncio.ensure_future(self._attempt(adapter, item, bound)))
+            await asyncio.sleep(0)  # let it write before the next one starts
+        return list(await asyncio.gather(*tasks))
 
     async def _pace(self, key: tuple[str, str]) -> None:
         limit = self.rate_limits.get(key[0])
@@ -213,14 +235,15 @@ class Outbox:
                 return
             await asyncio.sleep(wait)
 
-    async def _attempt(self, adapter: Adapter, item: Item, bound: Any) -> bool:
-        """One send; True when the item is finished (delivered or failed for good)."""
+    async def _attempt(self, adapter: Adapter, item: Item, bound: Any) -> float | None:
+        """One send: None when the item is finished (delivered or failed for good), else
+        how long to wait before retrying it."""
         stats = self.stats.setdefault(item.network, OutboxStats())
         try:
             outgoing = await self._outgoing(item)
             if outgoing is None:
                 await self.db.transact(lambda c: _delete(c, item))
-                return True
+                return None
             began = time.perf_counter()
             async with asyncio.timeout(SEND_TIMEOUT):
                 remote_id = await adapter.send(outgoing)
@@ -241,16 +264,15 @@ class Outbox:
                 delay=round(delay, 3),
                 error=str(exc),
             )
-            await asyncio.sleep(delay)
-            return False
+            return delay
         except PermanentSendError as exc:
             await self._fail(item, str(exc), bound)
-            return True
+            return None
         except Exception as exc:  # noqa: BLE001 - one bad send must not stop the queue
             item.attempts += 1
             if item.attempts >= MAX_UNEXPECTED:
                 await self._fail(item, f"{type(exc).__name__}: {exc}", bound)
-                return True
+                return None
             stats.retries += 1
             delay = backoff(item.attempts, base=self.backoff_base)
             bound.warning(
@@ -260,12 +282,11 @@ class Outbox:
                 delay=round(delay, 3),
                 error=f"{type(exc).__name__}: {exc}",
             )
-            await asyncio.sleep(delay)
-            return False
+            return delay
         await self.db.transact(lambda c: self._delivered_sync(c, item, remote_id))
         stats.sent += 1
         bound.debug("relayed", event_id=item.event.id, remote_id=remote_id)
-        return True
+        return None
 
     async def _outgoing(self, item: Item) -> Outgoing | None:
         event = item.event
@@ -324,6 +345,19 @@ class Outbox:
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+def _batch(queue: deque[Item], window: int) -> list[Item]:
+    """The head of the queue, and while the window allows, the plain messages after it:
+    an item whose send first looks up an id (edit, delete, reply) goes alone, so no
+    lookup can let a later send overtake it on the wire."""
+    batch = [queue[0]]
+    for item in itertools.islice(queue, 1, max(1, window)):
+        event = item.event
+        if not isinstance(event, Message) or event.reply_to is not None:
+            break
+        batch.append(item)
+    return batch
 
 
 def _delete(conn: sqlite3.Connection, item: Item) -> None:

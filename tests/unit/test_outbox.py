@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
+from imbridge.adapter import Outgoing
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
 from imbridge.errors import PermanentSendError, RetryableSendError
+from imbridge.events import RemoteId
 from imbridge.outbox import BACKOFF_CAP, backoff, txn_id_for
 from imbridge.ratelimit import TokenBucket
 from tests.unit.conftest import StartDaemon, settle, until
@@ -132,3 +135,59 @@ gateways:
     # 2 at once, then 10 more at 50/s: at least 0.2 s (a property of the bucket, not
     # a performance assertion: it holds on any machine).
     assert time.monotonic() - start >= 0.19
+
+
+WINDOWED = """
+networks:
+  a: {type: memory}
+  b: {type: memory, capabilities: {send_window: 8}}
+gateways:
+  g:
+    rooms:
+      - {network: a, room: "#x"}
+      - {network: b, room: "#y"}
+"""
+
+
+async def test_send_window_keeps_order_and_delivers_each_once(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon, hub = await start_daemon(WINDOWED)
+    b = daemon.adapters["b"]
+    assert isinstance(b, MemoryAdapter)
+    in_flight = 0
+    most = 0
+    real_send = b.send
+
+    async def slow_send(item: Outgoing) -> RemoteId:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            remote_id = await real_send(item)  # posts at once, like a stream write
+            await asyncio.sleep(0.01)  # then waits for the server's echo
+            return remote_id
+        finally:
+            in_flight -= 1
+
+    b.send = slow_send  # type: ignore[method-assign]
+    for i in range(40):
+        hub.post("#x", "alice", f"w{i}")
+    await until(lambda: len(texts(hub, "#y")) == 40)
+    await settle(daemon)
+    assert texts(hub, "#y") == [f"<alice@a> w{i}" for i in range(40)]
+    assert 1 < most <= 8
+
+
+async def test_send_window_retries_a_failed_send_without_duplicates(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon, hub = await start_daemon(WINDOWED)
+    b = daemon.adapters["b"]
+    assert isinstance(b, MemoryAdapter)
+    b.failures.append(RetryableSendError("stream dropped"))
+    for i in range(20):
+        hub.post("#x", "alice", f"f{i}")
+    await until(lambda: len(texts(hub, "#y")) == 20)
+    await settle(daemon)
+    assert sorted(texts(hub, "#y")) == sorted(f"<alice@a> f{i}" for i in range(20))
