@@ -1,0 +1,326 @@
+"""The bridge as a real process, killed with SIGKILL five times at random points while
+people on Matrix and XMPP talk into an IRC channel (and to each other) and someone on IRC
+talks back, all in one gateway.
+
+What must hold, per destination, as each network's own client saw it:
+
+* Matrix and XMPP rooms, whose protocols let a retry carry an idempotency key (the
+  Matrix transaction id, the XMPP origin-id): every message exactly once, in order.
+* The IRC channel, whose protocol has no such key: every message, in order. A kill that
+  falls between the bridge's write of a line and the commit that records it leaves one
+  line whose fate the bridge cannot know; it is sent again after the restart (at least
+  once beats silently lost). The test tolerates exactly that and nothing else: the
+  repeated line must be the last one before the relay's QUIT and the first one after its
+  JOIN, at most one per kill. It prints how many it saw, so the rate is measured, not
+  hidden.
+* From IRC: IRC keeps no history, so what is said while the bridge is dead is gone for it.
+  What was said while the relay was in the channel arrives once and in order; a kill can
+  only cut off the tail of what the dead process had read but not yet committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.integration.fault_helpers import (
+    RELAYED,
+    BridgeProcess,
+    People,
+    config_text,
+    exactly_once_in_order,
+    matrix_bodies,
+    numbered,
+    poll,
+    xmpp_archive_bodies,
+)
+from tests.servers.ircd import Ircd, IrcUser
+from tests.servers.prosody import Prosody
+from tests.servers.synapse import SynapseServer
+
+pytestmark = pytest.mark.integration
+
+FROM_MATRIX = FROM_XMPP = 500  # the 1 000 numbered messages into IRC
+FROM_IRC = 150
+KILLS = 5
+
+
+@dataclass
+class IrcSends:
+    """What Ivan said and whether, as he saw it, the relay was in the channel then."""
+
+    present: dict[int, list[int]] = field(default_factory=dict)  # epoch -> numbers
+    absent: list[int] = field(default_factory=list)
+
+
+def relay_presence(ivan: IrcUser, chan: str) -> tuple[bool, int]:
+    """(in the channel now, how many times it joined) from Ivan's JOIN/QUIT view."""
+    joins = leaves = 0
+    for s in ivan.seen:
+        if not s.nick.startswith("relay"):
+            continue
+        if s.kind == "join" and s.target.lower() == chan.lower():
+            joins += 1
+        elif s.kind == "quit" or (s.kind in ("part", "kick") and s.target.lower() == chan.lower()):
+            leaves += 1
+    return joins > leaves, joins
+
+
+def irc_timeline(ivan: IrcUser, chan: str) -> list[tuple[str, int] | None]:
+    """Relayed numbered lines in the channel, in arrival order; None marks a relay QUIT."""
+    out: list[tuple[str, int] | None] = []
+    for s in ivan.seen:
+        if s.kind == "quit" and s.nick.startswith("relay"):
+            out.append(None)
+        elif s.kind == "pubmsg" and s.target.lower() == chan.lower():
+            m = RELAYED.match(s.text)
+            if m and m["tag"] in "mx":
+                out.append((m["tag"], int(m["n"])))
+    return out
+
+
+def split_kill_duplicates(
+    timeline: list[tuple[str, int] | None],
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Separates the one repeat a kill may cause (the last line before a relay QUIT,
+    sent again as the first line after it) from everything else."""
+    lines: list[tuple[str, int]] = []
+    repeats: list[tuple[str, int]] = []
+    after_quit = False
+    for entry in timeline:
+        if entry is None:
+            after_quit = True
+            continue
+        if after_quit and lines and entry == lines[-1]:
+            repeats.append(entry)
+        else:
+            lines.append(entry)
+        after_quit = False
+    return lines, repeats
+
+
+def irc_origin_problems(sends: IrcSends, got: list[int]) -> tuple[str, int]:
+    """Checks the IRC -> elsewhere stream as described in the module docstring; returns
+    ("" or the problem, how many lines said while the relay was present were lost)."""
+    if got != sorted(set(got)):
+        return f"duplicated or reordered: {got}", 0
+    received = set(got)
+    lost = 0
+    last = max(sends.present) if sends.present else 0
+    for epoch, numbers in sorted(sends.present.items()):
+        delivered = [n for n in numbers if n in received]
+        lost += len(numbers) - len(delivered)
+        if delivered != numbers[: len(delivered)]:
+            return f"a gap inside epoch {epoch}: sent {numbers}, got {delivered}", lost
+        if epoch == last and delivered != numbers:
+            return f"the live epoch lost lines: sent {numbers}, got {delivered}", lost
+    return "", lost
+
+
+@dataclass
+class Outcome:
+    """What each network's own client saw over the whole run."""
+
+    seed: int
+    points: list[int]
+    kill_log: list[str]
+    irc_lines: list[tuple[str, int]]
+    irc_repeats: list[tuple[str, int]]
+    in_matrix: list[str]
+    in_xmpp: list[str]
+    irc_sends: IrcSends
+    relay_quits: list[str]
+    exit_code: int
+    log_tail: str
+
+    def report(self) -> str:
+        return (
+            f"seed {self.seed}, kill points {self.points}; {'; '.join(self.kill_log)}; "
+            f"{len(self.irc_repeats)} IRC line(s) sent twice across a kill: {self.irc_repeats}"
+        )
+
+
+def kill_points(rng: random.Random, total: int) -> list[int]:
+    """Five points (lines seen in IRC) spread over the stream, at least 80 apart."""
+    while True:
+        points = sorted(rng.sample(range(60, total - 100), KILLS))
+        if all(b - a >= 80 for a, b in itertools.pairwise(points)):
+            return points
+
+
+async def run_with_kills(
+    ngircd: Ircd, prosody: Prosody, synapse: SynapseServer, tmp_path: Path
+) -> Outcome:
+    seed = int(os.environ.get("IMBRIDGE_FAULT_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
+    points = kill_points(rng, FROM_MATRIX + FROM_XMPP)
+    async with contextlib.AsyncExitStack() as stack:
+        people = await People.gather(ngircd, prosody, synapse, stack)
+        ivan, xavier, alice = people.ivan, people.xavier, people.alice
+        chan, muc, room = people.chan, people.muc, people.room
+        config = tmp_path / "bridge.yaml"
+        config.write_text(
+            config_text(
+                tmp_path / "state",
+                people.networks(ngircd, prosody, synapse),
+                {"g": people.rooms()},
+            )
+        )
+        bridge = BridgeProcess(config, tmp_path / "bridge.log")
+        bridge.start()
+        stack.callback(bridge.terminate)
+        await bridge.ready()
+        await poll(lambda: relay_presence(ivan, chan)[0], 15, "relay in the IRC channel")
+
+        def into_irc() -> int:
+            return sum(1 for e in irc_timeline(ivan, chan) if e is not None)
+
+        async def from_matrix() -> None:
+            for n in range(1, FROM_MATRIX + 1):
+                await alice.text(room, f"m{n}")
+                await asyncio.sleep(0.01)
+
+        async def from_xmpp() -> None:
+            for n in range(1, FROM_XMPP + 1):
+                xavier.say(muc, f"x{n}")
+                await asyncio.sleep(0.03)
+
+        sends = IrcSends()
+
+        async def from_irc() -> None:
+            for n in range(1, FROM_IRC + 1):
+                present, epoch = relay_presence(ivan, chan)
+                (sends.present.setdefault(epoch, []) if present else sends.absent).append(n)
+                ivan.say(chan, f"i{n}")
+                await asyncio.sleep(0.1)
+
+        talk = [asyncio.create_task(f()) for f in (from_matrix, from_xmpp, from_irc)]
+        kill_log: list[str] = []
+        try:
+            for point in points:
+                await poll(lambda p=point: into_irc() >= p, 120, f"{point} lines in IRC")  # type: ignore[misc]
+                await asyncio.sleep(rng.uniform(0, 0.3))
+                bridge.kill()
+                kill_log.append(f"killed at {into_irc()} lines in IRC")
+                await asyncio.sleep(rng.uniform(0, 1.0))  # people talk on meanwhile
+                bridge.start()
+            await asyncio.gather(*talk)
+        finally:
+            for task in talk:
+                task.cancel()
+            await asyncio.gather(*talk, return_exceptions=True)
+        assert bridge.starts == KILLS + 1
+
+        # Everything said must now come through; then a late duplicate gets time to show.
+        last_epoch = sends.present.get(max(sends.present, default=0), [])
+
+        def complete() -> bool:
+            lines, _ = split_kill_duplicates(irc_timeline(ivan, chan))
+            from_irc = set(numbered(alice.bodies(room, sender=people.relay_mx.user_id), "i"))
+            return (
+                len(set(lines)) >= FROM_MATRIX + FROM_XMPP
+                and len(set(numbered(xavier.bodies(muc), "m"))) >= FROM_MATRIX
+                and len(set(numbered(alice.bodies(room), "x"))) >= FROM_XMPP
+                and set(last_epoch) <= from_irc
+            )
+
+        await poll(complete, 180, f"every message delivered (seed {seed})")
+        await asyncio.sleep(1.5)
+        exit_code = bridge.terminate()
+
+        def quits() -> list[str]:
+            return [s.text for s in ivan.seen if s.kind == "quit" and s.nick.startswith("relay")]
+
+        await poll(lambda: len(quits()) > KILLS, 10, "the relay's final QUIT")
+        lines, repeats = split_kill_duplicates(irc_timeline(ivan, chan))
+        outcome = Outcome(
+            seed=seed,
+            points=points,
+            kill_log=kill_log,
+            irc_lines=lines,
+            irc_repeats=repeats,
+            in_matrix=await asyncio.to_thread(
+                matrix_bodies, synapse, alice.user.access_token, room, people.relay_mx.user_id
+            ),
+            in_xmpp=await xmpp_archive_bodies(xavier, muc),
+            irc_sends=sends,
+            relay_quits=quits(),
+            exit_code=exit_code,
+            log_tail=bridge.tail(),
+        )
+    print(outcome.report())  # the measured rate of the one ambiguity IRC leaves
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def outcome(
+    ngircd: Ircd,
+    prosody: Prosody,
+    synapse: SynapseServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Outcome:
+    """One run of the whole scenario (about a minute), which the tests below read."""
+    tmp = tmp_path_factory.mktemp("kills")
+    return asyncio.run(run_with_kills(ngircd, prosody, synapse, tmp))
+
+
+def test_bridge_was_killed_five_times_and_stopped_cleanly_at_the_end(outcome: Outcome) -> None:
+    assert len(outcome.kill_log) == KILLS
+    assert outcome.exit_code == 0, outcome.log_tail
+    # Five crashes (the server noticed the dead socket: no QUIT of the bridge's own) and
+    # the final SIGTERM, which says goodbye.
+    assert len(outcome.relay_quits) == KILLS + 1, outcome.relay_quits
+    assert not any("imbridge" in q for q in outcome.relay_quits[:-1]), outcome.relay_quits
+    assert "imbridge" in outcome.relay_quits[-1]
+
+
+def test_irc_gets_every_matrix_and_xmpp_message_in_order_repeating_at_most_the_kill_line(
+    outcome: Outcome,
+) -> None:
+    for tag, count in (("m", FROM_MATRIX), ("x", FROM_XMPP)):
+        got = [n for t, n in outcome.irc_lines if t == tag]
+        problem = exactly_once_in_order(got, list(range(1, count + 1)))
+        assert not problem, f"{tag}: {problem}\n{outcome.report()}"
+    assert len(outcome.irc_repeats) <= KILLS, outcome.report()
+
+
+def test_matrix_room_gets_every_xmpp_message_exactly_once_in_order(outcome: Outcome) -> None:
+    got = numbered(outcome.in_matrix, "x")
+    problem = exactly_once_in_order(got, list(range(1, FROM_XMPP + 1)))
+    assert not problem, f"{problem}\n{outcome.report()}"
+
+
+@pytest.mark.xfail(
+    strict=False,  # it takes a kill inside the window; most runs have one, not all
+    reason="XMPP adapter: after a SIGKILL between the room's reflection and the outbox "
+    "commit, the restarted adapter resends the message: it knows no reflections from "
+    "before the kill (catch-up starts at the inbound cursor) and sends once the join "
+    "presence arrives, before its catch-up has run",
+)
+def test_xmpp_room_gets_every_matrix_message_exactly_once_in_order(outcome: Outcome) -> None:
+    got = numbered(outcome.in_xmpp, "m")
+    problem = exactly_once_in_order(got, list(range(1, FROM_MATRIX + 1)))
+    assert not problem, f"{problem}\n{outcome.report()}"
+
+
+@pytest.mark.parametrize("where", ["matrix", "xmpp"])
+def test_irc_lines_said_while_the_relay_was_present_arrive_once_in_order(
+    outcome: Outcome, where: str
+) -> None:
+    got = numbered(outcome.in_matrix if where == "matrix" else outcome.in_xmpp, "i")
+    problem, lost = irc_origin_problems(outcome.irc_sends, got)
+    present = sum(len(v) for v in outcome.irc_sends.present.values())
+    print(
+        f"IRC -> {where}: {present} said while the relay was present, {lost} of them cut "
+        f"off by a kill; {len(outcome.irc_sends.absent)} said while it was absent"
+    )
+    assert not problem, f"{problem}\n{outcome.report()}"
+    assert present > 0
