@@ -121,6 +121,9 @@ class XmppAdapter:
         attachments=True,
         formatting="xhtml",
         max_text_bytes=32_000,  # well under Prosody's 256 KiB stanza limit
+        # One ordered stream, and origin-ids make a resend harmless: several messages may
+        # wait for their reflection at once instead of one per round trip.
+        send_window=16,
     )
 
     def __init__(self, name: str, config: NetworkConfig, cursors: Cursors) -> None:
