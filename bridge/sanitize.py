@@ -25,10 +25,14 @@ REPLACEMENT = "\ufffd"
 
 def decode_wire(data: bytes) -> str:
     """Bytes from a protocol that does not guarantee UTF-8 (IRC): UTF-8 where valid,
-    otherwise CP1252, as IRC clients commonly fall back."""
+    otherwise CP1252, as IRC clients commonly fall back. A line that is evidently UTF-8
+    up to its first bad byte (as when a server cuts a long line inside a character and
+    appends "[CUT]") keeps its text, with U+FFFD for the bad bytes, not CP1252 mojibake."""
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if not data[: e.start].isascii():
+            return data.decode("utf-8", errors="replace")
         return data.decode("cp1252", errors="replace")
 
 
