@@ -105,6 +105,7 @@ def purge(
     if not doomed:
         return PurgeResult(0, held, 0, cutoff, None)
     conn.executemany("DELETE FROM archive_fts WHERE rowid = ?", ((s,) for s in doomed))
+    conn.executemany("DELETE FROM archive_fts_pending WHERE seq = ?", ((s,) for s in doomed))
     conn.executemany("DELETE FROM archive_records WHERE seq = ?", ((s,) for s in doomed))
     head = store.append(
         conn,

@@ -23,6 +23,7 @@ from imbridge.db import Database
 log = structlog.get_logger("imbridge.archive")
 
 PURGE_EVERY = 86_400.0
+INDEX_EVERY = 1.0
 
 
 class ArchiveService:
@@ -51,6 +52,7 @@ class ArchiveService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.index()
         await self.checkpoint()
 
     async def checkpoint(self) -> Head:
@@ -69,18 +71,25 @@ class ArchiveService:
             await self.checkpoint()
         return result
 
+    async def index(self) -> int:
+        return await self.db.transact(self.store.index_pending)
+
     async def _run(self) -> None:
         interval = self.store.settings.checkpoint_seconds
         next_purge = self._monotonic()  # purge once at start: a daemon may run for days
+        next_checkpoint = self._monotonic()
         while True:
             try:
+                await self.index()
                 if self._monotonic() >= next_purge:
                     next_purge = self._monotonic() + self.purge_every
                     await self.purge()
-                await self.checkpoint()
+                if self._monotonic() >= next_checkpoint:
+                    next_checkpoint = self._monotonic() + interval
+                    await self.checkpoint()
             except Exception:  # a failed round is logged; the next one retries
                 log.exception("archive_job_failed")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(INDEX_EVERY)
 
     async def notice_due(self, network: str, room: str) -> str | None:
         """The notice to post in a room just joined, or None (none configured, or this

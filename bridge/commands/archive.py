@@ -113,6 +113,7 @@ def archive_search(
         return EXIT_USAGE
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
+        await db.transact(store.index_pending)  # what the daemon has not indexed yet
         hits = await db.read(lambda conn: search(conn, store, q))
         if fmt == "json":
             json.dump([h.as_json() for h in hits], out, ensure_ascii=False, indent=2)

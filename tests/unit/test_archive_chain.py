@@ -36,7 +36,8 @@ class Clock:
 
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript(ARCHIVE_MIGRATIONS[0])
+    for script in ARCHIVE_MIGRATIONS:
+        conn.executescript(script)
     return conn
 
 
@@ -334,3 +335,22 @@ async def test_service_checkpoints_purges_and_remembers_notices(tmp_path: Path) 
         assert await db.read(lambda c: changed.notice_due(c, "corp-irc", "#ops")) == (
             "New wording."
         )
+
+
+def test_terms_reach_the_full_text_index_in_batches(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "a.db")
+    store = ArchiveStore(Archive(), state_dir=tmp_path)
+    for i in range(3):
+        store.record_event(conn, message(i), [])
+
+    def indexed() -> int:
+        return int(conn.execute("SELECT count(*) FROM archive_fts").fetchone()[0])
+
+    assert indexed() == 0  # the relay path only queues terms
+    assert store.index_pending(conn) == 3
+    assert indexed() == 3
+    assert store.index_pending(conn) == 0
+    hits = conn.execute(
+        "SELECT rowid FROM archive_fts WHERE archive_fts MATCH 'quarterly'"
+    ).fetchall()
+    assert len(hits) == 3
