@@ -323,7 +323,7 @@ class MatrixAdapter:
                         self._connected = False
                         with contextlib.suppress(Exception):
                             await self._relogin()
-                if isinstance(exc, _NETWORK_ERRORS | _SyncFailed):
+                if isinstance(exc, (*_NETWORK_ERRORS, _SyncFailed)):
                     self._connected = False
                 self._log.warning("sync_retry", error=repr(exc)[:300], delay=delay)
                 await asyncio.sleep(delay)
