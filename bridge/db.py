@@ -93,6 +93,10 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            # Takes effect on a new file only. Each commit appends every page it dirtied to
+            # the WAL; the relay path dirties a few pages in many tables per event, so
+            # half-size pages make its commits ~20% cheaper (measured in bench/core.py).
+            conn.execute("PRAGMA page_size=2048")
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only a power
             # loss can lose the last commits, which the outbox then resends.
