@@ -72,6 +72,7 @@ log = structlog.get_logger("imbridge.adapters.xmpp")
 
 LOGIN_TIMEOUT = 30.0
 JOIN_TIMEOUT = 15.0
+LOOK_BACK = timedelta(seconds=60)  # how far before its cursor a new process reads
 # Errors after which the same stanza can never be accepted (RFC 6120 §8.3.3).
 _PERMANENT = frozenset({
     "forbidden", "not-allowed", "policy-violation", "bad-request", "not-authorized",
@@ -139,6 +140,8 @@ class XmppAdapter:
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivery = Delivery()
+        self._looked_back: set[str] = set()
+        """Rooms whose archive this process has read back past its cursor once."""
         self._sent_ids: OrderedDict[str, str] = OrderedDict()  # our stanza-id -> origin-id
         self._aliases: OrderedDict[str, str] = OrderedDict()  # room+their id -> stanza-id
         self._ready = asyncio.Event()
@@ -210,6 +213,8 @@ class XmppAdapter:
         room = self._rooms.get(item.room.lower())
         if room is None or not room.joined:  # the daemon joins every room it routes to
             raise RetryableSendError(f"not in {item.room}")
+        if room.catching_up:  # its archive may still confirm this item: do not resend yet
+            raise RetryableSendError(f"reading the archive of {item.room}", retry_after=0.2)
         oid = origin_id(item.txn_id)
         if (done := self._delivery.delivered(oid)) is not None:
             return done
@@ -408,12 +413,21 @@ class XmppAdapter:
         if not room.catching_up:
             return
         start = cursor.stamp if cursor else None
+        after = cursor.stanza_id if cursor and cursor.stanza_id else None
+        if cursor is not None and room.jid not in self._looked_back:
+            # A new process knows none of its earlier reflections. A kill between a
+            # reflection and the outbox's commit leaves that message queued, so read the
+            # archive from a little before the cursor: the reflection confirms it instead
+            # of a resend posting it twice. Messages of others read again are recognised
+            # by their stanza-id and dropped by the core.
+            start = cursor.stamp - LOOK_BACK
+            after = None
+        self._looked_back.add(room.jid)
         if since is not None:
             earliest = datetime.fromtimestamp(since, UTC) - timedelta(seconds=5)
             start = earliest if start is None else min(start, earliest)
         messages: list[WireMessage] = []
         try:
-            after = cursor.stanza_id if cursor and cursor.stanza_id else None
             messages = await fetch_after(client, room.jid, after=after, start=start)
         except (IqError, IqTimeout) as exc:
             self._log.warning("catch_up_failed", room=room.jid, error=str(exc))
