@@ -25,7 +25,6 @@ from imbridge.db import Database
 from imbridge.events import (
     Edit,
     Event,
-    EventId,
     Message,
     MessageKind,
     Origin,
@@ -250,4 +249,4 @@ def _clean(event: Event, room: str) -> Event:
     return event
 
 
-__all__ = ["EventId", "Relay", "RelayStats", "Setup"]
+__all__ = ["NOTICE_SENDER", "Relay", "RelayStats", "Setup"]
