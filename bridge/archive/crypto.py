@@ -17,10 +17,10 @@ import hmac
 import os
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PREFIX = "aesgcm1:"
 _WORD = re.compile(r"\w+")
@@ -38,13 +38,21 @@ def words(text: str) -> list[str]:
 
 
 def _derive(secret: bytes, info: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415 - see Cipher
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: PLC0415
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
 
 class Cipher:
+    """Imports `cryptography` only when an archive key is configured: it costs ~6 MiB of
+    resident memory that a bridge without encryption should not carry."""
+
     def __init__(self, secret: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
         raw = secret.strip().encode("utf-8")
-        self._aead = AESGCM(_derive(raw, b"imbridge archive body v1"))
+        self._aead: AESGCM = AESGCM(_derive(raw, b"imbridge archive body v1"))
         self._index = _derive(raw, b"imbridge archive index v1")
 
     def encrypt(self, plain: str, seq: int) -> str:
