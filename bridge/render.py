@@ -25,7 +25,7 @@ from imbridge.events import (
 )
 from imbridge.richtext import escape
 from imbridge.router import Route
-from imbridge.sanitize import clean_nick, truncate_utf8
+from imbridge.sanitize import clean_nick, close_bidi, truncate_utf8
 
 CUT_MARK = " […]"
 QUOTE_CHARS = 60
@@ -54,8 +54,9 @@ def _fit(text: str, caps: Capabilities) -> str:
 
 
 def short(text: str, limit: int = QUOTE_CHARS) -> str:
+    """A one-line excerpt for a quote, closing any direction change it opens."""
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return close_bidi(line if len(line) <= limit else line[: limit - 1] + "…")
 
 
 def render(

@@ -57,6 +57,26 @@ def clean_nick(nick: str) -> str:
     return text[:NICK_MAX] or "?"
 
 
+_EMBED_OPEN = frozenset("\u202a\u202b\u202d\u202e")  # LRE RLE LRO RLO, closed by PDF
+_ISOLATE_OPEN = frozenset("\u2066\u2067\u2068")  # LRI RLI FSI, closed by PDI
+
+
+def close_bidi(text: str) -> str:
+    """`text` with every bidi embedding, override or isolate it opens closed at its end,
+    so that text placed after it (a reply after a quote) keeps its own direction."""
+    embeds = isolates = 0
+    for c in text:
+        if c in _EMBED_OPEN:
+            embeds += 1
+        elif c == "\u202c":
+            embeds = max(0, embeds - 1)
+        elif c in _ISOLATE_OPEN:
+            isolates += 1
+        elif c == "\u2069":
+            isolates = max(0, isolates - 1)
+    return text + "\u202c" * embeds + "\u2069" * isolates
+
+
 def truncate_utf8(text: str, limit: int) -> str:
     """The longest prefix of `text` that encodes to at most `limit` UTF-8 bytes."""
     data = text.encode("utf-8")

@@ -21,6 +21,7 @@ from imbridge.events import (
     RichText,
     Sender,
 )
+from imbridge.render import short
 from imbridge.richtext import clean, escape, to_plain
 from imbridge.sanitize import clean_nick, clean_text, decode_wire, truncate_utf8
 
@@ -128,3 +129,10 @@ def test_rich_text_never_keeps_script(hostile: str) -> None:
 def test_rich_text_to_plain_keeps_what_a_reader_sees() -> None:
     assert to_plain("<b>bold</b> and <i>it</i><br>next &amp; last") == "bold and it\nnext & last"
     assert to_plain(escape("a < b\nc")) == "a < b\nc"
+
+
+def test_a_quote_cannot_turn_the_reply_after_it_around() -> None:
+    quoted = short("evil \u202eesrever")
+    assert quoted.endswith("\u202c")
+    assert short("plain") == "plain"
+    assert short("\u2067isolated") == "\u2067isolated\u2069"
