@@ -21,17 +21,21 @@ from pathlib import Path
 from typing import ClassVar
 
 from imbridge import logs
-from imbridge.adapter import Cursors, NetworkConfig
+from imbridge.adapter import Capabilities, Cursors, NetworkConfig
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub, Post
 from imbridge.config import parse_config
-from imbridge.daemon import Daemon
+from imbridge.daemon import Daemon, setup_for
+from imbridge.events import Message, Origin, Sender, new_event_id
+from imbridge.outbox import Item, txn_id_for
+from imbridge.policy import decide
+from imbridge.render import render
 
 
 def source(room: int, sources: int) -> str:
     return "a" if sources == 1 else f"a{room % sources}"
 
 
-def config_text(state: Path, rooms: int, sources: int) -> str:
+def config_text(state: Path, rooms: int, sources: int, archive: bool = True) -> str:
     gateways = "\n".join(
         f"  g{i}:\n    rooms:\n      - {{network: {source(i, sources)}, room: '#a{i}'}}\n"
         f"      - {{network: b, room: '#b{i}'}}"
@@ -40,6 +44,7 @@ def config_text(state: Path, rooms: int, sources: int) -> str:
     nets = "\n".join(f"  {source(i, sources)}: {{type: memory}}" for i in range(sources))
     return f"""
 bridge: {{state_dir: '{state}', log: {{level: error}}}}
+archive: {{enabled: {str(archive).lower()}}}
 networks:
 {nets}
   b: {{type: memory, nick: relay-b}}
@@ -48,13 +53,15 @@ gateways:
 """
 
 
-async def start(state: Path, rooms: int, sources: int = 1) -> tuple[Daemon, MemoryHub]:
+async def start(
+    state: Path, rooms: int, sources: int = 1, archive: bool = True
+) -> tuple[Daemon, MemoryHub]:
     hub = MemoryHub()
 
     def build(name: str, net: NetworkConfig, cursors: Cursors) -> MemoryAdapter:
         return MemoryAdapter(name, net, cursors, hub)
 
-    daemon = Daemon(parse_config(config_text(state, rooms, sources)), factory=build)
+    daemon = Daemon(parse_config(config_text(state, rooms, sources, archive)), factory=build)
     await daemon.start()
     await daemon.ready(10)
     return daemon, hub
@@ -78,8 +85,10 @@ def baseline(events: int) -> float:
     return events / (time.perf_counter() - t0)
 
 
-async def relay_rate(state: Path, events: int, rooms: int, sources: int = 1) -> float:
-    daemon, hub = await start(state, rooms, sources)
+async def relay_rate(
+    state: Path, events: int, rooms: int, sources: int = 1, archive: bool = True
+) -> float:
+    daemon, hub = await start(state, rooms, sources, archive)
     try:
         b = daemon.adapters["b"]
         assert isinstance(b, MemoryAdapter)
@@ -96,6 +105,37 @@ async def relay_rate(state: Path, events: int, rooms: int, sources: int = 1) -> 
         return rate
     finally:
         await daemon.stop(drain=0)
+
+
+def in_process_rate(events: int) -> float:
+    """Router, policy, render and outbox item building for each event: the relay path's
+    work without the state database."""
+    config = parse_config(config_text(Path("/nonexistent"), 1, 1))
+    setup = setup_for(config)
+    caps = Capabilities(
+        edits=True,
+        deletes=True,
+        replies=True,
+        attachments=True,
+        formatting="html",
+        max_text_bytes=65536,
+    )
+    origin = Origin(network="a", room="#a0", sender=Sender(id="alice", name="alice"))
+    batch = [Message(id=new_event_id(), origin=origin, text=f"message {i}") for i in range(events)]
+    t0 = time.perf_counter()
+    for event in batch:
+        for route in setup.router.routes(origin.network, origin.room):
+            decision = decide(event, route.dest, setup.policy)
+            if decision.event is not None:
+                shaped = render(decision.event, route, caps)
+                if shaped is not None:
+                    Item(
+                        network=route.dest.network,
+                        room=route.dest.room,
+                        event=shaped,
+                        txn_id=txn_id_for(event.id, route.dest.network, route.dest.room),
+                    )
+    return events / (time.perf_counter() - t0)
 
 
 async def queued_memory(state: Path, queued: int) -> tuple[float, int]:
@@ -130,18 +170,24 @@ async def main() -> None:
     logs.setup("error", "console")
     base = baseline(args.events)
     print(f"baseline (hub only, no bridge):      {base:>10,.0f} events/s")
+    pure = in_process_rate(args.events * 5)
+    print(
+        f"in process: route, policy, render:   {pure:>10,.0f} events/s"
+        f"  ({pure / base:.3f} of baseline)"
+    )
     for label, root in (("disk", None), ("tmpfs", "/dev/shm")):
         with tempfile.TemporaryDirectory(dir=root) as tmp:
-            one = await relay_rate(Path(tmp) / "one", args.events // 4, 1)
-            many = await relay_rate(Path(tmp) / "many", args.events, args.rooms, 10)
-        print(
-            f"relay, 1 network, 1 room, state on {label:<5}:   {one:>10,.0f} events/s"
-            f"  ({one / base:.4f} of baseline)"
-        )
-        print(
-            f"relay, 10 networks, {args.rooms} rooms, {label:<5}:  {many:>10,.0f} events/s"
-            f"  ({many / base:.4f} of baseline)"
-        )
+            runs = [
+                ("1 network, 1 room, archive", args.events // 4, 1, 1, True),
+                ("1 network, 1 room, no archive", args.events // 4, 1, 1, False),
+                (f"10 networks, {args.rooms} rooms, archive", args.events, args.rooms, 10, True),
+            ]
+            for i, (what, events, rooms, sources, archive) in enumerate(runs):
+                rate = await relay_rate(Path(tmp) / str(i), events, rooms, sources, archive)
+                print(
+                    f"relay, {what}, state on {label}:".ljust(56)
+                    + f"{rate:>9,.0f} events/s  ({rate / base:.4f} of baseline)"
+                )
     with tempfile.TemporaryDirectory() as tmp:
         per_event, depth = await queued_memory(Path(tmp), 10000)
     print(
