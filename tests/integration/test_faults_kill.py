@@ -311,33 +311,9 @@ def test_matrix_room_gets_every_xmpp_and_irc_message_exactly_once_in_order(
     assert outcome.irc_sends.present, "nothing was said on IRC while the relay was there"
 
 
-def adjacent_repeats(bodies: list[str], tags: str) -> tuple[list[str], list[str]]:
-    """Relayed lines with each immediate repeat of the previous relayed line taken out
-    (what a resend of the last message before a kill looks like), and the repeats."""
-    kept: list[str] = []
-    repeats: list[str] = []
-    for body in bodies:
-        m = RELAYED.match(body)
-        if not m or m["tag"] not in tags:
-            continue
-        (repeats if kept and kept[-1] == body else kept).append(body)
-    return kept, repeats
-
-
-def test_xmpp_room_gets_every_matrix_and_irc_message_in_order_repeating_at_most_the_kill_line(
+def test_xmpp_room_gets_every_matrix_and_irc_message_exactly_once_in_order(
     outcome: Outcome,
 ) -> None:
-    """Loss and order, with the one known repeat per kill set aside (see the next test)."""
-    kept, repeats = adjacent_repeats(outcome.in_xmpp, "mi")
-    print(f"XMPP: {len(repeats)} message(s) sent twice across a kill: {repeats}")
-    problem = exactly_once_in_order(numbered(kept, "m"), list(range(1, FROM_MATRIX + 1)))
-    assert not problem, f"{problem}\n{outcome.report()}"
-    problem, _ = irc_origin_problems(outcome.irc_sends, numbered(kept, "i"))
-    assert not problem, f"{problem}\n{outcome.report()}"
-    assert len(repeats) <= KILLS
-
-
-def test_xmpp_room_gets_every_matrix_and_irc_message_exactly_once(outcome: Outcome) -> None:
     got = numbered(outcome.in_xmpp, "m")
     problem = exactly_once_in_order(got, list(range(1, FROM_MATRIX + 1)))
     assert not problem, f"{problem}\n{outcome.report()}"

@@ -144,16 +144,14 @@ def problems(seen: Seen, want: dict[str, list[int]]) -> dict[str, str]:
 
 
 async def settled(scene: Scene, want: dict[str, list[int]], timeout: float) -> Seen:
-    """Polls the rooms until every message arrived (or `timeout`), then once more after
-    a second, so a duplicate right behind would show."""
+    """Polls the rooms until each holds the last message of each stream (order is kept,
+    so everything before it was sent), or `timeout`; then looks once more a second later,
+    so a duplicate right behind would show."""
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         seen = await scene.seen()
         if all(
-            len(set(seen[dest][TAGS[src]])) >= len(want[src])
-            for dest in TAGS
-            for src in TAGS
-            if src != dest
+            want[src][-1] in seen[dest][TAGS[src]] for dest in TAGS for src in TAGS if src != dest
         ):
             break
         await asyncio.sleep(0.5)
