@@ -1,7 +1,8 @@
 """SIGHUP to a running `imbridge run`: an invalid config is refused with every error
 logged and the bridge relays on with the old one; a valid one that adds a gateway (and
-changes a nick format) applies at once, with no QUIT, PART or JOIN in the channels that
-did not change, as an IRC user sitting in them sees it, and no dropped connection."""
+changes a nick format, the policy and the log level) applies at once, with no QUIT, PART
+or JOIN in the channels that did not change, as an IRC user sitting in them sees it, and
+no dropped connection; a changed network section reconnects that network alone."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def from_relay(user: XmppUser, room: str) -> list[str]:
     return [body(m) for m in user.messages if m.get("from", "").startswith(f"{room}/relay")]
 
 
-async def test_sighup_refuses_a_bad_config_and_adds_a_gateway_without_rejoining(
+async def test_sighup_refuses_a_bad_config_and_applies_a_good_one_rejoining_nothing_unchanged(
     ngircd: Ircd, prosody: Prosody, tmp_path: Path
 ) -> None:
     relay_jid, relay_pw = await asyncio.to_thread(prosody.register)
@@ -93,9 +94,16 @@ async def test_sighup_refuses_a_bad_config_and_adds_a_gateway_without_rejoining(
         assert bridge.alive()
         await relays("after the bad reload", "still here")
 
-        # 2. Valid: a second gateway, and a new nick format for the first.
+        # 2. Valid: a second gateway, a new nick format for the first, a policy rule and
+        # a log level; no network section changes.
+        assert bridge.count("relayed") == 0  # a debug line: not logged at info
         good = json.loads(first)
         good["gateways"]["g1"]["nick_format"] = "[{nick}@{network}] "
+        good["bridge"]["log"]["level"] = "debug"
+        good["policy"] = {"default": "allow", "rules": [
+            {"name": "no-secrets", "action": "deny", "from": {"network": "irc"},
+             "text": "(?i)\\bsecret\\b"},
+        ]}  # fmt: skip
         good["gateways"]["g2"] = {
             "nick_format": "<{nick}@{network}> ",
             "rooms": [{"network": "irc", "room": two}, {"network": "xm", "room": room2}],
@@ -118,14 +126,29 @@ async def test_sighup_refuses_a_bad_config_and_adds_a_gateway_without_rejoining(
             15,
             "XMPP -> IRC through the new gateway",
         )
+        ivan.say(one, "the secret plan")
         await relays("after the good reload", "and again", prefix="[{}@{}] ")
+        assert not any("secret" in b for b in from_relay(xavier, room1))
+        assert bridge.count("policy_denied") == 1
+        assert bridge.count("relayed") > 0  # the new level took effect
+
+        # 3. A changed network section: that network alone reconnects.
+        changed = json.loads(json.dumps(good))
+        changed["networks"]["xm"]["ack_timeout"] = 6
+        config.write_text(json.dumps(changed))
+        bridge.hup()
+        await poll(lambda: bridge.count("config_reloaded") == 2, 15, "the second reload")
+        second = [e for e in bridge.events() if e.get("event") == "config_reloaded"][-1]
+        assert second["reconnected"] == ["xm"], second
+        await relays("after the xmpp change", "reconnected", prefix="[{}@{}] ")
 
         # In the unchanged channel the relay joined once, at start, and never left.
         assert [(s.kind, s.target.lower()) for s in relay_events(ivan)] == [("join", one.lower())]
-        # Nothing reconnected: no network was dropped along the way.
+        # IRC never reconnected; XMPP once, when its own section changed.
         for event in ("disconnected", "reconnecting", "reconnected", "connect_failed"):
-            assert bridge.count(event) == 0, bridge.tail()
+            assert bridge.count(event, network="irc") == 0, bridge.tail()
+        assert bridge.count("connected", network="xm") == 2 * 2  # adapter's and daemon's line
         # Nothing relayed twice, nothing echoed back.
-        assert len(from_relay(xavier, room1)) == 3
-        assert len([t for t in ivan.texts(one) if "xavier@xm" in t]) == 3
+        assert len(from_relay(xavier, room1)) == 4
+        assert len([t for t in ivan.texts(one) if "xavier@xm" in t]) == 4
         assert bridge.terminate() == 0, bridge.tail()
