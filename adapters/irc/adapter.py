@@ -168,6 +168,11 @@ class IrcAdapter:
         self._join_waiters: dict[str, asyncio.Future[None]] = {}
         self._queue: deque[_Out] = deque()
         self._echoes: deque[_Out] = deque()
+        # Without echo-message a written line is only delivered once a PONG to a later
+        # PING mark proves the server processed it: a line written into a connection the
+        # server is closing is otherwise lost without a trace.
+        self._unmarked: list[_Out] = []
+        self._marked: deque[tuple[str, list[_Out]]] = deque()
         self._wake = asyncio.Event()
         self._window_moved = asyncio.Event()
         self._inbox: asyncio.Queue[wire.Line] = asyncio.Queue()
@@ -475,12 +480,18 @@ class IrcAdapter:
                 self._mark(conn)
             if entry.echo:
                 self._echoes.append(entry)
-            elif entry.future is not None and not entry.future.done():
-                entry.future.set_result("")
+            elif entry.future is not None:
+                self._unmarked.append(entry)
+        if self._unmarked and conn.connected:
+            self._mark(conn)  # ask the server to confirm what was just written
         return 0.0
 
     def _mark(self, conn: _Connection) -> None:
-        line = wire.build("PING", trailing=self._window.mark())
+        token = self._window.mark()
+        if self._unmarked:
+            self._marked.append((token, self._unmarked))
+            self._unmarked = []
+        line = wire.build("PING", trailing=token)
         conn.send_raw(line)
         self._bucket[1].tokens -= len(line) + 2  # the server counts its bytes too
 
@@ -563,8 +574,10 @@ class IrcAdapter:
         cmd, own = line.command, irc_lower(self._nick)
         is_self = irc_lower(line.nick) == own
         if cmd == "PONG":
-            if self._window.acked(line.param(len(line.params) - 1)):
+            token = line.param(len(line.params) - 1)
+            if self._window.acked(token):
                 self._window_moved.set()
+                self._confirm_through(token)
         elif cmd in ("PRIVMSG", "NOTICE") and is_self:
             self._echoed(line)
         elif cmd == "JOIN" and is_self:
@@ -665,8 +678,24 @@ class IrcAdapter:
         self._roster.clear()
         self._fail_all(RetryableSendError(f"{self.name}: connection lost"))
 
+    def _confirm_through(self, token: str) -> None:
+        """The server answered the PING `token`: every line written before it (and
+        before earlier marks) was processed, so those sends are delivered."""
+        if not any(t == token for t, _ in self._marked):
+            return
+        while self._marked:
+            t, entries = self._marked.popleft()
+            for entry in entries:
+                if entry.future is not None and not entry.future.done():
+                    entry.future.set_result("")
+            if t == token:
+                return
+
     def _fail_all(self, error: AdapterError) -> None:
-        for entry in (*self._queue, *self._echoes):
+        unconfirmed = [e for _, entries in self._marked for e in entries] + self._unmarked
+        self._marked.clear()
+        self._unmarked = []
+        for entry in (*self._queue, *self._echoes, *unconfirmed):
             if entry.future is not None and not entry.future.done():
                 entry.future.set_exception(error)
                 entry.future.exception()

@@ -123,16 +123,6 @@ class Scene:
         }
 
 
-def lost_at_the_stop(before: list[int], after: list[int], want: list[int]) -> list[int] | None:
-    """The lines missing between what the IRC user saw before the stop and what the new
-    one saw after it, if that is all that is wrong (None if anything else is)."""
-    if before != want[: len(before)] or len(before) + len(after) > len(want):
-        return None
-    if after != want[len(want) - len(after) :]:
-        return None
-    return want[len(before) : len(want) - len(after)]
-
-
 def problems(seen: Seen, want: dict[str, list[int]]) -> dict[str, str]:
     found = {
         f"{src} -> {dest}": exactly_once_in_order(seen[dest][TAGS[src]], want[src])
@@ -226,17 +216,4 @@ async def test_server_stopped_10s_mid_stream_loses_and_duplicates_nothing(
         assert reconnects.get(down, 0) >= 1, reconnects
         assert all(reconnects.get(n, 0) == 0 for n in others), reconnects
         failed = problems(seen, want)
-        lost: dict[str, list[int]] = {}
-        if down == "irc":  # see below
-            for src in others:
-                before, after = scene.irc_parts(TAGS[src])
-                gap = lost_at_the_stop(before, after, want[src])
-                if gap and failed.pop(f"{src} -> irc", None):
-                    lost[src] = gap
         assert not failed, json.dumps(failed, indent=1)
-        if lost:
-            # Known limit of the IRC adapter: `send` counts a line delivered once it is
-            # written to the socket, so a line written while ngircd is shutting down
-            # (after its last read, before the relay reads its ERROR) is never processed
-            # and never resent. Everything else held; this is reported, not hidden.
-            pytest.xfail(f"IRC lines written as ngircd went down were lost: {lost}")
