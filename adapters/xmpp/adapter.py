@@ -214,7 +214,11 @@ class XmppAdapter:
         if room is None or not room.joined:  # the daemon joins every room it routes to
             raise RetryableSendError(f"not in {item.room}")
         if room.catching_up:  # its archive may still confirm this item: do not resend yet
-            raise RetryableSendError(f"reading the archive of {item.room}", retry_after=0.2)
+            try:
+                async with asyncio.timeout(self.config.ack_timeout):
+                    await room.caught_up.wait()
+            except TimeoutError:
+                raise RetryableSendError(f"still reading the archive of {item.room}") from None
         oid = origin_id(item.txn_id)
         if (done := self._delivery.delivered(oid)) is not None:
             return done
@@ -386,7 +390,7 @@ class XmppAdapter:
             raise AdapterError("join before start")
         cursor = Cursor.loads(await self._cursors.get(cursor_key(room.jid)))
         since = self._delivery.earliest(room.jid)
-        room.catching_up = self.config.catch_up and (cursor is not None or since is not None)
+        room.set_catching_up(self.config.catch_up and (cursor is not None or since is not None))
         room.buffer.clear()
         room.subject_seen = False
         error: str | None = "conflict"
@@ -402,7 +406,7 @@ class XmppAdapter:
             if error != "conflict":
                 break
         if error is not None:
-            room.catching_up = False
+            room.set_catching_up(False)
             raise AdapterError(f"cannot join {room.jid}: {error}")
         self._log.info("joined", room=room.jid, nick=room.nick)
         if cursor is None:
@@ -478,7 +482,7 @@ class XmppAdapter:
             for wire in buffered:
                 await self._process(room, wire)
         finally:
-            room.catching_up = False
+            room.set_catching_up(False)
             if not work.done.done():
                 work.done.set_result(None)
         self._log.info("caught_up", room=room.jid, archived=len(work.messages))

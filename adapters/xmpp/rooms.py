@@ -68,6 +68,8 @@ class Room:
     joined: bool = False
     subject_seen: bool = False  # the first subject after a join is the current one
     catching_up: bool = False
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever the room is not reading its archive: sends wait on it."""
     buffer: list[WireMessage] = field(default_factory=list)
     seen: Seen = field(default_factory=Seen)
     occupants: dict[str, str | None] = field(default_factory=dict)  # nick -> real JID
@@ -75,6 +77,13 @@ class Room:
 
     def __post_init__(self) -> None:
         self.nick = self.nick or self.wanted_nick
+
+    def set_catching_up(self, value: bool) -> None:
+        self.catching_up = value
+        if value:
+            self.caught_up.clear()
+        else:
+            self.caught_up.set()
 
     def sender_id(self, nick: str) -> str:
         """A stable id for an occupant: the real bare JID where the room shows it,
