@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 sys.path.remove(sys.path[0])
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.arrivals import Arrivals, burst, latencies
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.irc import IrcAdapter, IrcConfig
@@ -43,50 +44,18 @@ from tests.integration.test_irc_adapter import DictCursors
 from tests.servers.ircd import Ircd, IrcUser, launch
 
 
-class Clock:
+class Clock(Arrivals):
     """Arrival times of keyed lines in one channel, as Bob's client sees them."""
 
     def __init__(self, user: IrcUser, channel: str) -> None:
-        self.arrived: dict[str, float] = {}
-        self.order: list[str] = []
+        super().__init__()
         self.channel = channel.lower()
         user.conn.add_global_handler("pubmsg", self._on, -20)
 
     def _on(self, _conn: Any, event: Any) -> None:
         if event.target.lower() != self.channel:
             return
-        key = event.arguments[0].rsplit(" ", 1)[-1]
-        if key.startswith("#"):
-            self.arrived.setdefault(key, time.perf_counter())
-            self.order.append(key)
-
-
-async def latencies(alice: IrcUser, channel: str, clock: Clock, tag: str, n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        key = f"#{tag}{i}"
-        sent = time.perf_counter()
-        alice.say(channel, f"ping {key}")
-        deadline = sent + 10
-        while key not in clock.arrived and time.perf_counter() < deadline:
-            await asyncio.sleep(0.0002)
-        if key in clock.arrived:
-            out.append((clock.arrived[key] - sent) * 1000)
-        await asyncio.sleep(max(0.0, 0.2 - (time.perf_counter() - sent)))  # 5 msg/s
-    return out
-
-
-async def burst(alice: IrcUser, channel: str, clock: Clock, tag: str, n: int) -> tuple[float, bool]:
-    keys = [f"#{tag}{i}" for i in range(n)]
-    start = time.perf_counter()
-    for key in keys:
-        alice.say(channel, f"burst {key}")
-    deadline = start + 120
-    while len(clock.arrived.keys() & set(keys)) < n and time.perf_counter() < deadline:
-        await asyncio.sleep(0.002)
-    got = [k for k in clock.order if k.startswith(f"#{tag}")]
-    elapsed = max(clock.arrived.get(k, deadline) for k in keys) - start
-    return n / elapsed, got == keys
+        self.note(event.arguments[0])
 
 
 @asynccontextmanager
@@ -141,16 +110,18 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
                                      {"network": "irc", "room": b}]}},
         "archive": {"enabled": False},
     }))  # fmt: skip
+    to_a = functools.partial(alice.say, a)
+    to_b = functools.partial(alice.say, b)
     try:
-        direct = await latencies(alice, b, clock, "d", args.latency)
-        direct_rate, direct_ok = await burst(alice, b, clock, "D", args.burst)
+        direct = await latencies(to_b, clock, "d", args.latency)
+        direct_rate, direct_ok = await burst(to_b, clock, "D", args.burst)
         async with adapter_only(config, b):
-            bare = await latencies(alice, a, clock, "x", args.latency)
-            bare_rate, bare_ok = await burst(alice, a, clock, "X", args.burst)
+            bare = await latencies(to_a, clock, "x", args.latency)
+            bare_rate, bare_ok = await burst(to_a, clock, "X", args.burst)
         async with Daemon(config) as daemon:
             assert await daemon.ready(30)
-            bridged = await latencies(alice, a, clock, "r", args.latency)
-            bridged_rate, bridged_ok = await burst(alice, a, clock, "R", args.burst)
+            bridged = await latencies(to_a, clock, "r", args.latency)
+            bridged_rate, bridged_ok = await burst(to_a, clock, "R", args.burst)
     finally:
         await alice.close()
         await bob.close()

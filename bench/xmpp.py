@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import statistics
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.arrivals import Arrivals, burst, latencies
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter
@@ -40,51 +42,18 @@ from tests.integration.test_xmpp_resilience import DictCursors
 from tests.servers.prosody import Prosody, XmppUser
 
 
-class Clock:
+class Clock(Arrivals):
     """Arrival times of bodies in one room, as Bob's client sees them."""
 
     def __init__(self, user: XmppUser, room: str) -> None:
-        self.arrived: dict[str, float] = {}
-        self.order: list[str] = []
+        super().__init__()
         self.room = room
         user.client.add_event_handler("groupchat_message", self._on)
 
     def _on(self, msg: Any) -> None:
         if msg["from"].bare != self.room:
             return
-        body = str(msg["body"])
-        key = body.rsplit(" ", 1)[-1]
-        if key.startswith("#"):
-            self.arrived.setdefault(key, time.perf_counter())
-            self.order.append(key)
-
-
-async def latencies(alice: XmppUser, room: str, clock: Clock, tag: str, n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        key = f"#{tag}{i}"
-        sent = time.perf_counter()
-        alice.say(room, f"ping {key}")
-        deadline = sent + 10
-        while key not in clock.arrived and time.perf_counter() < deadline:
-            await asyncio.sleep(0.0005)
-        if key in clock.arrived:
-            out.append((clock.arrived[key] - sent) * 1000)
-        await asyncio.sleep(max(0.0, 0.2 - (time.perf_counter() - sent)))  # 5 msg/s
-    return out
-
-
-async def burst(alice: XmppUser, room: str, clock: Clock, tag: str, n: int) -> tuple[float, bool]:
-    keys = [f"#{tag}{i}" for i in range(n)]
-    start = time.perf_counter()
-    for key in keys:
-        alice.say(room, f"burst {key}")
-    deadline = start + 120
-    while len(clock.arrived.keys() & set(keys)) < n and time.perf_counter() < deadline:
-        await asyncio.sleep(0.005)
-    got = [k for k in clock.order if k.startswith(f"#{tag}")]
-    elapsed = max(clock.arrived.get(k, deadline) for k in keys) - start
-    return n / elapsed, got == keys
+        self.note(str(msg["body"]))
 
 
 @asynccontextmanager
@@ -176,19 +145,21 @@ async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
         "archive": {"enabled": False},
     })  # fmt: skip
     config = parse_config(config_text)
+    to_a = functools.partial(alice.say, a)
+    to_b = functools.partial(alice.say, b)
     try:
-        direct = await latencies(alice, b, clock, "d", args.latency)
-        direct_rate, direct_ok = await burst(alice, b, clock, "D", args.burst)
+        direct = await latencies(to_b, clock, "d", args.latency)
+        direct_rate, direct_ok = await burst(to_b, clock, "D", args.burst)
         async with adapter_only(config, b):
-            bare = await latencies(alice, a, clock, "x", args.latency)
-            bare_rate, bare_ok = await burst(alice, a, clock, "X", args.burst)
+            bare = await latencies(to_a, clock, "x", args.latency)
+            bare_rate, bare_ok = await burst(to_a, clock, "X", args.burst)
         async with Daemon(config) as daemon:
             assert await daemon.ready(30)
-            bridged = await latencies(alice, a, clock, "r", args.latency)
-            bridged_rate, bridged_ok = await burst(alice, a, clock, "R", args.burst)
+            bridged = await latencies(to_a, clock, "r", args.latency)
+            bridged_rate, bridged_ok = await burst(to_a, clock, "R", args.burst)
         async with daemon_process(config_text, tmp, alice, a, clock):
-            process = await latencies(alice, a, clock, "p", args.latency)
-            process_rate, process_ok = await burst(alice, a, clock, "P", args.burst)
+            process = await latencies(to_a, clock, "p", args.latency)
+            process_rate, process_ok = await burst(to_a, clock, "P", args.burst)
     finally:
         await alice.close()
         await bob.close()

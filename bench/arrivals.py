@@ -1,0 +1,57 @@
+"""Timing of keyed messages as a watching client sees them arrive, shared by the per-network
+benchmarks: each sends lines ending in a `#key` and records when (and in what order) each key
+shows up on the far side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+class Arrivals:
+    """Arrival time and order of every `#key` a watcher saw; fed by its client's handler."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.order: list[str] = []
+
+    def note(self, text: str) -> None:
+        key = text.rsplit(" ", 1)[-1]
+        if key.startswith("#"):
+            self.arrived.setdefault(key, time.perf_counter())
+            self.order.append(key)
+
+
+async def latencies(
+    say: Callable[[str], object], seen: Arrivals, tag: str, n: int, poll: float = 0.0002
+) -> list[float]:
+    """Milliseconds from sending to arrival for `n` messages at 5 msg/s."""
+    out = []
+    for i in range(n):
+        key = f"#{tag}{i}"
+        sent = time.perf_counter()
+        say(f"ping {key}")
+        deadline = sent + 10
+        while key not in seen.arrived and time.perf_counter() < deadline:
+            await asyncio.sleep(poll)
+        if key in seen.arrived:
+            out.append((seen.arrived[key] - sent) * 1000)
+        await asyncio.sleep(max(0.0, 0.2 - (time.perf_counter() - sent)))  # 5 msg/s
+    return out
+
+
+async def burst(
+    say: Callable[[str], object], seen: Arrivals, tag: str, n: int, poll: float = 0.002
+) -> tuple[float, bool]:
+    """Messages per second for `n` sent at once, and whether all arrived in order."""
+    keys = [f"#{tag}{i}" for i in range(n)]
+    start = time.perf_counter()
+    for key in keys:
+        say(f"burst {key}")
+    deadline = start + 120
+    while len(seen.arrived.keys() & set(keys)) < n and time.perf_counter() < deadline:
+        await asyncio.sleep(poll)
+    got = [k for k in seen.order if k.startswith(f"#{tag}")]
+    elapsed = max(seen.arrived.get(k, deadline) for k in keys) - start
+    return n / elapsed, got == keys
