@@ -15,6 +15,7 @@ send, which also makes sends idempotent by `txn_id`, as Matrix transaction ids a
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -46,6 +47,7 @@ from imbridge.events import (
     Sender,
     new_event_id,
 )
+from imbridge.intake import Intake
 from imbridge.sanitize import clean_nick, clean_text
 
 
@@ -187,12 +189,18 @@ class MemoryAdapter:
         self._inbox.put_nowait(post)
 
     async def _pump(self) -> None:
-        while True:
-            post = await self._inbox.get()
-            event = await self.to_core(post)
-            if event is not None and self._sink is not None:
-                await self._sink(event)
-            self.processed += 1
+        if self._sink is None:
+            return
+        intake = Intake(self._sink)
+        try:
+            while True:
+                post = await self._inbox.get()
+                await intake.put(await self.to_core(post), self._count)
+        finally:
+            await intake.aclose()
+
+    def _count(self) -> None:
+        self.processed += 1
 
     async def to_core(self, post: Post) -> Event | None:
         """Translation, as an adapter's translate.py would do it (here with lookups)."""
@@ -222,17 +230,24 @@ class MemoryAdapter:
         """Relays each line of `path` once, resuming after the last one the core took."""
         done = int(await self.cursors.get("feed_line") or 0)
         lines = (await asyncio.to_thread(path.read_text, encoding="utf-8")).splitlines()
-        for number, text in enumerate(lines[done:], start=done + 1):
-            if self._sink is None:
-                return
-            origin = Origin(
-                network=self.name,
-                room=self.config.feed_room,
-                sender=Sender(id="feeder", name="feeder"),
-                remote_id=RemoteId(f"feed{number}"),
-            )
-            await self._sink(Message(id=new_event_id(), origin=origin, text=text))
-            await self.cursors.set("feed_line", str(number))
+        if self._sink is None:
+            return
+        intake = Intake(self._sink)
+        try:
+            for number, text in enumerate(lines[done:], start=done + 1):
+                origin = Origin(
+                    network=self.name,
+                    room=self.config.feed_room,
+                    sender=Sender(id="feeder", name="feeder"),
+                    remote_id=RemoteId(f"feed{number}"),
+                )
+                event = Message(id=new_event_id(), origin=origin, text=text)
+                await intake.put(
+                    event, functools.partial(self.cursors.set, "feed_line", str(number))
+                )
+            await intake.drain()
+        finally:
+            await intake.aclose()
 
     async def send(self, item: Outgoing) -> RemoteId:
         if not self.online:

@@ -40,6 +40,8 @@ _NAMES: dict[type, str] = {
     Presence: "presence",
 }
 _CLASSES = {v: k for k, v in _NAMES.items()}
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _NAMES}
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def encode_origin(o: Origin) -> dict[str, Any]:
@@ -67,17 +69,18 @@ def decode_origin(d: dict[str, Any]) -> Origin:
 
 
 def to_dict(event: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": _NAMES[type(event)]}
-    for f in fields(event):
-        value = getattr(event, f.name)
-        if f.name == "origin":
+    cls = type(event)
+    out: dict[str, Any] = {"type": _NAMES[cls]}
+    for name in _FIELDS[cls]:
+        value = getattr(event, name)
+        if name == "origin":
             value = encode_origin(value)
-        elif f.name == "attachments":
+        elif name == "attachments":
             value = [
                 {"url": a.url, "name": a.name, "mimetype": a.mimetype, "size": a.size}
                 for a in value
             ]
-        out[f.name] = value
+        out[name] = value
     return out
 
 
@@ -125,7 +128,7 @@ def from_dict(d: dict[str, Any]) -> Event:
 
 
 def dumps(event: Event) -> str:
-    return json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(to_dict(event))
 
 
 def loads(text: str) -> Event:

@@ -7,6 +7,11 @@ commit is in flight are grouped into the next commit (group commit), each under 
 savepoint so one failing function does not undo the others. The event loop never blocks
 on SQLite.
 
+Writes commit in the order they were submitted, and a caller that must first await
+something (the relay looking up a quoted message) keeps its place with `reserve`. A read
+issued while writes are queued runs after them, so it sees everything submitted before
+it: an adapter looking up an event it has just handed to the relay finds it.
+
 Schema migrations are numbered per component ("core", "archive", ...) in the
 `schema_version` table, so the archive can evolve its tables independently.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +30,8 @@ from imbridge.errors import StateError
 
 T = TypeVar("T")
 TxnFn = Callable[[sqlite3.Connection], Any]
+MAX_BATCH = 128
+"""Jobs per commit: small enough that the next batch is prepared while one commits."""
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     """
@@ -75,8 +83,9 @@ class Database:
         self._migrations = {"core": CORE_MIGRATIONS, **(migrations or {})}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imbridge-db")
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[TxnFn, asyncio.Future[Any]]] = []
+        self._pending: deque[_Job] = deque()
         self._flusher: asyncio.Task[None] | None = None
+        self._filled = asyncio.Event()
 
     async def open(self) -> Database:
         await self._call(self._open_sync)
@@ -139,41 +148,79 @@ class Database:
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `fn` inside a committed transaction, grouped with concurrent callers."""
+        return cast(T, await self.submit(fn))
+
+    def submit(self, fn: TxnFn) -> asyncio.Future[Any]:
+        """Queues `fn` now, in order, and returns the future of its result; for callers
+        that must not wait for the commit before going on (but learn its outcome)."""
+        job = self._enqueue(ready=True)
+        job.fn = fn
+        return job.fut
+
+    def reserve(self) -> Slot:
+        """Holds a place in the commit order for a transaction not yet known; every later
+        write waits until the slot is filled or released."""
+        return Slot(self, self._enqueue(ready=False))
+
+    def _enqueue(self, *, ready: bool) -> _Job:
         if self._conn is None:
             raise StateError("state database is not open")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, fut))
+        job = _Job(asyncio.get_running_loop().create_future(), ready)
+        self._pending.append(job)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return cast(T, await fut)
+        return job
+
+    def _fill(self, job: _Job, fn: TxnFn | None) -> None:
+        job.fn = fn
+        job.ready = True
+        self._filled.set()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs a read-only `fn` in the database thread."""
+        """Runs a read-only `fn` in the database thread, after every queued write,
+        including those of tasks already created but not yet run (`intake.Intake`)."""
+        await asyncio.sleep(0)
+        if self._flusher is not None and not self._flusher.done():
+            return await self.transact(fn)
         return await self._call(lambda: fn(self._require()))
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
+        pending = self._pending
+        while pending:
+            if not pending[0].ready:  # the next write in order is still being prepared
+                self._filled.clear()
+                await self._filled.wait()
+                continue
+            batch: list[_Job] = []
+            while pending and pending[0].ready and len(batch) < MAX_BATCH:
+                job = pending.popleft()
+                if job.fn is None:  # released without a transaction
+                    if not job.fut.done():
+                        job.fut.set_result(None)
+                else:
+                    batch.append(job)
+            if not batch:
+                continue
             try:
-                results = await self._call(self._run_batch, [fn for fn, _ in batch])
+                results = await self._call(self._run_batch, [job.fn for job in batch])
             except Exception as exc:  # noqa: BLE001 - the commit failed: every caller learns it
                 results = [(False, exc)] * len(batch)
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():
+            for job, (ok, value) in zip(batch, results, strict=True):
+                if job.fut.done():
                     continue
                 if ok:
-                    fut.set_result(value)
+                    job.fut.set_result(value)
                 else:
-                    fut.set_exception(value)
+                    job.fut.set_exception(value)
 
-    def _run_batch(self, fns: list[TxnFn]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, fns: list[TxnFn | None]) -> list[tuple[bool, Any]]:
         conn = self._require()
         out: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             if len(fns) == 1:  # alone in its commit: a failure rolls back just it anyway
                 try:
-                    out.append((True, fns[0](conn)))
+                    out.append((True, _must(fns[0])(conn)))
                 except Exception as exc:  # noqa: BLE001 - reported to that caller only
                     conn.execute("ROLLBACK")
                     return [(False, exc)]
@@ -182,7 +229,7 @@ class Database:
             for fn in fns:
                 conn.execute("SAVEPOINT job")
                 try:
-                    out.append((True, fn(conn)))
+                    out.append((True, _must(fn)(conn)))
                 except Exception as exc:  # noqa: BLE001 - reported to that caller only
                     conn.execute("ROLLBACK TO job")
                     out.append((False, exc))
@@ -209,6 +256,55 @@ class Database:
             conn, self._conn = self._conn, None
             await self._call(conn.close)
         self._executor.shutdown(wait=True)
+
+
+class _Job:
+    __slots__ = ("fn", "fut", "ready")
+
+    def __init__(self, fut: asyncio.Future[Any], ready: bool) -> None:
+        self.fn: TxnFn | None = None
+        self.fut = fut
+        self.ready = ready
+
+
+class Slot:
+    """A reserved place in the commit order (see `Database.reserve`). Fill it with `run`,
+    or `release` it; the relay does one of them in a `finally`."""
+
+    __slots__ = ("_db", "_job")
+
+    def __init__(self, db: Database, job: _Job) -> None:
+        self._db = db
+        self._job = job
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._job.ready:
+            raise StateError("slot already used")
+        self._db._fill(self._job, fn)
+        return cast(T, await self._job.fut)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `fn` after the writes queued before this slot and before the slot itself
+        (`Database.read` would wait for the slot, which waits for the read)."""
+        if self._job.ready:
+            raise StateError("slot already used")
+        job = _Job(asyncio.get_running_loop().create_future(), True)
+        job.fn = fn
+        pending = self._db._pending
+        pending.insert(pending.index(self._job), job)
+        self._db._filled.set()
+        return cast(T, await job.fut)
+
+    def release(self) -> None:
+        """Gives the place up if `run` was not called; harmless after it."""
+        if not self._job.ready:
+            self._db._fill(self._job, None)
+
+
+def _must(fn: TxnFn | None) -> TxnFn:
+    if fn is None:
+        raise StateError("unfilled transaction slot")
+    return fn
 
 
 def _statements(script: str) -> list[str]:

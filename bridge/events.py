@@ -8,6 +8,7 @@ can store, compare and replay them without knowing where they came from.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,13 +21,16 @@ RichText = NewType("RichText", str)
 
 
 def new_event_id() -> EventId:
-    """A fresh, globally unique event id (random, so two bridges never collide).
+    """A fresh, globally unique event id: 48 bits of milliseconds, then 80 random bits.
 
-    128 bits from the stdlib generator (seeded from the OS at start) rather than
-    `uuid4`, whose `os.urandom` call per id dominated the relay path's cost; ids need to
-    be unique, not secret.
+    Time first, so ids sort by creation: every table and index keyed by event id then
+    grows at its end, and a commit rewrites a few pages instead of one page per event
+    scattered over the whole index. The random part keeps two bridges from colliding; it
+    comes from the stdlib generator (seeded from the OS at start) rather than
+    `os.urandom` per id, which dominated the relay path's cost: ids need to be unique,
+    not secret.
     """
-    return EventId(f"{random.getrandbits(128):032x}")
+    return EventId(f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}")
 
 
 def utcnow() -> datetime:

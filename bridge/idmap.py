@@ -33,6 +33,16 @@ def record_sync(
     return cur.rowcount == 1
 
 
+def record_many_sync(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str, bool]]) -> None:
+    """Maps (network, room, remote_id, event_id, inbound) rows; already mapped ones stay."""
+    now = time.time()
+    conn.executemany(
+        "INSERT OR IGNORE INTO idmap (network, room, remote_id, event_id, inbound, created)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(n, r, rid, eid, int(inbound), now) for n, r, rid, eid, inbound in rows],
+    )
+
+
 def known_sync(conn: sqlite3.Connection, network: str, remote_id: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM idmap WHERE network = ? AND remote_id = ?", (network, remote_id)

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import random
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -28,11 +29,11 @@ import structlog
 
 from imbridge import codec
 from imbridge.adapter import Adapter, Outgoing, RateLimit
-from imbridge.archive import Recorder
+from imbridge.archive import Delivery, Recorder
 from imbridge.db import Database
 from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import Delete, Edit, Event, Message, RemoteId
-from imbridge.idmap import IdMap, record_sync
+from imbridge.idmap import IdMap, record_many_sync
 from imbridge.policy import Destination
 from imbridge.ratelimit import TokenBucket
 from imbridge.render import as_correction
@@ -47,11 +48,12 @@ OFFLINE_POLL = 0.1
 
 
 def txn_id_for(event_id: str, network: str, room: str, purpose: str = "relay") -> str:
-    """Stable per (event, destination): a retry, even after a restart, reuses it."""
+    """Stable per (event, destination): a retry, even after a restart, reuses it. It
+    starts with the event id's time part, so the outbox's index on it grows at its end."""
     digest = hashlib.blake2b(
         f"{purpose}\0{event_id}\0{network}\0{room}".encode(), digest_size=12
     ).hexdigest()
-    return f"imb{digest}"
+    return f"imb{event_id[:12]}{digest}"
 
 
 @dataclass(slots=True)
@@ -95,7 +97,11 @@ def enqueue_sync(conn: sqlite3.Connection, items: list[Item]) -> None:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (item.network, item.room, item.event.id, item.txn_id, codec.dumps(item.event), now),
         )
-        item.seq = cur.lastrowid or 0
+        if cur.rowcount == 1:
+            item.seq = cur.lastrowid or 0
+        else:  # already queued under this txn_id: keep its place
+            row = conn.execute("SELECT seq FROM outbox WHERE txn_id = ?", (item.txn_id,)).fetchone()
+            item.seq = int(row[0]) if row else 0
         item.created = now
 
 
@@ -121,6 +127,11 @@ class Outbox:
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self._records: set[asyncio.Future[Any]] = set()
+        """Delivery records submitted and not yet committed."""
+        self._done: list[tuple[Item, str]] = []
+        self._done_job: asyncio.Future[Any] | None = None
+        self._done_lock = threading.Lock()  # the record is taken in the database thread
         self._closing = False
         self.backoff_base = BACKOFF_BASE
         self.observe_send: Callable[[str, float], None] | None = None
@@ -166,10 +177,11 @@ class Outbox:
             self._idle.clear()
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
-        """True once every queue is empty (used by drain and tests)."""
+        """True once every queue is empty and every delivery is recorded (used by drain
+        and tests)."""
         try:
             async with asyncio.timeout(timeout):
-                while self.depth():
+                while self.depth() or self._records:
                     self._idle.clear()
                     await self._idle.wait()
         except TimeoutError:
@@ -190,6 +202,7 @@ class Outbox:
                 continue
             batch = _batch(queue, adapter.capabilities.send_window)
             delays = await self._send_batch(key, adapter, batch, bound)
+            await asyncio.sleep(0)  # a send that never waited must not starve the loop
             finished = {
                 id(item) for item, delay in zip(batch, delays, strict=True) if delay is None
             }
@@ -201,7 +214,7 @@ class Outbox:
                 queue.clear()
                 queue.extend(kept)
                 await asyncio.sleep(max(d for d in delays if d is not None))
-        if not self.depth():
+        if not self.depth() and not self._records:
             self._idle.set()
 
     async def _send_batch(
@@ -213,12 +226,17 @@ class Outbox:
         if len(batch) == 1:
             await self._pace(key)
             return [await self._attempt(adapter, batch[0], bound)]
-        tasks = []
+        tasks: list[asyncio.Future[float | None]] = []
         for item in batch:
             await self._pace(key)
             tasks.append(asyncio.ensure_future(self._attempt(adapter, item, bound)))
             await asyncio.sleep(0)  # let it write before the next one starts
-        return list(await asyncio.gather(*tasks))
+            if any(t.done() and t.result() is not None for t in tasks):
+                # One already failed (the adapter refused it before writing): a later one
+                # must not overtake it, so the rest of the window waits for its retry.
+                break
+        results = list(await asyncio.gather(*tasks))
+        return results + [0.0] * (len(batch) - len(tasks))
 
     async def _pace(self, key: tuple[str, str]) -> None:
         limit = self.rate_limits.get(key[0])
@@ -283,10 +301,55 @@ class Outbox:
                 error=f"{type(exc).__name__}: {exc}",
             )
             return delay
-        await self.db.transact(lambda c: self._delivered_sync(c, item, remote_id))
+        self._delivered(item, remote_id)
         stats.sent += 1
         bound.debug("relayed", event_id=item.event.id, remote_id=remote_id)
         return None
+
+    def _delivered(self, item: Item, remote_id: str) -> None:
+        """Queues the record that `item` was delivered. Not awaited: the next send need
+        not wait for this commit. Deliveries that finish while a record is waiting join
+        it, so one commit records many. Commits keep their order, so a crash can only lose
+        the records of the last sends, which are then resent once, as for a crash between
+        a send and its record."""
+        with self._done_lock:
+            self._done.append((item, remote_id))
+            if self._done_job is None:
+                self._done_job = self.db.submit(self._record_done_sync)
+                self._records.add(self._done_job)
+                self._done_job.add_done_callback(self._recorded)
+
+    def _record_done_sync(self, conn: sqlite3.Connection) -> None:
+        with self._done_lock:  # from here on, new deliveries go to the next record
+            done, self._done = self._done, []
+            self._done_job = None
+        conn.executemany(
+            "DELETE FROM outbox WHERE seq = ? AND txn_id = ?",
+            [(item.seq, item.txn_id) for item, _ in done],
+        )
+        record_many_sync(
+            conn,
+            [
+                (item.network, item.room, remote_id, item.event.id, False)
+                for item, remote_id in done
+                if remote_id
+            ],
+        )
+        self.recorder.record_deliveries(
+            conn,
+            [
+                Delivery(item.event.id, item.dest, RemoteId(remote_id) if remote_id else None)
+                for item, remote_id in done
+            ],
+        )
+
+    def _recorded(self, fut: asyncio.Future[Any]) -> None:
+        self._records.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            # The row stays in the outbox table: the item is resent after a restart.
+            log.error("delivery_not_recorded", error=str(fut.exception()))
+        if not self._records and not self.depth():
+            self._idle.set()
 
     async def _outgoing(self, item: Item) -> Outgoing | None:
         event = item.event
@@ -303,25 +366,6 @@ class Outbox:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
         return Outgoing(
             room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id
-        )
-
-    def _delivered_sync(self, conn: sqlite3.Connection, item: Item, remote_id: str) -> None:
-        _delete(conn, item)
-        if remote_id:
-            record_sync(
-                conn,
-                network=item.network,
-                room=item.room,
-                remote_id=remote_id,
-                event_id=item.event.id,
-                inbound=False,
-            )
-        self.recorder.record_delivery(
-            conn,
-            item.event.id,
-            item.dest,
-            remote_id=RemoteId(remote_id) if remote_id else None,
-            error=None,
         )
 
     async def _fail(self, item: Item, reason: str, bound: Any) -> None:
@@ -361,4 +405,4 @@ def _batch(queue: deque[Item], window: int) -> list[Item]:
 
 
 def _delete(conn: sqlite3.Connection, item: Item) -> None:
-    conn.execute("DELETE FROM outbox WHERE txn_id = ?", (item.txn_id,))
+    conn.execute("DELETE FROM outbox WHERE seq = ? AND txn_id = ?", (item.seq, item.txn_id))

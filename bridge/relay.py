@@ -21,7 +21,7 @@ import structlog
 from imbridge import codec
 from imbridge.adapter import Adapter, NetworkConfig
 from imbridge.archive import Recorder
-from imbridge.db import Database
+from imbridge.db import Database, Slot
 from imbridge.events import (
     Edit,
     Event,
@@ -32,7 +32,7 @@ from imbridge.events import (
     Topic,
     new_event_id,
 )
-from imbridge.idmap import known_sync, record_sync
+from imbridge.idmap import record_sync
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import CompiledPolicy, Decision, Destination, decide
 from imbridge.render import render
@@ -88,17 +88,16 @@ class Relay:
     async def __call__(self, event: Event) -> None:
         stats = self.stats.setdefault(event.origin.network, RelayStats())
         stats.received += 1
-        structlog.contextvars.bind_contextvars(
-            network=event.origin.network, room=event.origin.room, event_id=event.id
-        )
         try:
             await self._relay(event, stats)
         except Exception:  # one bad event never stops the daemon
             stats.errors += 1
-            log.exception("relay_failed")
+            origin = event.origin
+            log.exception(
+                "relay_failed", network=origin.network, room=origin.room, event_id=event.id
+            )
         finally:
             stats.handled += 1
-            structlog.contextvars.unbind_contextvars("network", "room", "event_id")
 
     def _is_echo(self, event: Event) -> bool:
         """The bridge's own messages, other bridges' relayed copies, and ignored bots."""
@@ -117,24 +116,50 @@ class Relay:
         if self._is_echo(event):
             stats.dropped_echo += 1
             return
+        # Taken before the first await: events commit in the order the adapter handed
+        # them over, even when it does not wait for each one (see `Database.reserve`).
+        slot = self.db.reserve()
+        try:
+            committed, decisions, items = await self._commit(event, stats, slot)
+        finally:
+            slot.release()
+        if not committed:
+            stats.duplicates += 1
+            return
+        self.archived += 1
+        self.outbox.wake(items)
+        if self.on_event is not None:
+            self.on_event(event, decisions)
+        if self.setup.log_text and isinstance(event, Message | Edit | Topic):
+            origin = event.origin
+            log.info(
+                "received",
+                network=origin.network,
+                room=origin.room,
+                event_id=event.id,
+                text=event.text,
+                routes=len(decisions),
+            )
+
+    async def _commit(
+        self, event: Event, stats: RelayStats, slot: Slot
+    ) -> tuple[bool, list[tuple[Destination, Decision]], list[Item]]:
         setup = self.setup
         event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
-        quoted = await self._quoted(event)
+        quoted = await self._quoted(event, slot)
         decisions, items = self._plan(event, quoted, stats)
 
         def commit(conn: sqlite3.Connection) -> bool:
             origin = event.origin
-            if origin.remote_id is not None:
-                if known_sync(conn, origin.network, origin.remote_id):
-                    return False  # replayed by the adapter after a restart, or our own echo
-                record_sync(
-                    conn,
-                    network=origin.network,
-                    room=origin.room,
-                    remote_id=origin.remote_id,
-                    event_id=event.id,
-                    inbound=True,
-                )
+            if origin.remote_id is not None and not record_sync(
+                conn,
+                network=origin.network,
+                room=origin.room,
+                remote_id=origin.remote_id,
+                event_id=event.id,
+                inbound=True,
+            ):
+                return False  # replayed by the adapter after a restart, or our own echo
             if isinstance(event, Message):
                 conn.execute(
                     "INSERT OR IGNORE INTO messages VALUES (?, ?, ?)",
@@ -144,15 +169,7 @@ class Relay:
             enqueue_sync(conn, items)
             return True
 
-        if not await self.db.transact(commit):
-            stats.duplicates += 1
-            return
-        self.archived += 1
-        self.outbox.wake(items)
-        if self.on_event is not None:
-            self.on_event(event, decisions)
-        if setup.log_text and isinstance(event, Message | Edit | Topic):
-            log.info("received", text=event.text, routes=len(decisions))
+        return await slot.run(commit), decisions, items
 
     def _plan(
         self, event: Event, quoted: Message | None, stats: RelayStats
@@ -172,6 +189,9 @@ class Relay:
                 stats.denied += 1
                 log.info(
                     "policy_denied",
+                    network=event.origin.network,
+                    room=event.origin.room,
+                    event_id=event.id,
                     dest_network=route.dest.network,
                     dest_room=route.dest.room,
                     rule=decision.rule,
@@ -198,7 +218,7 @@ class Relay:
             items.append(self._notice(event, notify[0]))
         return decisions, items
 
-    async def _quoted(self, event: Event) -> Message | None:
+    async def _quoted(self, event: Event, slot: Slot) -> Message | None:
         if not isinstance(event, Message) or event.reply_to is None:
             return None
         target = event.reply_to
@@ -209,7 +229,7 @@ class Relay:
             ).fetchone()
             return str(row[0]) if row else None
 
-        payload = await self.db.read(q)
+        payload = await slot.read(q)
         found = codec.loads(payload) if payload else None
         return found if isinstance(found, Message) else None
 

@@ -33,6 +33,7 @@ from imbridge.adapters.irc.floodcontrol import AckWindow
 from imbridge.adapters.irc.registration import Registration, RegistrationFailed, is_throttle
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
 from imbridge.events import RemoteId
+from imbridge.intake import Intake
 from imbridge.ratelimit import TokenBucket
 from imbridge.sanitize import clean_nick
 
@@ -509,17 +510,23 @@ class IrcAdapter:
                 self._mark(s.conn)
 
     async def _read(self) -> None:
-        """Hands incoming events to the sink one by one, in order."""
-        while True:
-            line = await self._inbox.get()
-            if self._inbox.qsize() < _INBOX_LOW:
-                self._resume_reading()
-            try:
-                await self._deliver(line)
-            except Exception:  # one bad line or sink failure never stops reading
-                log.exception("inbound_failed", network=self.name, command=line.command)
+        """Hands incoming events to the sink in order, without waiting for each commit."""
+        if self._sink is None:
+            return
+        intake = Intake(self._sink)
+        try:
+            while True:
+                line = await self._inbox.get()
+                if self._inbox.qsize() < _INBOX_LOW:
+                    self._resume_reading()
+                try:
+                    await self._deliver(line, intake)
+                except Exception:  # one bad line or sink failure never stops reading
+                    log.exception("inbound_failed", network=self.name, command=line.command)
+        finally:
+            await intake.aclose()
 
-    async def _deliver(self, line: wire.Line) -> None:
+    async def _deliver(self, line: wire.Line, intake: Intake) -> None:
         reply_to = None
         ref = line.tags.get(translate.REPLY_TAG)
         if ref:
@@ -528,8 +535,7 @@ class IrcAdapter:
             network=self.name, own_nick=self._nick, rooms=self._rooms, reply_to=reply_to
         )
         for event in translate.to_core(line, ctx, self._roster):
-            if self._sink is not None:
-                await self._sink(event)
+            await intake.put(event)
 
     # --- incoming lines, as they arrive -----------------------------------------------
 

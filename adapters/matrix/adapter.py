@@ -41,6 +41,7 @@ from nio import (
 from imbridge.adapter import Capabilities, Cursors, EventSink, NetworkConfig, Outgoing, RateLimit
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
 from imbridge.events import Message, RemoteId, new_event_id
+from imbridge.intake import Intake
 
 from . import media
 from .config import MatrixConfig
@@ -97,6 +98,7 @@ class MatrixAdapter:
             ),
         )
         self._sink: EventSink | None = None
+        self._intake: Intake | None = None
         self._rooms: dict[str, str] = {}  # room id -> the room's name in the config
         self._ids: dict[str, str] = {}  # configured name -> room id
         self._joined: set[str] = set()  # room ids the account is in
@@ -121,6 +123,7 @@ class MatrixAdapter:
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
+        self._intake = Intake(sink)
         self._closed = False  # the daemon may retry start() after a failed one + aclose()
         await self._login()
         joined = await self._client.joined_rooms()
@@ -139,6 +142,11 @@ class MatrixAdapter:
         self._task = asyncio.create_task(self._sync_forever(), name=f"matrix-sync-{self.name}")
         self._log.info("connected", user_id=self.identity, resumed=resumed)
 
+    def _inbound(self) -> Intake:
+        if self._intake is None:
+            raise AdapterError(f"{self.name}: not started")
+        return self._intake
+
     async def aclose(self) -> None:
         self._closed = True
         self._connected = False
@@ -147,6 +155,9 @@ class MatrixAdapter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._intake is not None:
+            # A sync replays from the stored token, so nothing in flight is lost.
+            await self._intake.aclose(grace=0)
         await self._client.close()
 
     async def _login(self) -> None:
@@ -311,6 +322,7 @@ class MatrixAdapter:
                     raise _SyncFailed(resp)
                 self._connected = True
                 await self._handle_sync(resp)
+                await self._inbound().drain()  # every event on disk before the token moves
                 self._since = resp.next_batch
                 await self._cursors.set("next_batch", resp.next_batch)
                 full_state = False
@@ -418,9 +430,10 @@ class MatrixAdapter:
             return
         if any(fnmatch.fnmatchcase(sender, glob) for glob in self.config.ignore_users):
             return
-        event_id = source.get("event_id")
-        if not isinstance(event_id, str) or await self._cursors.event_id(RemoteId(event_id)):
-            return  # already handed over (a replayed batch): never twice
+        if not isinstance(source.get("event_id"), str):
+            return
+        # An event handed over before (a batch replayed after a restart) is recognised by
+        # the relay by its remote id, in the same commit that would record it.
         inbound = parse_event(source, self.config.homeserver)
         if inbound is None:
             return
@@ -435,8 +448,8 @@ class MatrixAdapter:
             target=target,
             reply_to=reply,
         )
-        if event is not None and self._sink is not None:
-            await self._sink(event)
+        if event is not None:
+            await self._inbound().put(event)
 
     def _display_name(self, room_id: str, user_id: str) -> str:
         room = self._client.rooms.get(room_id)

@@ -11,6 +11,7 @@ starts and cancels them in `aclose`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import ssl
 import time
@@ -50,6 +51,7 @@ from imbridge.events import (
     Topic,
     new_event_id,
 )
+from imbridge.intake import Intake
 from imbridge.sanitize import clean_nick, clean_text
 
 from .config import XmppConfig
@@ -135,6 +137,7 @@ class XmppAdapter:
         self._cursors = cursors
         self._identity = config.jid.lower()
         self._sink: EventSink | None = None
+        self._intake: Intake  # made by `start`, with the sink
         self._client: _Client | None = None
         self._rooms: dict[str, Room] = {}
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
@@ -167,6 +170,7 @@ class XmppAdapter:
     async def start(self, sink: EventSink) -> None:
         # The daemon retries a failed start on the same instance, after `aclose`.
         self._sink = sink
+        self._intake = Intake(sink)
         self._closing = False
         self._login_failed = None
         self._login_settled.clear()
@@ -461,17 +465,21 @@ class XmppAdapter:
     # -- incoming ------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        while True:
-            work = await self._queue.get()
-            try:
-                if isinstance(work, _CatchUp):
-                    await self._catch_up(work)
-                elif work[0] == "message":
-                    await self._message(work[1])
-                else:
-                    await self._presence(work[1])
-            except Exception as exc:  # noqa: BLE001 - one bad stanza never stops the relay
-                self._log.exception("inbound_failed", error=str(exc))
+        intake = self._intake
+        try:
+            while True:
+                work = await self._queue.get()
+                try:
+                    if isinstance(work, _CatchUp):
+                        await self._catch_up(work)
+                    elif work[0] == "message":
+                        await self._message(work[1])
+                    else:
+                        await self._presence(work[1])
+                except Exception as exc:  # noqa: BLE001 - one bad stanza never stops the relay
+                    self._log.exception("inbound_failed", error=str(exc))
+        finally:
+            await intake.aclose()
 
     async def _catch_up(self, work: _CatchUp) -> None:
         room = work.room
@@ -481,6 +489,7 @@ class XmppAdapter:
             buffered, room.buffer = room.buffer, []
             for wire in buffered:
                 await self._process(room, wire)
+            await self._intake.drain()  # on disk before sends resume (no resend of these)
         finally:
             room.set_catching_up(False)
             if not work.done.done():
@@ -524,6 +533,7 @@ class XmppAdapter:
             room.subject_seen = True  # the room's current subject, sent on every join
             self._confirm_topics(room, wire)
             return
+        event: Event | None = None
         if wire.nick == room.nick or wire.relayed_by == self.identity:
             if is_subject:
                 self._confirm_topics(room, wire)
@@ -533,14 +543,16 @@ class XmppAdapter:
                     self._remember_sent(sid, oid)
         else:
             event = await self._to_event(room, wire)
-            if event is not None and self._sink is not None:
-                await self._sink(event)
             if sid:
                 self._remember_alias(room, wire, sid)
         if sid is not None:
             room.seen.add(sid)
             cursor = Cursor(sid, wire.stamp or datetime.now(UTC))
-            await self._cursors.set(cursor_key(room.jid), cursor.dumps())
+            # The cursor moves once the event (if any) is on disk, never past it.
+            save = functools.partial(self._cursors.set, cursor_key(room.jid), cursor.dumps())
+            await self._intake.put(event, save)
+        elif event is not None:
+            await self._intake.put(event)
 
     def _confirm_topics(self, room: Room, wire: WireMessage) -> None:
         for oid in self._topic_oids.pop(room.jid, []):
@@ -591,8 +603,8 @@ class XmppAdapter:
             room.occupants[presence.nick] = presence.real_jid
             if room.joined and not known:
                 event = Join(id=new_event_id(), origin=origin)
-        if event is not None and self._sink is not None:
-            await self._sink(event)
+        if event is not None:
+            await self._intake.put(event)
 
     def _own_presence(self, room: Room, presence: WirePresence) -> None:
         if presence.type == "available":

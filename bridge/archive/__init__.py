@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from imbridge.events import Event, EventId, RemoteId
 from imbridge.policy import Decision, Destination
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one delivery: the remote id it got, or the permanent error."""
+
+    event_id: EventId
+    dest: Destination
+    remote_id: RemoteId | None
+    error: str | None = None
 
 
 class Recorder(Protocol):
@@ -38,6 +49,10 @@ class Recorder(Protocol):
         """The outcome of one delivery: the remote id it got, or the permanent error."""
         ...
 
+    def record_deliveries(self, conn: sqlite3.Connection, done: Sequence[Delivery]) -> None:
+        """Several outcomes at once: the outbox records deliveries in batches."""
+        ...
+
 
 class NullRecorder:
     """Used when `archive.enabled` is false."""
@@ -59,4 +74,7 @@ class NullRecorder:
         remote_id: RemoteId | None,
         error: str | None,
     ) -> None:
+        return None
+
+    def record_deliveries(self, conn: sqlite3.Connection, done: Sequence[Delivery]) -> None:
         return None

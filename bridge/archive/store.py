@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from imbridge import codec
+from imbridge.archive import Delivery
 from imbridge.archive.chain import (
     COLUMNS,
     GENESIS,
@@ -105,8 +106,11 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return _BODY_ENCODER.encode(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +248,21 @@ class ArchiveStore:
         remote_id: RemoteId | None,
         error: str | None,
     ) -> None:
+        self.record_deliveries(conn, [Delivery(event_id, dest, remote_id, error)])
+
+    def record_deliveries(self, conn: sqlite3.Connection, done: Sequence[Delivery]) -> None:
         self.append(
             conn,
             [
                 {
                     "kind": "delivery",
-                    "event_id": event_id,
-                    "dest_network": dest.network,
-                    "dest_room": dest.room,
-                    "action": "failed" if error else "delivered",
-                    "body": {"remote_id": remote_id, "error": error},
+                    "event_id": d.event_id,
+                    "dest_network": d.dest.network,
+                    "dest_room": d.dest.room,
+                    "action": "failed" if d.error else "delivered",
+                    "body": {"remote_id": d.remote_id, "error": d.error},
                 }
+                for d in done
             ],
         )
 

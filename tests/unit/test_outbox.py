@@ -179,15 +179,22 @@ async def test_send_window_keeps_order_and_delivers_each_once(
     assert 1 < most <= 8
 
 
-async def test_send_window_retries_a_failed_send_without_duplicates(
+async def test_send_window_retries_a_refused_send_without_duplicates_or_overtaking(
     start_daemon: StartDaemon,
 ) -> None:
+    """A send refused before it was written (the adapter was not in the room yet) must not
+    be overtaken by the later sends of its window, which would have gone through."""
     daemon, hub = await start_daemon(WINDOWED)
     b = daemon.adapters["b"]
     assert isinstance(b, MemoryAdapter)
-    b.failures.append(RetryableSendError("stream dropped"))
+    b.online = False
     for i in range(20):
         hub.post("#x", "alice", f"f{i}")
+    await until(lambda: daemon.outbox is not None and daemon.outbox.depth("b") == 20)
+    b.failures.append(RetryableSendError("not in the room yet"))
+    b.online = True
     await until(lambda: len(texts(hub, "#y")) == 20)
     await settle(daemon)
-    assert sorted(texts(hub, "#y")) == sorted(f"<alice@a> f{i}" for i in range(20))
+    assert texts(hub, "#y") == [f"<alice@a> f{i}" for i in range(20)]
+    assert daemon.outbox is not None
+    assert daemon.outbox.stats["b"].retries == 1
