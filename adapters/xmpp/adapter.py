@@ -26,7 +26,7 @@ import structlog
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.stanza import Message as SlixMessage
-from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream import StanzaBase, XMLStream
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -83,13 +83,12 @@ _PERMANENT = frozenset({
 _NOT_IN_ROOM = frozenset({"not-acceptable"})  # XEP-0045 §7.4: not an occupant
 
 
-class _Client(ClientXMPP):
-    """slixmpp's client with a bounded, jittered reconnect backoff instead of its own
-    doubling up to five minutes, so a restarted server is reached again in seconds."""
+class Backoff(XMLStream):
+    """A bounded, jittered reconnect backoff instead of slixmpp's own doubling up to five
+    minutes, so a restarted server is reached again in seconds. Mixed into the client
+    here and the component in `component`."""
 
-    def __init__(self, jid: str, password: str, backoff_max: float) -> None:
-        super().__init__(jid, password)
-        self.backoff_max = backoff_max
+    backoff_max: float
 
     def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
         if self._current_connection_attempt is None:
@@ -98,6 +97,12 @@ class _Client(ClientXMPP):
         self._connect_loop_wait = wait * random.uniform(0.6, 1.0)  # noqa: S311 - jitter
         self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
         return cast("asyncio.Future[Any]", self._current_connection_attempt)
+
+
+class _Client(Backoff, ClientXMPP):
+    def __init__(self, jid: str, password: str, backoff_max: float) -> None:
+        super().__init__(jid, password)
+        self.backoff_max = backoff_max
 
 
 @dataclass(slots=True)
@@ -135,7 +140,7 @@ class XmppAdapter:
         self.name = name
         self.config = config
         self._cursors = cursors
-        self._identity = config.jid.lower()
+        self._identity = (config.jid or config.component or name).lower()
         self._sink: EventSink | None = None
         self._intake: Intake  # made by `start`, with the sink
         self._client: _Client | None = None
@@ -231,6 +236,8 @@ class XmppAdapter:
         stale = pending is not None and now - pending.sent_at > 3 * self.config.ack_timeout
         if pending is None or (stale and pending.generation == self._generation):
             element = build(item, identity=self.identity, replace_id=await self._replace_id(item))
+            if (sender := self._speaker(item)) is not None:
+                element.set("from", sender)
             pending = self._delivery.track(oid, room.jid, self._generation, now)
             if isinstance(item.event, Topic):
                 # MUC rebuilds subject messages, dropping ids: matched by room instead.
@@ -276,6 +283,8 @@ class XmppAdapter:
 
     def _make_client(self) -> _Client:
         cfg = self.config
+        if cfg.jid is None or cfg.password is None:  # the config model requires both
+            raise AdapterError(f"{self.name}: a client needs a jid and a password")
         client = _Client(cfg.jid, cfg.password.get_secret_value(), cfg.reconnect_max)
         for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0198", "xep_0359", "xep_0308",
                        "xep_0424", "xep_0461", "xep_0066", "xep_0313"):  # fmt: skip
@@ -534,7 +543,8 @@ class XmppAdapter:
             self._confirm_topics(room, wire)
             return
         event: Event | None = None
-        if wire.nick == room.nick or wire.relayed_by == self.identity:
+        own = wire.nick == room.nick or wire.relayed_by == self.identity
+        if own or self._speaks_for(room, wire.nick, room.occupants.get(wire.nick)):
             if is_subject:
                 self._confirm_topics(room, wire)
             elif oid:
@@ -587,6 +597,8 @@ class XmppAdapter:
         if 110 in presence.codes or presence.nick == room.nick:
             self._own_presence(room, presence)
             return
+        if self._speaks_for(room, presence.nick, presence.real_jid):
+            return
         event: Event | None = None
         origin = Origin(
             network=self.name,
@@ -631,6 +643,17 @@ class XmppAdapter:
                 await self._join(room)
             except Exception as exc:  # noqa: BLE001 - retried on the next kick or session
                 self._log.error("join_failed", room=room.jid, error=str(exc))
+
+    # -- hooks for component mode (see `component`) ----------------------------------
+
+    def _speaker(self, item: Outgoing) -> str | None:
+        """The JID an item is sent from; None: the session's own."""
+        return None
+
+    def _speaks_for(self, room: Room, nick: str, real_jid: str | None) -> bool:
+        """Whether occupant `nick` is this adapter's own besides its relay occupant: its
+        messages then only confirm deliveries, and its presence is no Join or Leave."""
+        return False
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -1,28 +1,54 @@
 """Typed model of a `networks.<name>` section with `type: xmpp`.
 
 Validated before anything connects, so a typo in a JID or a TLS mode is reported with its
-YAML path instead of surfacing as a login failure at run time.
+YAML path instead of surfacing as a login failure at run time. One model covers both
+modes (`client`, the default, and `component`, XEP-0114), because the core validates a
+network section with the one model its adapter type names; what each mode needs, and
+what it must not be given, is checked here and reported at the offending key.
 """
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from imbridge.adapter import NetworkConfig
 
+COMPONENT_PORT = 5347  # XEP-0114 §2, and Prosody's default `component_ports`
+PREFIX_FIELDS = frozenset({"nick", "network", "room", "gateway", "user"})
+"""The fields a gateway's nick_format may use (see the core's config schema)."""
+
+_CLIENT_ONLY = ("jid", "password", "tls", "tls_verify", "ca_file")
+_COMPONENT_ONLY = ("component", "secret", "strip_prefix")
+
 
 class XmppConfig(NetworkConfig):
-    """A client account that joins MUC rooms (XEP-0045) and relays through them."""
+    """A client account that joins MUC rooms (XEP-0045) and relays through them, or, in
+    component mode, a server component that relays each user under a JID of their own."""
 
     type: Literal["xmpp"]
-    jid: str = Field(min_length=3)
-    password: SecretStr
+    mode: Literal["client", "component"] = "client"
+    """`component`: connect as an external component (XEP-0114); every relayed user gets
+    a puppet JID `<sender>@<component>` and speaks in the room under their own nick."""
+    jid: str | None = Field(default=None, min_length=3)
+    """Client mode: the relay's account."""
+    password: SecretStr | None = None
+    component: str | None = Field(default=None, min_length=1)
+    """Component mode: the component's domain, as in Prosody's `Component "…"` line."""
+    secret: SecretStr | None = None
+    """Component mode: the server's `component_secret` (or give `secret_file`)."""
+    strip_prefix: str = "<{nick}@{network}> "
+    """Component mode: the gateways' `nick_format`. A puppet's nick already names the
+    sender, so this prefix is taken off the text the core rendered for the room."""
     host: str | None = None
-    """Server to connect to; by default the JID's domain, through SRV records."""
+    """Server to connect to; by default the JID's domain, through SRV records. Component
+    mode: required, the host of the server's component port."""
     port: int | None = Field(default=None, ge=1, le=65535)
+    """Default 5222 (SRV) for a client; 5347 for a component."""
     tls: Literal["starttls", "direct", "plain"] = "starttls"
     """`plain` is for loopback test servers only: the password then crosses unencrypted."""
     tls_verify: bool = True
@@ -42,8 +68,63 @@ class XmppConfig(NetworkConfig):
 
     @field_validator("jid")
     @classmethod
-    def _bare_jid(cls, value: str) -> str:
+    def _bare_jid(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         local, at, domain = value.partition("@")
         if not at or not local or not domain or "/" in local or " " in value:
             raise ValueError("must be a JID like relay@example.org")
         return value
+
+    @field_validator("component")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if any(c in value for c in "@/ ") or value.startswith(".") or value.endswith("."):
+            raise ValueError("must be a domain like bridge.example.org")
+        return value.lower()
+
+    @field_validator("strip_prefix")
+    @classmethod
+    def _prefix_fields(cls, value: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"is not a valid format string: {exc}") from None
+        if unknown := names - PREFIX_FIELDS:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> Self:
+        """Each mode's required keys, and no key of the other mode: a `secret` left in a
+        client section would otherwise be silently ignored. Errors name the key itself."""
+        errors: list[InitErrorDetails] = []
+
+        def problem(key: str, kind: str, message: str) -> None:
+            errors.append(
+                InitErrorDetails(type=PydanticCustomError(kind, message), loc=(key,), input=None)
+            )
+
+        component = self.mode == "component"
+        required = ("component", "secret", "host") if component else ("jid", "password")
+        for key in required:
+            if getattr(self, key) is None:
+                problem(key, "required_in_mode", f"is required in {self.mode} mode")
+        for key in _CLIENT_ONLY if component else _COMPONENT_ONLY:
+            if key in self.model_fields_set:
+                other = "client" if component else "component"
+                problem(key, "mode_key", f"applies to {other} mode only (mode: {self.mode})")
+        if errors:
+            # Raised as a ValidationError so each issue keeps its own location.
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @property
+    def server_port(self) -> int | None:
+        """The port to connect to: the configured one, else the mode's default (a client
+        without a port uses SRV records)."""
+        if self.port is not None:
+            return self.port
+        return COMPONENT_PORT if self.mode == "component" else None

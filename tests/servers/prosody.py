@@ -31,6 +31,8 @@ __all__ = ["prosody"]
 HOST = "127.0.0.1"
 DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
+COMPONENT_DOMAIN = "bridge.localhost"
+"""An external component (XEP-0114) for the bridge's component mode."""
 
 
 def _binary(name: str) -> str:
@@ -74,6 +76,14 @@ def _features(port: int) -> bool:
         return False
 
 
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Prosody:
     """One Prosody instance and what a client needs to reach it."""
@@ -81,8 +91,11 @@ class Prosody:
     state: Path
     port: int = field(default_factory=_free_port)
     tls_port: int = field(default_factory=_free_port)
+    component_port: int = field(default_factory=_free_port)
+    component_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     domain: str = DOMAIN
     muc_domain: str = MUC_DOMAIN
+    component_domain: str = COMPONENT_DOMAIN
     host: str = HOST
     proc: subprocess.Popen[bytes] | None = None
     _rooms: int = 0
@@ -119,7 +132,8 @@ class Prosody:
             f"local_interfaces = {{ {_lua(HOST)} }}",
             f"c2s_ports = {{ {self.port} }}",
             f"c2s_direct_tls_ports = {{ {self.tls_port} }}",
-            "component_ports = { }",
+            f"component_ports = {{ {self.component_port} }}",
+            f"component_interfaces = {{ {_lua(HOST)} }}",
             "s2s_ports = { }",
             "http_ports = { }",
             "https_ports = { }",
@@ -140,6 +154,8 @@ class Prosody:
             "  muc_room_default_persistent = true  -- rooms and archives outlive a restart",
             "  muc_room_default_change_subject = true",
             "  max_history_messages = 50",
+            f"Component {_lua(COMPONENT_DOMAIN)}",
+            f"  component_secret = {_lua(self.component_secret)}",
         ]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
@@ -153,7 +169,7 @@ class Prosody:
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + 30
-        while not _features(self.port):
+        while not (_features(self.port) and _listening(self.component_port)):
             if self.proc.poll() is not None:
                 pytest.fail(f"prosody exited ({self.proc.returncode}):\n{self.log_tail()}")
             if time.monotonic() > deadline:
