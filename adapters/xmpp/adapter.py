@@ -81,6 +81,9 @@ _PERMANENT = frozenset({
     "item-not-found", "jid-malformed", "not-acceptable-permanently",
 })  # fmt: skip
 _NOT_IN_ROOM = frozenset({"not-acceptable"})  # XEP-0045 §7.4: not an occupant
+PLUGINS = ("xep_0030", "xep_0045", "xep_0199", "xep_0359", "xep_0308", "xep_0424",
+           "xep_0461", "xep_0066", "xep_0313")  # fmt: skip
+"""The XEPs both modes use; a client adds stream management (XEP-0198)."""
 
 
 class Backoff(XMLStream):
@@ -286,8 +289,7 @@ class XmppAdapter:
         if cfg.jid is None or cfg.password is None:  # the config model requires both
             raise AdapterError(f"{self.name}: a client needs a jid and a password")
         client = _Client(cfg.jid, cfg.password.get_secret_value(), cfg.reconnect_max)
-        for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0198", "xep_0359", "xep_0308",
-                       "xep_0424", "xep_0461", "xep_0066", "xep_0313"):  # fmt: skip
+        for plugin in (*PLUGINS, "xep_0198"):
             client.register_plugin(plugin)
         context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
         if not cfg.tls_verify:
@@ -299,6 +301,15 @@ class XmppAdapter:
         client.enable_plaintext = cfg.tls == "plain"
         if cfg.tls == "plain":
             client.plugin["feature_mechanisms"].unencrypted_plain = True
+        self._handle_stanzas(client)
+        client.add_event_handler("session_resumed", self._on_session_resumed)
+        client.add_event_handler("failed_all_auth", self._on_auth_failed)
+        client.add_event_handler("connection_failed", self._on_connection_failed)
+        client.add_event_handler("ssl_invalid_chain", self._on_untrusted)
+        return client
+
+    def _handle_stanzas(self, client: XMLStream) -> None:
+        """Every message and presence into the inbound queue, and the session events."""
         client.register_handler(
             Callback("imbridge message", MatchXPath(q(NS_CLIENT, "message")), self._on_message)
         )
@@ -306,12 +317,7 @@ class XmppAdapter:
             Callback("imbridge presence", MatchXPath(q(NS_CLIENT, "presence")), self._on_presence)
         )
         client.add_event_handler("session_start", self._on_session_start)
-        client.add_event_handler("session_resumed", self._on_session_resumed)
         client.add_event_handler("disconnected", self._on_disconnected)
-        client.add_event_handler("failed_all_auth", self._on_auth_failed)
-        client.add_event_handler("connection_failed", self._on_connection_failed)
-        client.add_event_handler("ssl_invalid_chain", self._on_untrusted)
-        return client
 
     def _connect(self) -> None:
         if self._client is None or self._closing:

@@ -23,14 +23,12 @@ from typing import Any, ClassVar
 
 from slixmpp import JID, ComponentXMPP
 from slixmpp.xmlstream import StanzaBase
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 
 from imbridge.adapter import Cursors, NetworkConfig, Outgoing
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
 from imbridge.events import Edit, Message, Origin, RemoteId
 
-from .adapter import _NOT_IN_ROOM, _PERMANENT, JOIN_TIMEOUT, Backoff, XmppAdapter
+from .adapter import _NOT_IN_ROOM, _PERMANENT, JOIN_TIMEOUT, PLUGINS, Backoff, XmppAdapter
 from .config import XmppConfig
 from .puppets import nick_candidates, puppet_jid, render_prefix, strip_prefix
 from .rooms import Room
@@ -133,17 +131,9 @@ class ComponentAdapter(XmppAdapter):
             cfg.server_port or 5347,
             cfg.reconnect_max,
         )
-        for plugin in ("xep_0030", "xep_0045", "xep_0199", "xep_0359", "xep_0308",
-                       "xep_0424", "xep_0461", "xep_0066", "xep_0313"):  # fmt: skip
+        for plugin in PLUGINS:
             client.register_plugin(plugin)
-        client.register_handler(
-            Callback("imbridge message", MatchXPath(q(NS_CLIENT, "message")), self._on_message)
-        )
-        client.register_handler(
-            Callback("imbridge presence", MatchXPath(q(NS_CLIENT, "presence")), self._on_presence)
-        )
-        client.add_event_handler("session_start", self._on_session_start)
-        client.add_event_handler("disconnected", self._on_disconnected)
+        self._handle_stanzas(client)  # routed by addressee in `_on_message`/`_on_presence`
         client.add_event_handler("stream_error", self._on_stream_error)
         return client
 

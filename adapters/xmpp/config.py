@@ -9,7 +9,6 @@ what it must not be given, is checked here and reported at the offending key.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Literal, Self
 
@@ -17,11 +16,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from imbridge.adapter import NetworkConfig
+from imbridge.config.schema import Gateway
 
 COMPONENT_PORT = 5347  # XEP-0114 §2, and Prosody's default `component_ports`
-PREFIX_FIELDS = frozenset({"nick", "network", "room", "gateway", "user"})
-"""The fields a gateway's nick_format may use (see the core's config schema)."""
-
 _CLIENT_ONLY = ("jid", "password", "tls", "tls_verify", "ca_file")
 _COMPONENT_ONLY = ("component", "secret", "strip_prefix")
 
@@ -88,13 +85,8 @@ class XmppConfig(NetworkConfig):
     @field_validator("strip_prefix")
     @classmethod
     def _prefix_fields(cls, value: str) -> str:
-        try:
-            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
-        except ValueError as exc:
-            raise ValueError(f"is not a valid format string: {exc}") from None
-        if unknown := names - PREFIX_FIELDS:
-            raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
-        return value
+        # Held to the very rules of the gateways' nick_format, by the core's own check.
+        return Gateway._known_fields(value)
 
     @model_validator(mode="after")
     def _mode_keys(self) -> Self:
