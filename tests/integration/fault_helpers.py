@@ -37,12 +37,19 @@ RELAYED = re.compile(r"^<(?P<nick>[^@>]+)@(?P<net>[\w-]+)> (?P<tag>[a-z])(?P<n>\
 FAST = {"per_second": 10_000, "burst": 10_000}  # the servers are relaxed; the bridge need not pace
 
 
-async def poll(check: Callable[[], object], timeout: float, what: str) -> None:
-    """Polls `check` until it holds; fails the test with `what` after `timeout` s."""
+async def poll(
+    check: Callable[[], object],
+    timeout: float,
+    what: str,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Polls `check` until it holds; fails the test with `what` (and what `explain`
+    says is missing) after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            detail = f": {explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what}{detail}")
         await asyncio.sleep(0.02)
 
 

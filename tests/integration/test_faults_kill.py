@@ -155,6 +155,23 @@ class Outcome:
         )
 
 
+def missing(people: People, last_epoch: list[int]) -> str:
+    """What has not arrived yet, for the report of a wait that timed out."""
+    ivan, xavier, alice = people.ivan, people.xavier, people.alice
+    lines, _ = split_kill_duplicates(irc_timeline(ivan, people.chan))
+    from_irc = set(numbered(alice.bodies(people.room, sender=people.relay_mx.user_id), "i"))
+    in_xmpp = set(numbered(xavier.bodies(people.muc), "m"))
+    in_matrix = set(numbered(alice.bodies(people.room), "x"))
+    said = {("m", n) for n in range(1, FROM_MATRIX + 1)}
+    said |= {("x", n) for n in range(1, FROM_XMPP + 1)}
+    return (
+        f"IRC lacks {sorted(said - set(lines))[:20]},"
+        f" XMPP lacks m{sorted(set(range(1, FROM_MATRIX + 1)) - in_xmpp)[:20]},"
+        f" Matrix lacks x{sorted(set(range(1, FROM_XMPP + 1)) - in_matrix)[:20]}"
+        f" and i{sorted(set(last_epoch) - from_irc)[:20]}"
+    )
+
+
 def kill_points(rng: random.Random, total: int) -> list[int]:
     """Five points (lines seen in IRC) spread over the stream, at least 80 apart."""
     while True:
@@ -242,7 +259,12 @@ async def run_with_kills(
                 and set(last_epoch) <= from_irc
             )
 
-        await poll(complete, 180, f"every message delivered (seed {seed})")
+        await poll(
+            complete,
+            180,
+            f"every message delivered (seed {seed})",
+            lambda: missing(people, last_epoch),
+        )
         await asyncio.sleep(1.5)
         exit_code = bridge.terminate()
 
