@@ -44,6 +44,9 @@ class Capabilities:
     formatting: Literal["plain", "irc", "xhtml", "html"]
     max_text_bytes: int  # IRC counts bytes, not characters
     send_window: int = 1
+    speaks_as_sender: bool = False
+    """Each relayed sender speaks under an identity of their own on this network (puppets),
+    which already says who it is: `render` then leaves the `nick_format` prefix out."""
     """How many sends to one room may be in flight at once. Above 1 only for adapters
     whose concurrent sends keep their start order on the wire (one ordered stream) and
     whose retries are idempotent; with 1 the outbox waits for each send to finish."""

@@ -64,7 +64,7 @@ def render(
 ) -> Event | None:
     """The event as `route.dest` should receive it, or None if it has nothing to show
     there (a join, or a delete where messages cannot be deleted)."""
-    prefix = prefix_for(event.origin, route)
+    prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route)
     match event:
         case Message():
             return _message(event, prefix, caps, quoted)

@@ -26,11 +26,11 @@ from slixmpp.xmlstream import StanzaBase
 
 from imbridge.adapter import Cursors, NetworkConfig, Outgoing
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
-from imbridge.events import Edit, Message, Origin, RemoteId
+from imbridge.events import Origin, RemoteId
 
 from .adapter import _NOT_IN_ROOM, _PERMANENT, JOIN_TIMEOUT, PLUGINS, Backoff, XmppAdapter
 from .config import XmppConfig
-from .puppets import nick_candidates, puppet_jid, render_prefix, strip_prefix
+from .puppets import nick_candidates, puppet_jid
 from .rooms import Room
 from .stanzas import NS_CLIENT, parse_message, parse_presence, q, split_jid
 
@@ -80,8 +80,11 @@ class ComponentAdapter(XmppAdapter):
 
     config_model: ClassVar[type[NetworkConfig]] = XmppConfig
     # One send at a time: a new sender's first message waits for its puppet to join, and
-    # later messages of others must not overtake it on the wire.
-    capabilities = dataclasses.replace(XmppAdapter.capabilities, send_window=1)
+    # later messages of others must not overtake it on the wire. A puppet's nick says who
+    # speaks, so the core sends the text without the sender prefix.
+    capabilities = dataclasses.replace(
+        XmppAdapter.capabilities, send_window=1, speaks_as_sender=True
+    )
 
     def __init__(self, name: str, config: NetworkConfig, cursors: Cursors) -> None:
         super().__init__(name, config, cursors)
@@ -98,7 +101,6 @@ class ComponentAdapter(XmppAdapter):
         origin = item.event.origin
         if not self._relayed_from_elsewhere(origin):
             return await super().send(item)  # notices about this network: the listener's
-        item = self._without_prefix(item)
         room = self._rooms.get(item.room.lower())
         if room is not None and room.joined and self.connected:
             await self._enter(room, origin)
@@ -223,18 +225,6 @@ class ComponentAdapter(XmppAdapter):
             return True
         bare = split_jid(real_jid or "")[0]
         return bare.endswith(f"@{self.domain}")
-
-    def _without_prefix(self, item: Outgoing) -> Outgoing:
-        """The item without the sender prefix the gateway's nick_format added: the
-        puppet's nick shows who speaks."""
-        event = item.event
-        if not isinstance(event, Message | Edit):
-            return item
-        pieces = render_prefix(self.config.strip_prefix, event.origin)
-        text, rich = strip_prefix(event.text, event.rich, pieces)
-        if text == event.text:
-            return item
-        return dataclasses.replace(item, event=dataclasses.replace(event, text=text, rich=rich))
 
     def _held(self, room_jid: str, puppet: Puppet, nick: str) -> None:
         nicks = self._nicks.setdefault(room_jid, {})

@@ -16,11 +16,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from imbridge.adapter import NetworkConfig
-from imbridge.config.schema import Gateway
 
 COMPONENT_PORT = 5347  # XEP-0114 §2, and Prosody's default `component_ports`
 _CLIENT_ONLY = ("jid", "password", "tls", "tls_verify", "ca_file")
-_COMPONENT_ONLY = ("component", "secret", "strip_prefix")
+_COMPONENT_ONLY = ("component", "secret")
 
 
 class XmppConfig(NetworkConfig):
@@ -38,9 +37,6 @@ class XmppConfig(NetworkConfig):
     """Component mode: the component's domain, as in Prosody's `Component "…"` line."""
     secret: SecretStr | None = None
     """Component mode: the server's `component_secret` (or give `secret_file`)."""
-    strip_prefix: str = "<{nick}@{network}> "
-    """Component mode: the gateways' `nick_format`. A puppet's nick already names the
-    sender, so this prefix is taken off the text the core rendered for the room."""
     host: str | None = None
     """Server to connect to; by default the JID's domain, through SRV records. Component
     mode: required, the host of the server's component port."""
@@ -81,12 +77,6 @@ class XmppConfig(NetworkConfig):
         if any(c in value for c in "@/ ") or value.startswith(".") or value.endswith("."):
             raise ValueError("must be a domain like bridge.example.org")
         return value.lower()
-
-    @field_validator("strip_prefix")
-    @classmethod
-    def _prefix_fields(cls, value: str) -> str:
-        # Held to the very rules of the gateways' nick_format, by the core's own check.
-        return Gateway._known_fields(value)
 
     @model_validator(mode="after")
     def _mode_keys(self) -> Self:

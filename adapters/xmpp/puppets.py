@@ -15,8 +15,7 @@ import string
 
 from slixmpp.stringprep import StringprepError, resourceprep
 
-from imbridge.events import Origin, RichText
-from imbridge.richtext import escape
+from imbridge.events import Origin
 from imbridge.sanitize import clean_nick
 
 from .xmlsafe import xml_nick
@@ -101,59 +100,3 @@ def nick_candidates(name: str, sender_id: str, network: str) -> tuple[str, ...]:
     digest = hashlib.sha256(f"{sender_id}\0{network}".encode("utf-8", "surrogatepass"))
     out.append(f"relayed-{digest.hexdigest()[:10]}")
     return tuple(out)
-
-
-def render_prefix(fmt: str, origin: Origin) -> tuple[str, ...]:
-    """What the core's `nick_format` put in front of a text from `origin`, as literal
-    pieces between which `{gateway}` stood (the adapter does not know the gateway)."""
-    values = {
-        "nick": clean_nick(origin.sender.name),
-        "network": origin.network,
-        "room": origin.room,
-        "user": clean_nick(origin.sender.id),
-    }
-    pieces: list[str] = [""]
-    for literal, field, spec, conversion in string.Formatter().parse(fmt):
-        pieces[-1] += literal
-        if field is None:
-            continue
-        if field == "gateway":
-            pieces.append("")
-            continue
-        value = values.get(field, "")
-        template = "{0" + (f"!{conversion}" if conversion else "") + f":{spec or ''}}}"
-        pieces[-1] += template.format(value)
-    return tuple(pieces)
-
-
-def prefix_length(text: str, pieces: tuple[str, ...]) -> int | None:
-    """How many leading characters of `text` are the prefix `pieces` describe (a gateway
-    name, without a line break, standing between consecutive pieces), or None when
-    `text` does not start with it."""
-    pos = 0
-    for i, piece in enumerate(pieces):
-        if i == 0:
-            if not text.startswith(piece):
-                return None
-            pos = len(piece)
-            continue
-        found = text.find(piece, pos) if piece else pos
-        if found < 0 or "\n" in text[pos:found]:
-            return None
-        pos = found + len(piece)
-    return pos
-
-
-def strip_prefix(
-    text: str, rich: RichText | None, pieces: tuple[str, ...]
-) -> tuple[str, RichText | None]:
-    """`text` (and its formatted twin) without the sender prefix, when it has one; the
-    core prefixes the formatted body with the escaped prefix text."""
-    cut = prefix_length(text, pieces)
-    if not cut:
-        return text, rich
-    prefix = text[:cut]
-    if rich is not None:
-        escaped = escape(prefix)
-        rich = RichText(rich[len(escaped) :]) if rich.startswith(escaped) else None
-    return text[cut:], rich

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imbridge import codec
+from imbridge.adapter import Capabilities
 from imbridge.events import (
     Attachment,
     Delete,
@@ -21,8 +23,10 @@ from imbridge.events import (
     RichText,
     Sender,
 )
-from imbridge.render import short
+from imbridge.policy import Destination
+from imbridge.render import render, short
 from imbridge.richtext import clean, escape, to_plain
+from imbridge.router import Route
 from imbridge.sanitize import clean_nick, clean_text, decode_wire, truncate_utf8
 
 ORIGIN = Origin(
@@ -136,3 +140,28 @@ def test_a_quote_cannot_turn_the_reply_after_it_around() -> None:
     assert quoted.endswith("\u202c")
     assert short("plain") == "plain"
     assert short("\u2067isolated") == "\u2067isolated\u2069"
+
+
+def test_a_destination_that_speaks_as_the_sender_gets_no_prefix() -> None:
+    """Puppets (XMPP component mode) show who speaks by their own nick: the text, its
+    formatted twin and a correction line carry no `nick_format` prefix there, and still
+    do everywhere else."""
+    route = Route("g", Destination("x", "#r"), "<{nick}@{network}> ")
+    origin = Origin(network="irc", room="#a", sender=Sender(id="carol", name="carol"))
+    hello = Message(id=EventId("e1"), origin=origin, text="hi", rich=RichText("<b>hi</b>"))
+    fix = Edit(id=EventId("e2"), origin=origin, target=EventId("e1"), text="hi!")
+    caps = Capabilities(
+        edits=False, deletes=True, replies=True, attachments=True, formatting="html",
+        max_text_bytes=4096,
+    )  # fmt: skip
+    puppets = dataclasses.replace(caps, speaks_as_sender=True)
+
+    shown = render(hello, route, puppets)
+    assert isinstance(shown, Message)
+    assert (shown.text, shown.rich) == ("hi", "<b>hi</b>")
+    corrected = render(fix, route, puppets)
+    assert isinstance(corrected, Message)
+    assert corrected.text == "* corrected: hi!"
+    prefixed = render(hello, route, caps)
+    assert isinstance(prefixed, Message)
+    assert prefixed.text == "<carol@irc> hi"

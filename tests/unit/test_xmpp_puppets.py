@@ -1,6 +1,6 @@
 """Component mode's pure parts: puppet JIDs are valid, stable and distinct for any sender;
-nicks are ones a server accepts; the core's sender prefix comes off exactly; and the
-`mode: component` section of the config is validated with YAML paths."""
+nicks are ones a server accepts; and the `mode: component` section of the config is
+validated with YAML paths."""
 
 from __future__ import annotations
 
@@ -16,13 +16,10 @@ from imbridge.adapters.xmpp.puppets import (
     MAX_LOCALPART,
     localpart,
     nick_candidates,
-    render_prefix,
-    strip_prefix,
 )
 from imbridge.config.load import parse_config
 from imbridge.errors import ConfigError
-from imbridge.events import Origin, RichText, Sender
-from imbridge.richtext import escape
+from imbridge.events import Origin, Sender
 
 ids = st.text(min_size=1, max_size=300)
 names = st.text(min_size=1, max_size=40)
@@ -88,24 +85,6 @@ def test_nick_prefers_the_display_name_then_names_the_network() -> None:
 
 def origin(name: str = "carol", network: str = "irc") -> Origin:
     return Origin(network=network, room="#ops", sender=Sender(id=name.lower(), name=name))
-
-
-@given(names, st.text(max_size=200))
-def test_the_core_prefix_comes_off_exactly(name: str, text: str) -> None:
-    src = origin(name)
-    fmt = "<{nick}@{network}> "
-    pieces = render_prefix(fmt, src)
-    prefix = pieces[0]
-    stripped, rich = strip_prefix(prefix + text, RichText(escape(prefix) + "<b>x</b>"), pieces)
-    assert stripped == text
-    assert rich == "<b>x</b>"
-
-
-def test_a_gateway_field_matches_any_gateway_name_and_other_text_is_left_alone() -> None:
-    pieces = render_prefix("[{gateway}] {nick}: ", origin())
-    assert strip_prefix("[ops] carol: hi", None, pieces) == ("hi", None)
-    assert strip_prefix("carol: hi", None, pieces) == ("carol: hi", None)
-    assert strip_prefix("[ops\n] carol: hi", None, pieces)[0] == "[ops\n] carol: hi"
 
 
 # -- config: `mode: component` -------------------------------------------------------------
