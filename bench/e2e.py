@@ -350,6 +350,18 @@ async def matrix_direct(world: World, n: int) -> float:
     return n / (max(side[k] for k in keys) - start)
 
 
+def service_environment() -> dict[str, str]:
+    """The `Environment=` lines of systemd/imbridge.service: the daemon is measured as the
+    service runs it."""
+    unit = Path(__file__).resolve().parent.parent / "systemd" / "imbridge.service"
+    env = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            env[key] = value
+    return env
+
+
 @contextlib.asynccontextmanager
 async def imbridge(world: World) -> AsyncIterator[tuple[asyncio.subprocess.Process, float]]:
     """`imbridge run -c FILE`, as a user starts it; yields the process and its spawn time."""
@@ -359,7 +371,7 @@ async def imbridge(world: World) -> AsyncIterator[tuple[asyncio.subprocess.Proce
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "imbridge.cli", "run", "-c", str(path),
-        stdout=log, stderr=log, cwd=world.tmp,
+        stdout=log, stderr=log, cwd=world.tmp, env={**os.environ, **service_environment()},
     )  # fmt: skip
     try:
         yield proc, start

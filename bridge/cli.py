@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from imbridge import __version__
+from imbridge import __version__, slim  # noqa: F401 - slim first, before structlog
 from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.errors import ConfigError, ImbridgeError
