@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import random
 import sqlite3
 import threading
@@ -23,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -200,43 +199,74 @@ class Outbox:
                 # The contract has no "reconnected" callback; a short poll keeps it small.
                 await asyncio.sleep(OFFLINE_POLL)
                 continue
-            batch = _batch(queue, adapter.capabilities.send_window)
-            delays = await self._send_batch(key, adapter, batch, bound)
-            await asyncio.sleep(0)  # a send that never waited must not starve the loop
-            finished = {
-                id(item) for item, delay in zip(batch, delays, strict=True) if delay is None
-            }
-            if len(finished) == len(batch):
-                for _ in batch:
+            window = adapter.capabilities.send_window
+            if window == 1:
+                await self._pace(key)
+                delay = await self._attempt(adapter, queue[0], bound)
+                if delay is None:
                     queue.popleft()
             else:
-                kept = [item for item in queue if id(item) not in finished]
-                queue.clear()
-                queue.extend(kept)
-                await asyncio.sleep(max(d for d in delays if d is not None))
+                delay = await self._slide(key, adapter, queue, window, bound)
+            await asyncio.sleep(0)  # a send that never waited must not starve the loop
+            if delay is not None:
+                await asyncio.sleep(delay)
         if not self.depth() and not self._records:
             self._idle.set()
 
-    async def _send_batch(
-        self, key: tuple[str, str], adapter: Adapter, batch: list[Item], bound: Any
-    ) -> list[float | None]:
-        """Sends `batch` with up to `send_window` sends in flight, started in queue order
-        (an adapter that declares a window keeps wire order for concurrent sends); each
-        result is None when the item is finished, or the delay before retrying it."""
-        if len(batch) == 1:
-            await self._pace(key)
-            return [await self._attempt(adapter, batch[0], bound)]
-        tasks: list[asyncio.Future[float | None]] = []
-        for item in batch:
-            await self._pace(key)
-            tasks.append(asyncio.ensure_future(self._attempt(adapter, item, bound)))
-            await asyncio.sleep(0)  # let it write before the next one starts
-            if any(t.done() and t.result() is not None for t in tasks):
-                # One already failed (the adapter refused it before writing): a later one
-                # must not overtake it, so the rest of the window waits for its retry.
+    async def _slide(
+        self,
+        key: tuple[str, str],
+        adapter: Adapter,
+        queue: deque[Item],
+        window: int,
+        bound: Any,
+    ) -> float | None:
+        """Sends from the head of `queue` with up to `window` sends in flight, each started
+        as soon as there is room, in queue order (an adapter that declares a window keeps
+        wire order for concurrent sends). Finished items leave the queue. Returns None
+        when the queue is done, or the delay before retrying the items that failed, once
+        every send in flight has settled: nothing started after a failure, so a later
+        item cannot overtake a failed one for longer than the window already in flight.
+
+        An item whose send first looks up an id (edit, delete, reply) goes alone, so no
+        lookup can let a later send overtake it on the wire."""
+        inflight: deque[tuple[Item, asyncio.Future[float | None]]] = deque()
+        finished: set[int] = set()
+        delays: list[float] = []
+        started = 0  # items of `queue` before this index were started
+        while True:
+            while not delays and started < len(queue) and len(inflight) < window:
+                item = queue[started]
+                alone = _needs_lookup(item)
+                if alone and inflight:
+                    break
+                await self._pace(key)
+                task = asyncio.ensure_future(self._attempt(adapter, item, bound))
+                inflight.append((item, task))
+                started += 1
+                await asyncio.sleep(0)  # let it write before the next one starts
+                if task.done() and task.result() is not None:
+                    # Refused before it was written: nothing more starts until its retry.
+                    delays.append(cast(float, task.result()))
+                    inflight.pop()
+                if alone:
+                    break
+            if not inflight:
                 break
-        results = list(await asyncio.gather(*tasks))
-        return results + [0.0] * (len(batch) - len(tasks))
+            head, settling = inflight.popleft()
+            delay = await settling
+            if delay is None:
+                finished.add(id(head))
+            else:
+                delays.append(delay)
+            while queue and id(queue[0]) in finished:
+                finished.discard(id(queue.popleft()))
+                started -= 1
+        if finished:
+            kept = [item for item in queue if id(item) not in finished]
+            queue.clear()
+            queue.extend(kept)
+        return max(delays) if delays else None
 
     async def _pace(self, key: tuple[str, str]) -> None:
         limit = self.rate_limits.get(key[0])
@@ -391,17 +421,9 @@ class Outbox:
         await asyncio.gather(*workers, return_exceptions=True)
 
 
-def _batch(queue: deque[Item], window: int) -> list[Item]:
-    """The head of the queue, and while the window allows, the plain messages after it:
-    an item whose send first looks up an id (edit, delete, reply) goes alone, so no
-    lookup can let a later send overtake it on the wire."""
-    batch = [queue[0]]
-    for item in itertools.islice(queue, 1, max(1, window)):
-        event = item.event
-        if not isinstance(event, Message) or event.reply_to is not None:
-            break
-        batch.append(item)
-    return batch
+def _needs_lookup(item: Item) -> bool:
+    event = item.event
+    return not isinstance(event, Message) or event.reply_to is not None
 
 
 def _delete(conn: sqlite3.Connection, item: Item) -> None:
