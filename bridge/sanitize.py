@@ -39,6 +39,8 @@ def decode_wire(data: bytes) -> str:
 def clean_text(text: str) -> str:
     """Message text safe for any protocol: line breaks normalised to `\\n`, controls
     dropped, lone surrogates replaced."""
+    if text.isascii() and text.isprintable():  # most text: nothing to do, found in one pass
+        return text
     text = _SURROGATES.sub(REPLACEMENT, text)
     text = _NEWLINES.sub("\n", text)
     text = _CONTROLS.sub("", text)
@@ -51,6 +53,13 @@ def clean_text(text: str) -> str:
 def clean_nick(nick: str) -> str:
     """A display name safe to show inline: one line, no invisible or direction-changing
     characters, NFC-normalised, at most `NICK_MAX` characters, never empty."""
+    if (
+        nick.isascii()
+        and nick.isprintable()
+        and 0 < len(nick) <= NICK_MAX
+        and " ".join(nick.split()) == nick
+    ):
+        return nick  # already all of the above
     text = clean_text(nick).replace("\n", " ").replace("\t", " ")
     text = _INVISIBLE.sub("", text)
     text = unicodedata.normalize("NFC", " ".join(text.split()))
