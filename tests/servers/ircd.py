@@ -16,17 +16,18 @@ import asyncio
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 from irc.client_aio import AioConnection, AioReactor
+
+from tests.servers.process import ServerProcess
 
 __all__ = ["inspircd", "inspircd_stock", "ngircd", "ngircd_stock"]
 
@@ -134,8 +135,10 @@ def registers(port: int) -> bool:
 
 
 @dataclass
-class Ircd:
+class Ircd(ServerProcess):
     """One IRC server and what a client needs to reach it."""
+
+    log_names: ClassVar[tuple[str, ...]] = ("stdout.log", "inspircd.log")
 
     impl: Impl
     limits: Limits
@@ -145,6 +148,10 @@ class Ircd:
     host: str = HOST
     proc: subprocess.Popen[bytes] | None = None
     _channels: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.impl
 
     @property
     def cert(self) -> Path:
@@ -179,43 +186,8 @@ class Ircd:
             argv = [binary("inspircd"), "--nofork", f"--config={self.conf}"]
             if os.geteuid() == 0:
                 argv.append("--runasroot")
-        with (self.state / "stdout.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.state, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"{self.impl} exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if registers(self.port):
-                return
-            time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"{self.impl} did not accept a client in {timeout}s:\n{self.log_tail()}")
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log_tail(self, lines: int = 30) -> str:
-        out = []
-        for name in ("stdout.log", "inspircd.log"):
-            path = self.state / name
-            if path.exists():
-                out += path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(out)
+        self.spawn(argv, cwd=self.state)
+        self.await_ready(lambda: registers(self.port), timeout)
 
     def channel(self, prefix: str = "chan") -> str:
         """A fresh channel name, so tests never see each other's traffic."""

@@ -13,7 +13,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,10 +20,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import slixmpp
+
+from tests.servers.process import ServerProcess
 
 __all__ = ["prosody"]
 
@@ -85,8 +86,10 @@ def _listening(port: int) -> bool:
 
 
 @dataclass
-class Prosody:
+class Prosody(ServerProcess):
     """One Prosody instance and what a client needs to reach it."""
+
+    log_names: ClassVar[tuple[str, ...]] = ("prosody.stdout.log", "prosody.log")
 
     state: Path
     port: int = field(default_factory=_free_port)
@@ -161,44 +164,8 @@ class Prosody:
         self.config.chmod(0o600)
 
     def start(self) -> None:
-        log = (self.state / "prosody.stdout.log").open("ab")
-        self.proc = subprocess.Popen(
-            [_binary("prosody"), "-F", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 30
-        while not (_features(self.port) and _listening(self.component_port)):
-            if self.proc.poll() is not None:
-                pytest.fail(f"prosody exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"prosody did not answer on {self.port}:\n{self.log_tail()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def restart(self) -> None:
-        """Stop and start on the same ports, accounts and rooms."""
-        self.stop()
-        self.start()
-
-    def log_tail(self, lines: int = 30) -> str:
-        out = []
-        for name in ("prosody.stdout.log", "prosody.log"):
-            path = self.state / name
-            if path.exists():
-                out += path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(out)
+        self.spawn([_binary("prosody"), "-F", "--config", str(self.config)])
+        self.await_ready(lambda: _features(self.port) and _listening(self.component_port), 30)
 
     def register(self, name: str | None = None) -> tuple[str, str]:
         """A new account: (bare JID, password)."""

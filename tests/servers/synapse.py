@@ -24,12 +24,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import nio
 import pytest
 
 from imbridge.events import EventId
+from tests.servers.process import ServerProcess
 
 T = TypeVar("T")
 
@@ -98,8 +99,10 @@ class MatrixUser:
 
 
 @dataclass
-class SynapseServer:
+class SynapseServer(ServerProcess):
     """One Synapse process and its state directory; restartable on the same state."""
+
+    log_names: ClassVar[tuple[str, ...]] = ("synapse.stdout.log", "homeserver.log")
 
     state: Path
     overrides: dict[str, Any]
@@ -147,45 +150,18 @@ class SynapseServer:
             **self.overrides,
         }  # fmt: skip
         (self.state / "test-overrides.yaml").write_text(json.dumps(conf, indent=1))
-        with open(self.state / "synapse.stdout.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(py), "-m", "synapse.app.homeserver", "-c", str(main_conf),
-                 "-c", str(self.state / "test-overrides.yaml")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.state, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"synapse exited ({self.proc.returncode}):\n{self._tail()}")
-            try:
-                if _http_json("GET", self.url + "/_matrix/client/versions")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"synapse did not answer within {timeout}s:\n{self._tail()}")
+        self.spawn(
+            [str(py), "-m", "synapse.app.homeserver", "-c", str(main_conf),
+             "-c", str(self.state / "test-overrides.yaml")],
+            cwd=self.state,
+        )  # fmt: skip
+        self.await_ready(self._answers, timeout, poll=0.1)
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def _tail(self) -> str:
-        lines: list[str] = []
-        for name in ("synapse.stdout.log", "homeserver.log"):
-            path = self.state / name
-            if path.exists():
-                lines += path.read_text(errors="replace").splitlines()[-20:]
-        return "\n".join(lines)
+    def _answers(self) -> bool:
+        try:
+            return _http_json("GET", self.url + "/_matrix/client/versions")[0] == 200
+        except OSError:
+            return False
 
     def register(self, name: str | None = None, *, admin: bool = False) -> MatrixUser:
         """A new account through the shared-secret admin API (not rate-limited)."""
