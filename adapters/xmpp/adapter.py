@@ -81,9 +81,12 @@ _PERMANENT = frozenset({
     "item-not-found", "jid-malformed", "not-acceptable-permanently",
 })  # fmt: skip
 _NOT_IN_ROOM = frozenset({"not-acceptable"})  # XEP-0045 §7.4: not an occupant
-PLUGINS = ("xep_0030", "xep_0045", "xep_0199", "xep_0359", "xep_0308", "xep_0424",
-           "xep_0461", "xep_0066", "xep_0313")  # fmt: skip
-"""The XEPs both modes use; a client adds stream management (XEP-0198)."""
+PLUGINS = ("xep_0030", "xep_0045", "xep_0199", "xep_0313")
+"""The slixmpp plugins both modes call (join stanzas, pings, archive queries); a client
+adds stream management (XEP-0198). Stanzas are built and read by `stanzas` on plain
+ElementTree, so the XEPs they carry (0066, 0308, 0359, 0424, 0461) need no plugin: each
+loaded plugin would only add handlers that slixmpp matches every incoming stanza
+against."""
 
 
 class Backoff(XMLStream):
