@@ -43,13 +43,6 @@ def record_many_sync(conn: sqlite3.Connection, rows: list[tuple[str, str, str, s
     )
 
 
-def known_sync(conn: sqlite3.Connection, network: str, remote_id: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM idmap WHERE network = ? AND remote_id = ?", (network, remote_id)
-    ).fetchone()
-    return row is not None
-
-
 class IdMap:
     def __init__(self, db: Database) -> None:
         self.db = db
