@@ -60,3 +60,13 @@ async def burst(
     got = [k for k in seen.order if k.startswith(f"#{tag}")]
     elapsed = max(seen.arrived.get(k, deadline) for k in keys) - start
     return n / elapsed, got == keys
+
+
+async def phase(
+    say: Callable[[str], object], seen: Arrivals, tag: str, n_latency: int, n_burst: int
+) -> tuple[list[float], float, bool]:
+    """One path measured both ways: latencies at 5 msg/s (keys tagged `tag`), then a
+    burst (tagged in upper case): (latencies in ms, messages/s, all in order)."""
+    measured = await latencies(say, seen, tag, n_latency)
+    rate, in_order = await burst(say, seen, tag.upper(), n_burst)
+    return measured, rate, in_order

@@ -376,14 +376,20 @@ async def imbridge(world: World) -> AsyncIterator[tuple[asyncio.subprocess.Proce
     try:
         yield proc, start
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await terminate(proc)
         log.close()
+
+
+async def terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL if the daemon has not drained and exited within 20 s."""
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 20)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 async def first_relay(world: World, proc: asyncio.subprocess.Process,
@@ -627,12 +633,7 @@ async def traced(world: World, n: int) -> str:
         await asyncio.sleep(0.2)
         return out.with_suffix(".1").read_text() + "\n" + out.with_suffix(".2").read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await terminate(proc)
         log.close()
 
 

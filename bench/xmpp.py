@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.arrivals import Arrivals, burst, latencies
+from bench.arrivals import Arrivals, burst, latencies, phase
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter
@@ -148,15 +148,14 @@ async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
     to_a = functools.partial(alice.say, a)
     to_b = functools.partial(alice.say, b)
     try:
-        direct = await latencies(to_b, clock, "d", args.latency)
-        direct_rate, direct_ok = await burst(to_b, clock, "D", args.burst)
+        direct, direct_rate, direct_ok = await phase(to_b, clock, "d", args.latency, args.burst)
         async with adapter_only(config, b):
-            bare = await latencies(to_a, clock, "x", args.latency)
-            bare_rate, bare_ok = await burst(to_a, clock, "X", args.burst)
+            bare, bare_rate, bare_ok = await phase(to_a, clock, "x", args.latency, args.burst)
         async with Daemon(config) as daemon:
             assert await daemon.ready(30)
-            bridged = await latencies(to_a, clock, "r", args.latency)
-            bridged_rate, bridged_ok = await burst(to_a, clock, "R", args.burst)
+            bridged, bridged_rate, bridged_ok = await phase(
+                to_a, clock, "r", args.latency, args.burst
+            )
         async with daemon_process(config_text, tmp, alice, a, clock):
             process = await latencies(to_a, clock, "p", args.latency)
             process_rate, process_ok = await burst(to_a, clock, "P", args.burst)
