@@ -144,7 +144,7 @@ class Outbox:
                 " WHERE state = 'pending' ORDER BY seq"
             ).fetchall()
 
-        rows = await self.db.read(q)
+        rows = await self.db.read(q, background=True)
         items = [
             Item(network=n, room=r, event=codec.loads(p), txn_id=t, seq=s, attempts=a, created=c)
             for s, n, r, t, p, a, c in rows

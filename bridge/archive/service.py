@@ -56,10 +56,10 @@ class ArchiveService:
         await self.checkpoint()
 
     async def checkpoint(self) -> Head:
-        return await self.db.read(self.store.checkpoint)
+        return await self.db.read(self.store.checkpoint, background=True)
 
     async def purge(self) -> PurgeResult:
-        result = await self.db.transact(lambda conn: purge(self.store, conn))
+        result = await self.db.transact(lambda conn: purge(self.store, conn), background=True)
         if result.seq is not None:
             log.info(
                 "archive_purged",
@@ -72,7 +72,7 @@ class ArchiveService:
         return result
 
     async def index(self) -> int:
-        return await self.db.transact(self.store.index_pending)
+        return await self.db.transact(self.store.index_pending, background=True)
 
     async def _run(self) -> None:
         interval = self.store.settings.checkpoint_seconds

@@ -113,8 +113,10 @@ def archive_search(
         return EXIT_USAGE
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
-        await db.transact(store.index_pending)  # what the daemon has not indexed yet
-        hits = await db.read(lambda conn: search(conn, store, q))
+        await db.transact(
+            store.index_pending, background=True
+        )  # what the daemon has not indexed yet
+        hits = await db.read(lambda conn: search(conn, store, q), background=True)
         if fmt == "json":
             json.dump([h.as_json() for h in hits], out, ensure_ascii=False, indent=2)
             out.write("\n")
@@ -133,12 +135,12 @@ def archive_verify(
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
-        problem, count = await db.read(store.verify)
+        problem, count = await db.read(store.verify, background=True)
         if problem is not None:
             print(f"TAMPERED: {problem}", file=out)
             print(f"({count} records verified before it; head file {store.head_file})", file=out)
             return EXIT_FAILURE
-        head = await db.read(store.tail)
+        head = await db.read(store.tail, background=True)
         print(
             f"archive intact: {count} records verified, chain head {head.seq} "
             f"{head.hash.hex()[:16]}…",
@@ -193,7 +195,7 @@ def archive_export(
             with output.open("w", encoding="utf-8") as f:
                 return write_jsonl(found, f)
 
-        n = await db.read(export)
+        n = await db.read(export, background=True)
         where = f" to {output}" if output is not None else ""
         print(f"exported {n} records{where}", file=err if output is None else out)
         return EXIT_OK
@@ -208,8 +210,8 @@ def archive_purge(
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(config: Config, db: Database, store: ArchiveStore) -> int:
-        result = await db.transact(lambda conn: purge(store, conn))
-        await db.read(store.checkpoint)
+        result = await db.transact(lambda conn: purge(store, conn), background=True)
+        await db.read(store.checkpoint, background=True)
         if result.seq is None:
             print(
                 f"nothing older than {config.archive.retention_days} days to purge "
@@ -235,7 +237,7 @@ def archive_checkpoint(
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
-        head = await db.read(lambda conn: store.checkpoint(conn, force=True))
+        head = await db.read(lambda conn: store.checkpoint(conn, force=True), background=True)
         print(f"chain head {head.seq} {head.hash.hex()} written to {store.head_file}", file=out)
         return EXIT_OK
 
