@@ -34,6 +34,11 @@ DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
 COMPONENT_DOMAIN = "bridge.localhost"
 """An external component (XEP-0114) for the bridge's component mode."""
+UPLOAD_DOMAIN = "upload.localhost"
+"""HTTP File Upload (XEP-0363, mod_http_file_share), found through disco#items of the
+domain like any client finds it, served over plain HTTP on loopback."""
+UPLOAD_LIMIT = 1024 * 1024
+"""The service's max-file-size: small, so tests can go over it cheaply."""
 
 
 def _binary(name: str) -> str:
@@ -95,10 +100,12 @@ class Prosody(ServerProcess):
     port: int = field(default_factory=_free_port)
     tls_port: int = field(default_factory=_free_port)
     component_port: int = field(default_factory=_free_port)
+    http_port: int = field(default_factory=_free_port)
     component_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     domain: str = DOMAIN
     muc_domain: str = MUC_DOMAIN
     component_domain: str = COMPONENT_DOMAIN
+    upload_domain: str = UPLOAD_DOMAIN
     host: str = HOST
     proc: subprocess.Popen[bytes] | None = None
     _rooms: int = 0
@@ -106,6 +113,11 @@ class Prosody(ServerProcess):
     @property
     def config(self) -> Path:
         return self.state / "prosody.cfg.lua"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of Prosody's HTTP server, where uploaded files are served."""
+        return f"http://{HOST}:{self.http_port}"
 
     @property
     def cert(self) -> Path:
@@ -138,8 +150,11 @@ class Prosody(ServerProcess):
             f"component_ports = {{ {self.component_port} }}",
             f"component_interfaces = {{ {_lua(HOST)} }}",
             "s2s_ports = { }",
-            "http_ports = { }",
+            f"http_ports = {{ {self.http_port} }}",
+            f"http_interfaces = {{ {_lua(HOST)} }}",
             "https_ports = { }",
+            # Upload URLs name the loopback address: `upload.localhost` need not resolve.
+            f"http_external_url = {_lua(self.http_url + '/')}",
             "modules_enabled = { " + " ".join(f"{_lua(m)};" for m in modules) + " }",
             'modules_disabled = { "s2s" }',
             'authentication = "internal_hashed"',
@@ -159,13 +174,24 @@ class Prosody(ServerProcess):
             "  max_history_messages = 50",
             f"Component {_lua(COMPONENT_DOMAIN)}",
             f"  component_secret = {_lua(self.component_secret)}",
+            f'Component {_lua(UPLOAD_DOMAIN)} "http_file_share"',
+            f"  http_host = {_lua(HOST)}  -- HTTP is routed by Host: the URL's, not the domain",
+            f"  http_file_share_size_limit = {UPLOAD_LIMIT}",
+            f"  http_file_share_daily_quota = {100 * UPLOAD_LIMIT}",
         ]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
 
     def start(self) -> None:
         self.spawn([_binary("prosody"), "-F", "--config", str(self.config)])
-        self.await_ready(lambda: _features(self.port) and _listening(self.component_port), 30)
+        self.await_ready(
+            lambda: (
+                _features(self.port)
+                and _listening(self.component_port)
+                and _listening(self.http_port)
+            ),
+            30,
+        )
 
     def register(self, name: str | None = None) -> tuple[str, str]:
         """A new account: (bare JID, password)."""
