@@ -11,6 +11,7 @@ starts and cancels them in `aclose`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import random
 import ssl
@@ -45,6 +46,7 @@ from imbridge.events import (
     EventId,
     Join,
     Leave,
+    Message,
     Origin,
     RemoteId,
     Sender,
@@ -55,9 +57,10 @@ from imbridge.intake import Intake
 from imbridge.sanitize import clean_nick, clean_text
 
 from .config import XmppConfig
-from .delivery import RESEND, Delivery
+from .delivery import RESEND, Delivery, Pending
 from .history import fetch_after
-from .rooms import Cursor, Room, cursor_key
+from .media import Uploader
+from .rooms import Cursor, Room, Turn, cursor_key
 from .stanzas import (
     NS_CLIENT,
     NS_MAM,
@@ -68,6 +71,7 @@ from .stanzas import (
     q,
 )
 from .translate import Inbound, build, origin_id, references, to_core
+from .uploads import discovery_domain
 from .xmlsafe import xml_nick
 
 log = structlog.get_logger("imbridge.adapters.xmpp")
@@ -167,6 +171,11 @@ class XmppAdapter:
         self._session_task: asyncio.Task[None] | None = None
         self._closing = False
         self._log = log.bind(network=name)
+        self._uploads = Uploader(config, log=self._log)
+        self._uploaded: OrderedDict[str, Message] = OrderedDict()  # origin-id -> relinked
+        self._upload_domain = discovery_domain(
+            (config.jid or "").partition("@")[2].lower(), component=False
+        )
 
     # -- contract ------------------------------------------------------------------------
 
@@ -228,28 +237,20 @@ class XmppAdapter:
         room = self._rooms.get(item.room.lower())
         if room is None or not room.joined:  # the daemon joins every room it routes to
             raise RetryableSendError(f"not in {item.room}")
-        if room.catching_up:  # its archive may still confirm this item: do not resend yet
-            try:
-                async with asyncio.timeout(self.config.ack_timeout):
-                    await room.caught_up.wait()
-            except TimeoutError:
-                raise RetryableSendError(f"still reading the archive of {item.room}") from None
-        oid = origin_id(item.txn_id)
-        if (done := self._delivery.delivered(oid)) is not None:
-            return done
-        pending = self._delivery.pending(oid)
-        now = time.time()
-        stale = pending is not None and now - pending.sent_at > 3 * self.config.ack_timeout
-        if pending is None or (stale and pending.generation == self._generation):
-            element = build(item, identity=self.identity, replace_id=await self._replace_id(item))
-            if (sender := self._speaker(item)) is not None:
-                element.set("from", sender)
-            pending = self._delivery.track(oid, room.jid, self._generation, now)
-            if isinstance(item.event, Topic):
-                # MUC rebuilds subject messages, dropping ids: matched by room instead.
-                self._topic_oids.setdefault(room.jid, []).append(oid)
-            stanza = SlixMessage(client, xml=element)  # type: ignore[no-untyped-call]  # slixmpp
-            client.send(stanza)
+        turn = room.take_turn()  # before the first wait: the room gets sends in this order
+        try:
+            if room.catching_up:  # its archive may still confirm this item: no resend yet
+                try:
+                    async with asyncio.timeout(self.config.ack_timeout):
+                        await room.caught_up.wait()
+                except TimeoutError:
+                    raise RetryableSendError(f"still reading the archive of {item.room}") from None
+            written = await self._write(client, room, item, turn)
+        finally:
+            turn.done()
+        if not isinstance(written, Pending):
+            return written
+        pending = written
         try:
             async with asyncio.timeout(self.config.ack_timeout):
                 result = await asyncio.shield(pending.future)
@@ -258,6 +259,63 @@ class XmppAdapter:
         if result is RESEND:
             raise RetryableSendError("connection lost before the room confirmed the message")
         return result
+
+    async def _write(
+        self, client: XMLStream, room: Room, item: Outgoing, turn: Turn
+    ) -> Pending | RemoteId:
+        """Puts the item's stanza on the wire, in its turn, unless the room has it already
+        (its id) or it is in flight (its pending delivery)."""
+        oid = origin_id(item.txn_id)
+        if (done := self._delivery.delivered(oid)) is not None:
+            return done
+        if (pending := self._in_flight(oid)) is not None:
+            return pending
+        item = await self._with_uploads(item, oid)
+        element = build(item, identity=self.identity, replace_id=await self._replace_id(item))
+        if (sender := self._speaker(item)) is not None:
+            element.set("from", sender)
+        await turn.wait()
+        if not self.connected or client is not self._client:
+            raise RetryableSendError("connection lost while the message got ready")
+        if (done := self._delivery.delivered(oid)) is not None:
+            return done  # confirmed while this one got ready (a catch-up, a retry)
+        if (pending := self._in_flight(oid)) is not None:
+            return pending
+        pending = self._delivery.track(oid, room.jid, self._generation, time.time())
+        if isinstance(item.event, Topic):
+            # MUC rebuilds subject messages, dropping ids: matched by room instead.
+            self._topic_oids.setdefault(room.jid, []).append(oid)
+        client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp
+        return pending
+
+    def _in_flight(self, oid: str) -> Pending | None:
+        """The delivery to wait for instead of writing again; None once none is, or once
+        it has waited so long in this session that it is written again (the same id, so
+        the room's reflection confirms either copy)."""
+        pending = self._delivery.pending(oid)
+        if pending is None:
+            return None
+        stale = time.time() - pending.sent_at > 3 * self.config.ack_timeout
+        return None if stale and pending.generation == self._generation else pending
+
+    async def _with_uploads(self, item: Outgoing, oid: str) -> Outgoing:
+        """The item with its attachments re-uploaded to the server (XEP-0363), once per
+        item: a resend after a lost session reuses the copies."""
+        event = item.event
+        if self.config.media != "upload" or not isinstance(event, Message):
+            return item
+        if not event.attachments:
+            return item
+        relinked = self._uploaded.get(oid)
+        if relinked is None:
+            relinked = await self._uploads.relink(
+                self._client, event, network=self.name, sender=self._speaker(item),
+                domain=self._upload_domain,
+            )  # fmt: skip
+            self._uploaded[oid] = relinked
+            while len(self._uploaded) > 1_000:
+                self._uploaded.popitem(last=False)
+        return dataclasses.replace(item, event=relinked)
 
     async def aclose(self) -> None:
         self._closing = True
@@ -283,6 +341,7 @@ class XmppAdapter:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._uploads.aclose()
         self._delivery.release_older_than(self._generation + 1)
 
     # -- session -------------------------------------------------------------------------
@@ -389,6 +448,7 @@ class XmppAdapter:
         self._generation += 1
         generation = self._generation
         self._session_alive = True
+        self._uploads.forget()
         for room in list(self._rooms.values()):
             room.joined = False
             room.occupants.clear()

@@ -33,6 +33,7 @@ from .config import XmppConfig
 from .puppets import nick_candidates, puppet_jid
 from .rooms import Room
 from .stanzas import NS_CLIENT, parse_message, parse_presence, q, split_jid
+from .uploads import discovery_domain
 
 NS_ACCEPT = "jabber:component:accept"
 _STANZAS = frozenset(q(NS_ACCEPT, name) for name in ("message", "presence", "iq"))
@@ -92,6 +93,7 @@ class ComponentAdapter(XmppAdapter):
         if cfg.mode != "component" or cfg.component is None:
             raise TypeError("ComponentAdapter needs an XmppConfig with mode: component")
         self.domain = cfg.component
+        self._upload_domain = discovery_domain(self.domain, component=True)
         self._puppets: dict[tuple[str, str], Puppet] = {}  # (room, puppet JID)
         self._nicks: dict[str, dict[str, str]] = {}  # room -> nick -> puppet JID
 

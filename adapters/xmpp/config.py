@@ -20,6 +20,7 @@ from imbridge.adapter import NetworkConfig
 COMPONENT_PORT = 5347  # XEP-0114 §2, and Prosody's default `component_ports`
 _CLIENT_ONLY = ("jid", "password", "tls", "tls_verify", "ca_file")
 _COMPONENT_ONLY = ("component", "secret")
+_UPLOAD_ONLY = ("media_max_bytes", "media_timeout", "upload_service")
 
 
 class XmppConfig(NetworkConfig):
@@ -58,6 +59,18 @@ class XmppConfig(NetworkConfig):
     """Upper bound of the reconnect backoff, in seconds (before jitter)."""
     catch_up: bool = True
     """After a restart, fetch what the rooms said meanwhile from their MAM archive."""
+    media: Literal["upload", "link"] = "upload"
+    """Attachments from other networks: `upload` copies each to the server's HTTP File
+    Upload service (XEP-0363) when it offers one, and sends that URL; `link` sends the
+    original URL. Whatever stops an upload, the original link goes instead."""
+    media_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    """Largest file to re-upload (the service's own limit applies too); larger: a link."""
+    media_timeout: float = Field(default=20.0, gt=0, le=45)
+    """Seconds the uploads of one message may take in all before the rest go as links.
+    Kept under the outbox's one-minute limit for a send, with `ack_timeout` after it."""
+    upload_service: str | None = Field(default=None, min_length=1)
+    """JID of the upload service; by default found through disco#items of the server's
+    domain (component mode: of the domain the component is a subdomain of)."""
 
     @field_validator("jid")
     @classmethod
@@ -76,6 +89,15 @@ class XmppConfig(NetworkConfig):
             return value
         if any(c in value for c in "@/ ") or value.startswith(".") or value.endswith("."):
             raise ValueError("must be a domain like bridge.example.org")
+        return value.lower()
+
+    @field_validator("upload_service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if any(c in value for c in "/ ") or value.startswith(".") or value.endswith("."):
+            raise ValueError("must be a JID like upload.example.org")
         return value.lower()
 
     @model_validator(mode="after")
@@ -98,6 +120,10 @@ class XmppConfig(NetworkConfig):
             if key in self.model_fields_set:
                 other = "client" if component else "component"
                 problem(key, "mode_key", f"applies to {other} mode only (mode: {self.mode})")
+        if self.media == "link":
+            for key in _UPLOAD_ONLY:
+                if key in self.model_fields_set:
+                    problem(key, "media_key", "applies to media: upload only (media: link)")
         if errors:
             # Raised as a ValidationError so each issue keeps its own location.
             raise ValidationError.from_exception_data(type(self).__name__, errors)

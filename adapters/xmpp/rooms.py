@@ -58,6 +58,25 @@ class Seen:
 
 
 @dataclass(slots=True)
+class Turn:
+    """One send's place in a room's write order. Sends that start together may take
+    different times to get ready (a re-upload can take seconds), yet the room must get
+    their stanzas in the order they started: each writes only after the one before it
+    has written, or given up."""
+
+    previous: asyncio.Future[None] | None
+    mine: asyncio.Future[None]
+
+    async def wait(self) -> None:
+        if self.previous is not None and not self.previous.done():
+            await asyncio.wait({self.previous})  # not cancelled with us: it is another's
+
+    def done(self) -> None:
+        if not self.mine.done():
+            self.mine.set_result(None)
+
+
+@dataclass(slots=True)
 class Room:
     """What the adapter knows about one joined room."""
 
@@ -74,6 +93,7 @@ class Room:
     seen: Seen = field(default_factory=Seen)
     occupants: dict[str, str | None] = field(default_factory=dict)  # nick -> real JID
     join_result: asyncio.Future[str | None] | None = None
+    last_turn: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         self.nick = self.nick or self.wanted_nick
@@ -84,6 +104,12 @@ class Room:
             self.caught_up.clear()
         else:
             self.caught_up.set()
+
+    def take_turn(self) -> Turn:
+        """The next place in this room's write order; taken before a send first waits."""
+        turn = Turn(self.last_turn, asyncio.get_running_loop().create_future())
+        self.last_turn = turn.mine
+        return turn
 
     def sender_id(self, nick: str) -> str:
         """A stable id for an occupant: the real bare JID where the room shows it,
