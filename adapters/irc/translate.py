@@ -84,6 +84,8 @@ def split_line(line: str, budget: int) -> list[str]:
     when one is in the second half of the piece, never inside a character, a formatting
     code, or before a combining mark; each piece reopens the formatting active at its
     start. Pieces with no visible text are dropped."""
+    if len(line.encode("utf-8")) <= budget:  # the common case: one piece, as it is
+        return [line] if formatting.strip_codes(line).strip() else []
     toks: list[tuple[bool, str]] = []
     for is_code, tok in formatting.tokens(line):
         toks.extend([(True, tok)] if is_code else [(False, c) for c in tok])
