@@ -5,7 +5,8 @@
 Baseline, measured in the same run: the direct client path (Alice says it in channel B,
 Bob reads it there). Bridged: Alice says it in channel A, imbridge relays it into channel
 B, Bob reads the copy; once through the IRC adapter alone (its sink sends at once: what
-the adapter adds), once through the whole daemon (state database, policy, outbox). Prints
+the adapter adds), once through the whole daemon (state database, policy, outbox) in this
+process, and once through `imbridge run` in its own process, as deployed. Prints
 p50/p99 latency at 5 msg/s and the latency added over the direct path, then in-order
 throughput for a burst of `--burst` lines on relaxed flood limits, checking that none was
 lost, duplicated or reordered. The bridged path crosses the server twice (A, then B) where
@@ -22,6 +23,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any
 sys.path.remove(sys.path[0])
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.arrivals import Arrivals, phase
+from bench.arrivals import Arrivals, burst, latencies, phase
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.irc import IrcAdapter, IrcConfig
@@ -81,6 +83,32 @@ async def adapter_only(config: Config, dest: str) -> AsyncIterator[None]:
         await adapter.aclose()
 
 
+@asynccontextmanager
+async def daemon_process(
+    config_text: str, tmp: Path, alice: IrcUser, channel: str, clock: Clock
+) -> AsyncIterator[None]:
+    """`imbridge run` in its own process: the bench's clients, which poll for arrivals
+    every 0.2 ms, no longer share its CPU time. Ready once a probe from Alice comes out
+    in channel B."""
+    path = tmp / "process.json"
+    path.write_text(config_text.replace(str(tmp / "state"), str(tmp / "state-process")))
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "imbridge"), "run", "-c", str(path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.perf_counter() + 30
+        while "#probe" not in clock.arrived and time.perf_counter() < deadline:
+            alice.say(channel, "probe #probe")
+            await asyncio.sleep(0.5)
+        if "#probe" not in clock.arrived:
+            raise RuntimeError("imbridge run did not relay the probe within 30 s")
+        yield
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -102,14 +130,15 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
     a, b = server.channel("a"), server.channel("b")
     await asyncio.gather(alice.join(a), alice.join(b), bob.join(b))
     clock = Clock(bob, b)
-    config = parse_config(json.dumps({
+    config_text = json.dumps({
         "bridge": {"state_dir": str(tmp / "state"), "log": {"level": "warning"}},
         "networks": {"irc": server.network(
             rate_limit={"per_second": 1_000_000, "burst": 1_000_000})},
         "gateways": {"g": {"rooms": [{"network": "irc", "room": a},
                                      {"network": "irc", "room": b}]}},
         "archive": {"enabled": False},
-    }))  # fmt: skip
+    })  # fmt: skip
+    config = parse_config(config_text)
     to_a = functools.partial(alice.say, a)
     to_b = functools.partial(alice.say, b)
     try:
@@ -121,23 +150,32 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
             bridged, bridged_rate, bridged_ok = await phase(
                 to_a, clock, "r", args.latency, args.burst
             )
+        async with daemon_process(config_text, tmp, alice, a, clock):
+            process = await latencies(to_a, clock, "p", args.latency)
+            process_rate, process_ok = await burst(to_a, clock, "P", args.burst)
     finally:
         await alice.close()
         await bob.close()
-    for name, values in (("direct", direct), ("adapter", bare), ("bridged", bridged)):
+    for name, values in (("direct", direct), ("adapter", bare), ("bridged", bridged),
+                         ("process", process)):  # fmt: skip
         print(f"latency {name:8} p50 {pct(values, 50):7.3f} ms  p99 {pct(values, 99):7.3f} ms"
               f"  ({len(values)}/{args.latency} at 5 msg/s)")  # fmt: skip
     print(f"added latency (daemon)  p50 {pct(bridged, 50) - pct(direct, 50):7.3f} ms  "
           f"p99 {pct(bridged, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
+    print(f"added latency (process) p50 {pct(process, 50) - pct(direct, 50):7.3f} ms  "
+          f"p99 {pct(process, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
     print(f"added latency (adapter) p50 {pct(bare, 50) - pct(direct, 50):7.3f} ms  "
           f"p99 {pct(bare, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
     print(f"throughput direct  {direct_rate:8.0f} msg/s  in order, complete: {direct_ok}")
     print(f"throughput adapter {bare_rate:8.0f} msg/s  in order, complete: {bare_ok}")
     print(f"throughput bridged {bridged_rate:8.0f} msg/s  in order, complete: {bridged_ok}")
+    print(f"throughput process {process_rate:8.0f} msg/s  in order, complete: {process_ok}")
     print(f"ratio to direct: throughput adapter {bare_rate / direct_rate:.2f}, "
-          f"daemon {bridged_rate / direct_rate:.2f}; p50 latency adapter "
+          f"daemon {bridged_rate / direct_rate:.2f}, process {process_rate / direct_rate:.2f}; "
+          f"p50 latency adapter "
           f"{statistics.median(bare) / statistics.median(direct):.2f}x, daemon "
-          f"{statistics.median(bridged) / statistics.median(direct):.2f}x")  # fmt: skip
+          f"{statistics.median(bridged) / statistics.median(direct):.2f}x, process "
+          f"{statistics.median(process) / statistics.median(direct):.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
