@@ -19,6 +19,7 @@ from imbridge.adapters.xmpp import ComponentAdapter
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from imbridge.events import Message
+from tests.integration.filehost import fetch, serving
 from tests.servers.prosody import Prosody, XmppUser, eventually
 
 pytestmark = pytest.mark.integration
@@ -120,3 +121,139 @@ async def test_component_correction_from_elsewhere_corrects_the_puppets_message(
     assert replace is not None
     assert replace.get("id") == original.get("id")
     assert body(correction) == "hello"
+
+
+def stanza_id(m: ET.Element, room: str) -> str:
+    """The id the room gave a message (XEP-0359), which retractions and replies name."""
+    for sid in m.findall("{urn:xmpp:sid:0}stanza-id"):
+        if sid.get("by") == room:
+            return sid.get("id", "")
+    raise AssertionError(f"no stanza-id by {room} in {ET.tostring(m)!r}")
+
+
+async def test_component_retraction_from_elsewhere_retracts_the_puppets_copy(
+    bridged: Bridged,
+) -> None:
+    post = bridged.mem.hub.post("#in", "carol", "wrong room, sorry")
+    await eventually(lambda: bridged.said_by("carol"), what="carol's message")
+    copy = bridged.said_by("carol")[0]
+    bridged.mem.hub.post("#in", "carol", "", kind="delete", target=post.remote_id)
+
+    def retractions() -> list[ET.Element]:
+        return [m for m in bridged.said_by("carol")
+                if m.find("{urn:xmpp:message-retract:1}retract") is not None]  # fmt: skip
+
+    await eventually(retractions, what="the retraction, from carol's own occupant")
+    retract = retractions()[0].find("{urn:xmpp:message-retract:1}retract")
+    assert retract is not None
+    assert retract.get("id") == stanza_id(copy, bridged.room)
+
+
+async def test_component_reply_from_elsewhere_names_the_rooms_stanza_id(
+    bridged: Bridged,
+) -> None:
+    """Carol answers Bob's message on her network, and Dave answers Carol: each reply
+    comes from the replier's puppet and points at the message as the room knows it."""
+    question = bridged.bob.say(bridged.room, "who is on call?")
+    await eventually(lambda: "<bob@xm> who is on call?" in bridged.relayed_to_memory(),
+                     what="Bob's question on the memory network")  # fmt: skip
+    relayed = next(p for p in bridged.mem.hub.in_room("#in") if p.relayed)
+    answer = bridged.mem.hub.post("#in", "carol", "me", reply_to=relayed.remote_id)
+    await eventually(lambda: bridged.said_by("carol"), what="carol's reply")
+    bobs = next(m for m in bridged.bob.messages if m.get("id") == question)
+    reply = bridged.said_by("carol")[0].find("{urn:xmpp:reply:0}reply")
+    assert reply is not None
+    assert reply.get("id") == stanza_id(bobs, bridged.room)
+
+    bridged.mem.hub.post("#in", "dave", "thanks", reply_to=answer.remote_id)
+    await eventually(lambda: bridged.said_by("dave"), what="dave's reply")
+    reply = bridged.said_by("dave")[0].find("{urn:xmpp:reply:0}reply")
+    assert reply is not None
+    assert reply.get("id") == stanza_id(bridged.said_by("carol")[0], bridged.room)
+    assert body(bridged.said_by("dave")[0]) == "thanks"
+
+
+async def test_component_attachment_from_elsewhere_is_uploaded_by_the_puppet(
+    prosody: Prosody, tmp_path: Path
+) -> None:
+    """Alice shares a file in room A on a client-mode network; in room B, bridged in
+    component mode, her puppet posts it as an upload on the XMPP server."""
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+    a, b = prosody.room("files-a"), prosody.room("files-b")
+    relay, password = await asyncio.to_thread(prosody.register)
+    alice, bob = await XmppUser.login(prosody), await XmppUser.login(prosody)
+    config = json.dumps({
+        "bridge": {"state_dir": str(tmp_path), "log": {"level": "warning", "format": "console"}},
+        "networks": {"xa": {"type": "xmpp", "jid": relay, "password": password,
+                            "host": prosody.host, "port": prosody.port, "tls": "plain",
+                            "nick": "relay", "ack_timeout": 5},
+                     "xm": component_network(prosody)},
+        "gateways": {"g": {"rooms": [{"network": "xa", "room": a},
+                                     {"network": "xm", "room": b}]}},
+        "archive": {"enabled": False},
+    })  # fmt: skip
+    try:
+        await alice.join(a, "alice")
+        await bob.join(b, "bob")
+        async with serving({"plan.png": (png, "image/png")}) as files, Daemon(
+            parse_config(config)
+        ) as daemon:  # fmt: skip
+            assert await daemon.ready(30)
+            share = alice.client.make_message(mto=a, mbody=files.url("plan.png"),
+                                              mtype="groupchat")  # fmt: skip
+            share["oob"]["url"] = files.url("plan.png")
+            share.send()
+
+            def from_puppet() -> list[ET.Element]:
+                return [m for m in bob.messages if m.get("from") == f"{b}/alice"]
+
+            await eventually(from_puppet, what="the file from Alice's puppet in room B")
+            (got,) = from_puppet()
+            url = got.findtext("{jabber:x:oob}x/{jabber:x:oob}url") or ""
+            assert url.startswith(f"{prosody.http_url}/file_share/")
+            assert body(got) == url  # the body is the link alone: clients show the image
+            assert await fetch(url) == (200, png)
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+@pytest.mark.parametrize("fault", ["prosody_restart", "connection_dropped"])
+async def test_component_reconnect_mid_stream_loses_and_duplicates_nothing(
+    prosody: Prosody, tmp_path: Path, fault: str
+) -> None:
+    """A memory network feeds the room through the daemon's outbox while the component's
+    stream breaks: Prosody restarts (every occupant is gone, puppets must join again), or
+    the connection drops (a component has no stream resumption). What the room kept, in
+    its archive, is every message once and in order."""
+    room = prosody.room(f"reconnect-{fault}")
+    total = 120
+    async with Daemon(parse_config(bridge_json(tmp_path, prosody, room))) as daemon:
+        assert await daemon.ready(30)
+        mem, xm = daemon.adapters["mem"], daemon.adapters["xm"]
+        assert isinstance(mem, MemoryAdapter)
+        assert isinstance(xm, ComponentAdapter)
+        broken: asyncio.Task[None] | None = None
+        for n in range(total):
+            mem.hub.post("#in", "carol" if n % 3 else "dave", f"m{n}")
+            if n == total // 3:  # the stream is busy: some stanzas are still on their way
+                if fault == "prosody_restart":
+                    broken = asyncio.create_task(asyncio.to_thread(prosody.restart))
+                else:
+                    client = xm._client
+                    assert client is not None
+                    client.abort()
+            await asyncio.sleep(0.005)
+        if broken is not None:
+            await broken
+        await eventually(lambda: xm._generation >= 2 and xm.connected, timeout=30,
+                         what="a new session after the break")  # fmt: skip
+        assert daemon.outbox is not None
+        assert await daemon.outbox.wait_idle(30), "outbox did not drain"
+    bob = await XmppUser.login(prosody)
+    try:
+        kept = [(m.get("from"), body(m)) for m in await bob.archive(room)]
+    finally:
+        await bob.close()
+    said = [(f"{room}/{'carol' if n % 3 else 'dave'}", f"m{n}") for n in range(total)]
+    assert [k for k in kept if k[1].startswith("m")] == said
