@@ -176,6 +176,7 @@ class XmppAdapter:
         self._upload_domain = discovery_domain(
             (config.jid or "").partition("@")[2].lower(), component=False
         )
+        self._upload_sender: str | None = None  # the session's own JID: no `from` needed
 
     # -- contract ------------------------------------------------------------------------
 
@@ -309,8 +310,8 @@ class XmppAdapter:
         relinked = self._uploaded.get(oid)
         if relinked is None:
             relinked = await self._uploads.relink(
-                self._client, event, network=self.name, sender=self._speaker(item),
-                domain=self._upload_domain,
+                self._client, event, network=self.name, domain=self._upload_domain,
+                sender=self._speaker(item) or self._upload_sender,
             )  # fmt: skip
             self._uploaded[oid] = relinked
             while len(self._uploaded) > 1_000:

@@ -94,6 +94,7 @@ class ComponentAdapter(XmppAdapter):
             raise TypeError("ComponentAdapter needs an XmppConfig with mode: component")
         self.domain = cfg.component
         self._upload_domain = discovery_domain(self.domain, component=True)
+        self._upload_sender = self.domain  # a component names which of its JIDs asks
         self._puppets: dict[tuple[str, str], Puppet] = {}  # (room, puppet JID)
         self._nicks: dict[str, dict[str, str]] = {}  # room -> nick -> puppet JID
 

@@ -38,6 +38,8 @@ from .uploads import (
 )
 
 IQ_TIMEOUT = 10.0
+PARALLEL = 4
+"""Files copied at once per adapter: each is held whole in memory, up to the cap."""
 MAX_REDIRECTS = 3
 _OCTETS = "application/octet-stream"
 
@@ -72,6 +74,7 @@ class Uploader:
         self._http: aiohttp.ClientSession | None = None
         self._service: Service | None = None
         self._looked = False  # a disco answer said what the service is, or that there is none
+        self._parallel = asyncio.Semaphore(PARALLEL)
 
     def forget(self) -> None:
         """A new session: the server may have been reconfigured; ask again when needed."""
@@ -91,22 +94,31 @@ class Uploader:
         try:
             async with asyncio.timeout(self.config.media_timeout):
                 for attachment in event.attachments:
-                    if attachment.url in urls:
-                        continue
-                    same = event.origin.network == network
-                    service = None if same else await self._find(client, sender, domain)
-                    reason = link_reason(attachment, service=service, same_network=same,
-                                         max_bytes=self.config.media_max_bytes)  # fmt: skip
-                    if reason is not None or service is None:
-                        self._log.debug("attachment_linked", reason=reason)
-                        continue
-                    try:
-                        urls[attachment.url] = await self._copy(client, service, sender, attachment)
-                    except _FAILURES as exc:
-                        self._log.warning("attachment_linked", reason=_why(exc))
+                    if attachment.url not in urls:
+                        same = event.origin.network == network
+                        copy = await self._copied(client, attachment, same, sender, domain)
+                        if copy is not None:
+                            urls[attachment.url] = copy
         except TimeoutError:
             self._log.warning("attachment_linked", reason="media_timeout passed")
         return relinked(event, urls)
+
+    async def _copied(
+        self, client: Any, attachment: Attachment, same: bool, sender: str | None, domain: str
+    ) -> str | None:
+        """The uploaded copy's URL, or None (logged with the reason) to keep the link."""
+        service = None if same else await self._find(client, sender, domain)
+        reason = link_reason(attachment, service=service, same_network=same,
+                             max_bytes=self.config.media_max_bytes)  # fmt: skip
+        if reason is not None or service is None:
+            self._log.debug("attachment_linked", reason=reason)
+            return None
+        try:
+            async with self._parallel:
+                return await self._copy(client, service, sender, attachment)
+        except _FAILURES as exc:
+            self._log.warning("attachment_linked", reason=_why(exc))
+            return None
 
     async def _copy(
         self, client: Any, service: Service, sender: str | None, attachment: Attachment
