@@ -257,3 +257,38 @@ async def test_component_reconnect_mid_stream_loses_and_duplicates_nothing(
         await bob.close()
     said = [(f"{room}/{'carol' if n % 3 else 'dave'}", f"m{n}") for n in range(total)]
     assert [k for k in kept if k[1].startswith("m")] == said
+
+
+async def test_component_correction_and_retraction_after_prosody_restart_follow_the_copy(
+    bridged: Bridged, prosody: Prosody
+) -> None:
+    """Every occupant is gone after a server restart: the puppet joins again before it
+    corrects or retracts what it said in the earlier session."""
+    typo = bridged.mem.hub.post("#in", "carol", "teh plan")
+    extra = bridged.mem.hub.post("#in", "carol", "ignore me")
+    await eventually(lambda: len(bridged.said_by("carol")) == 2, what="carol's messages")
+    first, second = bridged.said_by("carol")
+    generation = bridged.xm._generation
+    await asyncio.to_thread(prosody.restart)
+    await eventually(lambda: bridged.xm._generation > generation and bridged.xm.connected,
+                     timeout=30, what="a new session after the restart")  # fmt: skip
+    erin = await XmppUser.login(prosody)  # Bob's client lost its session: Erin watches now
+    try:
+        await erin.join(bridged.room, "erin")
+        bridged.mem.hub.post("#in", "carol", "the plan", kind="edit", target=typo.remote_id)
+        bridged.mem.hub.post("#in", "carol", "", kind="delete", target=extra.remote_id)
+
+        def carols() -> list[ET.Element]:
+            return [m for m in erin.messages if m.get("from") == f"{bridged.room}/carol"]
+
+        await eventually(lambda: len(carols()) == 2, what="the correction and the retraction")
+        correction, retraction = carols()
+    finally:
+        await erin.close()
+    replace = correction.find("{urn:xmpp:message-correct:0}replace")
+    assert replace is not None
+    assert replace.get("id") == first.get("id")
+    assert body(correction) == "the plan"
+    retract = retraction.find("{urn:xmpp:message-retract:1}retract")
+    assert retract is not None
+    assert retract.get("id") == stanza_id(second, bridged.room)

@@ -250,7 +250,10 @@ class XmppUser:
         self.client.add_event_handler("message_retract", self._keep)
 
     def _keep(self, msg: Any) -> None:
-        self.messages.append(msg.xml)
+        # A retraction with a body raises both groupchat_message and message_retract
+        # for the same stanza; the user saw one message.
+        if not self.messages or self.messages[-1] is not msg.xml:
+            self.messages.append(msg.xml)
 
     @classmethod
     async def login(cls, server: Prosody) -> XmppUser:
