@@ -156,6 +156,16 @@ class ComponentAdapter(XmppAdapter):
             self._login_failed = f"the server refused the component: {condition}"
             self._login_settled.set()
 
+    def _on_disconnected(self, reason: object) -> None:
+        """A puppet's join in flight will get no answer on a stream that is gone: its
+        send fails now and is retried on the next session, instead of after the join
+        timeout."""
+        for puppet in self._puppets.values():
+            puppet.joined = False
+            if puppet.result is not None and not puppet.result.done():
+                puppet.result.set_result("remote-server-timeout")
+        super()._on_disconnected(reason)
+
     async def _new_session(self) -> None:
         for puppet in self._puppets.values():
             puppet.joined = False  # a new stream: each puppet joins again when it speaks
