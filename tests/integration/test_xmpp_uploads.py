@@ -5,15 +5,22 @@ every way an upload can fail, which must still deliver the message with its link
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
+import nio
 import pytest
 
 from imbridge.adapter import Outgoing
+from imbridge.config.load import parse_config
+from imbridge.daemon import Daemon
 from imbridge.events import Attachment, Message, Origin, Sender, new_event_id
 from tests.integration.filehost import fetch, serving
 from tests.integration.test_xmpp_adapter import running
 from tests.servers.prosody import UPLOAD_LIMIT, Prosody, XmppUser, eventually
+from tests.servers.synapse import SynapseServer, Watcher
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +164,55 @@ async def test_xmpp_message_sent_after_an_attachment_waits_for_its_upload(
             assert two == "2"
     finally:
         await bob.close()
+
+
+async def test_xmpp_image_posted_on_matrix_arrives_as_an_upload_on_the_xmpp_server(
+    synapse: SynapseServer, prosody: Prosody, tmp_path: Path
+) -> None:
+    """The whole way: Alice posts an image in a Matrix room; Xavier, in the bridged MUC,
+    gets a link to the XMPP server's own copy of it."""
+    relay_mx = synapse.register()
+    relay_jid, relay_pw = await asyncio.to_thread(prosody.register)
+    muc = prosody.room("from-matrix")
+    xavier = await XmppUser.login(prosody)
+    try:
+        await xavier.join(muc, "xavier")
+        async with Watcher(synapse, synapse.register("alice" + relay_mx.user_id[2:8])) as alice:
+            room = await alice.create_room(invite=[relay_mx.user_id])
+            config = parse_config(json.dumps({
+                "bridge": {"state_dir": str(tmp_path), "log": {"level": "warning"}},
+                "networks": {
+                    "mx": {"type": "matrix", "homeserver": synapse.url,
+                           "user_id": relay_mx.user_id, "access_token": relay_mx.access_token,
+                           "sync_timeout_ms": 1000},
+                    "xm": {"type": "xmpp", "jid": relay_jid, "password": relay_pw,
+                           "host": prosody.host, "port": prosody.port, "tls": "plain",
+                           "nick": "relay"},
+                },
+                "gateways": {"g": {"rooms": [{"network": "mx", "room": room},
+                                             {"network": "xm", "room": muc}]}},
+                "archive": {"enabled": False},
+            }))  # fmt: skip
+            async with Daemon(config) as daemon:
+                assert await daemon.ready(30)
+                up, _ = await alice.client.upload(
+                    io.BytesIO(PNG), content_type="image/png", filename="map.png",
+                    filesize=len(PNG),
+                )  # fmt: skip
+                assert isinstance(up, nio.UploadResponse), up
+                info = {"mimetype": "image/png", "size": len(PNG)}
+                image = {"msgtype": "m.image", "body": "map.png", "url": up.content_uri}
+                await alice.send(room, {**image, "info": info})
+
+                def relayed() -> list[ET.Element]:
+                    return [m for m in xavier.messages
+                            if m.get("from") == f"{muc}/relay" and oob_url(m)]  # fmt: skip
+
+                await eventually(relayed, timeout=20, what="the image in the MUC")
+                url = oob_url(relayed()[0])
+                assert url.startswith(f"{prosody.http_url}/file_share/")
+                assert url.endswith("/map.png")
+                assert url in body(relayed()[0])
+                assert await fetch(url) == (200, PNG)
+    finally:
+        await xavier.close()
