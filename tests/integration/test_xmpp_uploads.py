@@ -108,7 +108,7 @@ async def test_xmpp_attachment_that_cannot_be_uploaded_goes_as_its_original_link
         await bob.close()
 
 
-async def test_xmpp_link_mode_and_attachments_from_the_same_network_keep_their_link(
+async def test_xmpp_link_mode_no_service_and_attachments_of_this_network_keep_their_link(
     prosody: Prosody,
 ) -> None:
     room = prosody.room("links")
@@ -124,8 +124,12 @@ async def test_xmpp_link_mode_and_attachments_from_the_same_network_keep_their_l
                 await adapter.join(room)
                 local = with_files("", cat, network="xm")  # from another room of this network
                 await adapter.send(Outgoing(room=room, event=local, txn_id="l2"))
-            await eventually(lambda: len(bob.bodies(room)) == 2, what="both messages")
-            assert [oob_url(m) for m in bob.messages if body(m)] == [files.url("cat.png")] * 2
+            # A service that is not an upload service (the MUC): no upload, the link.
+            async with running(prosody, [], upload_service=prosody.muc_domain) as adapter:
+                await adapter.join(room)
+                await adapter.send(Outgoing(room=room, event=with_files("", cat), txn_id="l3"))
+            await eventually(lambda: len(bob.bodies(room)) == 3, what="all three messages")
+            assert [oob_url(m) for m in bob.messages if body(m)] == [files.url("cat.png")] * 3
             assert files.requested == []
     finally:
         await bob.close()
