@@ -72,7 +72,13 @@ class Turn:
             await asyncio.wait({self.previous})  # not cancelled with us: it is another's
 
     def done(self) -> None:
-        if not self.mine.done():
+        """Lets the next send write: now if every earlier one has written or given up,
+        else as soon as they have (one that gives up early must not let a later send
+        overtake an earlier one still getting ready)."""
+        previous = self.previous
+        if previous is not None and not previous.done():
+            previous.add_done_callback(lambda _: self.done())
+        elif not self.mine.done():
             self.mine.set_result(None)
 
 

@@ -3,11 +3,12 @@ releases exactly the items its archive did not hold, confirmations are remembere
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from imbridge.adapters.xmpp.delivery import RESEND, Delivery
 from imbridge.adapters.xmpp.formatting import rich_to_xhtml, xhtml_to_rich
-from imbridge.adapters.xmpp.rooms import Cursor, Seen
+from imbridge.adapters.xmpp.rooms import Cursor, Room, Seen, Turn
 from imbridge.events import RemoteId, RichText
 
 
@@ -64,3 +65,31 @@ def test_xhtml_round_trip_keeps_the_neutral_formatting() -> None:
     for part in ("<strong>bold</strong>", "<em>it</em>", "<u>u</u>", "<s>s</s>",
                  '<a href="https://x.org/">l</a>', "<br>"):  # fmt: skip
         assert part in back
+
+
+async def test_sends_write_in_the_order_they_took_their_turns() -> None:
+    """A later send that is ready first still writes after the earlier one; one that
+    gives up (cancelled, or failed before writing) lets the next one go."""
+    room = Room(jid="r@muc", wanted_nick="relay")
+    first, second, third = room.take_turn(), room.take_turn(), room.take_turn()
+    written: list[str] = []
+
+    async def write(name: str, turn: Turn) -> None:
+        try:
+            await turn.wait()
+            written.append(name)
+        finally:
+            turn.done()
+
+    later = [asyncio.create_task(write("2", second)), asyncio.create_task(write("3", third))]
+    await asyncio.sleep(0)
+    assert written == []  # both ready, both waiting for the first
+    later[0].cancel()  # the second gives up ...
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert written == []  # ... which does not let the third overtake the first
+    written.append("1")
+    first.done()
+    await asyncio.gather(*later, return_exceptions=True)
+    assert written == ["1", "3"]
+    assert room.take_turn().previous is third.mine
