@@ -8,7 +8,10 @@ Invariants:
 * one worker per destination room sends strictly in order; a retryable failure holds the
   queue (backing off with jitter), a permanent one is recorded and skipped;
 * sends wait while their adapter is disconnected, without counting attempts, and obey a
-  token bucket per destination.
+  token bucket per destination;
+* at most `MEMORY_QUEUE` items per destination are held in memory; the rest wait only in
+  the database and are read back in order as the queue drains, so a network that is down
+  for days costs disk, not memory.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ BACKOFF_CAP = 30.0
 MAX_UNEXPECTED = 8  # an adapter bug raising something odd is retried this often, then dropped
 SEND_TIMEOUT = 60.0
 OFFLINE_POLL = 0.1
+MEMORY_QUEUE = 512
+"""Items per destination held in memory (about 0.7 KiB each); the rest wait on disk."""
 
 
 def txn_id_for(event_id: str, network: str, room: str, purpose: str = "relay") -> str:
@@ -122,6 +127,12 @@ class Outbox:
         self.clock = clock
         self.stats: dict[str, OutboxStats] = {name: OutboxStats() for name in adapters}
         self._queues: dict[tuple[str, str], deque[Item]] = {}
+        self._loaded: dict[tuple[str, str], int] = {}
+        """Highest seq put in memory per destination: an item read back from the database
+        and then woken by its (late) committer is not queued twice."""
+        self._spilled: dict[tuple[str, str], tuple[int, int]] = {}
+        """Destinations with items waiting only in the database: (how many, highest seq)."""
+        self.memory_queue = MEMORY_QUEUE
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._idle = asyncio.Event()
@@ -136,44 +147,103 @@ class Outbox:
         self.observe_send: Callable[[str, float], None] | None = None
 
     async def load(self) -> int:
-        """Queues what a previous run left pending; returns how many items."""
+        """Queues what a previous run left pending; returns how many items. Only their
+        destinations and counts are read here: the workers read the items themselves,
+        `memory_queue` at a time."""
 
         def q(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return conn.execute(
-                "SELECT seq, network, room, txn_id, payload, attempts, created FROM outbox"
-                " WHERE state = 'pending' ORDER BY seq"
+                "SELECT network, room, count(*), max(seq) FROM outbox"
+                " WHERE state = 'pending' GROUP BY network, room"
             ).fetchall()
 
         rows = await self.db.read(q, background=True)
-        items = [
-            Item(network=n, room=r, event=codec.loads(p), txn_id=t, seq=s, attempts=a, created=c)
-            for s, n, r, t, p, a, c in rows
-        ]
-        self.wake(items)
-        return len(items)
+        for network, room, count, top in rows:
+            key = (network, room)
+            self._queues.setdefault(key, deque())
+            self._spill(key, int(count), int(top))
+        return sum(int(count) for _, _, count, _ in rows)
+
+    def _spill(self, key: tuple[str, str], count: int, seq: int) -> None:
+        n, top = self._spilled.get(key, (0, 0))
+        self._spilled[key] = (n + count, max(top, seq))
+        self._start(key)
+        self._idle.clear()
 
     def depth(self, network: str | None = None) -> int:
-        return sum(len(q) for (n, _), q in self._queues.items() if network in (None, n))
+        held = sum(len(q) for (n, _), q in self._queues.items() if network in (None, n))
+        return held + sum(c for (n, _), (c, _) in self._spilled.items() if network in (None, n))
 
     def oldest_age(self, network: str | None = None) -> float:
         heads = [q[0].created for (n, _), q in self._queues.items() if q and network in (None, n)]
         return time.time() - min(heads) if heads else 0.0
 
     def wake(self, items: list[Item]) -> None:
-        """Hands committed items to their destination workers."""
+        """Hands committed items (in commit order) to their destination workers."""
         for item in items:
             key = (item.network, item.room)
+            if item.seq and item.seq <= self._loaded.get(key, 0):
+                continue  # already read back from the database, or queued before
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = deque()
+            if key in self._spilled or len(queue) >= self.memory_queue:
+                self._spill(key, 1, item.seq)
+                continue
             queue.append(item)
-            worker = self._workers.get(key)
-            if (worker is None or worker.done()) and not self._closing:
-                self._workers[key] = asyncio.get_running_loop().create_task(
-                    self._work(key), name=f"outbox:{key[0]}:{key[1]}"
-                )
+            if item.seq:
+                self._loaded[key] = item.seq
+            self._start(key)
         if items:
             self._idle.clear()
+
+    def _start(self, key: tuple[str, str]) -> None:
+        worker = self._workers.get(key)
+        if (worker is None or worker.done()) and not self._closing:
+            self._workers[key] = asyncio.get_running_loop().create_task(
+                self._work(key), name=f"outbox:{key[0]}:{key[1]}"
+            )
+
+    async def _refill(self, key: tuple[str, str], queue: deque[Item]) -> None:
+        """Reads the next items of a spilled destination back from the database. Reads
+        run after every commit queued before them, so an item committed but not yet woken
+        is either read here or woken later with its seq noted in `_spilled`."""
+        after = self._loaded.get(key, 0)
+        limit = self.memory_queue - len(queue)
+        noted = self._spilled.get(key, (0, 0))[1]
+
+        def q(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT seq, txn_id, payload, attempts, created FROM outbox"
+                " WHERE state = 'pending' AND network = ? AND room = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (key[0], key[1], after, limit),
+            ).fetchall()
+
+        rows = await self.db.read(q)
+        for s, t, p, a, c in rows:
+            queue.append(
+                Item(
+                    network=key[0],
+                    room=key[1],
+                    event=codec.loads(p),
+                    txn_id=t,
+                    seq=s,
+                    attempts=a,
+                    created=c,
+                )
+            )
+        loaded = max(after, int(rows[-1][0])) if rows else after
+        if len(rows) < limit:
+            # Everything pending was read. An item noted before the read and not among
+            # the rows is no longer pending (a duplicate of a delivered one); one noted
+            # while the read was under way has a higher seq and is read next time.
+            loaded = max(loaded, noted)
+        self._loaded[key] = loaded
+        count, top = self._spilled.pop(key, (0, 0))
+        count = max(0, count - len(rows))
+        if len(rows) == limit or top > loaded:
+            self._spilled[key] = (count, top)  # more wait on disk: read again when drained
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """True once every queue is empty and every delivery is recorded (used by drain
@@ -191,7 +261,11 @@ class Outbox:
         network, room = key
         queue = self._queues[key]
         bound = log.bind(dest_network=network, dest_room=room)
-        while queue and not self._closing:
+        while (queue or key in self._spilled) and not self._closing:
+            if key in self._spilled and len(queue) <= self.memory_queue // 2:
+                await self._refill(key, queue)
+                if not queue:
+                    continue
             # Looked up each time: a reload may replace the network's adapter. A network
             # that is not (or no longer) configured keeps its items until it is again.
             adapter = self.adapters.get(network)

@@ -6,6 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
+from imbridge import outbox as outbox_module
 from imbridge.adapter import Outgoing
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
 from imbridge.errors import PermanentSendError, RetryableSendError
@@ -94,6 +97,53 @@ async def test_restart_delivers_what_was_queued_exactly_once(
     await until(lambda: len(texts(hub2, "#y")) == 7)
     await settle(again)
     assert texts(hub2, "#y") == [f"<alice@a> r{i}" for i in range(7)]
+
+
+async def test_a_long_outage_keeps_only_a_few_items_in_memory_and_loses_none(
+    start_daemon: StartDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "MEMORY_QUEUE", 4)
+    daemon, hub = await start_daemon()
+    b = daemon.adapters["b"]
+    assert isinstance(b, MemoryAdapter)
+    assert daemon.outbox is not None
+    outbox = daemon.outbox
+    b.online = False
+    for i in range(50):
+        hub.post("#x", "alice", f"s{i}")
+    await until(lambda: outbox.depth("b") == 50)
+    assert len(outbox._queues[("b", "#y")]) <= 4  # the other 46 wait on disk only
+    b.online = True
+    # More arrive while the backlog is read back from disk: they queue behind it.
+    for i in range(50, 80):
+        hub.post("#x", "alice", f"s{i}")
+        await asyncio.sleep(0.001)
+    await until(lambda: len(texts(hub, "#y")) >= 80)
+    await settle(daemon)
+    assert texts(hub, "#y") == [f"<alice@a> s{i}" for i in range(80)]
+    assert outbox.depth() == 0
+
+
+async def test_restart_reads_a_long_backlog_back_in_order_exactly_once(
+    start_daemon: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "MEMORY_QUEUE", 4)
+    daemon, hub = await start_daemon()
+    b = daemon.adapters["b"]
+    assert isinstance(b, MemoryAdapter)
+    b.online = False
+    for i in range(30):
+        hub.post("#x", "alice", f"t{i}")
+    await until(lambda: daemon.outbox is not None and daemon.outbox.depth("b") == 30)
+    await daemon.stop(drain=0)
+
+    hub2 = MemoryHub()
+    again, _ = await start_daemon(hub=hub2, state=tmp_path)
+    assert again.outbox is not None
+    await until(lambda: len(texts(hub2, "#y")) >= 30)
+    await settle(again)
+    assert texts(hub2, "#y") == [f"<alice@a> t{i}" for i in range(30)]
+    assert again.outbox.depth() == 0
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
