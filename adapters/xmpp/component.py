@@ -3,9 +3,10 @@
 The component's own domain JID joins each room as the listening occupant: it receives the
 room's traffic, reads the archive and sees reflections exactly as the client-mode relay
 does, so everything inbound (ordering, catch-up, cursors, delivery confirmation) is the
-client adapter's code, inherited. What differs is who speaks: every relayed sender gets a
-puppet JID (`puppets.puppet_jid`) that joins a room on its first message there, under the
-sender's name, and sends that sender's messages without the core's `<nick@net>` prefix.
+client adapter's code (`session`, `inbound`, `outbound`), inherited. What differs is who
+speaks: every relayed sender gets a puppet JID (`puppets.puppet_jid`) that joins a room
+on its first message there, under the sender's name, and sends that sender's messages
+without the core's `<nick@net>` prefix.
 
 Every stanza the server routes to the component arrives on one stream, whichever of its
 JIDs it is addressed to; a room's message reaches every puppet in it as well as the
@@ -28,10 +29,12 @@ from imbridge.adapter import Cursors, NetworkConfig, Outgoing
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
 from imbridge.events import Origin, RemoteId
 
-from .adapter import _NOT_IN_ROOM, _PERMANENT, JOIN_TIMEOUT, PLUGINS, Backoff, XmppAdapter
+from .adapter import XmppAdapter
 from .config import XmppConfig
+from .delivery import NOT_IN_ROOM, PERMANENT
 from .puppets import nick_candidates, puppet_jid
 from .rooms import Room
+from .session import JOIN_TIMEOUT, PLUGINS, Backoff
 from .stanzas import NS_CLIENT, parse_message, parse_presence, q, split_jid
 from .uploads import discovery_domain
 
@@ -216,7 +219,7 @@ class ComponentAdapter(XmppAdapter):
         room = self._rooms.get(wire.room)
         if room is None:
             return
-        if (wire.error or "") in _NOT_IN_ROOM:
+        if (wire.error or "") in NOT_IN_ROOM:
             puppet = self._puppets.get((room.jid, to))
             if puppet is not None:
                 puppet.joined = False
@@ -289,7 +292,7 @@ class ComponentAdapter(XmppAdapter):
             if error not in _RETRY_NICK:
                 break
         reason = f"{room.jid} refused {puppet.jid}: {error}"
-        if error in _PERMANENT:
+        if error in PERMANENT:
             raise PermanentSendError(reason)
         raise RetryableSendError(reason)
 

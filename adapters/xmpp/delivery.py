@@ -20,6 +20,16 @@ from imbridge.events import RemoteId
 RESEND = None
 """Result of an in-flight future whose stanza was lost: send it again."""
 
+PERMANENT = frozenset({
+    "forbidden", "not-allowed", "policy-violation", "bad-request", "not-authorized",
+    "item-not-found", "jid-malformed", "not-acceptable-permanently",
+})  # fmt: skip
+"""Error conditions after which the same stanza can never be accepted (RFC 6120 §8.3.3):
+a delivery that meets one fails for good instead of being retried."""
+NOT_IN_ROOM = frozenset({"not-acceptable"})
+"""The room refused a stanza because its sender is not an occupant (XEP-0045 §7.4): the
+sender joins again and the delivery is retried."""
+
 
 @dataclass(slots=True)
 class Pending:

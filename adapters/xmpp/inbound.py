@@ -1,0 +1,225 @@
+"""Inbound: stanzas from the rooms and their archives, to core events, in order.
+
+Everything that arrives (live, from MUC, or from a MAM catch-up) goes through one queue
+and one consumer task, so events reach the sink in the order the rooms sent them, and a
+room's cursor is stored only after the sink has taken the event it follows (the cursor
+save is the `then` of `Intake.put`). The relay's own reflections produce no event: they
+confirm a delivery (see `delivery`). While a room reads its archive, its live messages
+wait in the room's buffer, so archive and live traffic pass once each, in order.
+"""
+
+from __future__ import annotations
+
+import functools
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from imbridge.errors import PermanentSendError, RetryableSendError
+from imbridge.events import Event, EventId, Join, Leave, Origin, RemoteId, Sender, new_event_id
+from imbridge.sanitize import clean_nick, clean_text
+
+from .delivery import NOT_IN_ROOM, PERMANENT
+from .rooms import Cursor, Room, cursor_key
+from .stanzas import NS_MAM, WireMessage, WirePresence, parse_message, parse_presence, q
+from .state import CatchUp, XmppState
+from .translate import Inbound as InboundContext
+from .translate import references, to_core
+
+
+def alias_key(room: str, message_id: str) -> str:
+    """State key of a sender's own message id in `room`; its value is the stanza-id."""
+    return f"mid:{room}:{message_id}"
+
+
+def sent_key(stanza_id: str) -> str:
+    """State key of one of the relay's copies; its value is the origin-id it carried."""
+    return f"oid:{stanza_id}"
+
+
+def _bounded_put(mapping: OrderedDict[str, str], key: str, value: str, limit: int = 50_000) -> None:
+    mapping[key] = value
+    mapping.move_to_end(key)
+    while len(mapping) > limit:
+        mapping.popitem(last=False)
+
+
+class Receiver(XmppState):
+    """The inbound consumer and what it does with each stanza."""
+
+    async def _consume(self) -> None:
+        intake = self._intake
+        try:
+            while True:
+                work = await self._queue.get()
+                try:
+                    if isinstance(work, CatchUp):
+                        await self._catch_up(work)
+                    elif work[0] == "message":
+                        await self._message(work[1])
+                    else:
+                        await self._presence(work[1])
+                except Exception as exc:  # noqa: BLE001 - one bad stanza never stops the relay
+                    self._log.exception("inbound_failed", error=str(exc))
+        finally:
+            await intake.aclose()
+
+    async def _catch_up(self, work: CatchUp) -> None:
+        room = work.room
+        try:
+            for wire in work.messages:
+                await self._process(room, wire)
+            buffered, room.buffer = room.buffer, []
+            for wire in buffered:
+                await self._process(room, wire)
+            await self._intake.drain()  # on disk before sends resume (no resend of these)
+        finally:
+            room.set_catching_up(False)
+            if not work.done.done():
+                work.done.set_result(None)
+        self._log.info("caught_up", room=room.jid, archived=len(work.messages))
+
+    async def _message(self, element: ET.Element) -> None:
+        if element.find(q(NS_MAM, "result")) is not None:
+            return  # an archive result: handled by the catch-up that asked for it
+        wire = parse_message(element)
+        room = self._rooms.get(wire.room)
+        if room is None:
+            return
+        if wire.type == "error":
+            self._send_failed(room, wire)
+        elif wire.type == "groupchat":
+            if room.catching_up:
+                room.buffer.append(wire)
+            else:
+                await self._process(room, wire)
+
+    def _send_failed(self, room: Room, wire: WireMessage) -> None:
+        oid = wire.id or ""
+        condition = wire.error or "undefined-condition"
+        if condition in NOT_IN_ROOM:
+            room.joined = False
+            self._spawn(self._rejoin(room))
+            self._delivery.fail(oid, RetryableSendError(f"not in {room.jid}"))
+        elif condition in PERMANENT:
+            self._delivery.fail(oid, PermanentSendError(f"{room.jid} refused it: {condition}"))
+        else:
+            self._delivery.fail(oid, RetryableSendError(f"{room.jid}: {condition}"))
+
+    async def _process(self, room: Room, wire: WireMessage) -> None:
+        sid = wire.stanza_id
+        if sid is not None and sid in room.seen:
+            return
+        oid = wire.origin_id or wire.id
+        is_subject = wire.subject is not None and wire.body is None
+        if is_subject and not room.subject_seen and wire.stamp is None:
+            room.subject_seen = True  # the room's current subject, sent on every join
+            self._confirm_topics(room, wire)
+            return
+        event: Event | None = None
+        own = wire.nick == room.nick or wire.relayed_by == self.identity
+        if own or self._speaks_for(room, wire.nick, room.occupants.get(wire.nick)):
+            if is_subject:
+                self._confirm_topics(room, wire)
+            elif oid:
+                self._delivery.confirm(oid, RemoteId(sid or oid))
+                if sid:
+                    self._remember_sent(sid, oid)
+        else:
+            event = await self._to_event(room, wire)
+            if sid:
+                self._remember_alias(room, wire, sid)
+        if sid is not None:
+            room.seen.add(sid)
+            cursor = Cursor(sid, wire.stamp or datetime.now(UTC))
+            # The cursor moves once the event (if any) is on disk, never past it.
+            save = functools.partial(self._cursors.set, cursor_key(room.jid), cursor.dumps())
+            await self._intake.put(event, save)
+        elif event is not None:
+            await self._intake.put(event)
+
+    def _confirm_topics(self, room: Room, wire: WireMessage) -> None:
+        for oid in self._topic_oids.pop(room.jid, []):
+            self._delivery.confirm(oid, RemoteId(wire.stanza_id or oid))
+
+    async def _to_event(self, room: Room, wire: WireMessage) -> Event | None:
+        resolved: dict[str, EventId] = {}
+        for ref in references(wire):
+            event_id = await self._cursors.event_id(RemoteId(ref))
+            if event_id is None:
+                key = alias_key(room.jid, ref)
+                sid = self._aliases.get(key) or await self._cursors.get(key)
+                if sid:
+                    event_id = await self._cursors.event_id(RemoteId(sid))
+            if event_id is not None:
+                resolved[ref] = event_id
+        sender = room.sender_id(wire.nick) if wire.nick else room.jid
+        ctx = InboundContext(
+            network=self.name, event_id=new_event_id(), sender_id=sender, resolved=resolved
+        )
+        return to_core(wire, ctx)
+
+    async def _presence(self, element: ET.Element) -> None:
+        presence = parse_presence(element)
+        room = self._rooms.get(presence.room)
+        if room is None:
+            return
+        if presence.type == "error":
+            if room.join_result is not None and not room.join_result.done():
+                room.join_result.set_result(presence.error or "undefined-condition")
+            return
+        if 110 in presence.codes or presence.nick == room.nick:
+            self._own_presence(room, presence)
+            return
+        if self._speaks_for(room, presence.nick, presence.real_jid):
+            return
+        event: Event | None = None
+        origin = Origin(
+            network=self.name,
+            room=room.jid,
+            sender=Sender(id=room.sender_id(presence.nick), name=clean_nick(presence.nick)),
+        )
+        if presence.type == "unavailable":
+            if room.joined and presence.nick in room.occupants:
+                reason = f"now known as {presence.new_nick}" if 303 in presence.codes else ""
+                event = Leave(id=new_event_id(), origin=origin, reason=clean_text(reason))
+            room.occupants.pop(presence.nick, None)
+        elif presence.type == "available":
+            known = presence.nick in room.occupants
+            room.occupants[presence.nick] = presence.real_jid
+            if room.joined and not known:
+                event = Join(id=new_event_id(), origin=origin)
+        if event is not None:
+            await self._intake.put(event)
+
+    def _own_presence(self, room: Room, presence: WirePresence) -> None:
+        if presence.type == "available":
+            room.nick = presence.nick
+            room.joined = True
+            if room.join_result is not None and not room.join_result.done():
+                room.join_result.set_result(None)
+            return
+        if presence.type != "unavailable":
+            return
+        if 303 in presence.codes and presence.new_nick:
+            room.nick = presence.new_nick
+            return
+        room.joined = False
+        self._log.warning("left_room", room=room.jid, codes=sorted(presence.codes))
+        # 301 banned: rejoining is pointless; 332 shutdown: the reconnect rejoins.
+        if not self._closing and not presence.codes & {301, 332}:
+            self._spawn(self._rejoin(room))
+
+    def _remember_sent(self, sid: str, oid: str) -> None:
+        """Our copy's stanza-id -> its origin-id, which a later correction must name.
+        Stored without holding up the inbound queue; concurrent writes commit together."""
+        _bounded_put(self._sent_ids, sid, oid)
+        self._spawn(self._cursors.set(sent_key(sid), oid))
+
+    def _remember_alias(self, room: Room, wire: WireMessage, sid: str) -> None:
+        """A sender's own message ids -> the room's stanza-id the id map knows it by:
+        corrections (XEP-0308) name the former, so they resolve even after a restart."""
+        for mid in {wire.id, wire.origin_id} - {None, sid}:
+            key = alias_key(room.jid, str(mid))
+            _bounded_put(self._aliases, key, sid)
+            self._spawn(self._cursors.set(key, sid))

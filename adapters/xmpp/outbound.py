@@ -1,0 +1,127 @@
+"""Outbound: one outbox item to one stanza in its room, confirmed by its reflection.
+
+A send takes its turn in the room before it first waits, so stanzas reach the room in
+the order the sends started, even when one of them spends seconds re-uploading its
+attachments (XEP-0363, `media`). An item counts as sent only when the room reflects its
+origin-id back (`delivery`); a retry of an item still in flight waits for the same
+stanza instead of posting a second copy, and an item the room already has returns its
+id. Every failure raises, retryable or permanent: nothing is dropped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from slixmpp.stanza import Message as SlixMessage
+from slixmpp.xmlstream import XMLStream
+
+from imbridge.adapter import Outgoing
+from imbridge.errors import RetryableSendError
+from imbridge.events import Edit, Message, RemoteId, Topic
+
+from .delivery import RESEND, Pending
+from .inbound import sent_key
+from .rooms import Room, Turn
+from .state import XmppState
+from .translate import build, origin_id
+
+
+class Transmitter(XmppState):
+    """Writes outgoing items to the stream and waits for the rooms to confirm them."""
+
+    async def _send(self, item: Outgoing) -> RemoteId:
+        client = self._client
+        if client is None or not self.connected:
+            raise RetryableSendError("not connected")
+        room = self._rooms.get(item.room.lower())
+        if room is None or not room.joined:  # the daemon joins every room it routes to
+            raise RetryableSendError(f"not in {item.room}")
+        turn = room.take_turn()  # before the first wait: the room gets sends in this order
+        try:
+            if room.catching_up:  # its archive may still confirm this item: no resend yet
+                try:
+                    async with asyncio.timeout(self.config.ack_timeout):
+                        await room.caught_up.wait()
+                except TimeoutError:
+                    raise RetryableSendError(f"still reading the archive of {item.room}") from None
+            written = await self._write(client, room, item, turn)
+        finally:
+            turn.done()
+        if not isinstance(written, Pending):
+            return written
+        pending = written
+        try:
+            async with asyncio.timeout(self.config.ack_timeout):
+                result = await asyncio.shield(pending.future)
+        except TimeoutError:
+            raise RetryableSendError("the room did not confirm the message in time") from None
+        if result is RESEND:
+            raise RetryableSendError("connection lost before the room confirmed the message")
+        return result
+
+    async def _write(
+        self, client: XMLStream, room: Room, item: Outgoing, turn: Turn
+    ) -> Pending | RemoteId:
+        """Puts the item's stanza on the wire, in its turn, unless the room has it already
+        (its id) or it is in flight (its pending delivery)."""
+        oid = origin_id(item.txn_id)
+        if (done := self._delivery.delivered(oid)) is not None:
+            return done
+        if (pending := self._in_flight(oid)) is not None:
+            return pending
+        item = await self._with_uploads(item, oid)
+        element = build(item, identity=self.identity, replace_id=await self._replace_id(item))
+        if (sender := self._speaker(item)) is not None:
+            element.set("from", sender)
+        await turn.wait()
+        if not self.connected or client is not self._client:
+            raise RetryableSendError("connection lost while the message got ready")
+        if (done := self._delivery.delivered(oid)) is not None:
+            return done  # confirmed while this one got ready (a catch-up, a retry)
+        if (pending := self._in_flight(oid)) is not None:
+            return pending
+        pending = self._delivery.track(oid, room.jid, self._generation, time.time())
+        if isinstance(item.event, Topic):
+            # MUC rebuilds subject messages, dropping ids: matched by room instead.
+            self._topic_oids.setdefault(room.jid, []).append(oid)
+        client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp
+        return pending
+
+    def _in_flight(self, oid: str) -> Pending | None:
+        """The delivery to wait for instead of writing again; None once none is, or once
+        it has waited so long in this session that it is written again (the same id, so
+        the room's reflection confirms either copy)."""
+        pending = self._delivery.pending(oid)
+        if pending is None:
+            return None
+        stale = time.time() - pending.sent_at > 3 * self.config.ack_timeout
+        return None if stale and pending.generation == self._generation else pending
+
+    async def _with_uploads(self, item: Outgoing, oid: str) -> Outgoing:
+        """The item with its attachments re-uploaded to the server (XEP-0363), once per
+        item: a resend after a lost session reuses the copies."""
+        event = item.event
+        if self.config.media != "upload" or not isinstance(event, Message):
+            return item
+        if not event.attachments:
+            return item
+        relinked = self._uploaded.get(oid)
+        if relinked is None:
+            relinked = await self._uploads.relink(
+                self._client, event, network=self.name, domain=self._upload_domain,
+                sender=self._speaker(item) or self._upload_sender,
+            )  # fmt: skip
+            self._uploaded[oid] = relinked
+            while len(self._uploaded) > 1_000:
+                self._uploaded.popitem(last=False)
+        return dataclasses.replace(item, event=relinked)
+
+    async def _replace_id(self, item: Outgoing) -> str | None:
+        """For an Edit of one of our own copies: the origin-id that copy carried."""
+        if not isinstance(item.event, Edit) or not item.target:
+            return None
+        target = str(item.target)
+        oid = self._sent_ids.get(target) or await self._cursors.get(sent_key(target))
+        return oid or target

@@ -1,0 +1,300 @@
+"""The XMPP session: login, reconnect, room joins and keep-alive, for client mode.
+
+The relay must be in its rooms whenever it is connected, and nothing sent before a lost
+session may be given up on until the rooms' archives have been read: a new session joins
+every room, reads each archive from its cursor (handing the results to the inbound
+consumer, in order), and only then releases for a resend what no room confirmed. A
+resumed stream (XEP-0198) needs none of that: the server kept the relay's presence, and
+slixmpp resends what the server had not acknowledged. Component mode (`component`)
+replaces the client and its login, and keeps the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from slixmpp import JID, ClientXMPP
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import StanzaBase, XMLStream
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from imbridge.errors import AdapterError
+
+from .history import fetch_after
+from .rooms import Cursor, Room, cursor_key
+from .stanzas import NS_CLIENT, WireMessage, q
+from .state import CatchUp, XmppState
+
+LOGIN_TIMEOUT = 30.0
+JOIN_TIMEOUT = 15.0
+LOOK_BACK = timedelta(seconds=60)  # how far before its cursor a new process reads
+PLUGINS = ("xep_0030", "xep_0045", "xep_0199", "xep_0313")
+"""The slixmpp plugins both modes call (join stanzas, pings, archive queries); a client
+adds stream management (XEP-0198). Stanzas are built and read by `stanzas` on plain
+ElementTree, so the XEPs they carry (0066, 0308, 0359, 0424, 0461) need no plugin: each
+loaded plugin would only add handlers that slixmpp matches every incoming stanza
+against."""
+
+
+class Backoff(XMLStream):
+    """A bounded, jittered reconnect backoff instead of slixmpp's own doubling up to five
+    minutes, so a restarted server is reached again in seconds. Mixed into the client
+    here and the component in `component`."""
+
+    backoff_max: float
+
+    def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
+        if self._current_connection_attempt is None:
+            return None
+        wait = min(self.backoff_max, self._connect_loop_wait * 2 + 0.5)
+        self._connect_loop_wait = wait * random.uniform(0.6, 1.0)  # noqa: S311 - jitter
+        self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
+        return cast("asyncio.Future[Any]", self._current_connection_attempt)
+
+
+class Client(Backoff, ClientXMPP):
+    def __init__(self, jid: str, password: str, backoff_max: float) -> None:
+        super().__init__(jid, password)
+        self.backoff_max = backoff_max
+
+
+class Session(XmppState):
+    """Connects, logs in, joins and keeps the stream alive; the adapter's only part that
+    opens or closes the connection."""
+
+    def _make_client(self) -> Client:
+        cfg = self.config
+        if cfg.jid is None or cfg.password is None:  # the config model requires both
+            raise AdapterError(f"{self.name}: a client needs a jid and a password")
+        client = Client(cfg.jid, cfg.password.get_secret_value(), cfg.reconnect_max)
+        for plugin in (*PLUGINS, "xep_0198"):
+            client.register_plugin(plugin)
+        context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        if not cfg.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        client.ssl_context = context
+        client.enable_direct_tls = cfg.tls == "direct"
+        client.enable_starttls = cfg.tls == "starttls"
+        client.enable_plaintext = cfg.tls == "plain"
+        if cfg.tls == "plain":
+            client.plugin["feature_mechanisms"].unencrypted_plain = True
+        self._handle_stanzas(client)
+        client.add_event_handler("session_resumed", self._on_session_resumed)
+        client.add_event_handler("failed_all_auth", self._on_auth_failed)
+        client.add_event_handler("connection_failed", self._on_connection_failed)
+        client.add_event_handler("ssl_invalid_chain", self._on_untrusted)
+        return client
+
+    def _handle_stanzas(self, client: XMLStream) -> None:
+        """Every message and presence into the inbound queue, and the session events."""
+        client.register_handler(
+            Callback("imbridge message", MatchXPath(q(NS_CLIENT, "message")), self._on_message)
+        )
+        client.register_handler(
+            Callback("imbridge presence", MatchXPath(q(NS_CLIENT, "presence")), self._on_presence)
+        )
+        client.add_event_handler("session_start", self._on_session_start)
+        client.add_event_handler("disconnected", self._on_disconnected)
+
+    def _on_message(self, stanza: StanzaBase) -> None:
+        self._queue.put_nowait(("message", stanza.xml))
+
+    def _on_presence(self, stanza: StanzaBase) -> None:
+        self._queue.put_nowait(("presence", stanza.xml))
+
+    def _connect(self) -> None:
+        if self._client is None or self._closing:
+            return
+        if self.config.host and self.config.port:
+            self._client.connect(self.config.host, self.config.port)
+        else:
+            self._client.connect()
+
+    def _refusal(self) -> str | None:
+        """Why the login was refused, if it was (set by stream event handlers)."""
+        return self._login_failed
+
+    def _on_auth_failed(self, _event: object) -> None:
+        self._login_failed = "authentication refused"
+        self._login_settled.set()
+
+    def _on_connection_failed(self, error: object) -> None:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self._on_untrusted(error)
+
+    def _on_untrusted(self, error: object) -> None:
+        """A certificate that does not verify will not verify on the next try either:
+        say so at once instead of timing out (the reconnect keeps trying meanwhile)."""
+        self._log.error("tls_untrusted", error=str(error))
+        if not self._ready.is_set() and self._login_failed is None:
+            self._login_failed = f"TLS certificate not trusted: {error}"
+            self._login_settled.set()
+        client = self._client
+        if client is not None and client.transport is not None:
+            client.abort()
+
+    def _on_session_start(self, _event: object) -> None:
+        if self._session_task is not None:
+            self._session_task.cancel()
+        self._session_task = self._spawn(self._new_session())
+
+    def _on_session_resumed(self, _event: object) -> None:
+        # XEP-0198 resumption: the server kept our room presence, and slixmpp has resent
+        # what it had not acknowledged; nothing else to do.
+        self._session_alive = True
+        self._ready.set()
+        self._log.info("connected", resumed=True)
+
+    def _on_disconnected(self, reason: object) -> None:
+        was_ready = self._ready.is_set()
+        self._ready.clear()
+        self._session_alive = False
+        if self._session_task is not None:
+            self._session_task.cancel()  # its joins would wait for a stream that is gone
+            self._session_task = None
+        if self._closing:
+            return
+        self._log.warning("disconnected", reason=str(reason or ""), was_ready=was_ready)
+        self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        await asyncio.sleep(random.uniform(0.2, 0.6))  # noqa: S311 - jitter, not crypto
+        self._connect()
+
+    async def _new_session(self) -> None:
+        """A fresh session (first login, or resumption failed): join every room, catch up
+        from the archives, then release for a resend whatever the rooms never got."""
+        self._generation += 1
+        generation = self._generation
+        self._session_alive = True
+        self._uploads.forget()
+        for room in list(self._rooms.values()):
+            room.joined = False
+            room.occupants.clear()
+        for room in list(self._rooms.values()):
+            try:
+                await self._join(room)
+            except Exception as exc:  # noqa: BLE001 - one bad room must not block the others
+                self._log.error("join_failed", room=room.jid, error=str(exc))
+        if generation != self._generation or not self._session_alive:
+            return
+        released = self._delivery.release_older_than(generation)
+        if released:
+            self._log.warning("send_retry", reason="not in the room archive", count=released)
+        self._ready.set()
+        self._login_settled.set()
+        self._log.info("connected", resumed=False)
+
+    async def _join(self, room: Room) -> None:
+        client = self._client
+        if client is None:
+            raise AdapterError("join before start")
+        cursor = Cursor.loads(await self._cursors.get(cursor_key(room.jid)))
+        since = self._delivery.earliest(room.jid)
+        room.set_catching_up(self.config.catch_up and (cursor is not None or since is not None))
+        room.buffer.clear()
+        room.subject_seen = False
+        error: str | None = "conflict"
+        for nick in room.nick_candidates():
+            room.nick = nick
+            room.join_result = asyncio.get_running_loop().create_future()
+            presence = client.plugin["xep_0045"].make_join_stanza(
+                JID(room.jid), nick, password=room.password, maxstanzas=0
+            )
+            presence.send()
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                error = await room.join_result
+            if error != "conflict":
+                break
+        if error is not None:
+            room.set_catching_up(False)
+            raise AdapterError(f"cannot join {room.jid}: {error}")
+        self._log.info("joined", room=room.jid, nick=room.nick)
+        if cursor is None:
+            # Nothing seen here yet: remember when we arrived, so that after a restart
+            # the archive is read from this moment even if nobody spoke meanwhile.
+            arrived = Cursor("", datetime.now(UTC) - timedelta(seconds=1))
+            await self._cursors.set(cursor_key(room.jid), arrived.dumps())
+        if room.catching_up:
+            await self._read_archive(client, room, cursor, since)
+
+    async def _read_archive(
+        self, client: Any, room: Room, cursor: Cursor | None, since: float | None
+    ) -> None:
+        """Fetches what the room said since `cursor` (or since the oldest unconfirmed send)
+        and waits until the inbound consumer has handled it."""
+        start = cursor.stamp if cursor else None
+        after = cursor.stanza_id if cursor and cursor.stanza_id else None
+        if cursor is not None and room.jid not in self._looked_back:
+            # A new process knows none of its earlier reflections. A kill between a
+            # reflection and the outbox's commit leaves that message queued, so read the
+            # archive from a little before the cursor: the reflection confirms it instead
+            # of a resend posting it twice. Messages of others read again are recognised
+            # by their stanza-id and dropped by the core.
+            start = cursor.stamp - LOOK_BACK
+            after = None
+        self._looked_back.add(room.jid)
+        if since is not None:
+            earliest = datetime.fromtimestamp(since, UTC) - timedelta(seconds=5)
+            start = earliest if start is None else min(start, earliest)
+        messages: list[WireMessage] = []
+        try:
+            messages = await fetch_after(client, room.jid, after=after, start=start)
+        except (IqError, IqTimeout) as exc:
+            self._log.warning("catch_up_failed", room=room.jid, error=str(exc))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(CatchUp(room, messages, done))
+        await done
+
+    async def _rejoin(self, room: Room) -> None:
+        await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311 - jitter, not crypto
+        if self._session_alive and not room.joined and not self._closing:
+            try:
+                await self._join(room)
+            except Exception as exc:  # noqa: BLE001 - retried on the next kick or session
+                self._log.error("join_failed", room=room.jid, error=str(exc))
+
+    async def _ping_loop(self) -> None:
+        """XEP-0199 keep-alive: a connection that stopped answering is dropped, so the
+        reconnect logic takes over instead of waiting for TCP to notice."""
+        interval = self.config.ping_interval
+        while True:
+            await asyncio.sleep(interval)
+            client = self._client
+            if client is None or not self._session_alive:
+                continue
+            try:
+                await client.plugin["xep_0199"].ping(
+                    jid=JID(client.boundjid.domain), timeout=min(30.0, interval)
+                )
+            except IqTimeout:
+                self._log.warning("ping_timeout")
+                client.abort()
+            except IqError:
+                pass  # an error reply is still a reply: the stream is alive
+
+    async def _close_stream(self) -> None:
+        """Ends the stream and every task slixmpp keeps for it, whatever state it is in."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            if client.transport is not None:
+                await asyncio.wait_for(client.disconnect(wait=1), 3)
+        except (TimeoutError, OSError) as exc:
+            self._log.warning("disconnect_failed", error=str(exc))
+        client.cancel_connection_attempt()
+        if client.transport is not None:
+            client.abort()
+        # slixmpp keeps its send-queue task for reconnects and only cancels it in
+        # __del__; end it here so no task outlives the adapter.
+        sender = client._run_out_filters
+        if sender is not None and not sender.done():
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
