@@ -9,12 +9,12 @@ registration until `CAP END` (IRCv3 capability negotiation §CAP LS).
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 
 from imbridge.adapters.irc import wire
 from imbridge.adapters.irc.config import IrcConfig
-from imbridge.adapters.irc.translate import sasl_plain
 
 _NICK_ERRORS = frozenset({"431", "432", "433", "436", "437"})
 _SASL_FAILURES = frozenset({"902", "904", "905", "906", "908"})
@@ -156,6 +156,16 @@ class Registration:
         if self.config.sasl is not None:
             raise RegistrationFailed("sasl is configured but the server does not know CAP")
         return []
+
+
+def sasl_plain(username: str, password: str, authzid: str = "") -> list[str]:
+    """`AUTHENTICATE` payloads for SASL PLAIN (RFC 4616), in 400-byte chunks as IRCv3
+    SASL requires; a payload that fills the last chunk exactly is followed by `+`."""
+    data = base64.b64encode(f"{authzid}\0{username}\0{password}".encode()).decode()
+    chunks = [data[i : i + 400] for i in range(0, len(data), 400)] or ["+"]
+    if len(chunks[-1]) == 400:
+        chunks.append("+")
+    return chunks
 
 
 def is_throttle(reason: str) -> bool:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from imbridge.adapters.irc import translate, wire
 from imbridge.adapters.irc.formatting import strip_codes
+from imbridge.adapters.irc.registration import sasl_plain
 from imbridge.events import (
     Attachment,
     Delete,
@@ -148,10 +149,10 @@ def test_unsafe_target_is_refused() -> None:
 
 
 def test_sasl_plain_payload_is_chunked_at_400_bytes() -> None:
-    assert translate.sasl_plain("relay", "pw") == ["AHJlbGF5AHB3"]
-    chunks = translate.sasl_plain("u", "p" * 400)
+    assert sasl_plain("relay", "pw") == ["AHJlbGF5AHB3"]
+    chunks = sasl_plain("u", "p" * 400)
     assert [len(c) for c in chunks[:-1]] == [400] * (len(chunks) - 1)
-    exact = translate.sasl_plain("", "x" * 298)  # base64 of 300 bytes: exactly 400 chars
+    exact = sasl_plain("", "x" * 298)  # base64 of 300 bytes: exactly 400 chars
     assert exact[-1] == "+"
 
 

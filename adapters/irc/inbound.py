@@ -1,0 +1,237 @@
+"""IRC lines → core events, as pure functions: each incoming line becomes at most a few
+events with cleaned text and nicks, and keeps the `Roster` up to date, which is what lets
+a QUIT or NICK (naming no channel) become an event in each shared channel. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from imbridge.adapters.irc import formatting, wire
+from imbridge.adapters.irc.config import irc_lower
+from imbridge.adapters.irc.outbound import RELAY_TAG
+from imbridge.adapters.irc.roster import Roster
+from imbridge.events import (
+    Event,
+    EventId,
+    Join,
+    Leave,
+    Message,
+    MessageKind,
+    Origin,
+    Presence,
+    PresenceState,
+    RemoteId,
+    Sender,
+    Topic,
+    new_event_id,
+    utcnow,
+)
+from imbridge.richtext import clean as clean_rich
+from imbridge.sanitize import clean_nick, clean_text
+
+REPLY_TAG = "+draft/reply"
+KNOWN_RELAY_TAGS = frozenset({RELAY_TAG, "+draft/relay", "+matterbridge/relayed"})
+NAMES_PREFIXES = "~&@%+!"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """What translating an incoming line needs besides the line."""
+
+    network: str
+    own_nick: str
+    rooms: dict[str, str]
+    """Folded channel name → room name as the core knows it (joined rooms only)."""
+    reply_to: EventId | None = None
+    now: Callable[[], datetime] = utcnow
+
+    def room(self, channel: str) -> str | None:
+        return self.rooms.get(irc_lower(channel))
+
+    def origin(self, line: wire.Line, room: str, nick: str | None = None) -> Origin:
+        who = clean_nick(nick or line.nick)
+        msgid = line.tags.get("msgid")
+        return Origin(
+            network=self.network,
+            room=room,
+            sender=Sender(id=who, name=who),
+            remote_id=RemoteId(msgid) if msgid else None,
+            timestamp=wire.server_time(line.tags) or self.now(),
+            relayed=bool(KNOWN_RELAY_TAGS & line.tags.keys()),
+        )
+
+
+def split_ctcp(text: str) -> tuple[str | None, str]:
+    """`(ctcp_command, rest)` of a CTCP-framed text, `(None, text)` otherwise."""
+    if not text.startswith("\x01"):
+        return None, text
+    inner = text[1:].removesuffix("\x01")
+    command, _, rest = inner.partition(" ")
+    return command.upper(), rest
+
+
+def _kind(command: str, text: str) -> tuple[MessageKind, str] | None:
+    ctcp, body = split_ctcp(text)
+    if command == "NOTICE":
+        return (MessageKind.NOTICE, body) if ctcp is None else None  # CTCP replies
+    if ctcp is None:
+        return MessageKind.TEXT, body
+    return (MessageKind.EMOTE, body) if ctcp == "ACTION" else None
+
+
+def message_to_core(line: wire.Line, ctx: Inbound) -> Message | None:
+    """A PRIVMSG/NOTICE to a joined channel (CTCP ACTION as an emote); None for private
+    messages, other CTCP, server notices and the relay's own lines."""
+    if line.source is None or line.source.is_server or len(line.params) < 2:
+        return None
+    # Exact match only: `@#chan` (STATUSMSG) is for the channel's operators, not for
+    # relaying to everyone on the other side.
+    room = ctx.room(line.params[0])
+    kind = _kind(line.command, line.params[1])
+    if irc_lower(line.nick) == irc_lower(ctx.own_nick) or room is None or kind is None:
+        return None
+    text, rich = formatting.irc_to_rich(kind[1])
+    if not text.strip():
+        return None
+    return Message(
+        id=new_event_id(),
+        origin=ctx.origin(line, room),
+        text=text,
+        rich=clean_rich(rich) if rich is not None else None,
+        kind=kind[0],
+        reply_to=ctx.reply_to,
+    )
+
+
+Handler = Callable[[wire.Line, Inbound, Roster], list[Event]]
+
+
+def to_core(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    """The events one incoming line stands for, updating `roster` as the line says.
+    Lines of the relay itself (its joins, its echoes) give no event."""
+    handler = _HANDLERS.get(line.command)
+    return handler(line, ctx, roster) if handler else []
+
+
+def _is_self(line: wire.Line, ctx: Inbound) -> bool:
+    return irc_lower(line.nick) == irc_lower(ctx.own_nick)
+
+
+def _message(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    msg = message_to_core(line, ctx)
+    return [msg] if msg else []
+
+
+def _join(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    room = ctx.room(line.param(0))
+    if room is None:
+        return []
+    if _is_self(line, ctx):
+        roster.left(line.param(0))  # NAMES follows and fills the channel afresh
+        roster.joined(line.param(0))
+        return []
+    roster.add(line.param(0), line.nick)
+    return [Join(id=new_event_id(), origin=ctx.origin(line, room))]
+
+
+def _part(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    room = ctx.room(line.param(0))
+    if room is None:
+        return []
+    if _is_self(line, ctx):
+        roster.left(line.param(0))
+        return []
+    roster.remove(line.param(0), line.nick)
+    reason = _one_line(line.param(1))
+    return [Leave(id=new_event_id(), origin=ctx.origin(line, room), reason=reason)]
+
+
+def _quit(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    if _is_self(line, ctx):
+        return []
+    reason = _one_line(line.param(0))
+    return [
+        Leave(id=new_event_id(), origin=ctx.origin(line, room), reason=reason)
+        for room in _rooms(ctx, roster.quit(line.nick))
+    ]
+
+
+def _nick(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    new = line.param(0)
+    chans = roster.rename(line.nick, new)
+    if _is_self(line, ctx) or not new:
+        return []
+    reason = f"now known as {clean_nick(new)}"
+    events: list[Event] = []
+    for room in _rooms(ctx, chans):
+        events.append(Leave(id=new_event_id(), origin=ctx.origin(line, room), reason=reason))
+        events.append(Join(id=new_event_id(), origin=ctx.origin(line, room, new)))
+    return events
+
+
+def _topic(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    room = ctx.room(line.param(0))
+    if _is_self(line, ctx) or room is None:
+        return []
+    text = clean_text(formatting.strip_codes(line.param(1)))
+    return [Topic(id=new_event_id(), origin=ctx.origin(line, room), text=text)]
+
+
+def _away(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    """IRCv3 away-notify: AWAY with a reason is away, without one is back."""
+    if _is_self(line, ctx):
+        return []
+    state = PresenceState.AWAY if line.params else PresenceState.ONLINE
+    status = _one_line(line.param(0))
+    return [
+        Presence(id=new_event_id(), origin=ctx.origin(line, room), state=state, status=status)
+        for room in _rooms(ctx, roster.channels_of(line.nick))
+    ]
+
+
+def _names(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    """RPL_NAMREPLY `<me> <type> <channel> :<names>` (with multi-prefix: `@+nick`)."""
+    channel = line.param(2)
+    if ctx.room(channel) is not None:
+        for name in line.param(3).split():
+            roster.add(channel, name.lstrip(NAMES_PREFIXES).split("!")[0])
+    return []
+
+
+def _kick(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    channel, victim = line.param(0), line.param(1)
+    room = ctx.room(channel)
+    if room is None or not victim:
+        return []
+    if irc_lower(victim) == irc_lower(ctx.own_nick):
+        roster.left(channel)
+        return []
+    roster.remove(channel, victim)
+    why = _one_line(line.param(2))
+    reason = f"kicked by {clean_nick(line.nick)}" + (f": {why}" if why else "")
+    return [Leave(id=new_event_id(), origin=ctx.origin(line, room, victim), reason=reason)]
+
+
+def _one_line(text: str) -> str:
+    return clean_text(formatting.strip_codes(text)).replace("\n", " ")
+
+
+def _rooms(ctx: Inbound, channels: Iterable[str]) -> list[str]:
+    return [r for r in (ctx.room(c) for c in channels) if r is not None]
+
+
+_HANDLERS: dict[str, Handler] = {
+    "PRIVMSG": _message,
+    "NOTICE": _message,
+    "JOIN": _join,
+    "PART": _part,
+    "QUIT": _quit,
+    "NICK": _nick,
+    "KICK": _kick,
+    "TOPIC": _topic,
+    "AWAY": _away,
+    "353": _names,
+}

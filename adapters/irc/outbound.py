@@ -1,0 +1,233 @@
+"""Core events → IRC lines, as pure functions: what the relay says in a channel, split
+to fit the wire.
+
+The invariant the hypothesis tests hold this module to: whatever the text, every line
+built holds no CR, LF or NUL, fits 512 bytes with the prefix the server will add, and the
+lines carry the cleaned text whole and in order (aside from formatting codes reopened at
+each split, and blank runs that would fill a line on their own), up to `max_lines`, after
+which a notice says how much was cut. No I/O here.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import assert_never
+
+from imbridge.adapters.irc import formatting, wire
+from imbridge.events import Delete, Edit, Event, Join, Leave, Message, MessageKind, Presence, Topic
+from imbridge.richtext import clean as clean_rich
+from imbridge.sanitize import clean_nick, clean_text
+
+ACTION_OVERHEAD = len("\x01ACTION \x01")
+MIN_BUDGET = 64  # bytes of text per line below which no sane channel/nick leaves us
+RELAY_TAG = "+imbridge/relayed"
+"""Client-only tag (IRCv3 message-tags) on every line the relay sends, where the server
+supports tags, so a peer bridge in the same channel knows not to relay it again."""
+
+
+class NotSendable(ValueError):
+    """An event IRC cannot carry at all (a delete): permanent, never retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    """The relay's own `nick!user@host` as the server will prefix it; unknown parts are
+    assumed as long as servers allow, so a line never ends up over 512 bytes."""
+
+    nick: str
+    user: str = ""
+    host: str = ""
+
+    def prefix_bytes(self) -> int:
+        user = self.user or "u" * wire.UNKNOWN_USER_LEN
+        host = self.host or "h" * wire.UNKNOWN_HOST_LEN
+        return wire.prefix_bytes(self.nick, user, host)
+
+
+def text_budget(mask: Mask, command: str, target: str, *, action: bool = False) -> int:
+    """Bytes of text one `command target :text` line can carry once the server has put
+    `:nick!user@host ` in front of it (RFC 1459 §2.3)."""
+    fixed = mask.prefix_bytes() + len(f"{command} {target} :".encode())
+    budget = wire.MAX_LINE - fixed - (ACTION_OVERHEAD if action else 0)
+    return max(budget, MIN_BUDGET)
+
+
+def split_line(line: str, budget: int) -> list[str]:
+    """Cuts one line (no LF) into pieces of at most `budget` UTF-8 bytes: after a space
+    when one is in the second half of the piece, never inside a character, a formatting
+    code, or before a combining mark; each piece reopens the formatting active at its
+    start. Pieces with no visible text are dropped."""
+    if len(line.encode("utf-8")) <= budget:  # the common case: one piece, as it is
+        return [line] if formatting.strip_codes(line).strip() else []
+    toks: list[tuple[bool, str]] = []
+    for is_code, tok in formatting.tokens(line):
+        toks.extend([(True, tok)] if is_code else [(False, c) for c in tok])
+    sizes = [len(t.encode("utf-8")) for _, t in toks]
+    pieces: list[str] = []
+    state: frozenset[str] = frozenset()
+    pos, n = 0, len(toks)
+    while pos < n:
+        head = formatting.reopen(state)
+        room = budget - len(head.encode())
+        end, used, last_space = pos, 0, -1
+        while end < n and used + sizes[end] <= room:
+            used += sizes[end]
+            if toks[end] == (False, " "):
+                last_space = end + 1
+            end += 1
+        if end < n:
+            if last_space > pos + (end - pos) // 2:
+                end = last_space
+            else:
+                back = end
+                while back > pos + 1 and not toks[back][0] and _joins_previous(toks[back][1]):
+                    back -= 1
+                end = back if back > pos + (end - pos) // 2 else end
+            end = max(end, pos + 1)
+        chunk = toks[pos:end]
+        body = "".join(t for _, t in chunk)
+        # Servers strip trailing blanks, so a blank piece would arrive empty and be
+        # refused (412): it is dropped, which is the only text a split ever loses.
+        if any(not is_code and not tok.isspace() for is_code, tok in chunk):
+            pieces.append(head + body)
+        for is_code, tok in chunk:
+            if is_code:
+                state = formatting.apply(state, tok)
+        pos = end
+    return pieces
+
+
+def _joins_previous(char: str) -> bool:
+    """A combining mark, joiner or variation selector: splitting before it would change
+    how the previous character looks."""
+    return (
+        bool(unicodedata.combining(char))
+        or char in "\u200c\u200d"
+        or ("\ufe00" <= char <= "\ufe0f")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """Wire lines for one event: `lines` are messages (echoed with echo-message), `extra`
+    commands that are not."""
+
+    lines: tuple[str, ...]
+    truncated_lines: int = 0
+    is_message: bool = True
+
+
+def message_body(event: Message | Edit) -> str:
+    """IRC text of a message: mIRC codes from the rich form when there is one, plain
+    text otherwise, and the URL of each attachment the text does not already show."""
+    if event.rich is not None:
+        body = formatting.rich_to_irc(clean_rich(event.rich))
+        if not formatting.strip_codes(body).strip():
+            body = clean_text(event.text)
+    else:
+        body = clean_text(event.text)
+    if isinstance(event, Message):
+        urls = [a.url for a in event.attachments if a.url not in body]
+        body = "\n".join(part for part in (body, *map(clean_text, urls)) if part)
+    return body
+
+
+def to_irc(
+    event: Event,
+    target: str,
+    *,
+    mask: Mask,
+    max_lines: int,
+    tags: dict[str, str] | None = None,
+) -> Outbound:
+    """The lines that carry `event` into channel `target`. Raises NotSendable for what
+    IRC cannot express (deleting a line), wire.UnsafeLine for a target that is not one."""
+    command, action, body = "PRIVMSG", False, ""
+    match event:
+        case Message():
+            body = message_body(event)
+            if event.kind is MessageKind.NOTICE:
+                command = "NOTICE"
+            action = event.kind is MessageKind.EMOTE
+        case Edit():
+            body = message_body(event)
+        case Topic():
+            text = formatting.strip_codes(clean_text(event.text)).replace("\n", " ")
+            budget = text_budget(mask, "TOPIC", target)
+            piece = split_line(text, budget)[:1] or [""]
+            line = wire.build("TOPIC", target, trailing=piece[0])
+            return Outbound((line,), is_message=False)
+        case Join() | Leave() | Presence():
+            body, command = describe(event), "NOTICE"
+        case Delete():
+            raise NotSendable("IRC cannot delete a line")
+        case _:
+            assert_never(event)
+    return build_lines(
+        body,
+        target,
+        command=command,
+        action=action,
+        mask=mask,
+        max_lines=max_lines,
+        tags=tags,
+    )
+
+
+def build_lines(
+    body: str,
+    target: str,
+    *,
+    command: str = "PRIVMSG",
+    action: bool = False,
+    mask: Mask,
+    max_lines: int,
+    tags: dict[str, str] | None = None,
+) -> Outbound:
+    """Splits `body` into at most `max_lines` wire lines (plus one notice saying how
+    many were cut); `body` may hold LF and mIRC codes, any other control is dropped."""
+    budget = text_budget(mask, command, target, action=action)
+    pieces: list[str] = []
+    for raw in body.split("\n"):
+        text = _clean_keeping_codes(raw)
+        pieces.extend(split_line(text, budget))
+    kept, cut = pieces[:max_lines], len(pieces) - max_lines
+    lines = []
+    for piece in kept:
+        text = f"\x01ACTION {piece}\x01" if action else piece
+        lines.append(wire.build(command, target, trailing=text, tags=tags))
+    if cut > 0:
+        note = f"[{cut} more line{'s' if cut != 1 else ''} not shown]"
+        lines.append(wire.build("NOTICE", target, trailing=note, tags=tags))
+    return Outbound(tuple(lines), truncated_lines=max(cut, 0))
+
+
+def _clean_keeping_codes(text: str) -> str:
+    """`clean_text` for the runs between formatting codes; the codes stay."""
+    return "".join(
+        tok if is_code else clean_text(tok).replace("\n", " ")
+        for is_code, tok in formatting.tokens(text)
+    )
+
+
+def describe(event: Join | Leave | Presence) -> str:
+    """One line for a membership or presence change the core asked to show."""
+    who = clean_nick(event.origin.sender.name or event.origin.sender.id)
+    where = clean_nick(event.origin.network)
+    match event:
+        case Join():
+            return f"*** {who} joined on {where}"
+        case Leave():
+            reason = clean_text(event.reason).replace("\n", " ")
+            return f"*** {who} left {where}" + (f" ({reason})" if reason else "")
+        case Presence():
+            status = clean_text(event.status).replace("\n", " ")
+            return f"*** {who} is {event.state.value}" + (f": {status}" if status else "")
+        case _:
+            assert_never(event)
+
+
+def max_text_bytes(mask: Mask, max_lines: int, longest_channel: int = 50) -> int:
+    """What a relayed message may hold before this adapter cuts it (Capabilities)."""
+    return max_lines * text_budget(mask, "PRIVMSG", "#" * longest_channel)
