@@ -95,5 +95,6 @@ class XmppAdapter(Session, Receiver, Transmitter):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._writes.aclose()  # after the inbound consumer queued its last cursors
         await self._uploads.aclose()
         self._delivery.release_older_than(self._generation + 1)

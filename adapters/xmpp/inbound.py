@@ -2,10 +2,11 @@
 
 Everything that arrives (live, from MUC, or from a MAM catch-up) goes through one queue
 and one consumer task, so events reach the sink in the order the rooms sent them, and a
-room's cursor is stored only after the sink has taken the event it follows (the cursor
-save is the `then` of `Intake.put`). The relay's own reflections produce no event: they
-confirm a delivery (see `delivery`). While a room reads its archive, its live messages
-wait in the room's buffer, so archive and live traffic pass once each, in order.
+room's cursor is stored only after the sink has taken the event it follows (the `then`
+of `Intake.put` queues it for writing, in `writes`). The relay's own reflections produce
+no event: they confirm a delivery (see `delivery`). While a room reads its archive, its
+live messages wait in the room's buffer, so archive and live traffic pass once each, in
+order.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ class Receiver(XmppState):
         if sid is not None:
             room.seen.add(sid)
             cursor = Cursor(sid, wire.stamp or datetime.now(UTC))
-            # The cursor moves once the event (if any) is on disk, never past it.
-            save = functools.partial(self._cursors.set, cursor_key(room.jid), cursor.dumps())
+            # The cursor moves once the event (if any) is on disk, never past it: only
+            # then is it queued for writing, replacing a cursor of this room still queued.
+            save = functools.partial(self._writes.put, cursor_key(room.jid), cursor.dumps())
             await self._intake.put(event, save)
         elif event is not None:
             await self._intake.put(event)
@@ -148,7 +150,7 @@ class Receiver(XmppState):
             event_id = await self._cursors.event_id(RemoteId(ref))
             if event_id is None:
                 key = alias_key(room.jid, ref)
-                sid = self._aliases.get(key) or await self._cursors.get(key)
+                sid = self._aliases.get(key) or await self._writes.get(key)
                 if sid:
                     event_id = await self._cursors.event_id(RemoteId(sid))
             if event_id is not None:
@@ -212,9 +214,9 @@ class Receiver(XmppState):
 
     def _remember_sent(self, sid: str, oid: str) -> None:
         """Our copy's stanza-id -> its origin-id, which a later correction must name.
-        Stored without holding up the inbound queue; concurrent writes commit together."""
+        Stored without holding up the inbound queue, with the other writes waiting."""
         _bounded_put(self._sent_ids, sid, oid)
-        self._spawn(self._cursors.set(sent_key(sid), oid))
+        self._writes.put(sent_key(sid), oid)
 
     def _remember_alias(self, room: Room, wire: WireMessage, sid: str) -> None:
         """A sender's own message ids -> the room's stanza-id the id map knows it by:
@@ -222,4 +224,4 @@ class Receiver(XmppState):
         for mid in {wire.id, wire.origin_id} - {None, sid}:
             key = alias_key(room.jid, str(mid))
             _bounded_put(self._aliases, key, sid)
-            self._spawn(self._cursors.set(key, sid))
+            self._writes.put(key, sid)

@@ -123,5 +123,5 @@ class Transmitter(XmppState):
         if not isinstance(item.event, Edit) or not item.target:
             return None
         target = str(item.target)
-        oid = self._sent_ids.get(target) or await self._cursors.get(sent_key(target))
+        oid = self._sent_ids.get(target) or await self._writes.get(sent_key(target))
         return oid or target

@@ -195,7 +195,7 @@ class Session(XmppState):
         client = self._client
         if client is None:
             raise AdapterError("join before start")
-        cursor = Cursor.loads(await self._cursors.get(cursor_key(room.jid)))
+        cursor = Cursor.loads(await self._writes.get(cursor_key(room.jid)))
         since = self._delivery.earliest(room.jid)
         room.set_catching_up(self.config.catch_up and (cursor is not None or since is not None))
         room.buffer.clear()

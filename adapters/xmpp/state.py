@@ -5,7 +5,8 @@ The adapter is split by concern into `session` (login, reconnect, joins, keep-al
 tracking, uploads), combined by the facade in `adapter`. They act on one connection and
 one set of rooms, so that state lives here, in one place, instead of being passed between
 them; component mode (`component`) subclasses the facade and overrides the hooks below.
-Every task a part starts goes through `_spawn`, so `aclose` can end them all.
+Every task a part starts goes through `_spawn`, so `aclose` can end them all; state writes
+go through `_writes` (`writes`), which owns its one writer task.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .media import Uploader
 from .rooms import Room
 from .stanzas import WireMessage
 from .uploads import discovery_domain
+from .writes import CoalescedWrites
 
 log = structlog.get_logger("imbridge.adapters.xmpp")
 
@@ -78,6 +80,8 @@ class XmppState:
         self._session_task: asyncio.Task[None] | None = None
         self._closing = False
         self._log = log.bind(network=name)
+        self._writes = CoalescedWrites(cursors, log=self._log)
+        """Cursor, alias and origin-id writes; read what is stored through it too."""
         self._uploads = Uploader(config, log=self._log)
         self._uploaded: OrderedDict[str, Message] = OrderedDict()  # origin-id -> relinked
         self._upload_domain = discovery_domain(
