@@ -24,7 +24,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 sys.path.remove(sys.path[0])
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.arrivals import Arrivals, burst, latencies, phase
+from bench.arrivals import Arrivals, burst, daemon_process, latencies, phase
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.irc import IrcAdapter, IrcConfig
@@ -84,32 +83,6 @@ async def adapter_only(config: Config, dest: str) -> AsyncIterator[None]:
         await adapter.aclose()
 
 
-@asynccontextmanager
-async def daemon_process(
-    config_text: str, tmp: Path, alice: IrcUser, channel: str, clock: Clock
-) -> AsyncIterator[None]:
-    """`imbridge run` in its own process: the bench's clients, which poll for arrivals
-    every 0.2 ms, no longer share its CPU time. Ready once a probe from Alice comes out
-    in channel B."""
-    path = tmp / "process.json"
-    path.write_text(config_text.replace(str(tmp / "state"), str(tmp / "state-process")))
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "imbridge"), "run", "-c", str(path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.perf_counter() + 30
-        while "#probe" not in clock.arrived and time.perf_counter() < deadline:
-            alice.say(channel, "probe #probe")
-            await asyncio.sleep(0.5)
-        if "#probe" not in clock.arrived:
-            raise RuntimeError("imbridge run did not relay the probe within 30 s")
-        yield
-    finally:
-        proc.terminate()
-        await proc.wait()
-
-
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -156,7 +129,7 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
             bridged, bridged_rate, bridged_ok = await phase(
                 to_a, clock, "r", args.latency, args.burst
             )
-        async with daemon_process(config_text, tmp, alice, a, clock):
+        async with daemon_process(config_text, tmp, to_a, clock):
             process = await latencies(to_a, clock, "p", args.latency)
             process_rate, process_ok = await burst(to_a, clock, "P", args.burst)
     finally:
