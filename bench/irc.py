@@ -7,7 +7,9 @@ Bob reads it there; Carol then leaves). Bridged: Alice, who is only in channel A
 there, imbridge relays it into channel B, Bob reads the copy; once through the IRC
 adapter alone (its sink sends at once: what the adapter adds), once through the whole
 daemon (state database, policy, outbox) in this process, and once through `imbridge run`
-in its own process, as deployed. Prints
+in its own process, as deployed. Last, the floor (`bench/floor.py`): a bare Python relay
+in its own process that only copies the line, which is what this machine charges any
+Python process for waking and handling one line. Prints
 p50/p99 latency at 5 msg/s and the latency added over the direct path, then in-order
 throughput for a burst of `--burst` lines on relaxed flood limits, checking that none was
 lost, duplicated or reordered. The bridged path crosses the server twice (A, then B) where
@@ -35,6 +37,7 @@ sys.path.remove(sys.path[0])
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.arrivals import Arrivals, burst, daemon_process, latencies, phase
+from bench.floor import floor_process
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.irc import IrcAdapter, IrcConfig
@@ -132,17 +135,21 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
         async with daemon_process(config_text, tmp, to_a, clock):
             process = await latencies(to_a, clock, "p", args.latency)
             process_rate, process_ok = await burst(to_a, clock, "P", args.burst)
+        async with floor_process(server.host, server.port, a, b, say=to_a, seen=clock):
+            floor = await latencies(to_a, clock, "f", args.latency)
     finally:
         await alice.close()
         await bob.close()
-    for name, values in (("direct", direct), ("adapter", bare), ("bridged", bridged),
-                         ("process", process)):  # fmt: skip
+    for name, values in (("direct", direct), ("floor", floor), ("adapter", bare),
+                         ("bridged", bridged), ("process", process)):  # fmt: skip
         print(f"latency {name:8} p50 {pct(values, 50):7.3f} ms  p99 {pct(values, 99):7.3f} ms"
               f"  ({len(values)}/{args.latency} at 5 msg/s)")  # fmt: skip
     print(f"added latency (daemon)  p50 {pct(bridged, 50) - pct(direct, 50):7.3f} ms  "
           f"p99 {pct(bridged, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
     print(f"added latency (process) p50 {pct(process, 50) - pct(direct, 50):7.3f} ms  "
           f"p99 {pct(process, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
+    print(f"added latency (floor)   p50 {pct(floor, 50) - pct(direct, 50):7.3f} ms  "
+          f"p99 {pct(floor, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
     print(f"added latency (adapter) p50 {pct(bare, 50) - pct(direct, 50):7.3f} ms  "
           f"p99 {pct(bare, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
     print(f"throughput direct  {direct_rate:8.0f} msg/s  in order, complete: {direct_ok}")
