@@ -216,11 +216,14 @@ class Session(XmppState):
             room.set_catching_up(False)
             raise AdapterError(f"cannot join {room.jid}: {error}")
         self._log.info("joined", room=room.jid, nick=room.nick)
-        if cursor is None:
+        key = cursor_key(room.jid)
+        if cursor is None and await self._writes.get(key) is None:
             # Nothing seen here yet: remember when we arrived, so that after a restart
-            # the archive is read from this moment even if nobody spoke meanwhile.
+            # the archive is read from this moment even if nobody spoke meanwhile. Put
+            # after the check with no await between, so a cursor a message left during
+            # the join is never replaced by this older one.
             arrived = Cursor("", datetime.now(UTC) - timedelta(seconds=1))
-            await self._cursors.set(cursor_key(room.jid), arrived.dumps())
+            self._writes.put(key, arrived.dumps())
         if room.catching_up:
             await self._read_archive(client, room, cursor, since)
 
