@@ -9,7 +9,8 @@ adapter alone (its sink sends at once: what the adapter adds), once through the 
 daemon (state database, policy, outbox) in this process, and once through `imbridge run`
 in its own process, as deployed. Last, the floor (`bench/floor.py`): a bare Python relay
 in its own process that only copies the line, which is what this machine charges any
-Python process for waking and handling one line. Prints
+Python process for waking and handling one line, and the state database commit of one
+relayed message, timed after 0.2 s idle and back to back. Prints
 p50/p99 latency at 5 msg/s and the latency added over the direct path, then in-order
 throughput for a burst of `--burst` lines on relaxed flood limits, checking that none was
 lost, duplicated or reordered. The bridged path crosses the server twice (A, then B) where
@@ -37,7 +38,7 @@ sys.path.remove(sys.path[0])
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.arrivals import Arrivals, burst, daemon_process, latencies, phase
-from bench.floor import floor_process
+from bench.floor import cold_commit, floor_process
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.irc import IrcAdapter, IrcConfig
@@ -137,6 +138,7 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
             process_rate, process_ok = await burst(to_a, clock, "P", args.burst)
         async with floor_process(server.host, server.port, a, b, say=to_a, seen=clock):
             floor = await latencies(to_a, clock, "f", args.latency)
+        commit_idle, commit_busy = await cold_commit()
     finally:
         await alice.close()
         await bob.close()
@@ -152,6 +154,8 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
           f"p99 {pct(floor, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
     print(f"added latency (adapter) p50 {pct(bare, 50) - pct(direct, 50):7.3f} ms  "
           f"p99 {pct(bare, 99) - pct(direct, 99):7.3f} ms")  # fmt: skip
+    print(f"one relay commit        p50 {commit_idle:7.3f} ms after 0.2 s idle, "
+          f"{commit_busy:.3f} ms back to back")  # fmt: skip
     print(f"throughput direct  {direct_rate:8.0f} msg/s  in order, complete: {direct_ok}")
     print(f"throughput adapter {bare_rate:8.0f} msg/s  in order, complete: {bare_ok}")
     print(f"throughput bridged {bridged_rate:8.0f} msg/s  in order, complete: {bridged_ok}")
