@@ -8,8 +8,13 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from imbridge.config import parse_config
+from imbridge.config.schema import Config
+from imbridge.daemon import Daemon
 
 
 class Arrivals:
@@ -99,3 +104,38 @@ async def daemon_process(
     finally:
         proc.terminate()
         await proc.wait()
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One path: latencies at 5 msg/s (ms), burst rate (msg/s), all arrived in order."""
+
+    latencies: list[float]
+    rate: float
+    in_order: bool
+
+
+async def relay_paths(
+    config_text: str,
+    tmp: Path,
+    say: Callable[[str], object],
+    seen: Arrivals,
+    *,
+    sizes: tuple[int, int],
+    adapter_only: Callable[[Config], AbstractAsyncContextManager[None]],
+) -> dict[str, Measured]:
+    """The bridged paths of one network's bench, each measured both ways with keys of its
+    own: the adapter alone (`adapter_only`), the whole daemon in this process, and
+    `imbridge run` in its own process. `sizes`: (latency messages, burst messages)."""
+    n_latency, n_burst = sizes
+    config = parse_config(config_text)
+    async with adapter_only(config):
+        adapter = Measured(*await phase(say, seen, "x", n_latency, n_burst))
+    async with Daemon(config) as daemon:
+        if not await daemon.ready(30):
+            raise RuntimeError("the daemon did not connect within 30 s")
+        bridged = Measured(*await phase(say, seen, "r", n_latency, n_burst))
+    async with daemon_process(config_text, tmp, say, seen):
+        process_latencies = await latencies(say, seen, "p", n_latency)
+        process = Measured(process_latencies, *await burst(say, seen, "P", n_burst))
+    return {"adapter": adapter, "bridged": bridged, "process": process}

@@ -30,13 +30,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.arrivals import Arrivals, burst, daemon_process, latencies, phase
+from bench.arrivals import Arrivals, phase, relay_paths
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter
-from imbridge.config import parse_config
 from imbridge.config.schema import Config
-from imbridge.daemon import Daemon
 from imbridge.events import Event, Message
 from tests.integration.test_xmpp_resilience import DictCursors
 from tests.servers.prosody import Prosody, XmppUser
@@ -121,7 +119,6 @@ async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
         "gateways": {"g": {"rooms": [{"network": "xm", "room": a}, {"network": "xm", "room": b}]}},
         "archive": {"enabled": False},
     })  # fmt: skip
-    config = parse_config(config_text)
     to_a = functools.partial(alice.say, a)
     try:
         # Carol is in room B for the direct path only: her copies of relayed messages
@@ -130,16 +127,13 @@ async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
             functools.partial(carol.say, b), clock, "d", args.latency, args.burst
         )
         await carol.close()
-        async with adapter_only(config, b):
-            bare, bare_rate, bare_ok = await phase(to_a, clock, "x", args.latency, args.burst)
-        async with Daemon(config) as daemon:
-            assert await daemon.ready(30)
-            bridged, bridged_rate, bridged_ok = await phase(
-                to_a, clock, "r", args.latency, args.burst
-            )
-        async with daemon_process(config_text, tmp, to_a, clock):
-            process = await latencies(to_a, clock, "p", args.latency)
-            process_rate, process_ok = await burst(to_a, clock, "P", args.burst)
+        paths = await relay_paths(
+            config_text, tmp, to_a, clock, sizes=(args.latency, args.burst),
+            adapter_only=lambda config: adapter_only(config, b),
+        )  # fmt: skip
+        bare, bare_rate, bare_ok = dataclasses.astuple(paths["adapter"])
+        bridged, bridged_rate, bridged_ok = dataclasses.astuple(paths["bridged"])
+        process, process_rate, process_ok = dataclasses.astuple(paths["process"])
     finally:
         await alice.close()
         await bob.close()
