@@ -3,18 +3,24 @@
 An adapter translates between its wire protocol and `events`, and moves bytes; routing,
 policy, retries and persistence are the core's. Adapters are found through the
 `imbridge.adapters` entry-point group (see `registry`) and built as `cls(name, config,
-cursors)`.
+cursors)`; an adapter whose constructor also takes a `media_links` keyword gets the
+daemon's `MediaLinks` there when `bridge.http.public_url` is set (see `MediaSource`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imbridge.errors import AdapterError
 from imbridge.events import Event, EventId, RemoteId
+
+if TYPE_CHECKING:
+    from imbridge.medialinks import MediaLinks
 
 __all__ = [
     "Adapter",
@@ -22,6 +28,10 @@ __all__ = [
     "Capabilities",
     "Cursors",
     "EventSink",
+    "Media",
+    "MediaGone",
+    "MediaSource",
+    "MediaUnavailable",
     "NetworkConfig",
     "Outgoing",
     "RateLimit",
@@ -140,3 +150,40 @@ class AdapterFactory(Protocol):
     default_rate_limit: ClassVar[RateLimit]
 
     def __call__(self, name: str, config: NetworkConfig, cursors: Cursors) -> Adapter: ...
+
+
+class MediaAdapterFactory(Protocol):
+    """An adapter class that links media through the bridge (`MediaSource`)."""
+
+    def __call__(
+        self, name: str, config: NetworkConfig, cursors: Cursors, *, media_links: MediaLinks
+    ) -> Adapter: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Media:
+    """One piece of media being read from its network, for the bridge's media route."""
+
+    mimetype: str
+    size: int | None  # as announced by the server; the route still counts what it streams
+    chunks: AsyncIterator[bytes]
+    max_bytes: int | None = None
+    """The adapter's own cap (e.g. its `media_max_bytes`); the route's default if None."""
+
+
+class MediaGone(AdapterError):
+    """The network says the media does not exist (any more): the route answers 404."""
+
+
+class MediaUnavailable(AdapterError):
+    """The network could not be asked or failed to answer: the route answers 502."""
+
+
+@runtime_checkable
+class MediaSource(Protocol):
+    """Optional: an adapter whose media needs its credentials (Matrix authenticated media)
+    relays links made by the `MediaLinks` it was built with, and serves them here."""
+
+    def open_media(self, ref: str) -> AbstractAsyncContextManager[Media]:
+        """Read the media `ref` names (a ref this adapter gave `MediaLinks.link`)."""
+        ...

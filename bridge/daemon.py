@@ -33,6 +33,7 @@ from imbridge.db import Database
 from imbridge.endpoints import make_app, serve_http
 from imbridge.errors import ConfigError
 from imbridge.events import Message, MessageKind, Origin, new_event_id
+from imbridge.medialinks import MediaLinks
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import compile_policy
@@ -74,6 +75,7 @@ class Daemon:
         self.seen_connected: dict[str, bool] = {}
         """What the supervisor last saw of each network (from its first connection on)."""
         self._http: web.AppRunner | None = None
+        self.media_links: MediaLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
         self.db = Database(config.bridge.state_dir / DB_NAME, {"archive": ARCHIVE_MIGRATIONS})
@@ -95,7 +97,8 @@ class Daemon:
         cursors = NetworkCursors(self.db, name)
         if self._factory is not None:
             return self._factory(name, net, cursors)
-        return registry.adapter_class(net.type)(name, net, cursors)
+        cls = registry.adapter_class(net.type)
+        return registry.build(cls, name, net, cursors, media_links=self.media_links)
 
     def _relay(self) -> Relay:
         if self.relay is None:
@@ -120,6 +123,9 @@ class Daemon:
         await self.db.open()
         if self.archive is not None:
             await self.archive.__aenter__()
+        public_url = self.config.bridge.http.public_url
+        if public_url is not None:
+            self.media_links = MediaLinks.from_state(self.config.bridge.state_dir, public_url)
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
         self.outbox = Outbox(self.db, self.adapters, self._rate_limits(), self.recorder)

@@ -1,14 +1,26 @@
-"""The daemon's HTTP face: /metrics for Prometheus, /healthz (the process answers) and
-/readyz (every required network connected and joined), on aiohttp."""
+"""The daemon's HTTP face: /metrics for Prometheus, /healthz (the process answers),
+/readyz (every required network connected and joined), and, with `public_url` set,
+/media/ (signed links to relayed media, see `medialinks`), on aiohttp.
+
+The media route is reachable by anyone who has a link, so it trusts nothing in the
+request but a valid signature, and what it streams back is held to a size cap, a time
+limit, and headers that stop a browser from running it as a page of the bridge's site.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from imbridge.adapter import MediaGone, MediaSource, MediaUnavailable
+from imbridge.medialinks import PROXY_TIMEOUT, MediaLinks, MediaRequest
 from imbridge.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -40,7 +52,89 @@ def make_app(daemon: Daemon, metrics: Metrics, token: str | None) -> web.Applica
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    if daemon.media_links is not None:
+        app.router.add_get(
+            "/media/{network}/{sig}/{tail:.+}", _media_view(daemon, daemon.media_links)
+        )
     return app
+
+
+log = structlog.get_logger("imbridge.endpoints")
+
+# Shown in the browser; anything else is a download, so no relayed file can act as a
+# page of the bridge's origin (the list Synapse itself serves inline, minus SVG).
+INLINE_TYPES = frozenset({
+    "text/plain", "text/csv", "application/json", "application/ld+json",
+    "image/jpeg", "image/gif", "image/png", "image/apng", "image/webp", "image/avif",
+    "video/mp4", "video/webm", "video/ogg", "video/quicktime",
+    "audio/mp4", "audio/webm", "audio/aac", "audio/mpeg", "audio/ogg", "audio/wave",
+    "audio/wav", "audio/x-wav", "audio/x-pn-wav", "audio/flac", "audio/x-flac",
+})  # fmt: skip
+
+
+def content_disposition(mimetype: str, filename: str) -> str:
+    """RFC 6266, with an ASCII fallback name and the exact one as `filename*`."""
+    kind = "inline" if mimetype in INLINE_TYPES else "attachment"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%;' else "_" for c in filename)
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _media_view(
+    daemon: Daemon, links: MediaLinks
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def media(request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        wanted = links.verify(info["network"], info["sig"], info["tail"])
+        if wanted is None:
+            raise web.HTTPNotFound(text="no such media\n")
+        adapter: object = daemon.adapters.get(wanted.network)
+        if not isinstance(adapter, MediaSource):
+            raise web.HTTPNotFound(text="no such media\n")
+        try:
+            async with asyncio.timeout(PROXY_TIMEOUT):
+                return await _stream(request, adapter, wanted, links.max_bytes)
+        except MediaGone:
+            raise web.HTTPNotFound(text="no such media\n") from None
+        except (MediaUnavailable, TimeoutError) as exc:
+            log.warning("media_proxy_failed", network=wanted.network, error=str(exc) or repr(exc))
+            raise web.HTTPBadGateway(text="the media could not be fetched\n") from None
+
+    return media
+
+
+async def _stream(
+    request: web.Request, source: MediaSource, wanted: MediaRequest, default_cap: int
+) -> web.StreamResponse:
+    async with source.open_media(wanted.ref) as media:
+        cap = media.max_bytes or default_cap
+        if media.size is not None and media.size > cap:
+            raise MediaUnavailable(f"media of {media.size} bytes is over the {cap}-byte cap")
+        mimetype = media.mimetype.split(";", 1)[0].strip().lower() or "application/octet-stream"
+        response = web.StreamResponse(headers={
+            "Content-Type": mimetype,
+            "Content-Disposition": content_disposition(mimetype, wanted.filename),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "Cache-Control": "private, max-age=3600",
+        })  # fmt: skip
+        if media.size is not None:
+            response.content_length = media.size
+        sent = 0
+        async for chunk in media.chunks:
+            sent += len(chunk)
+            if sent > cap:
+                # Headers are out: all that is left is to cut the transfer short.
+                log.warning("media_proxy_over_cap", network=wanted.network, cap=cap)
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            if not response.prepared:
+                await response.prepare(request)
+            await response.write(chunk)
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write_eof()
+        return response
 
 
 async def serve_http(app: web.Application, listen: str) -> web.AppRunner:

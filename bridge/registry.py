@@ -7,10 +7,12 @@ type: a bridge without Matrix never imports matrix-nio.
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import cast
 
-from imbridge.adapter import AdapterFactory
+from imbridge.adapter import Adapter, AdapterFactory, Cursors, MediaAdapterFactory, NetworkConfig
+from imbridge.medialinks import MediaLinks
 
 GROUP = "imbridge.adapters"
 
@@ -29,3 +31,18 @@ def adapter_class(type_name: str) -> AdapterFactory:
     if type_name not in eps:
         raise KeyError(type_name)
     return cast(AdapterFactory, eps[type_name].load())
+
+
+def build(
+    cls: AdapterFactory,
+    name: str,
+    config: NetworkConfig,
+    cursors: Cursors,
+    *,
+    media_links: MediaLinks | None = None,
+) -> Adapter:
+    """An adapter, given `media_links` only if its constructor asks for it: adapters that
+    never link media (and third-party ones written before) are built as they always were."""
+    if media_links is not None and "media_links" in inspect.signature(cls).parameters:
+        return cast(MediaAdapterFactory, cls)(name, config, cursors, media_links=media_links)
+    return cls(name, config, cursors)

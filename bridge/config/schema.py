@@ -12,8 +12,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from imbridge.adapter import NetworkConfig
 
@@ -37,6 +46,10 @@ class LogConfig(Strict):
 class HttpConfig(Strict):
     listen: str | None = None
     metrics_token: SecretStr | None = None
+    public_url: str | None = None
+    """The address by which chat users reach `listen` (often through a reverse proxy).
+    Set, attachments from networks whose media needs credentials (Matrix authenticated
+    media) are relayed as signed links to the bridge's own `/media/` route."""
 
     @field_validator("listen")
     @classmethod
@@ -47,6 +60,21 @@ class HttpConfig(Strict):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9465")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. https://bridge.example.org/")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be a plain base URL: no query, fragment or credentials")
+        # `listen` is declared first: here it is valid, or absent when refused already.
+        if "listen" in info.data and info.data["listen"] is None:
+            raise ValueError("needs bridge.http.listen: it is the address of that listener")
+        return value if value.endswith("/") else value + "/"
 
 
 class BridgeSection(Strict):

@@ -1,0 +1,115 @@
+"""Signed links to media the bridge relayed, served by its own HTTP listener.
+
+Some networks keep their media behind credentials (Matrix authenticated media): a plain
+link to it opens for nobody on another network. The bridge instead relays a link to
+itself, `{public_url}media/{network}/{sig}/{ref}/{filename}`, and fetches the media with
+its own credentials when the link is opened. The signature, an HMAC under a key that
+never leaves the state directory, covers the network and the adapter's reference, so
+the route serves only what the bridge itself linked: nobody can use it to fetch other
+media with the bridge's account. The file name is shown, not trusted: it is checked,
+never signed, and only ever lands in a Content-Disposition header.
+
+No I/O here beyond reading or creating the key once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+KEY_FILE = "media-links.key"
+SIG_BYTES = 16  # 128 bits: forging one link means guessing this
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+PROXY_TIMEOUT = 120.0  # seconds for a whole proxied download, headers to last byte
+
+# Each ref segment: what Matrix server names and media ids are made of, and nothing that
+# could mean a path step (`.`/`..` are refused apart).
+_SEGMENT = re.compile(r"[A-Za-z0-9._~:\[\]-]{1,255}")
+_FORBIDDEN_IN_NAME = re.compile(r"[\x00-\x1f\x7f/\\\"]")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRequest:
+    """A verified request for one relayed piece of media."""
+
+    network: str
+    ref: str
+    filename: str
+
+
+def safe_filename(name: str) -> str | None:
+    """`name` if it can only be a file name (no path, no control characters), else None."""
+    if not name or len(name) > 255 or name in (".", "..") or _FORBIDDEN_IN_NAME.search(name):
+        return None
+    return name
+
+
+def valid_ref(ref: str) -> bool:
+    segments = ref.split("/")
+    return all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments)
+
+
+def load_key(state_dir: Path) -> bytes:
+    """The signing key, created once (0600) so links stay valid across restarts."""
+    path = state_dir / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) < 32:
+            raise ValueError(f"{path}: signing key is shorter than 32 bytes") from None
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+    return key
+
+
+class MediaLinks:
+    """Makes and checks the bridge's signed media links; adapters get one to link with."""
+
+    def __init__(self, key: bytes, public_url: str, *, max_bytes: int = DEFAULT_MAX_BYTES):
+        if len(key) < 32:
+            raise ValueError("signing key must be at least 32 bytes")
+        self._key = key
+        self.public_url = public_url if public_url.endswith("/") else public_url + "/"
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def from_state(cls, state_dir: Path, public_url: str) -> MediaLinks:
+        return cls(load_key(state_dir), public_url)
+
+    def _sign(self, network: str, ref: str) -> str:
+        # NUL cannot occur in a network name or a valid ref, so no two pairs sign alike.
+        mac = hmac.new(self._key, f"{network}\0{ref}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:SIG_BYTES]).rstrip(b"=").decode()
+
+    def link(self, network: str, ref: str, filename: str) -> str:
+        """The public link for `ref` (slash-separated segments the adapter understands)."""
+        if not valid_ref(ref):
+            raise ValueError(f"not a linkable media reference: {ref[:80]!r}")
+        name = safe_filename(filename) or "file"
+        return (
+            f"{self.public_url}media/{quote(network, safe='')}/{self._sign(network, ref)}/"
+            f"{ref}/{quote(name, safe='')}"
+        )
+
+    def verify(self, network: str, sig: str, tail: str) -> MediaRequest | None:
+        """The request a link's path stands for, or None for anything not signed here.
+
+        `tail` is the decoded path after the signature: the ref's segments, then the name.
+        """
+        ref, _, filename = tail.rpartition("/")
+        name = safe_filename(filename)
+        if name is None or not valid_ref(ref):
+            return None
+        if not hmac.compare_digest(sig.encode(), self._sign(network, ref).encode()):
+            return None
+        return MediaRequest(network=network, ref=ref, filename=name)
