@@ -13,6 +13,8 @@ replies"), so the quoted original, which policy never saw, cannot ride along.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, assert_never
@@ -85,15 +87,34 @@ class RedactWire:
 
 Wire = SendWire | RedactWire
 
+MediaLinker = Callable[[str, str, str], str]
+"""(server name, media id, file name) -> the link to relay: the bridge's signed link
+when `bridge.http.public_url` is set (see `imbridge.medialinks`)."""
 
-def media_url(homeserver: str, mxc: str) -> str | None:
-    """A plain HTTP download URL for an `mxc://server/id` URI, or None if malformed."""
+# Matrix spec, "Server Name" and "Matrix Content (mxc://) URIs".
+_SERVER_NAME = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def mxc_parts(mxc: str) -> tuple[str, str] | None:
+    """(server name, media id) of an `mxc://server/id` URI, or None if malformed."""
     if not mxc.startswith("mxc://"):
         return None
     server, _, media_id = mxc[6:].partition("/")
-    if not server or not media_id or "/" in media_id or ".." in server:
+    if not _SERVER_NAME.fullmatch(server) or ".." in server or server == ".":
         return None
-    return f"{homeserver}/_matrix/media/v3/download/{server}/{media_id}"
+    if not _MEDIA_ID.fullmatch(media_id):
+        return None
+    return server, media_id
+
+
+def media_url(homeserver: str, mxc: str) -> str | None:
+    """A plain HTTP download URL for an `mxc://server/id` URI, or None if malformed.
+    Homeservers with authenticated media (Matrix 1.11) refuse it to anyone but clients."""
+    parts = mxc_parts(mxc)
+    if parts is None:
+        return None
+    return f"{homeserver}/_matrix/media/v3/download/{parts[0]}/{parts[1]}"
 
 
 def strip_reply_fallback(body: str) -> str:
@@ -139,20 +160,27 @@ def _text_and_rich(content: dict[str, Any], *, reply: bool) -> tuple[str, RichTe
     return text, rich
 
 
-def _attachment(content: dict[str, Any], homeserver: str) -> Attachment | None:
+def _attachment(
+    content: dict[str, Any], homeserver: str, link: MediaLinker | None
+) -> Attachment | None:
     url = content.get("url")
     if not isinstance(url, str):
         return None
-    http = media_url(homeserver, url)
-    if http is None:
+    parts = mxc_parts(url)
+    if parts is None:
         return None
     info = _dict(content.get("info"))
     name = content.get("filename") or content.get("body") or ""
+    clean = clean_nick(name)[:255] if isinstance(name, str) and name else ""
+    if link is not None:
+        http = link(parts[0], parts[1], clean)
+    else:
+        http = f"{homeserver}/_matrix/media/v3/download/{parts[0]}/{parts[1]}"
     mimetype = info.get("mimetype")
     size = info.get("size")
     return Attachment(
         url=http,
-        name=clean_nick(name)[:255] if isinstance(name, str) and name else "",
+        name=clean,
         mimetype=mimetype if isinstance(mimetype, str) and mimetype else "application/octet-stream",
         size=size if isinstance(size, int) and size >= 0 else None,
     )
@@ -177,7 +205,7 @@ def _relation(content: dict[str, Any]) -> tuple[str | None, RemoteId | None, Rem
 
 
 def _message(  # noqa: PLR0911 - one early exit per malformed shape
-    source: dict[str, Any], homeserver: str, base: dict[str, Any]
+    source: dict[str, Any], homeserver: str, base: dict[str, Any], link: MediaLinker | None
 ) -> Inbound | None:
     content = source.get("content")
     if not isinstance(content, dict) or not content:
@@ -193,7 +221,7 @@ def _message(  # noqa: PLR0911 - one early exit per malformed shape
         return Inbound(action="edit", target=related, text=text, rich=rich, **base)
     msgtype = content.get("msgtype")
     if msgtype in MEDIA_MSGTYPES:
-        att = _attachment(content, homeserver)
+        att = _attachment(content, homeserver, link)
         if att is None:
             return None
         caption = ""
@@ -225,9 +253,12 @@ def _member(
     return None
 
 
-def parse_event(source: dict[str, Any], homeserver: str) -> Inbound | None:  # noqa: PLR0911 - a dispatch
+def parse_event(  # noqa: PLR0911 - a dispatch
+    source: dict[str, Any], homeserver: str, *, link: MediaLinker | None = None
+) -> Inbound | None:
     """The meaning of one timeline event, or None for what the bridge ignores (state it
-    does not relay, redacted or malformed events, encrypted payloads)."""
+    does not relay, redacted or malformed events, encrypted payloads). Media are linked
+    through `link` if given, else as the homeserver's plain download URL."""
     event_id, sender = source.get("event_id"), source.get("sender")
     if not isinstance(event_id, str) or not isinstance(sender, str) or not sender:
         return None
@@ -240,7 +271,7 @@ def parse_event(source: dict[str, Any], homeserver: str) -> Inbound | None:  # n
     }
     match source.get("type"):
         case "m.room.message":
-            return _message(source, homeserver, base)
+            return _message(source, homeserver, base, link)
         case "m.room.redaction":
             redacts = source.get("redacts") or content.get("redacts")
             if not isinstance(redacts, str) or not redacts:

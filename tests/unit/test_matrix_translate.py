@@ -15,6 +15,7 @@ from imbridge.adapters.matrix.translate import (
     RedactWire,
     SendWire,
     media_url,
+    mxc_parts,
     parse_event,
     strip_reply_fallback,
     to_core,
@@ -162,8 +163,25 @@ def test_strip_reply_fallback_leaves_normal_quotes_alone_without_reply() -> None
 
 def test_media_url_refuses_path_tricks() -> None:
     assert media_url(HS, "mxc://srv/id") == f"{HS}/_matrix/media/v3/download/srv/id"
-    for bad in ("mxc://srv/a/b", "mxc:///id", "mxc://srv/", "http://x/y", "mxc://../x"):
+    for bad in ("mxc://srv/a/b", "mxc:///id", "mxc://srv/", "http://x/y", "mxc://../x",
+                "mxc://./x", "mxc://srv/%2e%2e", "mxc://srv/a?b", "mxc://a b/x"):  # fmt: skip
         assert media_url(HS, bad) is None
+    assert mxc_parts("mxc://[::1]:8448/Ab_-9") == ("[::1]:8448", "Ab_-9")
+
+
+def test_media_go_through_the_linker_when_the_bridge_serves_them() -> None:
+    calls: list[tuple[str, str, str]] = []
+
+    def link(server: str, media_id: str, name: str) -> str:
+        calls.append((server, media_id, name))
+        return f"https://bridge.example/media/{server}/{media_id}/{name}"
+
+    inbound = parse_event(SAMPLES["image"], HS, link=link)
+    assert inbound is not None
+    assert calls == [("localhost", "abcDEF", "cat.png")]
+    assert inbound.attachments[0].url == "https://bridge.example/media/localhost/abcDEF/cat.png"
+    assert parse_event(SAMPLES["image_bad_url"], HS, link=link) is None
+    assert len(calls) == 1
 
 
 ORIGIN = Origin(network="irc", room="#a", sender=Sender(id="carol", name="carol"))

@@ -1,0 +1,144 @@
+"""Sending: one rendered item to one room, as a message, a redaction, or (with
+`media: upload`) text plus one uploaded media event per attachment.
+
+`send` returns the homeserver's event id or raises, never drops; every request carries
+the outbox's stable txn id (or one derived from it), so a retry after a crash is
+deduplicated by the homeserver instead of posted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NoReturn
+
+from nio import (
+    AsyncClient,
+    ErrorResponse,
+    RoomRedactResponse,
+    RoomSendResponse,
+    UploadResponse,
+)
+
+from imbridge.adapter import Outgoing
+from imbridge.errors import PermanentSendError, RetryableSendError
+from imbridge.events import Message, RemoteId
+
+from . import media
+from .config import MatrixConfig
+from .sync import NETWORK_ERRORS
+from .translate import RedactWire, SendWire, Wire, to_wire
+
+
+class Sending:
+    """The sending half of `MatrixAdapter`, which owns the state declared here."""
+
+    config: MatrixConfig
+    _client: AsyncClient
+    _ids: dict[str, str]
+    _joined: set[str]
+    _connected: bool
+
+    def _is_encrypted(self, room_id: str) -> bool:
+        raise NotImplementedError
+
+    async def send(self, item: Outgoing) -> RemoteId:
+        if not self._connected:
+            raise RetryableSendError("matrix: offline")
+        room_id = self._ids.get(item.room)
+        if room_id is None or room_id not in self._joined:
+            raise RetryableSendError(f"matrix: not in {item.room} yet")
+        if self._is_encrypted(room_id):
+            raise PermanentSendError(f"matrix: {item.room} is encrypted; not bridged")
+        try:
+            wire = to_wire(item)
+        except ValueError as exc:
+            raise PermanentSendError(f"matrix: {exc}") from exc
+        event = item.event
+        if self.config.media == "upload" and isinstance(event, Message) and event.attachments:
+            return await self._send_with_media(room_id, item, event)
+        return await self._request(room_id, wire, item.txn_id)
+
+    async def _send_with_media(self, room_id: str, item: Outgoing, event: Message) -> RemoteId:
+        """Text first (if any), then one media event per attachment, each with its own
+        txn id derived from the item's, so a retry re-sends none of them twice."""
+        first: RemoteId | None = None
+        if event.text:
+            text_item = Outgoing(room=item.room, event=_without_attachments(event),
+                                 reply_to=item.reply_to, txn_id=item.txn_id)  # fmt: skip
+            first = await self._request(room_id, to_wire(text_item), item.txn_id)
+        marker = to_wire(item)
+        assert isinstance(marker, SendWire)  # noqa: S101 - a Message always sends
+        for i, att in enumerate(event.attachments):
+            got = await media.fetch_capped(att.url, self.config.media_max_bytes,
+                                           self.config.request_timeout)  # fmt: skip
+            async with asyncio.timeout(self.config.request_timeout * 3):
+                up, _ = await self._client.upload(
+                    _Bytes(got.data), content_type=got.mimetype,
+                    filename=att.name or "file", filesize=len(got.data),
+                )  # fmt: skip
+            if not isinstance(up, UploadResponse):
+                _raise_for(up, "upload")
+            content = {
+                "msgtype": media.msgtype_for(got.mimetype),
+                "body": att.name or "file",
+                "url": up.content_uri,
+                "info": {"mimetype": got.mimetype, "size": len(got.data)},
+                **{k: v for k, v in marker.content.items() if k.startswith("org.imbridge")},
+            }
+            wire = SendWire(event_type="m.room.message", content=content)
+            rid = await self._request(room_id, wire, f"{item.txn_id}.{i}")
+            first = first or rid
+        assert first is not None  # noqa: S101 - a message has text or attachments
+        return first
+
+    async def _request(self, room_id: str, wire: Wire, txn_id: str) -> RemoteId:
+        resp: Any
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                match wire:
+                    case SendWire():
+                        resp = await self._client.room_send(
+                            room_id, wire.event_type, wire.content, tx_id=txn_id
+                        )
+                    case RedactWire():
+                        resp = await self._client.room_redact(room_id, wire.target, tx_id=txn_id)
+        except NETWORK_ERRORS as exc:
+            raise RetryableSendError(f"matrix: {type(exc).__name__}: {exc}") from exc
+        if isinstance(resp, RoomSendResponse | RoomRedactResponse):
+            return RemoteId(resp.event_id)
+        _raise_for(resp, "send")
+
+
+class _Bytes:
+    """A data provider for `AsyncClient.upload` that can be asked again on a retry."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __call__(self, _got_429: int, _got_timeouts: int) -> bytes:
+        return self._data
+
+
+def _without_attachments(event: Message) -> Message:
+    return Message(id=event.id, origin=event.origin, text=event.text, rich=event.rich,
+                   kind=event.kind, reply_to=event.reply_to)  # fmt: skip
+
+
+def _http_status(resp: object) -> int | None:
+    transport = getattr(resp, "transport_response", None)
+    status = getattr(transport, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def _raise_for(resp: object, what: str) -> NoReturn:
+    """Turn a homeserver error into the outbox's two kinds of failure."""
+    status = _http_status(resp)
+    code = resp.status_code if isinstance(resp, ErrorResponse) else None
+    msg = f"matrix {what}: {resp}"
+    if status == 429 or code == "M_LIMIT_EXCEEDED":
+        ms = getattr(resp, "retry_after_ms", None)
+        retry = ms / 1000 if isinstance(ms, int | float) and ms > 0 else 1.0
+        raise RetryableSendError(msg, retry_after=retry)
+    if status is None or status >= 500 or code == "M_UNKNOWN_TOKEN":
+        raise RetryableSendError(msg)
+    raise PermanentSendError(msg)
