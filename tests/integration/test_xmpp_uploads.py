@@ -18,6 +18,7 @@ from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from imbridge.events import Attachment, Message, Origin, Sender, new_event_id
 from tests.integration.filehost import fetch, serving
+from tests.integration.test_matrix_media import free_port
 from tests.integration.test_xmpp_adapter import running
 from tests.servers.prosody import UPLOAD_LIMIT, Prosody, XmppUser, eventually
 from tests.servers.synapse import SynapseServer, Watcher
@@ -183,8 +184,13 @@ async def test_xmpp_image_posted_on_matrix_arrives_as_an_upload_on_the_xmpp_serv
         await xavier.join(muc, "xavier")
         async with Watcher(synapse, synapse.register("alice" + relay_mx.user_id[2:8])) as alice:
             room = await alice.create_room(invite=[relay_mx.user_id])
+            # Synapse serves media only to logged-in clients (authenticated media): the
+            # XMPP adapter downloads the image through the bridge's signed link.
+            port = free_port()
             config = parse_config(json.dumps({
-                "bridge": {"state_dir": str(tmp_path), "log": {"level": "warning"}},
+                "bridge": {"state_dir": str(tmp_path), "log": {"level": "warning"},
+                           "http": {"listen": f"127.0.0.1:{port}",
+                                    "public_url": f"http://127.0.0.1:{port}/"}},
                 "networks": {
                     "mx": {"type": "matrix", "homeserver": synapse.url,
                            "user_id": relay_mx.user_id, "access_token": relay_mx.access_token,

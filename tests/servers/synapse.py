@@ -3,8 +3,10 @@
 Adapted from the loopback launchers: one state directory per server, a client-only HTTP
 listener on a kernel-chosen port, shared-secret registration for test accounts, and
 either relaxed rate limits (most tests) or Synapse's stock limits with a faster message
-limiter (the 429 test). A missing Synapse fails the run: the fixture raises, it never
-skips. Synapse is started once per session; tests use fresh users and rooms.
+limiter (the 429 test). Media are Synapse's default, authenticated (Matrix 1.11), as
+users get them: a plain download link opens for no one. A missing Synapse fails the
+run: the fixture raises, it never skips. Synapse is started once per session; tests use
+fresh users and rooms.
 """
 
 from __future__ import annotations
@@ -146,7 +148,6 @@ class SynapseServer(ServerProcess):
             "enable_metrics": False,
             "presence": {"enabled": False},
             "url_preview_enabled": False,
-            "enable_authenticated_media": False,  # relayed media links must open without a token
             **self.overrides,
         }  # fmt: skip
         (self.state / "test-overrides.yaml").write_text(json.dumps(conf, indent=1))
