@@ -91,8 +91,7 @@ def _media_view(
         if not isinstance(adapter, MediaSource):
             raise web.HTTPNotFound(text="no such media\n")
         try:
-            async with asyncio.timeout(PROXY_TIMEOUT):
-                return await _stream(request, adapter, wanted, links.max_bytes)
+            return await _stream(request, adapter, wanted, links.max_bytes)
         except MediaGone:
             raise web.HTTPNotFound(text="no such media\n") from None
         except (MediaUnavailable, TimeoutError) as exc:
@@ -105,35 +104,43 @@ def _media_view(
 async def _stream(
     request: web.Request, source: MediaSource, wanted: MediaRequest, default_cap: int
 ) -> web.StreamResponse:
-    async with source.open_media(wanted.ref) as media:
-        cap = media.max_bytes or default_cap
-        if media.size is not None and media.size > cap:
-            raise MediaUnavailable(f"media of {media.size} bytes is over the {cap}-byte cap")
-        mimetype = media.mimetype.split(";", 1)[0].strip().lower() or "application/octet-stream"
-        response = web.StreamResponse(headers={
-            "Content-Type": mimetype,
-            "Content-Disposition": content_disposition(mimetype, wanted.filename),
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-            "Cache-Control": "private, max-age=3600",
-        })  # fmt: skip
-        if media.size is not None:
-            response.content_length = media.size
-        sent = 0
-        async for chunk in media.chunks:
-            sent += len(chunk)
-            if sent > cap:
-                # Headers are out: all that is left is to cut the transfer short.
-                log.warning("media_proxy_over_cap", network=wanted.network, cap=cap)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
+    """Streams the media; a failure before the first byte raises (the caller answers with
+    a status), one after it cuts the connection, so a client never takes a truncated
+    file for a whole one."""
+    response = web.StreamResponse()
+    try:
+        async with asyncio.timeout(PROXY_TIMEOUT), source.open_media(wanted.ref) as media:
+            cap = media.max_bytes or default_cap
+            if media.size is not None and media.size > cap:
+                raise MediaUnavailable(f"media of {media.size} bytes is over the {cap}-byte cap")
+            mimetype = media.mimetype.split(";", 1)[0].strip().lower() or "application/octet-stream"
+            response.headers.update({
+                "Content-Type": mimetype,
+                "Content-Disposition": content_disposition(mimetype, wanted.filename),
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "private, max-age=3600",
+            })  # fmt: skip
+            if media.size is not None:
+                response.content_length = media.size
+            sent = 0
+            async for chunk in media.chunks:
+                sent += len(chunk)
+                if sent > cap:
+                    raise MediaUnavailable(f"media over the {cap}-byte cap")
+                if not response.prepared:
+                    await response.prepare(request)
+                await response.write(chunk)
             if not response.prepared:
                 await response.prepare(request)
-            await response.write(chunk)
+            await response.write_eof()
+            return response
+    except (MediaUnavailable, TimeoutError) as exc:
         if not response.prepared:
-            await response.prepare(request)
-        await response.write_eof()
+            raise
+        log.warning("media_proxy_cut", network=wanted.network, error=str(exc) or repr(exc))
+        if request.transport is not None:
+            request.transport.close()
         return response
 
 

@@ -191,7 +191,7 @@ networks:
         network, sig, rest = tail_of(cat)
         base = f"http://127.0.0.1:{port}/media"
         forged = [
-            f"{base}/{network}/{sig[:-1]}A/{rest}",
+            f"{base}/{network}/{'B' if sig[0] == 'A' else 'A'}{sig[1:]}/{rest}",
             f"{base}/{network}/{sig}/hs/page/cat.png",  # another file under this signature
             f"{base}/plain/{sig}/{rest}",  # a network that holds no media
             f"{base}/{network}/{sig}/hs/cat/..%2F..%2Fetc%2Fpasswd",
