@@ -3,9 +3,14 @@ gateway, each watched by an ordinary client of its own network."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import socket
 from pathlib import Path
 
+import aiohttp
+import nio
 import pytest
 
 from imbridge.config.load import parse_config
@@ -14,6 +19,12 @@ from tests.servers.ircd import Ircd, IrcUser
 from tests.servers.synapse import SynapseServer, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def test_matrix_and_irc_relay_both_ways_with_formatting_and_emotes(
@@ -70,5 +81,62 @@ async def test_matrix_and_irc_relay_both_ways_with_formatting_and_emotes(
                 )
                 assert got[0]["content"]["body"] == f"<{ivan.nick}@irc> hello matrix"
                 assert "<b>matrix</b>" in got[0]["content"]["formatted_body"]
+    finally:
+        await ivan.close()
+
+
+async def test_an_image_posted_on_matrix_opens_from_the_link_an_irc_user_gets(
+    synapse: SynapseServer, ngircd: Ircd, tmp_path: Path
+) -> None:
+    """Synapse keeps media behind a token (authenticated media, its default): the line on
+    IRC carries the bridge's signed link, and opening it yields the very bytes posted."""
+    relay_mx = synapse.register()
+    chan = ngircd.channel("mxmedia")
+    port = free_port()
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16
+    ivan = await IrcUser.connect(ngircd, "ivan")
+    try:
+        await ivan.join(chan)
+        async with Watcher(synapse, synapse.register()) as alice:
+            room = await alice.create_room(invite=[relay_mx.user_id])
+            config = parse_config(json.dumps({
+                "bridge": {"state_dir": str(tmp_path), "log": {"level": "warning"},
+                           "http": {"listen": f"127.0.0.1:{port}",
+                                    "public_url": f"http://127.0.0.1:{port}/"}},
+                "networks": {
+                    "mx": {"type": "matrix", "homeserver": synapse.url,
+                           "user_id": relay_mx.user_id, "access_token": relay_mx.access_token,
+                           "sync_timeout_ms": 1000},
+                    "irc": ngircd.network(),
+                },
+                "gateways": {"g": {"rooms": [{"network": "mx", "room": room},
+                                             {"network": "irc", "room": chan}]}},
+                "archive": {"enabled": False},
+            }))  # fmt: skip
+            async with Daemon(config) as daemon, aiohttp.ClientSession() as http:
+                assert await daemon.ready(30)
+                up, _ = await alice.client.upload(
+                    io.BytesIO(image), content_type="image/png", filename="plan.png",
+                    filesize=len(image),
+                )  # fmt: skip
+                assert isinstance(up, nio.UploadResponse), up
+                info = {"mimetype": "image/png", "size": len(image)}
+                await alice.send(
+                    room, {"msgtype": "m.image", "body": "plan.png", "url": up.content_uri,
+                           "info": info},
+                )  # fmt: skip
+                seen = await wait_for(lambda: ivan.messages(chan), what="Matrix image -> IRC")
+                links = re.findall(r"https?://\S+", seen[0].text)
+                assert links, seen[0].text
+                assert links[0].startswith(f"http://127.0.0.1:{port}/media/mx/")
+                async with http.get(links[0]) as resp:
+                    assert resp.status == 200
+                    assert resp.headers["Content-Type"] == "image/png"
+                    assert await resp.read() == image
+                # The homeserver's own download link, as relayed before, opens for no one.
+                server, media_id = up.content_uri.removeprefix("mxc://").split("/", 1)
+                plain = f"{synapse.url}/_matrix/media/v3/download/{server}/{media_id}"
+                async with http.get(plain) as resp:
+                    assert resp.status != 200
     finally:
         await ivan.close()
