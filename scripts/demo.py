@@ -59,7 +59,9 @@ def main() -> int:
         config = {
             "bridge": {
                 "state_dir": str(demo / "state"),
-                "http": {"listen": http},
+                # Synapse keeps media behind a token: attachments posted on Matrix reach
+                # the other rooms as links to the bridge, which serves them.
+                "http": {"listen": http, "public_url": f"http://{http}/"},
                 "log": {"level": "info", "format": "console"},
             },
             "networks": {
