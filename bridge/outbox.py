@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import random
 import sqlite3
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -31,11 +30,12 @@ import structlog
 
 from imbridge import codec
 from imbridge.adapter import Adapter, Outgoing, RateLimit
-from imbridge.archive import Delivery, Recorder
+from imbridge.archive import Recorder
 from imbridge.db import Database
+from imbridge.deliveries import DeliveryRecords
 from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import Delete, Edit, Event, Message, RemoteId
-from imbridge.idmap import IdMap, record_many_sync
+from imbridge.idmap import IdMap
 from imbridge.policy import Destination
 from imbridge.ratelimit import TokenBucket
 from imbridge.render import as_correction
@@ -137,11 +137,7 @@ class Outbox:
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._idle = asyncio.Event()
         self._idle.set()
-        self._records: set[asyncio.Future[Any]] = set()
-        """Delivery records submitted and not yet committed."""
-        self._done: list[tuple[Item, str]] = []
-        self._done_job: asyncio.Future[Any] | None = None
-        self._done_lock = threading.Lock()  # the record is taken in the database thread
+        self._records = DeliveryRecords(db, recorder, self._settled)
         self._closing = False
         self.backoff_base = BACKOFF_BASE
         self.observe_send: Callable[[str, float], None] | None = None
@@ -405,53 +401,12 @@ class Outbox:
                 error=f"{type(exc).__name__}: {exc}",
             )
             return delay
-        self._delivered(item, remote_id)
+        self._records.add(item, remote_id)
         stats.sent += 1
         bound.debug("relayed", event_id=item.event.id, remote_id=remote_id)
         return None
 
-    def _delivered(self, item: Item, remote_id: str) -> None:
-        """Queues the record that `item` was delivered. Not awaited: the next send need
-        not wait for this commit. Deliveries that finish while a record is waiting join
-        it, so one commit records many. Commits keep their order, so a crash can only lose
-        the records of the last sends, which are then resent once, as for a crash between
-        a send and its record."""
-        with self._done_lock:
-            self._done.append((item, remote_id))
-            if self._done_job is None:
-                self._done_job = self.db.submit(self._record_done_sync)
-                self._records.add(self._done_job)
-                self._done_job.add_done_callback(self._recorded)
-
-    def _record_done_sync(self, conn: sqlite3.Connection) -> None:
-        with self._done_lock:  # from here on, new deliveries go to the next record
-            done, self._done = self._done, []
-            self._done_job = None
-        conn.executemany(
-            "DELETE FROM outbox WHERE seq = ? AND txn_id = ?",
-            [(item.seq, item.txn_id) for item, _ in done],
-        )
-        record_many_sync(
-            conn,
-            [
-                (item.network, item.room, remote_id, item.event.id, False)
-                for item, remote_id in done
-                if remote_id
-            ],
-        )
-        self.recorder.record_deliveries(
-            conn,
-            [
-                Delivery(item.event.id, item.dest, RemoteId(remote_id) if remote_id else None)
-                for item, remote_id in done
-            ],
-        )
-
-    def _recorded(self, fut: asyncio.Future[Any]) -> None:
-        self._records.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            # The row stays in the outbox table: the item is resent after a restart.
-            log.error("delivery_not_recorded", error=str(fut.exception()))
+    def _settled(self) -> None:
         if not self._records and not self.depth():
             self._idle.set()
 
