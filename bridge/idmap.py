@@ -3,7 +3,7 @@
 An incoming message is mapped when it is accepted; each relayed copy when its network
 accepted it. Edits, deletes and replies then find their target on every network, and a
 message seen twice (an echo, a replay after restart) is recognised by its remote id.
-The `*_sync` functions run inside a caller's transaction in the database thread.
+The `*_sync` functions run inside a caller's transaction (see `Database.transact`).
 """
 
 from __future__ import annotations

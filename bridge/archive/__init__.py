@@ -33,8 +33,8 @@ class Recorder(Protocol):
         event: Event,
         decisions: Sequence[tuple[Destination, Decision]],
     ) -> None:
-        """An incoming event and the decision for each destination (runs in the DB thread,
-        inside the relay transaction)."""
+        """An incoming event and the decision for each destination (runs inside the relay
+        transaction)."""
         ...
 
     def record_delivery(

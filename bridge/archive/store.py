@@ -1,8 +1,8 @@
 """Appends events, decisions and delivery outcomes to the archive, chained, and reads
 them back.
 
-Writes happen inside the relay's own transaction (the `Recorder` calls run in the
-database thread), so the archive holds exactly what committed. The chain's tail is read
+Writes happen inside the relay's own transaction (the `Recorder` calls run within its
+commit), so the archive holds exactly what committed. The chain's tail is read
 from the table on every append rather than cached, so a rolled-back savepoint can never
 leave a cached hash that the table does not hold.
 """
