@@ -148,6 +148,14 @@ class Daemon:
             app = make_app(self, self.metrics, token.get_secret_value() if token else None)
             self._http = await serve_http(app, listen)
             log.info("http_listening", listen=listen)
+            if public_url is not None and token is None:
+                # Chat users reach this listener for /media/; /metrics is on it too.
+                log.warning(
+                    "metrics_without_token",
+                    listen=listen,
+                    hint="bridge.http.public_url makes the listener public: set "
+                    "bridge.http.metrics_token (or metrics_token_file) to protect /metrics",
+                )
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="supervisor"
         )

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+import structlog
 
 from imbridge.adapter import Cursors, Media, MediaGone, MediaUnavailable, NetworkConfig
 from imbridge.adapters.memory import MemoryAdapter
@@ -235,3 +236,20 @@ networks:
         async with http.get(signer.link("mx", "hs/cat", "cat.png")) as resp:
             assert resp.status == 404
     assert not (tmp_path / KEY_FILE).exists()
+
+
+async def test_a_public_listener_warns_when_metrics_have_no_token(tmp_path: Path) -> None:
+    port = free_port()
+    http = f'{{listen: "127.0.0.1:{port}", public_url: "http://127.0.0.1:{port}/"'
+    for extra, warned in (("}", True), (', metrics_token: "s3cret"}', False)):
+        config = parse_config(f"""
+bridge:
+  state_dir: {tmp_path}
+  http: {http}{extra}
+networks:
+  mx: {{type: memory}}
+""")
+        with structlog.testing.capture_logs() as logs:
+            async with Daemon(config):
+                pass
+        assert any(e["event"] == "metrics_without_token" for e in logs) is warned
