@@ -35,7 +35,7 @@ from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter
 from imbridge.config.schema import Config
-from imbridge.events import Event, Message
+from imbridge.events import Event, Message, RemoteId
 from tests.integration.test_xmpp_resilience import DictCursors
 from tests.servers.prosody import Prosody, XmppUser
 
@@ -67,10 +67,28 @@ async def adapter_only(config: Config, dest: str) -> AsyncIterator[None]:
             text = f"<{event.origin.sender.name}@xm> {event.text}"
             queue.put_nowait(dataclasses.replace(event, text=text))
 
-    async def worker() -> None:  # in order, one at a time, as the outbox sends
-        while True:
-            event = await queue.get()
-            await adapter.send(Outgoing(room=dest, event=event, txn_id=event.id))
+    async def worker() -> None:
+        """In order, with up to the adapter's send window in flight, as the outbox sends."""
+        window = asyncio.Semaphore(adapter.capabilities.send_window)
+        inflight: set[asyncio.Future[RemoteId]] = set()
+
+        def settled(task: asyncio.Future[RemoteId]) -> None:
+            inflight.discard(task)
+            window.release()
+
+        try:
+            while True:
+                event = await queue.get()
+                await window.acquire()
+                task = asyncio.ensure_future(
+                    adapter.send(Outgoing(room=dest, event=event, txn_id=event.id))
+                )
+                inflight.add(task)
+                task.add_done_callback(settled)
+                await asyncio.sleep(0)  # let it write before the next one starts
+        finally:
+            for pending in list(inflight):
+                pending.cancel()
 
     await adapter.start(sink)
     task = asyncio.create_task(worker())
