@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.servers.ircd import launch  # noqa: E402
+from tests.servers.process import free_port  # noqa: E402
 from tests.servers.prosody import MUC_DOMAIN, Prosody  # noqa: E402
 from tests.servers.synapse import RELAXED_LIMITS, SynapseServer  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:

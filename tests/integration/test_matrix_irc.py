@@ -3,28 +3,20 @@ gateway, each watched by an ordinary client of its own network."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import socket
 from pathlib import Path
 
 import aiohttp
-import nio
 import pytest
 
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from tests.servers.ircd import Ircd, IrcUser
+from tests.servers.process import free_port
 from tests.servers.synapse import SynapseServer, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_matrix_and_irc_relay_both_ways_with_formatting_and_emotes(
@@ -115,14 +107,10 @@ async def test_an_image_posted_on_matrix_opens_from_the_link_an_irc_user_gets(
             }))  # fmt: skip
             async with Daemon(config) as daemon, aiohttp.ClientSession() as http:
                 assert await daemon.ready(30)
-                up, _ = await alice.client.upload(
-                    io.BytesIO(image), content_type="image/png", filename="plan.png",
-                    filesize=len(image),
-                )  # fmt: skip
-                assert isinstance(up, nio.UploadResponse), up
+                mxc = await alice.upload(image, "plan.png")
                 info = {"mimetype": "image/png", "size": len(image)}
                 await alice.send(
-                    room, {"msgtype": "m.image", "body": "plan.png", "url": up.content_uri,
+                    room, {"msgtype": "m.image", "body": "plan.png", "url": mxc,
                            "info": info},
                 )  # fmt: skip
                 seen = await wait_for(lambda: ivan.messages(chan), what="Matrix image -> IRC")
@@ -134,7 +122,7 @@ async def test_an_image_posted_on_matrix_opens_from_the_link_an_irc_user_gets(
                     assert resp.headers["Content-Type"] == "image/png"
                     assert await resp.read() == image
                 # The homeserver's own download link, as relayed before, opens for no one.
-                server, media_id = up.content_uri.removeprefix("mxc://").split("/", 1)
+                server, media_id = mxc.removeprefix("mxc://").split("/", 1)
                 plain = f"{synapse.url}/_matrix/media/v3/download/{server}/{media_id}"
                 async with http.get(plain) as resp:
                     assert resp.status != 200

@@ -5,14 +5,11 @@ it did not make serves nothing."""
 
 from __future__ import annotations
 
-import io
 import json
-import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-import nio
 import pytest
 import structlog
 
@@ -22,25 +19,12 @@ from imbridge.adapters.memory import MemoryAdapter
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from imbridge.events import Message
+from tests.servers.process import free_port
 from tests.servers.synapse import DictCursors, SynapseServer, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def upload(alice: Watcher, data: bytes, name: str) -> str:
-    up, _ = await alice.client.upload(
-        io.BytesIO(data), content_type="image/png", filename=name, filesize=len(data)
-    )
-    assert isinstance(up, nio.UploadResponse), up
-    return str(up.content_uri)
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes, str]:
@@ -72,8 +56,8 @@ async def test_matrix_image_is_relayed_as_a_signed_link_that_opens(
             assert await daemon.ready(30)
             mem = daemon.adapters["mem"]
             assert isinstance(mem, MemoryAdapter)
-            mxc = await upload(alice, PNG, "map.png")
-            unposted = await upload(alice, b"private", "secret.png")
+            mxc = await alice.upload(PNG, "map.png")
+            unposted = await alice.upload(b"private", "secret.png")
             image = {"msgtype": "m.image", "body": "map.png", "url": mxc,
                      "info": {"mimetype": "image/png", "size": len(PNG)}}  # fmt: skip
             await alice.send(room, image)

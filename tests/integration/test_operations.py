@@ -16,15 +16,10 @@ from imbridge.cli import main
 from imbridge.config import parse_config
 from imbridge.daemon import Daemon
 from imbridge.sdnotify import Notifier
+from tests.servers.process import free_port
 from tests.unit.conftest import until
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_health_ready_and_metrics_endpoints(tmp_path: Path) -> None:

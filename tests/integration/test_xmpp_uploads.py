@@ -5,12 +5,10 @@ every way an upload can fail, which must still deliver the message with its link
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import nio
 import pytest
 
 from imbridge.adapter import Outgoing
@@ -18,8 +16,8 @@ from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from imbridge.events import Attachment, Message, Origin, Sender, new_event_id
 from tests.integration.filehost import fetch, serving
-from tests.integration.test_matrix_media import free_port
 from tests.integration.test_xmpp_adapter import running
+from tests.servers.process import free_port
 from tests.servers.prosody import UPLOAD_LIMIT, Prosody, XmppUser, eventually
 from tests.servers.synapse import SynapseServer, Watcher
 
@@ -205,13 +203,9 @@ async def test_xmpp_image_posted_on_matrix_arrives_as_an_upload_on_the_xmpp_serv
             }))  # fmt: skip
             async with Daemon(config) as daemon:
                 assert await daemon.ready(30)
-                up, _ = await alice.client.upload(
-                    io.BytesIO(PNG), content_type="image/png", filename="map.png",
-                    filesize=len(PNG),
-                )  # fmt: skip
-                assert isinstance(up, nio.UploadResponse), up
+                mxc = await alice.upload(PNG, "map.png")
                 info = {"mimetype": "image/png", "size": len(PNG)}
-                image = {"msgtype": "m.image", "body": "map.png", "url": up.content_uri}
+                image = {"msgtype": "m.image", "body": "map.png", "url": mxc}
                 await alice.send(room, {**image, "info": info})
 
                 def relayed() -> list[ET.Element]:

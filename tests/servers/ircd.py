@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 from irc.client_aio import AioConnection, AioReactor
 
-from tests.servers.process import ServerProcess
+from tests.servers.process import ServerProcess, free_port
 
 __all__ = ["inspircd", "inspircd_stock", "ngircd", "ngircd_stock"]
 
@@ -46,13 +46,6 @@ def binary(name: str) -> str:
     if not found:
         pytest.fail(f"{name} is not installed (apt-get install {name}): IRC tests need it")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _ngircd_conf(port: int, tls_port: int, cert: Path, key: Path, limits: Limits) -> str:

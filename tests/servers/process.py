@@ -9,11 +9,19 @@ The fixtures in `ircd`, `prosody` and `synapse` (and `scripts/quickstart`) build
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now, for a server or a bridge's listener."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 class ServerError(RuntimeError):

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import pytest
 import slixmpp
 
-from tests.servers.process import ServerProcess
+from tests.servers.process import ServerProcess, free_port
 
 __all__ = ["prosody"]
 
@@ -47,13 +47,6 @@ def _binary(name: str) -> str:
     if not found:
         pytest.fail(f"{name} is not installed (apt-get install prosody): XMPP tests need it")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _lua(value: object) -> str:
@@ -97,10 +90,10 @@ class Prosody(ServerProcess):
     log_names: ClassVar[tuple[str, ...]] = ("prosody.stdout.log", "prosody.log")
 
     state: Path
-    port: int = field(default_factory=_free_port)
-    tls_port: int = field(default_factory=_free_port)
-    component_port: int = field(default_factory=_free_port)
-    http_port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
+    tls_port: int = field(default_factory=free_port)
+    component_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
     component_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     domain: str = DOMAIN
     muc_domain: str = MUC_DOMAIN

@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import io
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,7 +32,7 @@ import nio
 import pytest
 
 from imbridge.events import EventId
-from tests.servers.process import ServerProcess
+from tests.servers.process import ServerProcess, free_port
 
 T = TypeVar("T")
 
@@ -66,12 +66,6 @@ def synapse_python() -> Path:
             os.path.expanduser("~/.cache/imbridge/synapse-venv/bin/python"),
         )
     )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _http_json(
@@ -108,7 +102,7 @@ class SynapseServer(ServerProcess):
 
     state: Path
     overrides: dict[str, Any]
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     secret: str = field(default_factory=lambda: secrets.token_hex(12))
     proc: subprocess.Popen[bytes] | None = None
 
@@ -275,6 +269,14 @@ class Watcher:
 
     async def text(self, room_id: str, body: str, **extra: Any) -> str:
         return await self.send(room_id, {"msgtype": "m.text", "body": body, **extra})
+
+    async def upload(self, data: bytes, name: str, mimetype: str = "image/png") -> str:
+        """Uploads `data` to the homeserver's media store; returns its mxc:// URI."""
+        up, _ = await self.client.upload(
+            io.BytesIO(data), content_type=mimetype, filename=name, filesize=len(data)
+        )
+        assert isinstance(up, nio.UploadResponse), up
+        return str(up.content_uri)
 
 
 async def wait_for(

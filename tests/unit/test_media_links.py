@@ -5,7 +5,6 @@ with its YAML path when it cannot be a base URL of the listener."""
 from __future__ import annotations
 
 import os
-import socket
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from imbridge.config import parse_config
 from imbridge.daemon import Daemon
 from imbridge.errors import ConfigError
 from imbridge.medialinks import KEY_FILE, MediaLinks, load_key
+from tests.servers.process import free_port
 
 BASE = "https://bridge.example.org/"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
@@ -142,12 +142,6 @@ class MediaMemory(MemoryAdapter):
                 yield data[i : i + 100]
 
         yield Media(mimetype=mimetype, size=None, chunks=chunks(), max_bytes=4096)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_the_route_serves_exactly_what_was_linked(tmp_path: Path) -> None:
