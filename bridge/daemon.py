@@ -375,19 +375,27 @@ async def serve(config: Config) -> int:
     reloads: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
+        """Reads the file in a thread (a slow disk or a huge file must not stall the
+        relay) and always tells systemd READY again, whatever happened."""
         if config.source is None:
             return
         daemon.notifier.reloading()
         try:
-            new = load_config(config.source)
+            new = await asyncio.to_thread(load_config, config.source)
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error("config_invalid", issue=str(issue))
             log.error("reload_refused", reason="invalid config; still running on the old one")
+        except Exception:  # a failed reload keeps the old config running
+            log.exception("reload_failed")
         else:
-            logs.setup(new.bridge.log.level, new.bridge.log.format)
-            await daemon.reload(new)
-        daemon.notifier.ready(daemon.status_line())
+            try:
+                logs.setup(new.bridge.log.level, new.bridge.log.format)
+                await daemon.reload(new)
+            except Exception:  # same: the daemon goes on relaying
+                log.exception("reload_failed")
+        finally:
+            daemon.notifier.ready(daemon.status_line())
 
     def on_hup() -> None:
         task = loop.create_task(reload())

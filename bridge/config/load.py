@@ -25,6 +25,17 @@ from imbridge.config.schema import Config, RawConfig
 from imbridge.errors import ConfigError, ConfigIssue
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
+MAX_BYTES = 1 << 20
+"""A config file is a few kilobytes; anything past a mebibyte is a mistake or an attack."""
+MAX_NODES = 100_000
+"""Values after alias expansion. A config relaying hundreds of rooms holds a few thousand;
+aliases nested ten deep turn a few hundred bytes into millions ("billion laughs")."""
+_PLAIN_TAGS = frozenset(
+    {
+        "tag:yaml.org,2002:map",
+        "tag:yaml.org,2002:seq",
+    }
+)
 _SECRET_SUFFIXES = ("password", "token", "secret", "_key")
 
 
@@ -41,14 +52,45 @@ class _Reader:
         self.lines: dict[Loc, int] = {}
         self.issues: list[ConfigIssue] = []
         self._scalars = yaml.SafeLoader("")
+        self._nodes = 0
+        self._open: set[int] = set()
+        """The collections being built: meeting one again is a recursive alias."""
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self.lines.setdefault(loc, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, loc)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
-        value = self._scalars.construct_object(node)
+        line = node.start_mark.line + 1
+        self.lines.setdefault(loc, line)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        format_path(loc),
+                        line,
+                        f"more than {MAX_NODES} values once aliases are expanded: "
+                        "write the values out, or use fewer nested aliases",
+                    )
+                ]
+            )
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if id(node) in self._open:
+                raise ConfigError(
+                    [ConfigIssue(format_path(loc), line, "recursive alias: it contains itself")]
+                )
+            if node.tag not in _PLAIN_TAGS:
+                self.issues.append(ConfigIssue(format_path(loc), line, _tag_problem(node.tag)))
+                return None
+            self._open.add(id(node))
+            try:
+                if isinstance(node, yaml.MappingNode):
+                    return self._mapping(node, loc)
+                return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+            finally:
+                self._open.discard(id(node))
+        try:
+            value = self._scalars.construct_object(node)
+        except yaml.YAMLError:
+            self.issues.append(ConfigIssue(format_path(loc), line, _tag_problem(node.tag)))
+            return None
         if isinstance(value, str):
             return self._expand(value, loc)
         return value
@@ -56,8 +98,15 @@ class _Reader:
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self._scalars.construct_object(key_node)
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issues.append(ConfigIssue(format_path(loc), line, "keys must be strings"))
+                continue
+            try:
+                key = self._scalars.construct_object(key_node)
+            except yaml.YAMLError:
+                self.issues.append(ConfigIssue(format_path(loc), line, _tag_problem(key_node.tag)))
+                continue
             if not isinstance(key, str):
                 self.issues.append(issue(loc, self.lines, f"key {key!r} must be a string"))
                 continue
@@ -111,6 +160,10 @@ class _Reader:
             self.lines[(*loc, stem)] = self.lines[kloc]
 
 
+def _tag_problem(tag: str) -> str:
+    return f"unsupported YAML tag {tag!r}: only plain strings, numbers, booleans, lists and maps"
+
+
 def parse_config(
     text: str,
     *,
@@ -120,8 +173,14 @@ def parse_config(
 ) -> Config:
     """Validates config text; raises ConfigError carrying every issue found."""
     reader = _Reader(os.environ if env is None else env, base or Path.cwd())
+    if len(text) > MAX_BYTES:
+        raise ConfigError(
+            [ConfigIssue("", None, f"the file is larger than {MAX_BYTES} bytes: not a config")]
+        )
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError([ConfigIssue("", None, "values nested too deeply")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -131,7 +190,10 @@ def parse_config(
         raise ConfigError([ConfigIssue("", None, "the file is empty")])
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError([ConfigIssue("", root.start_mark.line + 1, "must be a mapping")])
-    data = reader.build(root, ())
+    try:
+        data = reader.build(root, ())
+    except RecursionError:
+        raise ConfigError([ConfigIssue("", None, "values nested too deeply")]) from None
     issues = list(reader.issues)
     lines = reader.lines
 
@@ -169,7 +231,9 @@ def parse_config(
 def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # never read a huge file whole
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError([ConfigIssue(str(path), None, f"cannot read: {reason}")]) from None

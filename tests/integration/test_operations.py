@@ -4,7 +4,11 @@ and systemd notifications."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -126,3 +130,52 @@ gateways:
     assert "a                    connected     joined      outbox 0" in out
     assert "(optional)" in out
     assert "\nready\n" in out
+
+
+def test_sighup_with_a_hostile_config_keeps_running_and_answers_ready(tmp_path: Path) -> None:
+    """systemd waits for READY=1 after RELOADING=1: a reload that meets an alias bomb or a
+    recursive alias must refuse the file, say so, and still answer READY."""
+    sock_path = tmp_path / "notify.sock"
+    path = tmp_path / "bridge.yaml"
+    good = f"""
+bridge: {{state_dir: {tmp_path / "state"}, log: {{level: info}}}}
+networks: {{a: {{type: memory}}, b: {{type: memory}}}}
+gateways: {{g: {{rooms: [{{network: a, room: "#x"}}, {{network: b, room: "#y"}}]}}}}
+"""
+    path.write_text(good)
+    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(sock_path))
+        server.settimeout(30)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imbridge.cli", "run", "-c", str(path)],
+            env={**os.environ, "NOTIFY_SOCKET": str(sock_path)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+
+            def next_state() -> bytes:
+                while True:
+                    msg = server.recv(4096)
+                    if msg.startswith((b"READY=1", b"RELOADING=1")):
+                        return msg
+
+            assert next_state().startswith(b"READY=1")
+            for hostile in ("bridge: &a [*a]\n" + good, bomb + good):
+                path.write_text(hostile)
+                proc.send_signal(signal.SIGHUP)
+                assert next_state().startswith(b"RELOADING=1")
+                assert next_state().startswith(b"READY=1")
+                assert proc.poll() is None
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.count("reload_refused") == 2, err
+    assert "recursive alias" in err
+    assert "values once aliases are expanded" in err
+    assert "Traceback" not in err
