@@ -5,6 +5,7 @@ checks them: a daemon on memory adapters is reloaded the way SIGHUP does it, and
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -346,3 +347,37 @@ async def test_access_queries_are_encrypted_with_the_archive_key(
     assert code == 0
     (row,) = [line for line in out.splitlines() if " search " in line]
     assert "encrypted" in row
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_export_purge_and_search_show_progress_only_on_a_terminal(
+    tmp_path: Path, running: Callable[..., Any]
+) -> None:
+    path = write(tmp_path / "bridge.yaml")
+    daemon, hub, _ = await running(path)
+    await post(daemon, hub, [("#ops", "alice", f"line {n}") for n in range(5)])
+    await daemon.stop(drain=0)
+
+    async def drawn(fn: Callable[..., int], *args: object, **kw: object) -> tuple[str, str]:
+        term, piped = Terminal(), io.StringIO()
+        for err in (term, piped):
+            code = await asyncio.to_thread(
+                functools.partial(fn, *args, out=io.StringIO(), err=err, **kw)
+            )
+            assert code == 0
+        return term.getvalue(), piped.getvalue()
+
+    term, piped = await drawn(archive_export, path, fmt="jsonl", output=tmp_path / "x.jsonl")
+    assert "exporting" in term
+    assert "/5.00" in term  # the total: five messages
+    assert piped == ""
+    term, piped = await drawn(archive_search, path, "line")
+    assert "searching" in term
+    assert piped == ""
+    term, piped = await drawn(archive_purge, path)
+    assert "purging" in term
+    assert piped == ""
