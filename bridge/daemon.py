@@ -343,7 +343,11 @@ class Daemon:
                     hint="the archive was off at start; restart to turn it on",
                 )
             return False
-        applied = await self.archive.apply(old, new)
+        try:
+            applied = await self.archive.apply(old, new)
+        except Exception:  # routes and policy still apply; the error says what did not
+            log.exception("archive_reload_failed")
+            return False
         return "archive.notice" in applied.changed
 
     async def _drop(self, name: str) -> None:
