@@ -381,3 +381,16 @@ async def test_export_purge_and_search_show_progress_only_on_a_terminal(
     term, piped = await drawn(archive_purge, path)
     assert "purging" in term
     assert piped == ""
+
+
+def test_archive_audit_is_wired_into_the_imbridge_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imbridge.cli import main  # noqa: PLC0415 - the command as a shell runs it
+
+    path = write(tmp_path / "bridge.yaml")
+    assert main(["archive", "audit", "-c", str(path), "--kind", "hold", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    with pytest.raises(SystemExit) as exc:
+        main(["archive", "audit", "-c", str(path), "--kind", "message"])
+    assert exc.value.code == 2
