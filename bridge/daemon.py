@@ -122,6 +122,7 @@ class Daemon:
     async def start(self) -> None:
         await self.db.open()
         if self.archive is not None:
+            await self.archive.record_start(self.config)
             await self.archive.__aenter__()
         public_url = self.config.bridge.http.public_url
         if public_url is not None:
@@ -246,6 +247,10 @@ class Daemon:
             log.error("join_failed", network=name, room=room, error=str(exc))
             return
         log.info("joined", network=name, room=room)
+        await self._post_notice(name, room)
+
+    async def _post_notice(self, name: str, room: str) -> None:
+        """Queues the archive notice in a room unless it already got this text."""
         if self.archive is None:
             return
         text = await self.archive.notice_due(name, room)
@@ -302,6 +307,9 @@ class Daemon:
             for n in set(old.networks) | set(config.networks)
             if old.networks.get(n) != config.networks.get(n)
         }
+        # Archive first: holds are in force before anything else moves, and rooms
+        # joined below get the new notice.
+        notice_changed = await self._reload_archive(old, config)
         relay.setup = setup_for(config)
         for name in changed:
             if name in self.adapters:
@@ -317,7 +325,30 @@ class Daemon:
             for room in sorted(new_rooms):
                 await self._join(name, adapter, room)
         outbox.rate_limits = self._rate_limits()
+        if notice_changed:
+            for name in self.adapters:
+                if name in changed or not self._started[name].is_set():
+                    continue  # joining still: `_join` posts it
+                for room in relay.setup.router.rooms(name):
+                    await self._post_notice(name, room)
         log.info("config_reloaded", reconnected=sorted(changed))
+
+    async def _reload_archive(self, old: Config, new: Config) -> bool:
+        """Applies and records the archive settings; True when the notice changed."""
+        if self.archive is None:
+            if new.archive.enabled and isinstance(self.recorder, NullRecorder):
+                log.warning(
+                    "archive_restart_required",
+                    keys=["archive.enabled"],
+                    hint="the archive was off at start; restart to turn it on",
+                )
+            return False
+        try:
+            applied = await self.archive.apply(old, new)
+        except Exception:  # routes and policy still apply; the error says what did not
+            log.exception("archive_reload_failed")
+            return False
+        return "archive.notice" in applied.changed
 
     async def _drop(self, name: str) -> None:
         task = self._tasks.pop(name, None)

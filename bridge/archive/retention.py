@@ -4,7 +4,8 @@ legal hold covers, and the purge itself is appended to the chain.
 The purge record lists each run of deleted records with the hash of the run's last
 record, which is what lets `verify` resume the chain after the gap; a gap no purge record
 explains is reported as tampering. Purge records themselves are never purged: they are
-small, and they are the proof that every gap was authorised.
+small, and they are the proof that every gap was authorised; nor are `config` and `hold`
+records, the proof of which settings and holds were in force.
 
 A hold covers an event whose origin (network, room, sender) or one of whose destinations
 (network, room) matches it; every record of that event (the event, its decisions, its
@@ -14,7 +15,7 @@ deliveries) is kept.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -24,6 +25,8 @@ from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import LegalHold
 
 DAY_US = 86_400 * 1_000_000
+PERMANENT_KINDS = frozenset({"purge", "config", "hold"})
+"""Never purged: the proof of every gap, and of which config and holds were in force."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +70,24 @@ def held_events(conn: sqlite3.Connection, holds: tuple[LegalHold, ...], cutoff_u
 
 
 def purge(
-    store: ArchiveStore, conn: sqlite3.Connection, *, now_us: int | None = None
+    store: ArchiveStore,
+    conn: sqlite3.Connection,
+    *,
+    now_us: int | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> PurgeResult:
-    """Deletes what retention allows, in the caller's transaction, and records it."""
+    """Deletes what retention allows, in the caller's transaction, and records it.
+    Settings are read here, at run time: a hold placed by a reload holds from then on.
+    `advance(n)` is told of each record examined (a progress bar)."""
     settings = store.settings
     now = store.clock() if now_us is None else now_us
     cutoff_us = now - settings.retention_days * DAY_US
     cutoff = datetime.fromtimestamp(cutoff_us / 1_000_000, UTC)
     held_ids = held_events(conn, settings.legal_hold, cutoff_us)
     last_old = conn.execute(
-        "SELECT max(seq) FROM archive_records WHERE ts_us < ? AND kind != 'purge'", (cutoff_us,)
+        "SELECT max(seq) FROM archive_records WHERE ts_us < ? "
+        "AND kind NOT IN ('purge', 'config', 'hold')",
+        (cutoff_us,),
     ).fetchone()[0]
     if last_old is None:
         return PurgeResult(0, 0, 0, cutoff, None)
@@ -87,7 +98,9 @@ def purge(
     run_last: tuple[int, bytes] | None = None
     for row in store.rows(conn, "WHERE seq <= ? ORDER BY seq", (last_old,)):
         r = row.record
-        keep = r.kind == "purge" or r.ts_us >= cutoff_us
+        if advance is not None:
+            advance(1)
+        keep = r.kind in PERMANENT_KINDS or r.ts_us >= cutoff_us
         if not keep and r.event_id is not None and r.event_id in held_ids:
             keep = True
             held += 1

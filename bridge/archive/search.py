@@ -9,7 +9,7 @@ the query is turned into the same tokens: only the key holder can search.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -131,8 +131,14 @@ def filters(query: Query, prefix: str = "r.") -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-def search(conn: sqlite3.Connection, store: ArchiveStore, query: Query) -> list[Hit]:
-    """Newest first, at most `query.limit` hits."""
+def search(
+    conn: sqlite3.Connection,
+    store: ArchiveStore,
+    query: Query,
+    *,
+    advance: Callable[[int], None] | None = None,
+) -> list[Hit]:
+    """Newest first, at most `query.limit` hits; `advance(1)` per hit read (progress)."""
     clauses, params = filters(query)
     cols = (
         "r.seq, r.ts_us, r.kind, r.event_id, r.network, r.room, r.sender, "
@@ -153,7 +159,12 @@ def search(conn: sqlite3.Connection, store: ArchiveStore, query: Query) -> list[
         )
         args = [expression, *params, query.limit]
     rows = [Row.of(raw) for raw in conn.execute(sql, args)]
-    return [hit_of(conn, store, row) for row in rows]
+    hits = []
+    for row in rows:
+        hits.append(hit_of(conn, store, row))
+        if advance is not None:
+            advance(1)
+    return hits
 
 
 def outcomes_of(conn: sqlite3.Connection, event_id: str) -> tuple[Outcome, ...]:

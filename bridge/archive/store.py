@@ -88,8 +88,9 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
 )
 
 HEAD_FILE = "archive-heads.jsonl"
-CONTENT_KINDS = frozenset({"event", "decision"})
-"""Kinds whose body holds message content, encrypted when a key is configured."""
+CONTENT_KINDS = frozenset({"event", "decision", "access"})
+"""Kinds whose body holds message content (an access's query may quote it), encrypted
+when a key is configured."""
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + ", hash FROM archive_records"  # noqa: S608 - fixed names
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Registers `policy test|explain` and `archive search|verify|export|purge|checkpoint`
+    """Registers `policy test|explain` and `archive search|verify|export|purge|checkpoint|audit`
     on the `imbridge` command's subparsers; `dispatch` runs them."""
 
     def with_config(
@@ -69,6 +69,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     filters(export)
     with_config(asub, "purge", "delete records past retention_days now (legal hold kept)")
     with_config(asub, "checkpoint", "append the chain head to the head file now")
+    audit = with_config(asub, "audit", "list who accessed the archive, configs and legal holds")
+    audit.add_argument("--since", metavar="DATE", help="2024-05-01 or ISO 8601 time (UTC)")
+    audit.add_argument("--kind", choices=["access", "config", "hold"], help="one kind only")
+    audit.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
 
 
 def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcommand
@@ -117,5 +121,9 @@ def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcom
             return archive.archive_purge(args.config)
         case ("archive", "checkpoint"):
             return archive.archive_checkpoint(args.config)
+        case ("archive", "audit"):
+            from imbridge.commands.audit import archive_audit  # noqa: PLC0415 - when asked
+
+            return archive_audit(args.config, since=args.since, kind=args.kind, fmt=args.fmt)
         case _:
             return 2

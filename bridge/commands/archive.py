@@ -4,6 +4,10 @@ for each other).
 
 Exit codes: 0 success (verify: intact), 1 verify found tampering or a runtime failure,
 2 bad config or arguments.
+
+Each command leaves an `access` record in the chain (`imbridge archive audit` lists them);
+a search shows its results only once that record is written, so an auditor who cannot
+write the trail sees nothing. Long walks show a progress bar on a terminal.
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from imbridge.archive.actor import Actor
+from imbridge.archive.audit import log_access
 from imbridge.archive.crypto import ArchiveKeyError
-from imbridge.archive.export import items, write_eml, write_jsonl
-from imbridge.archive.retention import purge
-from imbridge.archive.search import Query, search, table
+from imbridge.archive.export import Item, items, write_eml, write_jsonl
+from imbridge.archive.retention import DAY_US, PurgeResult, purge
+from imbridge.archive.search import Query, filters, search, table
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
+from imbridge.commands.progress import Advance, progress
 from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.db import Database
@@ -42,6 +49,25 @@ def parse_when(value: str | None, flag: str) -> datetime | None:
             f"{flag} {value!r}: expected a date like 2024-05-01 or 2024-05-01T12:00:00+02:00"
         ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def filters_of(q: Query) -> dict[str, object]:
+    """A query's filters as an access record keeps them."""
+    return {
+        "text": q.text or None,
+        "network": q.network,
+        "room": q.room,
+        "user": q.user,
+        "since": q.since.isoformat() if q.since else None,
+        "until": q.until.isoformat() if q.until else None,
+    }
+
+
+async def accessed(
+    db: Database, store: ArchiveStore, action: str, query: Mapping[str, object], results: int
+) -> None:
+    """The `access` record of one command run by this process's user."""
+    await log_access(db, store, Actor.of_process(), action, query=query, results=results)
 
 
 def open_archive(config: Config) -> tuple[Database, ArchiveStore]:
@@ -116,7 +142,12 @@ def archive_search(
         await db.transact(
             store.index_pending, background=True
         )  # what the daemon has not indexed yet
-        hits = await db.read(lambda conn: search(conn, store, q), background=True)
+        with progress("searching", None, stream=err, unit="hits") as advance:
+            hits = await db.read(
+                lambda conn: search(conn, store, q, advance=advance), background=True
+            )
+        query = {**filters_of(q), "limit": limit}
+        await accessed(db, store, "search", query, len(hits))
         if fmt == "json":
             json.dump([h.as_json() for h in hits], out, ensure_ascii=False, indent=2)
             out.write("\n")
@@ -136,6 +167,7 @@ def archive_verify(
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
         problem, count = await db.read(store.verify, background=True)
+        await accessed(db, store, "verify", {"intact": problem is None}, count)
         if problem is not None:
             print(f"TAMPERED: {problem}", file=out)
             print(f"({count} records verified before it; head file {store.head_file})", file=out)
@@ -187,20 +219,45 @@ def archive_export(
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
         def export(conn: sqlite3.Connection) -> int:
-            found = items(conn, store, q)
-            if fmt == "eml" and output is not None:
-                return write_eml(found, output)
-            if output is None:
-                return write_jsonl(found, out)
-            with output.open("w", encoding="utf-8") as f:
-                return write_jsonl(found, f)
+            with progress("exporting", count_events(conn, q), stream=err) as advance:
+                found = counted(items(conn, store, q), advance)
+                if fmt == "eml" and output is not None:
+                    return write_eml(found, output)
+                if output is None:
+                    return write_jsonl(found, out)
+                with output.open("w", encoding="utf-8") as f:
+                    return write_jsonl(found, f)
 
         n = await db.read(export, background=True)
+        query = {**filters_of(q), "format": fmt, "output": str(output) if output else None}
+        await accessed(db, store, "export", query, n)
         where = f" to {output}" if output is not None else ""
         print(f"exported {n} records{where}", file=err if output is None else out)
         return EXIT_OK
 
     return _run(config_path, err, work)
+
+
+def count_events(conn: sqlite3.Connection, q: Query) -> int:
+    clauses, params = filters(q, prefix="")
+    sql = f"SELECT count(*) FROM archive_records WHERE {' AND '.join(clauses)}"  # noqa: S608 - fixed clauses
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def counted(found: Iterator[Item], advance: Advance) -> Iterator[Item]:
+    for item in found:
+        advance(1)
+        yield item
+
+
+def purge_with_progress(conn: sqlite3.Connection, store: ArchiveStore, err: TextIO) -> PurgeResult:
+    """The purge, with a bar over the records old enough to go (held ones included)."""
+    cutoff_us = store.clock() - store.settings.retention_days * DAY_US
+    (total,) = conn.execute(
+        "SELECT count(*) FROM archive_records WHERE ts_us < ?", (cutoff_us,)
+    ).fetchone()
+    with progress("purging", int(total), stream=err) as advance:
+        return purge(store, conn, advance=advance)
 
 
 def archive_purge(
@@ -210,8 +267,16 @@ def archive_purge(
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(config: Config, db: Database, store: ArchiveStore) -> int:
-        result = await db.transact(lambda conn: purge(store, conn), background=True)
+        result = await db.transact(
+            lambda conn: purge_with_progress(conn, store, err), background=True
+        )
         await db.read(store.checkpoint, background=True)
+        query = {
+            "retention_days": config.archive.retention_days,
+            "holds": [h.name for h in config.archive.legal_hold],
+            "cutoff": result.cutoff.isoformat(),
+        }
+        await accessed(db, store, "purge", query, result.deleted)
         if result.seq is None:
             print(
                 f"nothing older than {config.archive.retention_days} days to purge "
