@@ -256,21 +256,15 @@ class Verifier:
         sealed: frozenset[str] = frozenset(),
         is_sealed: Callable[[str], bool] = lambda body: False,
     ) -> None:
-        self.problem: Problem | None = None
-        self._heads: dict[int, Checkpoint] = {}
+        self._heads: dict[int, list[Checkpoint]] = {}
         self._signed_at: dict[int, int] = {}
         timed: list[Checkpoint] = []
         for c in checkpoints:
-            seen = self._heads.setdefault(c.seq, c)
-            if seen.hash != c.hash and self.problem is None:
-                self.problem = Problem(
-                    c.seq, f"{seen.where} and {c.where} hold different hashes for it"
-                )
+            self._heads.setdefault(c.seq, []).append(c)
             if c.at_us is not None:
                 timed.append(c)
                 self._signed_at[c.seq] = min(c.at_us, self._signed_at.get(c.seq, c.at_us))
-        self._runs, problem = _check_purges(purges, timed)
-        self.problem = self.problem or problem
+        self._runs, self.problem = _check_purges(purges, timed)
         self._future = None if now_us is None else now_us + FUTURE_SLACK_US
         self._sealed, self._is_sealed, self._seen_sealed = sealed, is_sealed, False
         self._prev = GENESIS
@@ -313,8 +307,8 @@ class Verifier:
                 "written without the key",
             )
             return False
-        head = self._heads.get(seq)
-        if head is not None and not self._at_head(seq, head, computed):
+        heads = self._heads.get(seq)
+        if heads is not None and not self._at_head(seq, heads, computed):
             return False
         self._prev, self._last = computed, seq
         self.count += 1
@@ -326,13 +320,15 @@ class Verifier:
             return True
         return not self._seen_sealed
 
-    def _at_head(self, seq: int, head: Checkpoint, computed: bytes) -> bool:
-        if head.hash != computed:
-            self.problem = Problem(
-                seq,
-                f"differs from {head.where}: the chain was rewritten from here or earlier",
-            )
-            return False
+    def _at_head(self, seq: int, heads: list[Checkpoint], computed: bytes) -> bool:
+        for head in heads:
+            if head.hash != computed:
+                self.problem = Problem(
+                    seq,
+                    f"differs from {head.where}: the chain was rewritten from here or earlier",
+                )
+                return False
+        head = heads[0]
         at = self._signed_at.get(seq)
         if at is not None and self._max_ts > at:
             self.problem = Problem(
@@ -375,10 +371,10 @@ class Verifier:
                     "cutoff",
                 )
                 return None
-            head = self._heads.get(run.last)
-            if head is not None and head.hash != run.anchor:
-                self.problem = Problem(run.last, f"a purge's anchor differs from {head.where}")
-                return None
+            for head in self._heads.get(run.last, ()):
+                if head.hash != run.anchor:
+                    self.problem = Problem(run.last, f"a purge's anchor differs from {head.where}")
+                    return None
             if anchor is None:
                 anchor = run.anchor
             end = run.first - 1
@@ -395,7 +391,7 @@ class Verifier:
                 self.problem = Problem(
                     self._last + 1,
                     f"missing: the archive ends at record {self._last} but "
-                    f"{self._heads[newest].where} recorded record {newest} (tail truncated)",
+                    f"{self._heads[newest][0].where} recorded record {newest} (tail truncated)",
                 )
         if self.problem is None and self._future is not None and self._max_ts > self._future:
             self.problem = Problem(

@@ -353,6 +353,30 @@ class ArchiveStore:
             return read_heads(self.head_file, public)
         return read_heads(path, public, external=True)
 
+    def _witnesses(
+        self, tail: Head, external: Sequence[Path], public: Ed25519PublicKey | None
+    ) -> list[Checkpoint] | Problem:
+        """Every head the head file and the external copies hold, or what is wrong
+        with one of them."""
+        checkpoints: list[Checkpoint] = []
+        for path in (None, *external):
+            found = self.read_heads(path, public)
+            name = self.head_file if path is None else path
+            if found is not None and found.problem is not None:
+                return found.problem
+            if found is None or not found.checkpoints:
+                if path is not None or tail.seq > 0:
+                    return Problem(0, f"head file {name} is missing or empty")
+                continue
+            if path is None and found.signed == 0 and self.signer() is not None:
+                return Problem(
+                    0, f"head file {name} holds no signed head although heads are signed: replaced"
+                )
+            checkpoints += found.checkpoints
+        # The chain table's head is one more checkpoint, inside the database.
+        checkpoints.append(Checkpoint(tail.seq, tail.hash, "the chain table"))
+        return checkpoints
+
     def verify(
         self,
         conn: sqlite3.Connection,
@@ -365,19 +389,9 @@ class ArchiveStore:
         external copies of it; returns the first problem (None: intact) and how many
         records were checked."""
         tail = self.tail(conn)
-        checkpoints: list[Checkpoint] = []
-        for path in (None, *external):
-            found = self.read_heads(path, public)
-            if found is None or not found.checkpoints:
-                name = self.head_file if path is None else path
-                if path is not None:
-                    return Problem(0, f"head file {name} is missing or empty"), 0
-                if tail.seq > 0:
-                    return Problem(0, f"head file {name} is missing or empty"), 0
-                continue
-            if found.problem is not None:
-                return found.problem, 0
-            checkpoints += found.checkpoints
+        checkpoints = self._witnesses(tail, external, public)
+        if isinstance(checkpoints, Problem):
+            return checkpoints, 0
         purges, problem = purges_of(
             conn.execute(
                 "SELECT seq, ts_us, body FROM archive_records WHERE kind = 'purge' ORDER BY seq"
@@ -385,8 +399,6 @@ class ArchiveStore:
         )
         if problem is not None:
             return problem, 0
-        # The chain table's head is one more checkpoint, inside the database.
-        checkpoints.append(Checkpoint(tail.seq, tail.hash, "the chain table"))
         verifier = Verifier(
             purges,
             checkpoints,

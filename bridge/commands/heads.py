@@ -22,12 +22,17 @@ from imbridge.db import Database
 
 def archive_key(config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Prints `ed25519:BASE64 <key id>` for the heads' signing key (creating the key in
-    state_dir if none exists yet, as the daemon would at its first checkpoint)."""
+    state_dir, with a first signed head, if none exists yet, as the daemon would at its
+    first checkpoint)."""
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
-        signer = store.signer(create=True)
-        if signer is None:  # pragma: no cover - create=True makes one
+        if store.signer() is None:
+            # A key made here must sign a head at once: a head file without signed
+            # lines while a key exists is what an attacker's replacement looks like.
+            await db.read(lambda conn: store.checkpoint(conn, force=True), background=True)
+        signer = store.signer()
+        if signer is None:  # pragma: no cover - the checkpoint made one
             return EXIT_FAILURE
         print(f"{public_text(signer.public)} {signer.key_id}", file=out)
         return EXIT_OK
