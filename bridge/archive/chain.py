@@ -245,6 +245,9 @@ class Verifier:
     `now_us`: records dated later than this (plus an hour for clock skew) are forged.
     `sealed`: the kinds that are encrypted in this archive (a key is configured); after
     the first encrypted one, such a record in clear was written by someone else.
+    `opens`: with the key, why an encrypted body does not open for its record (None:
+    it does), so content moved or metadata changed is caught even with the chain and
+    the heads rewritten.
     """
 
     def __init__(
@@ -255,6 +258,7 @@ class Verifier:
         now_us: int | None = None,
         sealed: frozenset[str] = frozenset(),
         is_sealed: Callable[[str], bool] = lambda body: False,
+        opens: Callable[[str, int, Sequence[Any]], str | None] | None = None,
     ) -> None:
         self._heads: dict[int, list[Checkpoint]] = {}
         self._signed_at: dict[int, int] = {}
@@ -267,6 +271,7 @@ class Verifier:
         self._runs, self.problem = _check_purges(purges, timed)
         self._future = None if now_us is None else now_us + FUTURE_SLACK_US
         self._sealed, self._is_sealed, self._seen_sealed = sealed, is_sealed, False
+        self._opens = opens
         self._prev = GENESIS
         self._last = 0
         self._max_ts = -1
@@ -300,12 +305,7 @@ class Verifier:
             return False
         if ts > self._max_ts:
             self._max_ts, self._max_seq = ts, seq
-        if self._sealed and values[2] in self._sealed and not self._clear_ok(values[11]):
-            self.problem = Problem(
-                seq,
-                "its content is in clear in an encrypted archive, after encrypted records: "
-                "written without the key",
-            )
+        if self._sealed and values[2] in self._sealed and not self._sealed_ok(values):
             return False
         heads = self._heads.get(seq)
         if heads is not None and not self._at_head(seq, heads, computed):
@@ -314,11 +314,22 @@ class Verifier:
         self.count += 1
         return True
 
-    def _clear_ok(self, body: str) -> bool:
+    def _sealed_ok(self, values: Sequence[Any]) -> bool:
+        seq, body = values[0], values[11]
         if self._is_sealed(body):
             self._seen_sealed = True
-            return True
-        return not self._seen_sealed
+            why = None if self._opens is None else self._opens(body, seq, values[2:11])
+            if why is not None:
+                self.problem = Problem(seq, f"its encrypted content does not open: {why}")
+            return why is None
+        if self._seen_sealed:
+            self.problem = Problem(
+                seq,
+                "its content is in clear in an encrypted archive, after encrypted records: "
+                "written without the key",
+            )
+            return False
+        return True  # before the first encrypted record: written before the key was set
 
     def _at_head(self, seq: int, heads: list[Checkpoint], computed: bytes) -> bool:
         for head in heads:

@@ -32,6 +32,7 @@ from imbridge.archive.chain import (
     Verifier,
     link,
     purges_of,
+    values_of,
 )
 from imbridge.archive.crypto import ArchiveKeyError, Cipher, is_encrypted
 from imbridge.archive.heads import (
@@ -116,6 +117,11 @@ def _dumps(value: Any) -> str:
     return _BODY_ENCODER.encode(value)
 
 
+def bound(record: Record) -> tuple[Any, ...]:
+    """The metadata a record's ciphertext is bound to (all columns but seq, time, body)."""
+    return values_of(record)[2:-1]
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     record: Record
@@ -168,12 +174,8 @@ class ArchiveStore:
             seq += 1
             body = _dumps(values["body"])
             kind = values["kind"]
-            if self.cipher is not None and kind in CONTENT_KINDS:
-                body = self.cipher.encrypt(body, seq)
             get = values.get
-            row = (
-                seq,
-                ts,
+            meta = (
                 kind,
                 get("event_id"),
                 get("network"),
@@ -183,8 +185,10 @@ class ArchiveStore:
                 get("dest_room"),
                 get("action"),
                 get("rule"),
-                body,
             )
+            if self.cipher is not None and kind in CONTENT_KINDS:
+                body = self.cipher.encrypt(body, seq, bind=meta)
+            row = (seq, ts, *meta, body)
             prev = link(prev, row)  # the tuple is in `COLUMNS` order (a test checks it)
             rows.append((*row, prev))
             terms = values.get("terms")
@@ -288,7 +292,7 @@ class ArchiveStore:
                 raise ArchiveKeyError(
                     "the archive is encrypted: configure archive.encryption_key_file"
                 )
-            text = self.cipher.decrypt(text, record.seq)
+            text = self.cipher.decrypt(text, record.seq, bind=bound(record))
         value = json.loads(text)
         return value if isinstance(value, dict) else {"value": value}
 
@@ -405,6 +409,7 @@ class ArchiveStore:
             now_us=self.clock(),
             sealed=CONTENT_KINDS if self.cipher is not None else frozenset(),
             is_sealed=is_encrypted,
+            opens=self.cipher.authentic if self.cipher is not None else None,
         )
         cur = conn.execute(f"{_SELECT} ORDER BY seq")
         feed = verifier.feed
