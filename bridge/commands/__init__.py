@@ -84,9 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     with_config(asub, "checkpoint", "append the chain head to the head file now")
     with_config(asub, "key", "print the public key that checks the signed chain heads")
     heads = with_config(asub, "heads", "print the signed chain heads as JSON lines")
-    heads.add_argument(
-        "--since", type=int, default=0, metavar="SEQ", help="only heads after record SEQ"
-    )
+    heads.add_argument("--since", type=int, metavar="SEQ", help="only heads after record SEQ")
 
 
 def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcommand

@@ -43,14 +43,14 @@ def archive_key(config_path: Path, *, out: TextIO | None = None, err: TextIO | N
 def archive_heads(
     config_path: Path,
     *,
-    since: int = 0,
+    since: int | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Prints the signed head lines for records after `since`, each exactly as the head
+    """Prints the signed head lines (those after record `since`, if given), each exactly as the head
     file holds it; exit 1 (printing nothing) if the head file itself fails its check."""
     out, err = out or sys.stdout, err or sys.stderr
-    if since < 0:
+    if since is not None and since < 0:
         print("imbridge archive heads: --since must be 0 or more", file=err)
         return EXIT_USAGE
 
@@ -64,7 +64,7 @@ def archive_heads(
             return EXIT_FAILURE
         signed = [c for c in found.checkpoints if c.at_us is not None]
         for head, line in zip(signed, found.lines, strict=True):
-            if head.seq > since:
+            if since is None or head.seq > since:
                 print(line, file=out)
         return EXIT_OK
 

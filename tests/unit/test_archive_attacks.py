@@ -396,6 +396,24 @@ def test_head_file_re_signed_with_the_local_key_is_caught_by_the_external_copy(
     assert named >= edited
 
 
+def test_archive_commands_are_registered_on_the_cli(archive: Path, tmp_path: Path) -> None:
+    import argparse  # noqa: PLC0415
+
+    from imbridge import commands  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser()
+    commands.add_parsers(parser.add_subparsers(dest="command"))
+    path = str(archive)
+    assert commands.dispatch(parser.parse_args(["archive", "key", "-c", path])) == 0
+    assert commands.dispatch(parser.parse_args(["archive", "heads", "-c", path])) == 0
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text((archive.parent / "state" / "archive-heads.jsonl").read_text())
+    args = ["archive", "verify", "-c", path, "--heads", str(copy), "--heads", str(copy)]
+    assert commands.dispatch(parser.parse_args(args)) == 0
+    bad = ["archive", "verify", "-c", path, "--public-key", "ed25519:short"]
+    assert commands.dispatch(parser.parse_args(bad)) == 2
+
+
 def test_external_heads_are_checked_against_the_given_public_key(
     archive: Path, tmp_path: Path
 ) -> None:
