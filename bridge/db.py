@@ -28,6 +28,7 @@ Schema migrations are numbered per component ("core", "archive", ...) in the
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from imbridge import statefiles
 from imbridge.errors import StateError
 
 T = TypeVar("T")
@@ -117,7 +119,9 @@ class Database:
 
     def _open_sync(self) -> None:
         if isinstance(self.path, Path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite sees it: SQLite gives -wal and -shm the
+            # database's mode, so those are private from their first byte too.
+            os.close(statefiles.open_private(self.path, os.O_RDWR)[0])
         try:
             conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             # Takes effect on a new file only. Each commit appends every page it dirtied to
@@ -132,6 +136,9 @@ class Database:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
             self._migrate(conn)
+            if isinstance(self.path, Path):  # files made by an older version, or by hand
+                wal, shm = (self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))
+                statefiles.restrict(self.path, wal, shm)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state database {self.path}: {exc}") from exc
         self._conn = conn

@@ -17,12 +17,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from imbridge import statefiles
 
 KEY_FILE = "media-links.key"
 SIG_BYTES = 16  # 128 bits: forging one link means guessing this
@@ -59,16 +60,11 @@ def valid_ref(ref: str) -> bool:
 def load_key(state_dir: Path) -> bytes:
     """The signing key, created once (0600) so links stay valid across restarts."""
     path = state_dir / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < 32:
-            raise ValueError(f"{path}: signing key is shorter than 32 bytes") from None
-        return key
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
+    if statefiles.create_private(path, secrets.token_bytes(32)):
+        return statefiles.read_private(path)
+    key = statefiles.read_private(path)
+    if len(key) < 32:
+        raise ValueError(f"{path}: signing key is shorter than 32 bytes")
     return key
 
 

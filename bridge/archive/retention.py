@@ -127,6 +127,7 @@ def purge(
                 "kind": "purge",
                 "body": {
                     "cutoff": cutoff.isoformat(),
+                    "cutoff_us": cutoff_us,  # exact, for `verify` to hold the runs to
                     "retention_days": settings.retention_days,
                     "deleted": len(doomed),
                     "held": held,

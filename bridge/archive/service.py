@@ -35,7 +35,7 @@ log = structlog.get_logger("imbridge.archive")
 
 PURGE_EVERY = 86_400.0
 INDEX_EVERY = 1.0
-RESTART_KEYS = ("enabled", "encryption_key", "head_file")
+RESTART_KEYS = ("enabled", "encryption_key", "head_file", "signing_key")
 """Archive keys a reload records but applies only at the next start."""
 
 

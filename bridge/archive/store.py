@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,17 +25,32 @@ from imbridge.archive import Delivery
 from imbridge.archive.chain import (
     COLUMNS,
     GENESIS,
+    Checkpoint,
     Head,
     Problem,
     Record,
     Verifier,
     link,
-    runs_of,
+    purges_of,
+    values_of,
 )
 from imbridge.archive.crypto import ArchiveKeyError, Cipher, is_encrypted
+from imbridge.archive.heads import (
+    HEAD_FILE,
+    KEY_FILE,
+    HeadLines,
+    Signer,
+    append_line,
+    head_path,
+    parse_private,
+    read_heads,
+)
 from imbridge.config.schema import Archive
 from imbridge.events import Event, EventId, RemoteId
 from imbridge.policy import Decision, Destination, texts_of
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = structlog.get_logger("imbridge.archive")
 
@@ -87,20 +100,11 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-HEAD_FILE = "archive-heads.jsonl"
 CONTENT_KINDS = frozenset({"event", "decision", "access"})
 """Kinds whose body holds message content (an access's query may quote it), encrypted
 when a key is configured."""
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + ", hash FROM archive_records"  # noqa: S608 - fixed names
-
-
-def head_path(settings: Archive, state_dir: Path) -> Path:
-    if settings.head_file is None:
-        return state_dir / HEAD_FILE
-    return (
-        settings.head_file if settings.head_file.is_absolute() else state_dir / settings.head_file
-    )
 
 
 def now_us() -> int:
@@ -112,6 +116,11 @@ _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort
 
 def _dumps(value: Any) -> str:
     return _BODY_ENCODER.encode(value)
+
+
+def bound(record: Record) -> tuple[Any, ...]:
+    """The metadata a record's ciphertext is bound to (all columns but seq, time, body)."""
+    return values_of(record)[2:-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +146,8 @@ class ArchiveStore:
     ) -> None:
         self.settings = settings
         self.head_file = head_path(settings, state_dir)
+        self.key_file = state_dir / KEY_FILE
+        self._signer: Signer | None = None
         key = settings.encryption_key
         self.cipher = Cipher(key.get_secret_value()) if key is not None else None
         self.clock = clock
@@ -157,17 +168,15 @@ class ArchiveStore:
         seq, prev = head.seq, head.hash
         rows: list[tuple[Any, ...]] = []
         fts: list[tuple[int, str]] = []
-        ts = self.clock()
+        # Never earlier than the newest record, whatever the clock did: `verify` relies
+        # on record times never decreasing to check what a purge could delete.
+        ts = max(self.clock(), self.newest_ts(conn))
         for values in records:
             seq += 1
             body = _dumps(values["body"])
             kind = values["kind"]
-            if self.cipher is not None and kind in CONTENT_KINDS:
-                body = self.cipher.encrypt(body, seq)
             get = values.get
-            row = (
-                seq,
-                ts,
+            meta = (
                 kind,
                 get("event_id"),
                 get("network"),
@@ -177,8 +186,10 @@ class ArchiveStore:
                 get("dest_room"),
                 get("action"),
                 get("rule"),
-                body,
             )
+            if self.cipher is not None and kind in CONTENT_KINDS:
+                body = self.cipher.encrypt(body, seq, bind=meta)
+            row = (seq, ts, *meta, body)
             prev = link(prev, row)  # the tuple is in `COLUMNS` order (a test checks it)
             rows.append((*row, prev))
             terms = values.get("terms")
@@ -190,6 +201,11 @@ class ArchiveStore:
             conn.executemany("INSERT INTO archive_fts_pending (seq, terms) VALUES (?, ?)", fts)
         conn.execute("INSERT OR REPLACE INTO archive_chain VALUES (1, ?, ?)", (seq, prev))
         return Head(seq, prev)
+
+    @staticmethod
+    def newest_ts(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT max(ts_us) FROM archive_records").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
 
     def index_pending(self, conn: sqlite3.Connection) -> int:
         """Moves waiting terms into the full-text index in one go; returns how many.
@@ -277,7 +293,7 @@ class ArchiveStore:
                 raise ArchiveKeyError(
                     "the archive is encrypted: configure archive.encryption_key_file"
                 )
-            text = self.cipher.decrypt(text, record.seq)
+            text = self.cipher.decrypt(text, record.seq, bind=bound(record))
         value = json.loads(text)
         return value if isinstance(value, dict) else {"value": value}
 
@@ -300,66 +316,110 @@ class ArchiveStore:
 
     # -- head file ----------------------------------------------------------------------
 
+    def signer(self, *, create: bool = False) -> Signer | None:
+        """The head-signing key: `archive.signing_key_file`, else the one in state_dir
+        (created on the first checkpoint when `create`)."""
+        if self._signer is None:
+            given = self.settings.signing_key
+            if given is not None:
+                self._signer = Signer(
+                    parse_private(given.get_secret_value().encode(), "archive.signing_key_file")
+                )
+            else:
+                self._signer = Signer.load(self.key_file, create=create)
+        return self._signer
+
     def checkpoint(self, conn: sqlite3.Connection, *, force: bool = False) -> Head:
-        """Appends the chain head to the head file (and the log), unless it is the one
-        written last. Runs in the database thread: the file write never blocks the loop."""
+        """Appends the chain head, signed, to the head file (and the log), unless it is
+        the one written last. Runs in the database thread: the file write never blocks
+        the loop. Its time is never earlier than the newest record's."""
         head = self.tail(conn)
         if not force and head == self._written:
             return head
-        line = _dumps(
-            {
-                "seq": head.seq,
-                "hash": head.hash.hex(),
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
-        self.head_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.head_file.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        signer = self.signer(create=True)
+        if signer is None:  # pragma: no cover - create=True makes one
+            raise AssertionError("no signing key")
+        at = max(self.clock(), self.newest_ts(conn))
+        append_line(self.head_file, signer.line(head, at))
         self._written = head
         if self.settings.log_checkpoints:
             log.info("archive_checkpoint", seq=head.seq, hash=head.hash.hex())
         return head
 
-    def read_heads(self) -> tuple[list[Head], Problem | None]:
-        """The checkpoints in the head file; a missing file is a problem once the
-        archive has records (the daemon writes a head at start)."""
-        heads: list[Head] = []
-        try:
-            lines = self.head_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return heads, None
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                heads.append(Head(int(data["seq"]), bytes.fromhex(data["hash"])))
-            except (ValueError, KeyError, TypeError):
-                return heads, Problem(0, f"{self.head_file} line {n} is unreadable")
-        return heads, None
+    def read_heads(
+        self, path: Path | None = None, public: Ed25519PublicKey | None = None
+    ) -> HeadLines | None:
+        """The local head file (or an external copy at `path`), signatures checked
+        against `public` (default: the signing key's); None when the file is absent."""
+        if public is None:
+            signer = self.signer()
+            public = signer.public if signer is not None else None
+        if path is None:
+            return read_heads(self.head_file, public)
+        return read_heads(path, public, external=True)
 
-    def verify(self, conn: sqlite3.Connection) -> tuple[Problem | None, int]:
-        """Walks the whole chain against the purge records and the head file; returns
-        the first problem (None: intact) and how many records were checked."""
-        heads, problem = self.read_heads()
+    def _witnesses(
+        self, tail: Head, external: Sequence[Path], public: Ed25519PublicKey | None
+    ) -> list[Checkpoint] | Problem:
+        """Every head the head file and the external copies hold, or what is wrong
+        with one of them."""
+        checkpoints: list[Checkpoint] = []
+        for path in (None, *external):
+            found = self.read_heads(path, public)
+            name = self.head_file if path is None else path
+            if found is not None and found.problem is not None:
+                return found.problem
+            if found is None or not found.checkpoints:
+                if path is not None or tail.seq > 0:
+                    return Problem(0, f"head file {name} is missing or empty")
+                continue
+            if path is None and found.signed == 0 and self.signer() is not None:
+                return Problem(
+                    0, f"head file {name} holds no signed head although heads are signed: replaced"
+                )
+            checkpoints += found.checkpoints
+        # The chain table's head is one more checkpoint, inside the database.
+        checkpoints.append(Checkpoint(tail.seq, tail.hash, "the chain table"))
+        return checkpoints
+
+    def verify(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        external: Sequence[Path] = (),
+        public: Ed25519PublicKey | None = None,
+        advance: Callable[[int], None] | None = None,
+    ) -> tuple[Problem | None, int]:
+        """Walks the whole chain against the purge records, the head file and any
+        external copies of it; returns the first problem (None: intact) and how many
+        records were checked."""
+        tail = self.tail(conn)
+        checkpoints = self._witnesses(tail, external, public)
+        if isinstance(checkpoints, Problem):
+            return checkpoints, 0
+        purges, problem = purges_of(
+            conn.execute(
+                "SELECT seq, ts_us, body FROM archive_records WHERE kind = 'purge' ORDER BY seq"
+            )
+        )
         if problem is not None:
             return problem, 0
-        if not self.head_file.exists() and self.tail(conn).seq > 0:
-            return Problem(0, f"head file {self.head_file} is missing"), 0
-        try:
-            runs = runs_of(self.purge_bodies(conn))
-        except (ValueError, TypeError, KeyError) as exc:
-            return Problem(0, f"a purge record is unreadable: {exc}"), 0
-        # The chain table's head is one more checkpoint, inside the database.
-        verifier = Verifier(runs, [*heads, self.tail(conn)])
+        verifier = Verifier(
+            purges,
+            checkpoints,
+            now_us=self.clock(),
+            sealed=CONTENT_KINDS if self.cipher is not None else frozenset(),
+            is_sealed=is_encrypted,
+            opens=self.cipher.authentic if self.cipher is not None else None,
+        )
         cur = conn.execute(f"{_SELECT} ORDER BY seq")
+        feed = verifier.feed
         while batch := cur.fetchmany(4096):
             for raw in batch:
-                if not verifier.feed(raw[:-1], bytes(raw[-1])):
+                if not feed(raw[:-1], raw[-1]):
                     return verifier.finish(), verifier.count
+            if advance is not None:
+                advance(len(batch))
         return verifier.finish(), verifier.count
 
     # -- notices ------------------------------------------------------------------------
@@ -384,4 +444,4 @@ class ArchiveStore:
         )
 
 
-__all__ = ["ARCHIVE_MIGRATIONS", "ArchiveStore", "Row", "runs_of"]
+__all__ = ["ARCHIVE_MIGRATIONS", "HEAD_FILE", "ArchiveStore", "Row", "head_path"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Registers `policy test|explain` and `archive search|verify|export|purge|checkpoint|audit`
-    on the `imbridge` command's subparsers; `dispatch` runs them."""
+    """Registers `policy test|explain` and `archive search|verify|export|purge|checkpoint|
+    audit|key|heads` on the `imbridge` command's subparsers; `dispatch` runs them."""
 
     def with_config(
         parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
@@ -57,7 +57,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     filters(search)
     search.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
     search.add_argument("--limit", type=int, default=100)
-    with_config(asub, "verify", "check the hash chain: exit 0 intact, 1 tampered")
+    verify = with_config(asub, "verify", "check the hash chain: exit 0 intact, 1 tampered")
+    verify.add_argument(
+        "--heads",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an external copy of the signed heads (`archive heads` output) to check against",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="KEY",
+        help="check signatures with this key (`archive key` output); default: the configured one",
+    )
     export = with_config(asub, "export", "export as JSON Lines or one .eml per message")
     export.add_argument("--format", dest="fmt", choices=["jsonl", "eml"], required=True)
     export.add_argument(
@@ -73,11 +86,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     audit.add_argument("--since", metavar="DATE", help="2024-05-01 or ISO 8601 time (UTC)")
     audit.add_argument("--kind", choices=["access", "config", "hold"], help="one kind only")
     audit.add_argument("--format", dest="fmt", choices=["table", "json"], default="table")
+    with_config(asub, "key", "print the public key that checks the signed chain heads")
+    heads = with_config(asub, "heads", "print the signed chain heads as JSON lines")
+    heads.add_argument("--since", type=int, metavar="SEQ", help="only heads after record SEQ")
 
 
 def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcommand
     """Runs the `policy` or `archive` subcommand parsed by `add_parsers`."""
-    from imbridge.commands import archive, policy  # noqa: PLC0415 - only when asked for
+    from imbridge.commands import archive, heads, policy  # noqa: PLC0415 - only when asked for
 
     match (args.command, args.action):
         case ("policy", "test"):
@@ -105,7 +121,7 @@ def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcom
                 limit=args.limit,
             )
         case ("archive", "verify"):
-            return archive.archive_verify(args.config)
+            return archive.archive_verify(args.config, heads=args.heads, public_key=args.public_key)
         case ("archive", "export"):
             return archive.archive_export(
                 args.config,
@@ -125,5 +141,9 @@ def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcom
             from imbridge.commands.audit import archive_audit  # noqa: PLC0415 - when asked
 
             return archive_audit(args.config, since=args.since, kind=args.kind, fmt=args.fmt)
+        case ("archive", "key"):
+            return heads.archive_key(args.config)
+        case ("archive", "heads"):
+            return heads.archive_heads(args.config, since=args.since)
         case _:
             return 2

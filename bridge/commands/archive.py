@@ -16,15 +16,17 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from imbridge.archive.actor import Actor
 from imbridge.archive.audit import log_access
+from imbridge.archive.chain import Problem
 from imbridge.archive.crypto import ArchiveKeyError
 from imbridge.archive.export import Item, items, write_eml, write_jsonl
+from imbridge.archive.heads import SigningKeyError, parse_public
 from imbridge.archive.retention import DAY_US, PurgeResult, purge
 from imbridge.archive.search import Query, filters, search, table
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
@@ -95,7 +97,7 @@ def _run(
 
     try:
         result = asyncio.run(main())
-    except ArchiveKeyError as exc:
+    except (ArchiveKeyError, SigningKeyError) as exc:
         print(f"imbridge archive: {exc}", file=err)
         return EXIT_FAILURE
     except (ImbridgeError, sqlite3.Error, OSError) as exc:
@@ -159,26 +161,55 @@ def archive_search(
 
 
 def archive_verify(
-    config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None
+    config_path: Path,
+    *,
+    heads: Sequence[Path] = (),
+    public_key: str | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
-    """Walks the hash chain against the purge records and the head file: exit 0 and a
-    summary when intact, exit 1 naming the first bad record otherwise."""
+    """Walks the hash chain against the purge records, the signed head file and any
+    external copies of it (`heads`, as `archive heads` printed them; signatures checked
+    against `public_key`, default the configured key's): exit 0 and a summary when
+    intact, exit 1 naming the first bad record otherwise."""
     out, err = out or sys.stdout, err or sys.stderr
+    try:
+        public = parse_public(public_key) if public_key is not None else None
+    except SigningKeyError as exc:
+        print(f"imbridge archive verify: --public-key: {exc}", file=err)
+        return EXIT_USAGE
 
     async def work(_: Config, db: Database, store: ArchiveStore) -> int:
-        problem, count = await db.read(store.verify, background=True)
-        await accessed(db, store, "verify", {"intact": problem is None}, count)
+        tail = await db.read(store.tail, background=True)
+
+        def walk(conn: sqlite3.Connection) -> tuple[Problem | None, int]:
+            total = conn.execute("SELECT count(*) FROM archive_records").fetchone()[0]
+            with progress("verify", total, stream=err) as advance:
+                return store.verify(conn, external=heads, public=public, advance=advance)
+
+        problem, count = await db.read(walk, background=True)
         if problem is not None:
             print(f"TAMPERED: {problem}", file=out)
-            print(f"({count} records verified before it; head file {store.head_file})", file=out)
+            witnesses = ", ".join(str(p) for p in (store.head_file, *heads))
+            print(f"({count} records verified before it; heads from {witnesses})", file=out)
+        else:
+            signer = store.signer()
+            key = f", heads signed by key {signer.key_id}" if signer is not None else ""
+            print(
+                f"archive intact: {count} records verified, chain head {tail.seq} "
+                f"{tail.hash.hex()[:16]}…{key}",
+                file=out,
+            )
+            for path in heads:
+                print(f"agrees with the external heads in {path}", file=out)
+        try:
+            await accessed(db, store, "verify", {"intact": problem is None}, count)
+        except (ImbridgeError, sqlite3.Error, OSError) as exc:
+            # The verdict matters more than its audit line; on a tampered archive the
+            # chain may not even take a new record.
+            print(f"imbridge archive verify: not recorded in the audit trail: {exc}", file=err)
             return EXIT_FAILURE
-        head = await db.read(store.tail, background=True)
-        print(
-            f"archive intact: {count} records verified, chain head {head.seq} "
-            f"{head.hash.hex()[:16]}…",
-            file=out,
-        )
-        return EXIT_OK
+        return EXIT_OK if problem is None else EXIT_FAILURE
 
     return _run(config_path, err, work)
 

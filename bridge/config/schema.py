@@ -232,6 +232,9 @@ class Archive(Strict):
     """Append-only file of chain heads; default `<state_dir>/archive-heads.jsonl`."""
     checkpoint_seconds: float = Field(default=300.0, gt=0)
     log_checkpoints: bool = True
+    signing_key: SecretStr | None = None
+    """Ed25519 key signing the chain heads; give it as `signing_key_file` (e.g. a systemd
+    credential). Default: `<state_dir>/archive-signing.key`, created on first use."""
 
     @field_validator("encryption_key")
     @classmethod
@@ -240,6 +243,15 @@ class Archive(Strict):
             raise ValueError(
                 "must be at least 32 characters, e.g. `head -c 32 /dev/urandom | base64`"
             )
+        return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from imbridge.archive.heads import parse_private  # noqa: PLC0415 - cycle
+
+            parse_private(value.get_secret_value().encode(), "the key")
         return value
 
 

@@ -89,7 +89,8 @@ def fresh(archive: Path, tmp_path: Path) -> Iterator[tuple[ArchiveStore, sqlite3
     conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
     src.backup(conn)
     src.close()
-    (tmp_path / "archive-heads.jsonl").write_bytes((archive / "archive-heads.jsonl").read_bytes())
+    for name in ("archive-heads.jsonl", "archive-signing.key"):
+        (tmp_path / name).write_bytes((archive / name).read_bytes())
     yield ArchiveStore(Archive(), state_dir=tmp_path), conn
     conn.close()
 
