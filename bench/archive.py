@@ -14,6 +14,8 @@
 3. Verify: the whole chain walked as `imbridge archive verify` does it, against a head
    file signed (Ed25519) after every generated batch, records/s. Baseline: the same rows
    only read from SQLite.
+4. Capture (`capture_bench`): relay-path cost per event carrying an attachment, with
+   `archive.attachments` off and on, and the worker's cost to store one file.
 Targets (issue 8): >= 5 000 records/s written, search p50 < 50 ms at 1 000 000 records;
 (issue 15) verify of 1 000 000 records with signed heads under 60 s.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import random
 import sqlite3
 import statistics
@@ -30,11 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from imbridge.archive.files import FileStore
 from imbridge.archive.search import Query, match_expression, search
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.schema import Archive
 from imbridge.db import Database
-from imbridge.events import EventId, Message, Origin, Sender
+from imbridge.events import Attachment, EventId, Message, Origin, Sender
 from imbridge.policy import Action, Decision, Destination
 
 VOCAB = [f"w{i}" for i in range(20_000)]
@@ -104,6 +108,55 @@ async def write_bench(state: Path, events: int) -> tuple[float, float]:
         await db.transact(store.index_pending)
         arch += time.perf_counter() - began
     return events / base, events * 3 / arch
+
+
+async def capture_bench(state: Path, events: int) -> None:
+    """Capture cost per event on the relay path, each event carrying one attachment,
+    with `archive.attachments` off and on (on: the attachment is queued in the same
+    commit), 64 producers as in the write phase; then what the capture worker spends
+    to store one 256 KiB file, plain and encrypted (fetch excluded: that is the network)."""
+    rng = random.Random(2)
+    att = (Attachment(url="https://files.example.org/a.png", name="a.png", size=262_144),)
+    items = [dataclasses.replace(event(i, rng), attachments=att) for i in range(events)]
+    per_event: dict[bool, float] = {}
+    for run, enabled in enumerate((False, True) * 3):  # interleaved, best of 3: shared host
+        settings = Archive.model_validate({"attachments": {"enabled": enabled}})
+        store = ArchiveStore(settings, state_dir=state)
+        queue = list(items)
+        async with Database(state / f"capture-{run}.db", {"archive": ARCHIVE_MIGRATIONS}) as db:
+
+            async def producer(
+                db: Database = db, store: ArchiveStore = store, queue: list[Message] = queue
+            ) -> None:
+                while queue:
+                    e = queue.pop()
+
+                    def txn(conn: sqlite3.Connection, e: Message = e) -> None:
+                        store.record_event(conn, e, decisions(e))
+
+                    await db.transact(txn)
+
+            start = time.perf_counter()
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(64):
+                    tg.create_task(producer())
+            took = (time.perf_counter() - start) / events
+            per_event[enabled] = min(took, per_event.get(enabled, took))
+    off, on = per_event[False], per_event[True]
+    print(
+        f"capture, relay path: {off * 1e6:,.0f} us/event with attachments off, "
+        f"{on * 1e6:,.0f} us/event on (queued in the commit); ratio {on / off:.2f}"
+    )
+    blob = rng.randbytes(262_144)
+    for key in (None, "k" * 44):
+        files = FileStore(state / f"files-{key is not None}", key)
+        n = 50
+        start = time.perf_counter()
+        for i in range(n):
+            files.put(blob + i.to_bytes(4, "big"))  # distinct contents: no dedup
+        took = (time.perf_counter() - start) / n
+        what = "encrypted" if key else "plain"
+        print(f"capture worker, store one 256 KiB file ({what}): {took * 1e3:.2f} ms")
 
 
 def generate(path: Path, records: int) -> ArchiveStore:
@@ -229,6 +282,7 @@ def main() -> None:
             f"decisions each); baseline plain insert {base:,.0f} events/s; "
             f"ratio {arch / 3 / base:.2f}"
         )
+        asyncio.run(capture_bench(state, args.events))
         start = time.perf_counter()
         store = generate(state / "big.db", args.records)
         took = time.perf_counter() - start

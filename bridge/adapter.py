@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from imbridge.errors import AdapterError
-from imbridge.events import Event, EventId, RemoteId
+from imbridge.events import Attachment, Event, EventId, RemoteId
 
 if TYPE_CHECKING:
     from imbridge.medialinks import MediaLinks
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Adapter",
     "AdapterFactory",
+    "AttachmentSource",
     "Capabilities",
     "Cursors",
     "EventSink",
@@ -186,4 +187,16 @@ class MediaSource(Protocol):
 
     def open_media(self, ref: str) -> AbstractAsyncContextManager[Media]:
         """Read the media `ref` names (a ref this adapter gave `MediaLinks.link`)."""
+        ...
+
+
+@runtime_checkable
+class AttachmentSource(Protocol):
+    """Optional: an adapter whose attachments need its credentials to read (Matrix
+    authenticated media, or the bridge's own signed links to them) opens them for the
+    archive, which keeps their bytes (`imbridge.archive.capture`)."""
+
+    def open_attachment(self, attachment: Attachment) -> AbstractAsyncContextManager[Media] | None:
+        """Read an attachment this adapter put in an event; None when its URL is not one
+        of this adapter's own, and the archive fetches it as a plain public URL."""
         ...

@@ -24,6 +24,8 @@ from aiohttp import web
 from imbridge import logs, registry
 from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
 from imbridge.archive import NullRecorder, Recorder
+from imbridge.archive.capture import AttachmentCapture
+from imbridge.archive.files import FileStore
 from imbridge.archive.service import ArchiveService
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.load import load_config
@@ -87,6 +89,7 @@ class Daemon:
         self.recorder: Recorder = recorder or NullRecorder()
         self.outbox: Outbox | None = None
         self.relay: Relay | None = None
+        self.capture: AttachmentCapture | None = None
         self._started: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -134,6 +137,10 @@ class Daemon:
             self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder
         )
         self.outbox.observe_send = self.metrics.observe_send
+        if self.archive is not None and self.config.archive.attachments.enabled:
+            files = FileStore.for_archive(self.config.archive, self.config.bridge.state_dir)
+            self.capture = AttachmentCapture(self.db, self.archive.store, files, self.adapters)
+            await self.capture.__aenter__()
         pending = await self.outbox.load()
         log.info(
             "started",
@@ -385,6 +392,8 @@ class Daemon:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
+        if self.capture is not None:
+            await self.capture.__aexit__(None, None, None)
         if self.archive is not None:
             await self.archive.__aexit__(None, None, None)
         await self.db.aclose()

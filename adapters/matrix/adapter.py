@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import ClassVar
 
 import aiohttp
@@ -45,6 +45,7 @@ from imbridge.adapter import (
     RateLimit,
 )
 from imbridge.errors import AdapterError
+from imbridge.events import Attachment
 from imbridge.intake import Intake
 from imbridge.medialinks import MediaLinks
 
@@ -263,6 +264,14 @@ class MatrixAdapter(Receiving, Sending):
                     fix="set bridge.http.public_url (and bridge.http.listen) so the bridge "
                     "serves them through signed links",
                 )
+
+    def open_attachment(self, attachment: Attachment) -> AbstractAsyncContextManager[Media] | None:
+        """For the archive (`AttachmentSource`): media this adapter linked, read with its
+        token, so the bytes are kept even where plain download links open for no one."""
+        ref = proxy.ref_of(
+            attachment.url, homeserver=self.config.homeserver, network=self.name, links=self._links
+        )
+        return None if ref is None else self.open_media(ref)
 
     @asynccontextmanager
     async def open_media(self, ref: str) -> AsyncIterator[Media]:

@@ -14,10 +14,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote, unquote
 
 import aiohttp
 
 from imbridge.adapter import MediaGone, MediaUnavailable
+from imbridge.medialinks import MediaLinks, valid_ref
 
 CHUNK = 65536
 AUTH_MEDIA_FEATURE = "org.matrix.msc3916.stable"
@@ -47,6 +49,23 @@ async def requires_auth(session: aiohttp.ClientSession, homeserver: str) -> bool
             return False
         body = await resp.json(content_type=None)
     return isinstance(body, dict) and advertises_auth_media(body)
+
+
+def ref_of(url: str, *, homeserver: str, network: str, links: MediaLinks | None) -> str | None:
+    """The `server/media_id` an attachment URL this adapter made stands for (a signed
+    bridge link, or the plain download URL used without one); None for any other URL,
+    and for a bridge link whose signature does not hold."""
+    if links is not None:
+        prefix = f"{links.public_url}media/{quote(network, safe='')}/"
+        if url.startswith(prefix):
+            sig, _, tail = url[len(prefix) :].partition("/")
+            request = links.verify(network, sig, unquote(tail))
+            return request.ref if request is not None else None
+    plain = f"{homeserver.rstrip('/')}/_matrix/media/v3/download/"
+    if url.startswith(plain):
+        ref = url[len(plain) :]
+        return ref if ref.count("/") == 1 and valid_ref(ref) else None
+    return None
 
 
 async def _errcode(resp: aiohttp.ClientResponse) -> str | None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from imbridge.archive.search import Query, filters
 from imbridge.archive.store import ArchiveStore, Row
@@ -35,6 +35,8 @@ class Item:
     event: dict[str, Any]
     decisions: list[dict[str, Any]]
     deliveries: list[dict[str, Any]]
+    files: list[dict[str, Any]] = field(default_factory=list)
+    """The `file` records: each attachment's outcome, and its digest when stored."""
 
     @property
     def time(self) -> datetime:
@@ -52,6 +54,7 @@ class Item:
             "event": self.event,
             "decisions": self.decisions,
             "deliveries": self.deliveries,
+            "files": self.files,
         }
 
 
@@ -62,12 +65,16 @@ def items(conn: sqlite3.Connection, store: ArchiveStore, query: Query) -> Iterat
     for row in list(store.rows(conn, f"WHERE {where} ORDER BY seq", params)):
         decisions: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
+        files: list[dict[str, Any]] = []
         for other in store.rows(
             conn,
-            "WHERE event_id = ? AND kind IN ('decision', 'delivery') ORDER BY seq",
+            "WHERE event_id = ? AND kind IN ('decision', 'delivery', 'file') ORDER BY seq",
             (row.record.event_id,),
         ):
             o = other.record
+            if o.kind == "file":
+                files.append({"seq": o.seq, **store.body(o)})
+                continue
             entry = {
                 "seq": o.seq,
                 "dest_network": o.dest_network,
@@ -78,7 +85,11 @@ def items(conn: sqlite3.Connection, store: ArchiveStore, query: Query) -> Iterat
             }
             (decisions if o.kind == "decision" else deliveries).append(entry)
         yield Item(
-            row=row, event=store.body(row.record), decisions=decisions, deliveries=deliveries
+            row=row,
+            event=store.body(row.record),
+            decisions=decisions,
+            deliveries=deliveries,
+            files=files,
         )
 
 
@@ -99,7 +110,18 @@ def _address(name: str, ident: str, network: str) -> Address:
     )
 
 
-def to_email(item: Item) -> EmailMessage:
+def stored_files(item: Item) -> Iterator[dict[str, Any]]:
+    """The `file` records of an item whose bytes the archive holds."""
+    for entry in item.files:
+        if entry.get("status") == "stored" and isinstance(entry.get("sha256"), str):
+            yield entry
+
+
+FileReader = Callable[[dict[str, Any]], bytes | None]
+"""The checked bytes of a stored attachment (`exportfiles.Carrier.read`), None if lost."""
+
+
+def to_email(item: Item, read_file: FileReader | None = None) -> EmailMessage:
     r = item.row.record
     event = item.event
     origin = event.get("origin", {})
@@ -129,17 +151,29 @@ def to_email(item: Item) -> EmailMessage:
         where = _CONTROL.sub(" ", f"{d['dest_network']} {d['dest_room']}")
         msg["X-Imbridge-Decision"] = f"{where}: {d['action']}{rule}"
     msg.set_content(text or "(no text)", charset="utf-8")
+    for entry in stored_files(item):
+        data = read_file(entry) if read_file is not None else None
+        if data is None:
+            continue
+        maintype, _, subtype = str(entry.get("mimetype") or "").partition("/")
+        if not maintype or not subtype or maintype == "multipart":
+            maintype, subtype = "application", "octet-stream"
+        name = _CONTROL.sub(" ", str(entry.get("name") or "")) or str(entry["sha256"])[:16]
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        part = cast(list[EmailMessage], msg.get_payload())[-1]
+        part["X-Imbridge-Sha256"] = str(entry["sha256"])
     return msg
 
 
-def write_eml(found: Iterator[Item], directory: Path) -> int:
-    """One `.eml` file per text-bearing event, named by chain position."""
+def write_eml(found: Iterator[Item], directory: Path, read_file: FileReader | None = None) -> int:
+    """One `.eml` file per text-bearing event, named by chain position; with `read_file`,
+    each stored attachment is a MIME part of it."""
     directory.mkdir(parents=True, exist_ok=True)
     n = 0
     for item in found:
         if item.event.get("type") not in TEXT_TYPES:
             continue
         path = directory / f"{item.row.record.seq:012d}.eml"
-        path.write_bytes(to_email(item).as_bytes())
+        path.write_bytes(to_email(item, read_file).as_bytes())
         n += 1
     return n

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
+from imbridge.archive import filequeue
 from imbridge.archive.chain import PurgedRun
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import LegalHold
@@ -120,6 +121,7 @@ def purge(
     conn.executemany("DELETE FROM archive_fts WHERE rowid = ?", ((s,) for s in doomed))
     conn.executemany("DELETE FROM archive_fts_pending WHERE seq = ?", ((s,) for s in doomed))
     conn.executemany("DELETE FROM archive_records WHERE seq = ?", ((s,) for s in doomed))
+    filequeue.forget(conn, doomed)  # the files go in the sweep after commit (files.py)
     head = store.append(
         conn,
         [

@@ -35,6 +35,7 @@ from imbridge.archive.chain import (
     values_of,
 )
 from imbridge.archive.crypto import ArchiveKeyError, Cipher, is_encrypted
+from imbridge.archive.filequeue import queue_attachments
 from imbridge.archive.heads import (
     HEAD_FILE,
     KEY_FILE,
@@ -46,7 +47,7 @@ from imbridge.archive.heads import (
     read_heads,
 )
 from imbridge.config.schema import Archive
-from imbridge.events import Event, EventId, RemoteId
+from imbridge.events import Event, EventId, Message, RemoteId
 from imbridge.policy import Decision, Destination, texts_of
 
 if TYPE_CHECKING:
@@ -98,11 +99,28 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
         terms TEXT NOT NULL
     );
     """,
+    # v3: attachment bytes (`archive.capture`): what is still to fetch, by the event
+    # record naming it (no URL or name in clear here), and which stored file each
+    # `file` record refers to, so a purge can tell which files nothing keeps any more.
+    """
+    CREATE TABLE archive_file_queue (
+        event_seq     INTEGER NOT NULL,
+        idx           INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        not_before_us INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (event_seq, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE archive_file_refs (
+        seq     INTEGER PRIMARY KEY,
+        file_id TEXT NOT NULL
+    );
+    CREATE INDEX archive_file_refs_id ON archive_file_refs (file_id);
+    """,
 )
 
-CONTENT_KINDS = frozenset({"event", "decision", "access"})
-"""Kinds whose body holds message content (an access's query may quote it), encrypted
-when a key is configured."""
+CONTENT_KINDS = frozenset({"event", "decision", "access", "file"})
+"""Kinds whose body holds message content (an access's query may quote it, a file record
+names an attachment), encrypted when a key is configured."""
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + ", hash FROM archive_records"  # noqa: S608 - fixed names
 
@@ -254,7 +272,9 @@ class ArchiveStore:
                     "body": body,
                 }
             )
-        self.append(conn, records)
+        head = self.append(conn, records)
+        if isinstance(event, Message) and event.attachments and self.settings.attachments.enabled:
+            queue_attachments(conn, head.seq - len(records) + 1, len(event.attachments))
 
     def record_delivery(
         self,

@@ -71,13 +71,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="KEY",
         help="check signatures with this key (`archive key` output); default: the configured one",
     )
-    export = with_config(asub, "export", "export as JSON Lines or one .eml per message")
-    export.add_argument("--format", dest="fmt", choices=["jsonl", "eml"], required=True)
+    export = with_config(
+        asub, "export", "export as JSON Lines, one .eml per message, or one zip with the files"
+    )
+    export.add_argument("--format", dest="fmt", choices=["jsonl", "eml", "zip"], required=True)
     export.add_argument(
         "--output",
         type=Path,
         metavar="PATH",
-        help="jsonl: a file (default stdout); eml: a directory (required)",
+        help="jsonl: a file, attachments in files/ beside it (default stdout, no files); "
+        "eml: a directory (required); zip: a file (required)",
     )
     filters(export)
     with_config(asub, "purge", "delete records past retention_days now (legal hold kept)")

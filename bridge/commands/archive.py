@@ -23,9 +23,12 @@ from typing import TextIO
 
 from imbridge.archive.actor import Actor
 from imbridge.archive.audit import log_access
+from imbridge.archive.capture import sweep
 from imbridge.archive.chain import Problem
 from imbridge.archive.crypto import ArchiveKeyError
 from imbridge.archive.export import Item, items, write_eml, write_jsonl
+from imbridge.archive.exportfiles import FILES, Carrier, write_jsonl_files, write_zip
+from imbridge.archive.files import FileStore
 from imbridge.archive.heads import SigningKeyError, parse_public
 from imbridge.archive.retention import DAY_US, PurgeResult, purge
 from imbridge.archive.search import Query, filters, search, table
@@ -227,8 +230,10 @@ def archive_export(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """`jsonl`: one event per line, with its decisions and deliveries, to `output` or
-    stdout. `eml`: one RFC 5322 file per chat message in the directory `output`."""
+    """`jsonl`: one event per line, with its decisions, deliveries and files, to `output`
+    (the attachments in `files/` beside it) or stdout (no files). `eml`: one RFC 5322
+    file per chat message in the directory `output`, attachments as MIME parts. `zip`:
+    the jsonl, the files and a manifest of their digests in the one file `output`."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
         q = Query(
@@ -241,30 +246,37 @@ def archive_export(
     except ValueError as exc:
         print(f"imbridge archive export: {exc}", file=err)
         return EXIT_USAGE
-    if fmt not in ("jsonl", "eml"):
-        print(f"imbridge archive export: --format {fmt!r}: use jsonl or eml", file=err)
+    if fmt not in ("jsonl", "eml", "zip"):
+        print(f"imbridge archive export: --format {fmt!r}: use jsonl, eml or zip", file=err)
         return EXIT_USAGE
-    if fmt == "eml" and output is None:
-        print("imbridge archive export: --format eml needs --output DIRECTORY", file=err)
+    if fmt in ("eml", "zip") and output is None:
+        what = "DIRECTORY" if fmt == "eml" else "FILE"
+        print(f"imbridge archive export: --format {fmt} needs --output {what}", file=err)
         return EXIT_USAGE
 
-    async def work(_: Config, db: Database, store: ArchiveStore) -> int:
+    async def work(config: Config, db: Database, store: ArchiveStore) -> int:
+        carrier = Carrier(FileStore.for_archive(config.archive, config.bridge.state_dir))
+
         def export(conn: sqlite3.Connection) -> int:
             with progress("exporting", count_events(conn, q), stream=err) as advance:
                 found = counted(items(conn, store, q), advance)
-                if fmt == "eml" and output is not None:
-                    return write_eml(found, output)
                 if output is None:
                     return write_jsonl(found, out)
+                if fmt == "eml":
+                    return write_eml(found, output, carrier.read)
+                if fmt == "zip":
+                    return write_zip(found, output, carrier)
                 with output.open("w", encoding="utf-8") as f:
-                    return write_jsonl(found, f)
+                    return write_jsonl_files(found, f, output.parent / FILES, carrier)
 
         n = await db.read(export, background=True)
         query = {**filters_of(q), "format": fmt, "output": str(output) if output else None}
         await accessed(db, store, "export", query, n)
         where = f" to {output}" if output is not None else ""
         print(f"exported {n} records{where}", file=err if output is None else out)
-        return EXIT_OK
+        for problem in carrier.problems:
+            print(f"imbridge archive export: attachment left out: {problem}", file=err)
+        return EXIT_FAILURE if carrier.problems else EXIT_OK
 
     return _run(config_path, err, work)
 
@@ -308,6 +320,7 @@ def archive_purge(
             "cutoff": result.cutoff.isoformat(),
         }
         await accessed(db, store, "purge", query, result.deleted)
+        await sweep(db, FileStore.for_archive(config.archive, config.bridge.state_dir))
         if result.seq is None:
             print(
                 f"nothing older than {config.archive.retention_days} days to purge "

@@ -220,6 +220,28 @@ class LegalHold(Strict):
     user: str = "*"
 
 
+class ArchiveAttachments(Strict):
+    """Attachment bytes kept with the archive (see `imbridge.archive.capture`)."""
+
+    enabled: bool = True
+    max_bytes: int = Field(default=25 * 1024 * 1024, ge=1, le=2**31)
+    """Larger files are recorded as `too_large`, never fetched whole."""
+    allow_origins: tuple[str, ...] = ()
+    """`scheme://host[:port]` fetched even on a non-public address (an internal file host)."""
+    timeout_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest.rstrip("/"):
+                raise ValueError(
+                    f"{origin!r}: expected scheme://host[:port], e.g. https://files.corp"
+                )
+        return value
+
+
 class Archive(Strict):
     enabled: bool = True
     retention_days: int = Field(default=2557, ge=1)
@@ -235,6 +257,7 @@ class Archive(Strict):
     signing_key: SecretStr | None = None
     """Ed25519 key signing the chain heads; give it as `signing_key_file` (e.g. a systemd
     credential). Default: `<state_dir>/archive-signing.key`, created on first use."""
+    attachments: ArchiveAttachments = ArchiveAttachments()
 
     @field_validator("encryption_key")
     @classmethod
