@@ -32,6 +32,7 @@ from imbridge.events import (
     MessageKind,
     Origin,
     Presence,
+    Reaction,
     RemoteId,
     RichText,
     Sender,
@@ -404,5 +405,7 @@ def to_wire(item: Outgoing) -> Wire:  # noqa: PLR0911 - one return per event kin
             return _notice(event, f"{event.origin.sender.name} left")
         case Presence():
             return _notice(event, f"{event.origin.sender.name} is now {event.state.value}")
+        case Reaction():
+            raise ValueError("reactions are not relayed")
         case _:
             assert_never(event)

@@ -35,6 +35,7 @@ from imbridge.archive.chain import (
     runs_of,
 )
 from imbridge.archive.crypto import ArchiveKeyError, Cipher, is_encrypted
+from imbridge.archive.symbols import spell_symbols
 from imbridge.config.schema import Archive
 from imbridge.events import Event, EventId, RemoteId
 from imbridge.policy import Decision, Destination, texts_of
@@ -202,6 +203,7 @@ class ArchiveStore:
         return int(moved)
 
     def _terms(self, text: str) -> str:
+        text = spell_symbols(text)
         return self.cipher.terms(text) if self.cipher is not None else text
 
     def record_event(
