@@ -105,6 +105,7 @@ def from_dict(d: dict[str, Any]) -> Event:
             reply_to=EventId(reply) if reply else None,
             attachments=tuple(Attachment(**a) for a in d.get("attachments", ())),
             native_type=str(d.get("native_type", "")),
+            archive_only=bool(d.get("archive_only", False)),
         )
     elif cls is Edit:
         rich = d.get("rich")

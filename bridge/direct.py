@@ -45,8 +45,11 @@ def decisions(event: Event) -> list[tuple[Destination, Decision]]:
 
 def reply_sync(conn: sqlite3.Connection, event: Event, *, archived: bool) -> list[Item]:
     """The automatic answer to `event`'s sender, if they were never answered on this
-    network; marks them answered. Runs inside the relay's transaction."""
+    network; marks them answered. Only a message is answered (not a reaction or an
+    edit in a direct chat). Runs inside the relay's transaction."""
     origin = event.origin
+    if not isinstance(event, Message):
+        return []
     cur = conn.execute(
         "INSERT OR IGNORE INTO direct_replies (network, sender, replied) VALUES (?, ?, ?)",
         (origin.network, origin.sender.id, time.time()),

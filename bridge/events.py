@@ -118,6 +118,9 @@ class Message:
     """What the network sent, when the message only stands in for it by its text fallback
     (a Matrix sticker, poll or location: `m.sticker`, `m.poll.start`, ...); empty for an
     ordinary message. Kept so the archive says what was really posted."""
+    archive_only: bool = False
+    """Kept in the archive, shown nowhere: what has no text worth relaying (a poll vote
+    is answer ids only). `render` gives nothing for it."""
 
     def __post_init__(self) -> None:
         if not self.text and not self.attachments:

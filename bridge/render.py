@@ -68,7 +68,7 @@ def render(
     prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route)
     match event:
         case Message():
-            return _message(event, prefix, caps, quoted)
+            return None if event.archive_only else _message(event, prefix, caps, quoted)
         case Edit():
             if caps.edits:
                 text = _fit(prefix + event.text, caps)
