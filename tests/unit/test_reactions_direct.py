@@ -13,13 +13,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from imbridge.adapter import Cursors, NetworkConfig
+from imbridge.adapter import Capabilities, Cursors, NetworkConfig
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config import load_config
 from imbridge.daemon import Daemon
 from imbridge.db import Database
 from imbridge.direct import ARCHIVED_REPLY
+from imbridge.events import EventId, Message, Origin, Reaction, Sender
+from imbridge.policy import Destination
+from imbridge.render import render
+from imbridge.router import Route
 from tests.unit.conftest import settle, until
 
 CONFIG = """
@@ -168,3 +172,20 @@ async def test_private_message_is_archived_answered_once_and_never_relayed(
         await settle(daemon)
     assert len(hub.in_room("carol")) == 1
     assert len(await search(path, "third")) == 1
+
+
+def test_render_shows_a_reaction_and_a_vote_nowhere_yet() -> None:
+    origin = Origin(network="a", room="#x", sender=Sender(id="bob", name="bob"))
+    route = Route("g", Destination("b", "#y"), "<{nick}> ")
+    caps = Capabilities(edits=True, deletes=True, replies=True, attachments=True,
+                        formatting="html", max_text_bytes=1000)  # fmt: skip
+    reaction = Reaction(id=EventId("r"), origin=origin, target=EventId("m"), key="👍")
+    vote = Message(id=EventId("v"), origin=origin, text="voted: a1", archive_only=True,
+                   native_type="m.poll.response")  # fmt: skip
+    poll = Message(id=EventId("p"), origin=origin, text="Poll: lunch?\n1. yes",
+                   native_type="m.poll.start")  # fmt: skip
+    assert render(reaction, route, caps) is None
+    assert render(vote, route, caps) is None
+    shown = render(poll, route, caps)
+    assert isinstance(shown, Message)
+    assert shown.text == "<bob> Poll: lunch?\n1. yes"
