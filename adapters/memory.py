@@ -4,7 +4,9 @@ the worked example for anyone writing an adapter (see docs/adapters.md).
 A `MemoryHub` plays the server: rooms hold posted messages, every adapter attached to the
 hub sees what is posted in the rooms it joined, including its own posts (as real servers
 echo them), and the relay marker travels with each post like a custom field would on the
-wire. Tests act as users with `hub.post(...)`.
+wire. Tests act as users with `hub.post(...)`. A post whose room is an adapter's nick is
+a private message to that relay account (as an IRC query to its nick is); the relay's
+answer is a post in the room named after the person it answers.
 
 For tests that run the daemon in another process, two files stand in for the outside
 world: `feed_file` (one message per line, read from a cursor kept in the state database,
@@ -43,6 +45,7 @@ from imbridge.events import (
     EventId,
     Message,
     Origin,
+    Reaction,
     RemoteId,
     Sender,
     new_event_id,
@@ -81,7 +84,7 @@ class Post:
     sender: str
     text: str
     relayed: bool
-    kind: str = "message"  # message | edit | delete
+    kind: str = "message"  # message | edit | delete | reaction | unreact (text: the key)
     target: RemoteId | None = None
     reply_to: RemoteId | None = None
 
@@ -110,7 +113,7 @@ class MemoryHub:
         )
         self.posts.append(post)
         for member in list(self._members):
-            if room in member.joined:
+            if room in member.joined or room == member.identity:
                 member.deliver(post)
         return post
 
@@ -204,23 +207,26 @@ class MemoryAdapter:
 
     async def to_core(self, post: Post) -> Event | None:
         """Translation, as an adapter's translate.py would do it (here with lookups)."""
+        direct = post.room == self.identity
         origin = Origin(
             network=self.name,
-            room=post.room,
+            room=post.sender if direct else post.room,
             sender=Sender(id=post.sender, name=clean_nick(post.sender)),
             remote_id=post.remote_id,
             relayed=post.relayed,
+            direct=direct,
         )
-        if post.kind == "edit" and post.target is not None:
-            target = await self.cursors.event_id(post.target)
+        if post.kind != "message":  # an edit, delete or reaction: its target must be known
+            target = await self.cursors.event_id(post.target) if post.target else None
             if target is None:
                 return None
-            return Edit(id=new_event_id(), origin=origin, target=target, text=clean_text(post.text))
-        if post.kind == "delete" and post.target is not None:
-            target = await self.cursors.event_id(post.target)
-            if target is None:
-                return None
-            return Delete(id=new_event_id(), origin=origin, target=target)
+            if post.kind == "edit":
+                return Edit(id=new_event_id(), origin=origin, target=target,
+                            text=clean_text(post.text))  # fmt: skip
+            if post.kind == "delete":
+                return Delete(id=new_event_id(), origin=origin, target=target)
+            return Reaction(id=new_event_id(), origin=origin, target=target,
+                            key=post.text or "?", removed=post.kind == "unreact")  # fmt: skip
         reply: EventId | None = None
         if post.reply_to is not None:
             reply = await self.cursors.event_id(post.reply_to)
@@ -254,7 +260,7 @@ class MemoryAdapter:
             raise RetryableSendError("offline")
         if self.failures:
             raise self.failures.popleft()
-        if item.room not in self.joined:
+        if item.room not in self.joined and not item.event.origin.direct:
             raise PermanentSendError(f"not in room {item.room}")
         if item.txn_id in self._delivered:
             return self._delivered[item.txn_id]  # a retry of an accepted send

@@ -24,6 +24,7 @@ from imbridge.events import (
     Origin,
     Presence,
     PresenceState,
+    Reaction,
     RemoteId,
     RichText,
     Sender,
@@ -38,6 +39,7 @@ _NAMES: dict[type, str] = {
     Leave: "leave",
     Topic: "topic",
     Presence: "presence",
+    Reaction: "reaction",
 }
 _CLASSES = {v: k for k, v in _NAMES.items()}
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _NAMES}
@@ -53,6 +55,7 @@ def encode_origin(o: Origin) -> dict[str, Any]:
         "remote_id": o.remote_id,
         "ts": o.timestamp.isoformat(),
         "relayed": o.relayed,
+        "direct": o.direct,
     }
 
 
@@ -65,6 +68,7 @@ def decode_origin(d: dict[str, Any]) -> Origin:
         remote_id=RemoteId(rid) if rid is not None else None,
         timestamp=datetime.fromisoformat(d["ts"]),
         relayed=bool(d.get("relayed", False)),
+        direct=bool(d.get("direct", False)),
     )
 
 
@@ -100,6 +104,8 @@ def from_dict(d: dict[str, Any]) -> Event:
             kind=MessageKind(d.get("kind", "text")),
             reply_to=EventId(reply) if reply else None,
             attachments=tuple(Attachment(**a) for a in d.get("attachments", ())),
+            native_type=str(d.get("native_type", "")),
+            archive_only=bool(d.get("archive_only", False)),
         )
     elif cls is Edit:
         rich = d.get("rich")
@@ -122,6 +128,14 @@ def from_dict(d: dict[str, Any]) -> Event:
         event = Presence(
             id=eid, origin=origin, state=PresenceState(d["state"]), status=d.get("status", "")
         )
+    elif cls is Reaction:
+        event = Reaction(
+            id=eid,
+            origin=origin,
+            target=EventId(d["target"]),
+            key=d["key"],
+            removed=bool(d.get("removed", False)),
+        )
     else:  # pragma: no cover - _CLASSES is closed
         raise ValueError(f"unknown event type {d['type']!r}")
     return event
@@ -137,7 +151,7 @@ def loads(text: str) -> Event:
 
 def kind_name(event: Event) -> str:
     match event:
-        case Message() | Edit() | Delete() | Join() | Leave() | Topic() | Presence():
+        case Message() | Edit() | Delete() | Join() | Leave() | Topic() | Presence() | Reaction():
             return _NAMES[type(event)]
         case _:
             assert_never(event)

@@ -87,6 +87,23 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         created  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # "reactions and direct replies": what a removed reaction was (a Matrix redaction
+    # names only the reaction's event), and who already got the one automatic answer to
+    # a private message, so a restart does not answer them again.
+    """
+    CREATE TABLE reactions (
+        event_id TEXT PRIMARY KEY,
+        target   TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        created  REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE direct_replies (
+        network TEXT NOT NULL,
+        sender  TEXT NOT NULL,
+        replied REAL NOT NULL,
+        PRIMARY KEY (network, sender)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

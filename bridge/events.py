@@ -69,6 +69,11 @@ class Origin:
     `relayed` is set by an adapter when the wire event carries a relay marker (its own or
     another bridge's): such an event is never relayed again, which is what keeps two
     bridges sharing two rooms from looping.
+
+    `direct` is set by an adapter for a private message to the relay account itself (an
+    IRC PRIVMSG to its nick, an XMPP chat message to its JID, a Matrix direct-message
+    room); `room` is then the address a reply goes to (the nick, the JID, the DM room).
+    Such a message belongs to no gateway: the core archives it and never relays it.
     """
 
     network: str
@@ -77,6 +82,7 @@ class Origin:
     remote_id: RemoteId | None = None
     timestamp: datetime = field(default_factory=utcnow)
     relayed: bool = False
+    direct: bool = False
 
     def __post_init__(self) -> None:
         if not self.network or not self.room:
@@ -108,6 +114,13 @@ class Message:
     kind: MessageKind = MessageKind.TEXT
     reply_to: EventId | None = None
     attachments: tuple[Attachment, ...] = ()
+    native_type: str = ""
+    """What the network sent, when the message only stands in for it by its text fallback
+    (a Matrix sticker, poll or location: `m.sticker`, `m.poll.start`, ...); empty for an
+    ordinary message. Kept so the archive says what was really posted."""
+    archive_only: bool = False
+    """Kept in the archive, shown nowhere: what has no text worth relaying (a poll vote
+    is answer ids only). `render` gives nothing for it."""
 
     def __post_init__(self) -> None:
         if not self.text and not self.attachments:
@@ -164,7 +177,27 @@ class Presence:
     status: str = ""
 
 
-Event = Message | Edit | Delete | Join | Leave | Topic | Presence
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reaction:
+    """Someone reacted to (or took back a reaction to) an earlier message, `target`.
+
+    `key` is what they reacted with: an emoji on most networks, any short text on Matrix.
+    A removal names the key it removes, so the archive shows which reaction went away
+    without looking anything up. Archived like a message; not relayed yet (see render).
+    """
+
+    id: EventId
+    origin: Origin
+    target: EventId
+    key: str
+    removed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("a reaction needs a key")
+
+
+Event = Message | Edit | Delete | Join | Leave | Topic | Presence | Reaction
 """Closed: handlers `match` on it and end in `assert_never`."""
 
 TEXT_EVENTS = (Message, Edit, Topic)

@@ -40,6 +40,7 @@ from imbridge.events import (
     Leave,
     Message,
     Presence,
+    Reaction,
     RichText,
     Topic,
 )
@@ -64,6 +65,8 @@ class Action(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     REDACT = "redact"
+    IGNORED = "ignored"
+    """Archived as seen and never relayed, whatever the rules say (not a rule action)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
-        return self.action is not Action.DENY
+        return self.action is not Action.DENY and self.action is not Action.IGNORED
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,8 @@ def texts_of(event: Event, quoted: str | None = None) -> tuple[str, ...]:
             texts.append(event.reason)
         case Presence():
             texts.append(event.status)
+        case Reaction():
+            texts.append(event.key)
         case Delete() | Join():
             pass
         case _:  # pragma: no cover - the union is closed
@@ -397,6 +402,9 @@ def redact(  # noqa: PLR0911 - one return per event kind reads best
             return dataclasses.replace(event, reason=_sub(pattern, event.reason))
         case Presence():
             return dataclasses.replace(event, status=_sub(pattern, event.status))
+        case Reaction():
+            # A key is one emoji or word: a match leaves nothing worth showing.
+            return event if pattern is None or not pattern.search(event.key) else None
         case Delete() | Join():
             return event
         case _:  # pragma: no cover - the union is closed

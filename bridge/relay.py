@@ -18,16 +18,18 @@ from fnmatch import fnmatchcase
 
 import structlog
 
-from imbridge import codec
+from imbridge import codec, direct, reactions
 from imbridge.adapter import Adapter, NetworkConfig
-from imbridge.archive import Recorder
+from imbridge.archive import NullRecorder, Recorder
 from imbridge.db import Database, Slot
 from imbridge.events import (
+    Delete,
     Edit,
     Event,
     Message,
     MessageKind,
     Origin,
+    Reaction,
     Sender,
     Topic,
     new_event_id,
@@ -146,6 +148,8 @@ class Relay:
     ) -> tuple[bool, list[tuple[Destination, Decision]], list[Item]]:
         setup = self.setup
         event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
+        if isinstance(event, Delete):
+            event = await slot.read(lambda conn: reactions.as_removal(conn, event))
         quoted = await self._quoted(event, slot)
         decisions, items = self._plan(event, quoted, stats)
 
@@ -165,7 +169,12 @@ class Relay:
                     "INSERT OR IGNORE INTO messages VALUES (?, ?, ?)",
                     (event.id, codec.dumps(event), time.time()),
                 )
+            if isinstance(event, Reaction):
+                reactions.record_sync(conn, event)
             self.recorder.record_event(conn, event, decisions)
+            if origin.direct:
+                archived = not isinstance(self.recorder, NullRecorder)
+                items.extend(direct.reply_sync(conn, event, archived=archived))
             enqueue_sync(conn, items)
             return True
 
@@ -175,6 +184,8 @@ class Relay:
         self, event: Event, quoted: Message | None, stats: RelayStats
     ) -> tuple[list[tuple[Destination, Decision]], list[Item]]:
         """The decision for every destination, and the deliveries they allow."""
+        if event.origin.direct:
+            return direct.decisions(event), []
         decisions: list[tuple[Destination, Decision]] = []
         items: list[Item] = []
         notify: list[Decision] = []

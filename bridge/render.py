@@ -20,6 +20,7 @@ from imbridge.events import (
     MessageKind,
     Origin,
     Presence,
+    Reaction,
     RichText,
     Topic,
 )
@@ -63,11 +64,11 @@ def render(
     event: Event, route: Route, caps: Capabilities, *, quoted: Message | None = None
 ) -> Event | None:
     """The event as `route.dest` should receive it, or None if it has nothing to show
-    there (a join, or a delete where messages cannot be deleted)."""
+    there (a join, a reaction, or a delete where messages cannot be deleted)."""
     prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route)
     match event:
         case Message():
-            return _message(event, prefix, caps, quoted)
+            return None if event.archive_only else _message(event, prefix, caps, quoted)
         case Edit():
             if caps.edits:
                 text = _fit(prefix + event.text, caps)
@@ -80,7 +81,9 @@ def render(
         case Topic():
             text = _fit(f"{prefix}changed the topic to: {event.text}", caps)
             return Message(id=event.id, origin=event.origin, text=text, kind=MessageKind.NOTICE)
-        case Join() | Leave() | Presence():
+        case Join() | Leave() | Presence() | Reaction():
+            # A reaction is archived, not relayed: showing reactions on every network
+            # (natively where it can, as a line where it cannot) is still to come.
             return None
         case _:
             assert_never(event)

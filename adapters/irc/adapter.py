@@ -156,7 +156,8 @@ class IrcAdapter:
         if not self.connected:
             raise RetryableSendError(f"{self.name}: not connected")
         folded = irc_lower(item.room)
-        if folded not in self._channels.joined:
+        # An answer to a private message goes to a nick, which needs no join.
+        if folded not in self._channels.joined and not item.event.origin.direct:
             raise RetryableSendError(f"{self.name}: not in {item.room}")
         tags = {RELAY_TAG: ""} if self.tags_enabled else None
         try:

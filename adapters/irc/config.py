@@ -20,6 +20,7 @@ from imbridge.adapter import NetworkConfig
 _NICK = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
 # RFC 2812 §1.3: channel names start with & # + !, and hold no space, comma, BEL or colon.
 _CHANNEL = re.compile(r"^[#&+!][^\x00\x07\r\n ,:]{1,199}$")
+CHANNEL_PREFIXES = ("#", "&", "+", "!")
 
 
 def valid_nick(value: str) -> str:

@@ -1,6 +1,12 @@
 """IRC lines → core events, as pure functions: each incoming line becomes at most a few
 events with cleaned text and nicks, and keeps the `Roster` up to date, which is what lets
 a QUIT or NICK (naming no channel) become an event in each shared channel. No I/O here.
+
+A PRIVMSG to the relay's own nick is a private message to the relay account: it becomes
+a message with `Origin.direct`, its room the sender's nick (where the answer goes).
+A reaction is a TAGMSG carrying the client tags `+draft/react` (the key) and
+`+draft/reply` (the msgid reacted to), per the IRCv3 draft "react" client tag; servers
+that do not pass client tags (ngircd) never send one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from imbridge.events import (
     Origin,
     Presence,
     PresenceState,
+    Reaction,
     RemoteId,
     Sender,
     Topic,
@@ -33,6 +40,9 @@ from imbridge.richtext import clean as clean_rich
 from imbridge.sanitize import clean_nick, clean_text
 
 REPLY_TAG = "+draft/reply"
+REACT_TAG = "+draft/react"
+UNREACT_TAG = "+draft/unreact"
+MAX_KEY_CHARS = 64
 KNOWN_RELAY_TAGS = frozenset({RELAY_TAG, "+draft/relay", "+matterbridge/relayed"})
 NAMES_PREFIXES = "~&@%+!"
 
@@ -51,7 +61,12 @@ class Inbound:
     def room(self, channel: str) -> str | None:
         return self.rooms.get(irc_lower(channel))
 
-    def origin(self, line: wire.Line, room: str, nick: str | None = None) -> Origin:
+    def is_own(self, target: str) -> bool:
+        return bool(target) and irc_lower(target) == irc_lower(self.own_nick)
+
+    def origin(
+        self, line: wire.Line, room: str, nick: str | None = None, *, direct: bool = False
+    ) -> Origin:
         who = clean_nick(nick or line.nick)
         msgid = line.tags.get("msgid")
         return Origin(
@@ -61,7 +76,16 @@ class Inbound:
             remote_id=RemoteId(msgid) if msgid else None,
             timestamp=wire.server_time(line.tags) or self.now(),
             relayed=bool(KNOWN_RELAY_TAGS & line.tags.keys()),
+            direct=direct,
         )
+
+    def place(self, line: wire.Line) -> tuple[str, bool] | None:
+        """(room, direct) of a line sent to a joined channel or to the relay itself."""
+        target = line.param(0)
+        if self.is_own(target):
+            return clean_nick(line.nick), True
+        room = self.room(target)
+        return (room, False) if room is not None else None
 
 
 def split_ctcp(text: str) -> tuple[str | None, str]:
@@ -83,22 +107,27 @@ def _kind(command: str, text: str) -> tuple[MessageKind, str] | None:
 
 
 def message_to_core(line: wire.Line, ctx: Inbound) -> Message | None:
-    """A PRIVMSG/NOTICE to a joined channel (CTCP ACTION as an emote); None for private
-    messages, other CTCP, server notices and the relay's own lines."""
+    """A PRIVMSG/NOTICE to a joined channel (CTCP ACTION as an emote), or a PRIVMSG to
+    the relay itself (a private message); None for other CTCP, notices to the relay
+    (services talk that way, and a notice is never answered), server notices and the
+    relay's own lines."""
     if line.source is None or line.source.is_server or len(line.params) < 2:
         return None
     # Exact match only: `@#chan` (STATUSMSG) is for the channel's operators, not for
     # relaying to everyone on the other side.
-    room = ctx.room(line.params[0])
+    place = ctx.place(line)
     kind = _kind(line.command, line.params[1])
-    if irc_lower(line.nick) == irc_lower(ctx.own_nick) or room is None or kind is None:
+    if ctx.is_own(line.nick) or place is None or kind is None:
+        return None
+    room, direct = place
+    if direct and line.command != "PRIVMSG":
         return None
     text, rich = formatting.irc_to_rich(kind[1])
     if not text.strip():
         return None
     return Message(
         id=new_event_id(),
-        origin=ctx.origin(line, room),
+        origin=ctx.origin(line, room, direct=direct),
         text=text,
         rich=clean_rich(rich) if rich is not None else None,
         kind=kind[0],
@@ -123,6 +152,27 @@ def _is_self(line: wire.Line, ctx: Inbound) -> bool:
 def _message(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
     msg = message_to_core(line, ctx)
     return [msg] if msg else []
+
+
+def reaction_to_core(line: wire.Line, ctx: Inbound) -> Reaction | None:
+    """A TAGMSG reacting to a message the bridge knows (`ctx.reply_to`, resolved from
+    `+draft/reply`); None for any other TAGMSG (typing notices, ...)."""
+    if line.source is None or line.source.is_server or ctx.is_own(line.nick):
+        return None
+    removed = UNREACT_TAG in line.tags
+    key = line.tags.get(UNREACT_TAG if removed else REACT_TAG, "")
+    key = clean_nick(key)[:MAX_KEY_CHARS]
+    place = ctx.place(line)
+    if not key or place is None or ctx.reply_to is None:
+        return None
+    room, direct = place
+    return Reaction(id=new_event_id(), origin=ctx.origin(line, room, direct=direct),
+                    target=ctx.reply_to, key=key, removed=removed)  # fmt: skip
+
+
+def _reaction(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    reaction = reaction_to_core(line, ctx)
+    return [reaction] if reaction else []
 
 
 def _join(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
@@ -226,6 +276,7 @@ def _rooms(ctx: Inbound, channels: Iterable[str]) -> list[str]:
 _HANDLERS: dict[str, Handler] = {
     "PRIVMSG": _message,
     "NOTICE": _message,
+    "TAGMSG": _reaction,
     "JOIN": _join,
     "PART": _part,
     "QUIT": _quit,

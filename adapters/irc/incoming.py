@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 
 # Lines the reader task turns into events; the rest is handled as it arrives.
 _CHAT = frozenset(
-    {"PRIVMSG", "NOTICE", "JOIN", "PART", "QUIT", "NICK", "KICK", "TOPIC", "AWAY", "353"}
+    {"PRIVMSG", "NOTICE", "TAGMSG", "JOIN", "PART", "QUIT", "NICK", "KICK", "TOPIC", "AWAY", "353"}
 )
 # Errors of a PRIVMSG/NOTICE: no such nick/channel, cannot send to channel.
 _SEND_ERRORS = frozenset({"401", "404"})

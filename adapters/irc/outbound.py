@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from imbridge.adapters.irc import formatting, wire
-from imbridge.events import Delete, Edit, Event, Join, Leave, Message, MessageKind, Presence, Topic
+from imbridge.events import (
+    Delete,
+    Edit,
+    Event,
+    Join,
+    Leave,
+    Message,
+    MessageKind,
+    Presence,
+    Reaction,
+    Topic,
+)
 from imbridge.richtext import clean as clean_rich
 from imbridge.sanitize import clean_nick, clean_text
 
@@ -162,6 +173,8 @@ def to_irc(
             body, command = describe(event), "NOTICE"
         case Delete():
             raise NotSendable("IRC cannot delete a line")
+        case Reaction():
+            raise NotSendable("reactions are not relayed")
         case _:
             assert_never(event)
     return build_lines(

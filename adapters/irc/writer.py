@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import structlog
 
 from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.config import FloodConfig, irc_lower
+from imbridge.adapters.irc.config import CHANNEL_PREFIXES, FloodConfig, irc_lower
 from imbridge.adapters.irc.connection import Connection, Session
 from imbridge.adapters.irc.floodcontrol import AckWindow
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
@@ -237,7 +237,9 @@ class Writer:
             return
         self._echoes.popleft()
         error: AdapterError
-        if target in joined:
+        if target in joined or not target.startswith(CHANNEL_PREFIXES):
+            # In a channel the relay is in, or to a nick (no such nick: gone), retrying
+            # will not help.
             error = PermanentSendError(f"{self.name}: {line.command} {line.params[-1]}")
         else:
             error = RetryableSendError(f"{self.name}: not in {line.param(1)}")

@@ -107,6 +107,7 @@ class MatrixAdapter(Receiving, Sending):
         self._pending_join: set[str] = set()  # joined now: skip history up to our join
         self._awaiting_invite: set[str] = set()
         self._encrypted: set[str] = set()
+        self._direct: set[str] = set()  # direct chats the relay accepted (room ids)
         self._since: str | None = None
         self._connected = False
         self._closed = False
@@ -135,6 +136,7 @@ class MatrixAdapter(Receiving, Sending):
         if stored_rooms:
             self._rooms = dict(json.loads(stored_rooms))
             self._ids = {v: k for k, v in self._rooms.items()}
+        self._direct = set(json.loads(await self._cursors.get("direct_rooms") or "[]"))
         self._since = await self._cursors.get("next_batch")
         resumed = self._since is not None
         if not resumed:

@@ -33,6 +33,10 @@ class MatrixConfig(NetworkConfig):
     """Seconds any single request may take before a send counts as failed (retried)."""
     encrypted_room_notice: bool = True
     """Say in an encrypted room, once, that it is not bridged."""
+    direct_messages: bool = True
+    """Accept invites to direct chats with the relay account: what people write there is
+    archived (never relayed) and each of them is told so, once. Off: such invites are
+    left pending and nothing said there is seen."""
 
     @field_validator("homeserver")
     @classmethod

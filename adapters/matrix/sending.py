@@ -36,6 +36,7 @@ class Sending:
     _client: AsyncClient
     _ids: dict[str, str]
     _joined: set[str]
+    _direct: set[str]
     _connected: bool
 
     def _is_encrypted(self, room_id: str) -> bool:
@@ -45,6 +46,8 @@ class Sending:
         if not self._connected:
             raise RetryableSendError("matrix: offline")
         room_id = self._ids.get(item.room)
+        if room_id is None and item.event.origin.direct and item.room in self._direct:
+            room_id = item.room  # an answer in a direct chat, which is named by its id
         if room_id is None or room_id not in self._joined:
             raise RetryableSendError(f"matrix: not in {item.room} yet")
         if self._is_encrypted(room_id):

@@ -4,7 +4,10 @@ timeline event to the core.
 The promises kept here: the sync `next_batch` is stored only after the sink returned for
 every event of its batch; a gap in a limited timeline is back-filled, so a burst larger
 than the timeline limit loses nothing; a fresh join skips what happened before the
-bridge arrived; an encrypted room is announced once and never relayed.
+bridge arrived; an encrypted room is announced once and never relayed. With
+`direct_messages` on, an invite to a direct chat is accepted and what is then said there
+goes to the core as a private message to the relay (`Origin.direct`, room = the room id,
+which is where the answer goes); other rooms outside the config are left alone.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import json
 from typing import Any
 
 import aiohttp
 from nio import (
     AsyncClient,
+    InviteInfo,
+    InviteMemberEvent,
     JoinError,
     MessageDirection,
     RoomMessagesResponse,
@@ -30,7 +36,7 @@ from imbridge.events import new_event_id
 from imbridge.intake import Intake
 
 from .config import MatrixConfig
-from .translate import MediaLinker, parse_event, to_core
+from .translate import MediaLinker, direct_inviter, parse_event, to_core
 
 SYNC_FILTER = {
     "room": {"timeline": {"limit": 100}, "state": {"lazy_load_members": False}},
@@ -59,6 +65,7 @@ class Receiving:
     _pending_join: set[str]
     _awaiting_invite: set[str]
     _encrypted: set[str]
+    _direct: set[str]
     _since: str | None
     _connected: bool
     _closed: bool
@@ -122,11 +129,14 @@ class Receiving:
             await self._login()
 
     async def _handle_sync(self, resp: SyncResponse) -> None:
-        for room_id in resp.rooms.invite:  # invites to rooms not configured: left alone
+        for room_id, invite in resp.rooms.invite.items():
             if room_id in self._awaiting_invite:
                 await self._accept_invite(room_id)
+            elif self.config.direct_messages and self._is_direct_invite(invite):
+                await self._accept_direct(room_id)
+            # invites to other rooms not configured: left alone
         for room_id, info in resp.rooms.join.items():
-            if room_id not in self._rooms:
+            if room_id not in self._rooms and room_id not in self._direct:
                 continue
             self._joined.add(room_id)
             events = [e.source for e in info.timeline.events]
@@ -154,6 +164,34 @@ class Receiving:
         self._joined.add(room_id)
         self._log.info("joined", room=self._rooms.get(room_id), room_id=room_id, invited=True)
 
+    def _is_direct_invite(self, invite: InviteInfo) -> bool:
+        state = [
+            {
+                "type": "m.room.member",
+                "state_key": e.state_key,
+                "sender": e.sender,
+                "content": e.content,
+            }
+            for e in invite.invite_state
+            if isinstance(e, InviteMemberEvent)
+        ]
+        return direct_inviter(state, self.identity) is not None
+
+    async def _accept_direct(self, room_id: str) -> None:
+        """Join a direct chat someone opened with the relay; remembered across restarts,
+        so what is said there keeps reaching the archive."""
+        self._pending_join.add(room_id)
+        async with asyncio.timeout(self.config.request_timeout):
+            resp = await self._client.join(room_id)
+        if isinstance(resp, JoinError):
+            self._pending_join.discard(room_id)
+            self._log.warning("direct_join_failed", room_id=room_id, error=str(resp))
+            return
+        self._direct.add(room_id)
+        self._joined.add(room_id)
+        await self._cursors.set("direct_rooms", json.dumps(sorted(self._direct)))
+        self._log.info("joined_direct", room_id=room_id)
+
     async def _backfill(self, room_id: str, prev_batch: str) -> list[dict[str, Any]]:
         """The events between our last position and a limited timeline's start, oldest
         first: without them a burst larger than the timeline limit would lose messages."""
@@ -172,7 +210,9 @@ class Receiving:
             older.extend(e.source for e in resp.chunk)
             token = resp.end if resp.end != token else None
         if len(older) >= BACKFILL_MAX:
-            self._log.error("backfill_truncated", room=self._rooms[room_id], events=len(older))
+            self._log.error(
+                "backfill_truncated", room=self._rooms.get(room_id, room_id), events=len(older)
+            )
         older.reverse()
         return older
 
@@ -211,16 +251,20 @@ class Receiving:
         inbound = parse_event(source, self.config.homeserver, link=self._media_linker())
         if inbound is None:
             return
+        direct = room_id not in self._rooms
+        if direct and inbound.action in ("join", "leave", "topic"):
+            return  # a direct chat's membership is nobody's business but the archive's
         target = await self._cursors.event_id(inbound.target) if inbound.target else None
         reply = await self._cursors.event_id(inbound.reply_to) if inbound.reply_to else None
         event = to_core(
             inbound,
             event_id=new_event_id(),
             network=self.name,
-            room=self._rooms[room_id],
+            room=room_id if direct else self._rooms[room_id],
             sender_name=self._display_name(room_id, sender),
             target=target,
             reply_to=reply,
+            direct=direct,
         )
         if event is not None:
             await self._inbound().put(event)
@@ -241,7 +285,7 @@ class Receiving:
         if room_id in self._encrypted:
             return
         self._encrypted.add(room_id)
-        self._log.warning("encrypted_room_not_bridged", room=self._rooms[room_id])
+        self._log.warning("encrypted_room_not_bridged", room=self._rooms.get(room_id, room_id))
         key = f"encrypted_notice:{room_id}"
         if not self.config.encrypted_room_notice or await self._cursors.get(key):
             return

@@ -9,6 +9,14 @@ resolves those ids through its cursors, and `to_core` builds the event. Outgoing
 Every incoming string passes `clean_text`/`clean_nick`, every formatted body
 `formatting.from_matrix`; reply fallbacks are stripped (the spec's "Fallbacks for rich
 replies"), so the quoted original, which policy never saw, cannot ride along.
+
+What has no core counterpart is kept by its text fallback, as a message that names its
+Matrix type (`Message.native_type`): a sticker is its body plus the image, a poll its
+question and numbered answers, a poll's end its announcement, a location its description
+and `geo:` URI, an unknown msgtype its body. A poll vote carries no text a client
+without polls would show, so it is archived (which answers were chosen) but not relayed.
+Reactions (`m.reaction`, an `m.annotation`) become `Reaction`; a reaction is taken back
+by redacting it, which the core recognises through the id map.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from imbridge.events import (
     MessageKind,
     Origin,
     Presence,
+    Reaction,
     RemoteId,
     RichText,
     Sender,
@@ -41,6 +50,7 @@ from imbridge.richtext import escape
 from imbridge.sanitize import clean_nick, clean_text
 
 from .formatting import HTML_FORMAT, from_matrix, plain_of, to_matrix
+from .polls import POLL_TYPES, poll_text
 
 RELAY_KEY = "org.imbridge.relay"
 """Content key on every message the bridge posts: a bridge that reads it (this one, or
@@ -57,7 +67,7 @@ FOREIGN_RELAY_KEYS = ("org.imbridge.relay", "fi.mau.double_puppet_source", "m.br
 class Inbound:
     """What one Matrix event means, with its targets still Matrix event ids."""
 
-    action: Literal["message", "edit", "delete", "join", "leave", "topic"]
+    action: Literal["message", "edit", "delete", "join", "leave", "topic", "reaction"]
     remote_id: RemoteId
     sender: str
     timestamp: datetime
@@ -66,8 +76,10 @@ class Inbound:
     rich: RichText | None = None
     kind: MessageKind = MessageKind.TEXT
     attachments: tuple[Attachment, ...] = ()
-    target: RemoteId | None = None  # edited or redacted event
+    target: RemoteId | None = None  # edited, redacted or reacted-to event
     reply_to: RemoteId | None = None
+    native_type: str = ""
+    archive_only: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,13 +241,92 @@ def _message(  # noqa: PLR0911 - one early exit per malformed shape
             caption = clean_text(str(content.get("body", "")))
         return Inbound(action="message", attachments=(att,), text=caption, reply_to=reply_to,
                        **base)  # fmt: skip
-    kind = _KINDS.get(msgtype if isinstance(msgtype, str) else "", MessageKind.TEXT)
+    if msgtype == "m.location":
+        return _location(content, base, reply_to)
+    name = msgtype if isinstance(msgtype, str) else ""
+    kind = _KINDS.get(name, MessageKind.TEXT)
+    native = "" if name in _KINDS else clean_nick(name)[:64]  # an unknown msgtype, by name
     text, rich = _text_and_rich(content, reply=reply_to is not None)
     if not text.strip():
         if rich is None:
             return None
         text = clean_text(plain_of(rich))  # reduce to visible text, never drop
-    return Inbound(action="message", text=text, rich=rich, kind=kind, reply_to=reply_to, **base)
+    return Inbound(action="message", text=text, rich=rich, kind=kind, reply_to=reply_to,
+                   native_type=native, **base)  # fmt: skip
+
+
+def _reaction(content: dict[str, Any], base: dict[str, Any]) -> Inbound | None:
+    """`m.reaction`: an `m.annotation` relation with its key (Matrix spec, "Reactions")."""
+    rel = content.get("m.relates_to")
+    if not isinstance(rel, dict) or rel.get("rel_type") != "m.annotation":
+        return None
+    target, key = rel.get("event_id"), rel.get("key")
+    if not isinstance(target, str) or not target or not isinstance(key, str):
+        return None
+    key = clean_nick(key)[:64]  # one emoji or a short word, never a payload
+    if not key:
+        return None
+    return Inbound(action="reaction", target=RemoteId(target), text=key, **base)
+
+
+def _sticker(
+    content: dict[str, Any], homeserver: str, base: dict[str, Any], link: MediaLinker | None
+) -> Inbound | None:
+    """`m.sticker`: its body (the sticker's description) and the image, as clients show
+    a sticker they cannot render."""
+    body = content.get("body")
+    text = clean_text(body) if isinstance(body, str) else ""
+    att = _attachment({**content, "body": text or "sticker"}, homeserver, link)
+    if att is None and not text.strip():
+        return None
+    _, _, reply_to = _relation(content)
+    return Inbound(action="message", text=text or "(sticker)", reply_to=reply_to,
+                   attachments=(att,) if att else (), native_type="m.sticker",
+                   **base)  # fmt: skip
+
+
+def _poll(event_type: str, content: dict[str, Any], base: dict[str, Any]) -> Inbound | None:
+    said = poll_text(event_type, content)
+    if said is None:
+        return None
+    rel = content.get("m.relates_to")
+    related = rel.get("event_id") if isinstance(rel, dict) else None
+    return Inbound(action="message", text=said.text, native_type=event_type,
+                   archive_only=said.archive_only,
+                   reply_to=RemoteId(related) if isinstance(related, str) and related else None,
+                   **base)  # fmt: skip
+
+
+def _location(
+    content: dict[str, Any], base: dict[str, Any], reply_to: RemoteId | None
+) -> Inbound | None:
+    """`m.location`: its description and `geo:` URI, which maps apps open."""
+    body = content.get("body")
+    geo = content.get("geo_uri")
+    parts = [clean_text(p) for p in (body, geo) if isinstance(p, str) and p.strip()]
+    if isinstance(geo, str) and not geo.startswith("geo:"):
+        parts = parts[:1]
+    text = "\n".join(dict.fromkeys(parts))
+    if not text.strip():
+        return None
+    return Inbound(action="message", text=text, native_type="m.location", reply_to=reply_to,
+                   **base)  # fmt: skip
+
+
+def direct_inviter(invite_state: list[dict[str, Any]], own_id: str) -> str | None:
+    """Who invited `own_id` to a direct chat (the invite's `is_direct`, Matrix spec
+    "Direct Messaging"), or None for an invite to an ordinary room."""
+    for event in invite_state:
+        content = _dict(event.get("content"))
+        if (
+            event.get("type") == "m.room.member"
+            and event.get("state_key") == own_id
+            and content.get("membership") == "invite"
+            and content.get("is_direct") is True
+            and isinstance(event.get("sender"), str)
+        ):
+            return str(event["sender"])
+    return None
 
 
 def _member(
@@ -269,9 +360,16 @@ def parse_event(  # noqa: PLR0911 - a dispatch
         "timestamp": _timestamp(source),
         "relayed": _is_relayed(content),
     }
-    match source.get("type"):
+    etype = source.get("type")
+    match etype:
         case "m.room.message":
             return _message(source, homeserver, base, link)
+        case "m.reaction":
+            return _reaction(content, base)
+        case "m.sticker":
+            return _sticker(content, homeserver, base, link)
+        case str() if etype in POLL_TYPES:
+            return _poll(etype, content, base)
         case "m.room.redaction":
             redacts = source.get("redacts") or content.get("redacts")
             if not isinstance(redacts, str) or not redacts:
@@ -297,6 +395,7 @@ def to_core(  # noqa: PLR0911 - one return per event kind
     sender_name: str,
     target: EventId | None = None,
     reply_to: EventId | None = None,
+    direct: bool = False,
 ) -> Event | None:
     """The core event for a parsed Matrix event whose targets the adapter has resolved.
 
@@ -310,12 +409,18 @@ def to_core(  # noqa: PLR0911 - one return per event kind
         remote_id=inbound.remote_id,
         timestamp=inbound.timestamp,
         relayed=inbound.relayed,
+        direct=direct,
     )
     match inbound.action:
         case "message":
             return Message(id=event_id, origin=origin, text=inbound.text, rich=inbound.rich,
                            kind=inbound.kind, reply_to=reply_to,
-                           attachments=inbound.attachments)  # fmt: skip
+                           attachments=inbound.attachments, native_type=inbound.native_type,
+                           archive_only=inbound.archive_only)  # fmt: skip
+        case "reaction":
+            if target is None:  # a reaction to what the bridge never saw: nothing to name
+                return None
+            return Reaction(id=event_id, origin=origin, target=target, key=inbound.text)
         case "edit":
             if target is None:
                 return Message(id=event_id, origin=origin, text=inbound.text, rich=inbound.rich)
@@ -404,5 +509,7 @@ def to_wire(item: Outgoing) -> Wire:  # noqa: PLR0911 - one return per event kin
             return _notice(event, f"{event.origin.sender.name} left")
         case Presence():
             return _notice(event, f"{event.origin.sender.name} is now {event.state.value}")
+        case Reaction():
+            raise ValueError("reactions are not relayed")
         case _:
             assert_never(event)

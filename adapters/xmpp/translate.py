@@ -29,6 +29,7 @@ from imbridge.events import (
     MessageKind,
     Origin,
     Presence,
+    Reaction,
     RemoteId,
     RichText,
     Sender,
@@ -197,7 +198,7 @@ def build(item: Outgoing, *, identity: str, replace_id: str | None = None) -> ET
             _element(message, NS_HINTS, "store")
         case Topic():
             _text(message, "subject", event.text)
-        case Join() | Leave() | Presence():
+        case Join() | Leave() | Presence() | Reaction():
             raise PermanentSendError(f"{type(event).__name__} is not sent to XMPP rooms")
         case _:
             assert_never(event)

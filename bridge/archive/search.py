@@ -16,6 +16,7 @@ from typing import Any
 
 from imbridge.archive.crypto import ArchiveKeyError, is_encrypted, words
 from imbridge.archive.store import ArchiveStore, Row
+from imbridge.archive.symbols import spell_symbols
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -93,7 +94,7 @@ def _latest_is_encrypted(conn: sqlite3.Connection) -> bool:
 
 def match_expression(conn: sqlite3.Connection, text: str, store: ArchiveStore) -> str | None:
     """The FTS5 MATCH string for a user's words; None for no words (match all)."""
-    found = words(text)
+    found = words(spell_symbols(text))
     if not found:
         return None
     if store.cipher is None and _latest_is_encrypted(conn):
@@ -183,6 +184,9 @@ def hit_of(conn: sqlite3.Connection, store: ArchiveStore, row: Row) -> Hit:
     body = store.body(r)
     origin = body.get("origin", {})
     text = body.get("text") or body.get("reason") or body.get("status") or ""
+    if body.get("type") == "reaction":
+        what = "took back" if body.get("removed") else "reacted"
+        text = f"{what} {body.get('key', '')} to {body.get('target', '')}"
     names = [a.get("name") or a.get("url", "") for a in body.get("attachments", ())]
     if names:
         text = " ".join([text, *(f"[{n}]" for n in names)]).strip()

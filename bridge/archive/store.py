@@ -46,6 +46,7 @@ from imbridge.archive.heads import (
     parse_private,
     read_heads,
 )
+from imbridge.archive.symbols import spell_symbols
 from imbridge.config.schema import Archive
 from imbridge.events import Event, EventId, Message, RemoteId
 from imbridge.policy import Decision, Destination, texts_of
@@ -237,6 +238,7 @@ class ArchiveStore:
         return int(moved)
 
     def _terms(self, text: str) -> str:
+        text = spell_symbols(text)
         return self.cipher.terms(text) if self.cipher is not None else text
 
     def record_event(

@@ -253,7 +253,7 @@ def test_the_relays_own_lines_and_other_channels_give_no_event() -> None:
     for raw in (
         ":bob!b@h PRIVMSG #room :my echo",
         ":alice!a@h PRIVMSG #elsewhere :hi",
-        ":alice!a@h PRIVMSG bob :private",
+        ":alice!a@h PRIVMSG carol :to someone else",  # private messages to the relay: see
         ":alice!a@h PRIVMSG @#room :ops only",
         ":alice!a@h PRIVMSG #room :\x01VERSION\x01",
         ":irc.localhost NOTICE #room :srv",

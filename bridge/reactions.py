@@ -1,0 +1,41 @@
+"""What each reaction was, so that taking it back can be archived as such.
+
+Matrix removes a reaction by redacting the reaction's own event: the adapter can only
+say "event X was deleted" (X found through the id map). The relay records every
+reaction's target and key here, and turns a delete of a known reaction into a
+`Reaction(removed=True)` carrying the same target and key, which is what a reader of the
+archive needs ("alice took back 👍 on message M"), whatever the network. SQL on a
+caller's connection; no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from imbridge.events import Delete, Event, EventId, Reaction
+
+
+def record_sync(conn: sqlite3.Connection, event: Reaction) -> None:
+    if not event.removed:
+        conn.execute(
+            "INSERT OR IGNORE INTO reactions (event_id, target, key, created) VALUES (?, ?, ?, ?)",
+            (event.id, event.target, event.key, time.time()),
+        )
+
+
+def as_removal(conn: sqlite3.Connection, event: Event) -> Event:
+    """`event`, or the removal it stands for when it deletes a known reaction."""
+    if not isinstance(event, Delete):
+        return event
+    row = conn.execute(
+        "SELECT target, key FROM reactions WHERE event_id = ?", (event.target,)
+    ).fetchone()
+    if row is None:
+        return event
+    return Reaction(
+        id=event.id, origin=event.origin, target=EventId(row[0]), key=str(row[1]), removed=True
+    )
+
+
+__all__ = ["as_removal", "record_sync"]
