@@ -36,7 +36,7 @@ from imbridge.archive.chain import (
 )
 from imbridge.archive.crypto import ArchiveKeyError, Cipher, is_encrypted
 from imbridge.config.schema import Archive
-from imbridge.events import Event, EventId, RemoteId
+from imbridge.events import Event, EventId, Message, RemoteId
 from imbridge.policy import Decision, Destination, texts_of
 
 log = structlog.get_logger("imbridge.archive")
@@ -88,7 +88,7 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
 )
 
 HEAD_FILE = "archive-heads.jsonl"
-CONTENT_KINDS = frozenset({"event", "decision"})
+CONTENT_KINDS = frozenset({"event", "decision", "notice"})
 """Kinds whose body holds message content, encrypted when a key is configured."""
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + ", hash FROM archive_records"  # noqa: S608 - fixed names
@@ -263,6 +263,57 @@ class ArchiveStore:
                     "body": {"remote_id": d.remote_id, "error": d.error},
                 }
                 for d in done
+            ],
+        )
+
+    def record_ignored(
+        self, conn: sqlite3.Connection, event: Event, *, rule: str, reason: str
+    ) -> None:
+        o = event.origin
+        common = {"event_id": event.id, "network": o.network, "room": o.room, "sender": o.sender.id}
+        self.append(
+            conn,
+            [
+                {
+                    **common,
+                    "kind": "event",
+                    "body": codec.to_dict(event),
+                    "terms": "\n".join(texts_of(event)),
+                },
+                {
+                    **common,
+                    "kind": "decision",
+                    "action": "ignored",
+                    "rule": rule,
+                    "body": {"reason": reason, "notify_sender": False},
+                },
+            ],
+        )
+
+    def record_notice(
+        self,
+        conn: sqlite3.Connection,
+        notice: Message,
+        *,
+        purpose: str,
+        about: EventId | None = None,
+        rule: str | None = None,
+    ) -> None:
+        o = notice.origin
+        self.append(
+            conn,
+            [
+                {
+                    "kind": "notice",
+                    "event_id": notice.id,
+                    "network": o.network,
+                    "room": o.room,
+                    "sender": o.sender.id,
+                    "action": purpose,
+                    "rule": rule,
+                    "body": {**codec.to_dict(notice), "purpose": purpose, "about": about},
+                    "terms": notice.text,
+                }
             ],
         )
 
