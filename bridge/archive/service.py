@@ -16,7 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from imbridge.archive.chain import Head
-from imbridge.archive.retention import PurgeResult, purge
+from imbridge.archive.retention import PurgeResult, purge, truncate_wal
 from imbridge.archive.store import ArchiveStore
 from imbridge.db import Database
 
@@ -60,6 +60,7 @@ class ArchiveService:
 
     async def purge(self) -> PurgeResult:
         result = await self.db.transact(lambda conn: purge(self.store, conn), background=True)
+        await self.db.read(truncate_wal, background=True)  # the purged pages leave the WAL
         if result.seq is not None:
             log.info(
                 "archive_purged",

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from imbridge.archive.crypto import ArchiveKeyError
 from imbridge.archive.export import items, write_eml, write_jsonl
-from imbridge.archive.retention import purge
+from imbridge.archive.retention import purge, truncate_wal
 from imbridge.archive.search import Query, search, table
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.load import load_config
@@ -211,6 +211,7 @@ def archive_purge(
 
     async def work(config: Config, db: Database, store: ArchiveStore) -> int:
         result = await db.transact(lambda conn: purge(store, conn), background=True)
+        await db.read(truncate_wal, background=True)  # the purged pages leave the WAL
         await db.read(store.checkpoint, background=True)
         if result.seq is None:
             print(
