@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.arrivals import Arrivals
 from imbridge import codec
+from imbridge.archive.sealing import Sealer
 from imbridge.db import Database
 from imbridge.events import Message, Origin, Sender, new_event_id
 from imbridge.outbox import Item, enqueue_sync, txn_id_for
@@ -45,7 +46,7 @@ async def cold_commit(rounds: int = 50, gap: float = 0.2) -> tuple[float, float]
             "INSERT INTO messages VALUES (?, ?, ?)", (event.id, codec.dumps(event), time.time())
         )
         item = Item("irc", "#b", event, txn_id_for(event.id, "irc", "#b"))
-        enqueue_sync(conn, [item])
+        enqueue_sync(conn, [item], sealer=Sealer())
 
     async def timed(pause: float) -> float:
         await asyncio.sleep(pause)

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import random
 import signal
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
 from imbridge.archive import NullRecorder, Recorder
 from imbridge.archive.capture import AttachmentCapture
 from imbridge.archive.files import FileStore
+from imbridge.archive.sealing import Sealer
 from imbridge.archive.service import ArchiveService
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.load import load_config
@@ -132,7 +134,14 @@ class Daemon:
             self.media_links = MediaLinks.from_state(self.config.bridge.state_dir, public_url)
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
-        self.outbox = Outbox(self.db, self.adapters, self._rate_limits(), self.recorder)
+        key = self.config.archive.encryption_key
+        self.outbox = Outbox(
+            self.db,
+            self.adapters,
+            self._rate_limits(),
+            self.recorder,
+            sealer=Sealer(key.get_secret_value() if key is not None else None),
+        )
         self.relay = Relay(
             self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder
         )
@@ -276,7 +285,13 @@ class Daemon:
             event=notice,
             txn_id=txn_id_for(digest, name, room, "archive-notice"),
         )
-        await self.db.transact(lambda conn: enqueue_sync(conn, [item]))
+        outbox, recorder = self._outbox(), self.recorder
+
+        def queue(conn: sqlite3.Connection) -> None:
+            enqueue_sync(conn, [item], sealer=outbox.sealer)
+            recorder.record_notice(conn, notice, purpose="room", rule="archive.notice")
+
+        await self.db.transact(queue)
         self._outbox().wake([item])
         await self.archive.notice_posted(name, room, text)
 

@@ -87,7 +87,7 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         created  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
-    # "reactions and direct replies": what a removed reaction was (a Matrix redaction
+    # v2, reactions and direct replies: what a removed reaction was (a Matrix redaction
     # names only the reaction's event), and who already got the one automatic answer to
     # a private message, so a restart does not answer them again.
     """
@@ -103,6 +103,12 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         replied REAL NOT NULL,
         PRIMARY KEY (network, sender)
     ) WITHOUT ROWID;
+    """,
+    # v3: retention deletes quoting copies and id map rows by age, a day's worth at a
+    # time, without scanning years of them.
+    """
+    CREATE INDEX messages_created ON messages (created);
+    CREATE INDEX idmap_created ON idmap (created);
     """,
 )
 
@@ -152,6 +158,9 @@ class Database:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+            # Deleted rows are overwritten with zeros, in their pages and on the free
+            # list: a purged message must leave no word in the file (docs/archive.md).
+            conn.execute("PRAGMA secure_delete=ON")
             self._migrate(conn)
             if isinstance(self.path, Path):  # files made by an older version, or by hand
                 wal, shm = (self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))

@@ -31,6 +31,7 @@ import structlog
 from imbridge import codec
 from imbridge.adapter import Adapter, Outgoing, RateLimit
 from imbridge.archive import Recorder
+from imbridge.archive.sealing import Sealer
 from imbridge.db import Database
 from imbridge.deliveries import DeliveryRecords
 from imbridge.errors import PermanentSendError, RetryableSendError
@@ -92,14 +93,17 @@ def backoff(
     return float(step * (0.5 + rng()))
 
 
-def enqueue_sync(conn: sqlite3.Connection, items: list[Item]) -> None:
-    """Persists items inside the caller's transaction, assigning their sequence numbers."""
+def enqueue_sync(conn: sqlite3.Connection, items: list[Item], *, sealer: Sealer) -> None:
+    """Persists items inside the caller's transaction, assigning their sequence numbers.
+    `sealer` is required so that no caller can queue a payload in clear by forgetting it
+    (it passes payloads through when no archive key is set)."""
     now = time.time()
     for item in items:
+        payload = sealer.seal(codec.dumps(item.event), table="outbox", key=item.txn_id)
         cur = conn.execute(
             "INSERT OR IGNORE INTO outbox (network, room, event_id, txn_id, payload, created)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (item.network, item.room, item.event.id, item.txn_id, codec.dumps(item.event), now),
+            (item.network, item.room, item.event.id, item.txn_id, payload, now),
         )
         if cur.rowcount == 1:
             item.seq = cur.lastrowid or 0
@@ -118,8 +122,11 @@ class Outbox:
         recorder: Recorder,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sealer: Sealer | None = None,
     ) -> None:
         self.db = db
+        self.sealer = sealer or Sealer()
+        """Seals payloads on their way into the table, opens them on the way out."""
         self.ids = IdMap(db)
         self.adapters = adapters
         self.rate_limits = rate_limits
@@ -222,7 +229,7 @@ class Outbox:
                 Item(
                     network=key[0],
                     room=key[1],
-                    event=codec.loads(p),
+                    event=codec.loads(self.sealer.open(p, table="outbox", key=t)),
                     txn_id=t,
                     seq=s,
                     attempts=a,
@@ -429,8 +436,11 @@ class Outbox:
 
     async def _fail(self, item: Item, reason: str, bound: Any) -> None:
         def w(conn: sqlite3.Connection) -> None:
+            # The payload goes: the archive holds the event and this failure, and a copy
+            # kept here would outlive the archive's retention and encryption.
             conn.execute(
-                "UPDATE outbox SET state = 'failed', attempts = ?, last_error = ? WHERE seq = ?",
+                "UPDATE outbox SET state = 'failed', payload = '', attempts = ?, last_error = ?"
+                " WHERE seq = ?",
                 (item.attempts, reason, item.seq),
             )
             self.recorder.record_delivery(

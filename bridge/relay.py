@@ -14,18 +14,19 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 import structlog
 
 from imbridge import codec, direct, reactions
 from imbridge.adapter import Adapter, NetworkConfig
 from imbridge.archive import NullRecorder, Recorder
+from imbridge.archive.sealing import Sealer
 from imbridge.db import Database, Slot
 from imbridge.events import (
     Delete,
     Edit,
     Event,
+    EventId,
     Message,
     MessageKind,
     Origin,
@@ -40,6 +41,7 @@ from imbridge.policy import CompiledPolicy, Decision, Destination, decide
 from imbridge.render import render
 from imbridge.router import Router
 from imbridge.sanitize import clean_text
+from imbridge.screening import OWN_ECHO, Ignored, screen
 
 log = structlog.get_logger("imbridge.relay")
 
@@ -51,6 +53,9 @@ class RelayStats:
     received: int = 0
     handled: int = 0  # received and done with: relayed, dropped or failed
     dropped_echo: int = 0
+    """The bridge's own messages seen again: on the record as deliveries already."""
+    ignored: int = 0
+    """Events from `ignore_users` senders: archived as `ignored`, never relayed."""
     duplicates: int = 0
     denied: int = 0
     errors: int = 0
@@ -76,8 +81,11 @@ class Relay:
         recorder: Recorder,
         *,
         on_event: Callable[[Event, list[tuple[Destination, Decision]]], None] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.db = db
+        self.sealer = sealer or outbox.sealer
+        """Seals the quoting copies in `messages` (the outbox's sealer by default)."""
         self.setup = setup
         self.adapters = adapters
         self.outbox = outbox
@@ -101,34 +109,42 @@ class Relay:
         finally:
             stats.handled += 1
 
-    def _is_echo(self, event: Event) -> bool:
-        """The bridge's own messages, other bridges' relayed copies, and ignored bots."""
-        origin = event.origin
-        if origin.relayed:
-            return True
-        adapter = self.adapters.get(origin.network)
-        if adapter is not None and origin.sender.id == adapter.identity:
-            return True
-        net = self.setup.networks.get(origin.network)
-        return net is not None and any(
-            fnmatchcase(origin.sender.id, glob) for glob in net.ignore_users
+    def _screen(self, event: Event) -> Ignored | None:
+        """The bridge's own echoes and configured bots (see `screening`); a relay marker
+        counts only on a bot's event."""
+        network = event.origin.network
+        adapter = self.adapters.get(network)
+        net = self.setup.networks.get(network)
+        return screen(
+            event,
+            identity=adapter.identity if adapter is not None else None,
+            ignore_users=net.ignore_users if net is not None else (),
         )
 
     async def _relay(self, event: Event, stats: RelayStats) -> None:
-        if self._is_echo(event):
+        ignored = self._screen(event)
+        if ignored is not None and ignored.rule == OWN_ECHO:
             stats.dropped_echo += 1
             return
         # Taken before the first await: events commit in the order the adapter handed
         # them over, even when it does not wait for each one (see `Database.reserve`).
         slot = self.db.reserve()
         try:
-            committed, decisions, items = await self._commit(event, stats, slot)
+            if ignored is not None:
+                committed = await self._commit_ignored(event, ignored, slot)
+                decisions: list[tuple[Destination, Decision]] = []
+                items: list[Item] = []
+            else:
+                committed, decisions, items = await self._commit(event, stats, slot)
         finally:
             slot.release()
         if not committed:
             stats.duplicates += 1
             return
         self.archived += 1
+        if ignored is not None:
+            stats.ignored += 1
+            return
         self.outbox.wake(items)
         if self.on_event is not None:
             self.on_event(event, decisions)
@@ -151,41 +167,66 @@ class Relay:
         if isinstance(event, Delete):
             event = await slot.read(lambda conn: reactions.as_removal(conn, event))
         quoted = await self._quoted(event, slot)
-        decisions, items = self._plan(event, quoted, stats)
+        decisions, items, notice = self._plan(event, quoted, stats)
 
         def commit(conn: sqlite3.Connection) -> bool:
-            origin = event.origin
-            if origin.remote_id is not None and not record_sync(
-                conn,
-                network=origin.network,
-                room=origin.room,
-                remote_id=origin.remote_id,
-                event_id=event.id,
-                inbound=True,
-            ):
+            if not _first_sighting(conn, event):
                 return False  # replayed by the adapter after a restart, or our own echo
             if isinstance(event, Message):
-                conn.execute(
-                    "INSERT OR IGNORE INTO messages VALUES (?, ?, ?)",
-                    (event.id, codec.dumps(event), time.time()),
-                )
+                self._keep_for_quoting(conn, event)
             if isinstance(event, Reaction):
                 reactions.record_sync(conn, event)
             self.recorder.record_event(conn, event, decisions)
-            if origin.direct:
+            if notice is not None:
+                note, why = notice
+                self.recorder.record_notice(
+                    conn, note, purpose="policy", about=event.id, rule=why.rule
+                )
+            if event.origin.direct:
                 archived = not isinstance(self.recorder, NullRecorder)
-                items.extend(direct.reply_sync(conn, event, archived=archived))
-            enqueue_sync(conn, items)
+                for reply in direct.reply_sync(conn, event, archived=archived):
+                    items.append(reply)
+                    if isinstance(reply.event, Message):
+                        self.recorder.record_notice(
+                            conn, reply.event, purpose="direct-reply", about=event.id
+                        )
+            enqueue_sync(conn, items, sealer=self.outbox.sealer)
             return True
 
         return await slot.run(commit), decisions, items
 
+    async def _commit_ignored(self, event: Event, ignored: Ignored, slot: Slot) -> bool:
+        """Archives a bot's event as seen, with the decision `ignored`; nothing is queued
+        and nothing is kept for quoting, since it never crosses."""
+        event = _clean(
+            event, self.setup.router.canonical_room(event.origin.network, event.origin.room)
+        )
+
+        def commit(conn: sqlite3.Connection) -> bool:
+            if not _first_sighting(conn, event):
+                return False
+            self.recorder.record_ignored(conn, event, rule=ignored.rule, reason=ignored.reason)
+            return True
+
+        return await slot.run(commit)
+
+    def _keep_for_quoting(self, conn: sqlite3.Connection, event: Message) -> None:
+        """What a reply's quote needs of its original (sender and text), sealed with the
+        archive key when one is set; retention deletes it with the archive's records."""
+        text = event.text or " ".join(f"[{a.name or 'attachment'}]" for a in event.attachments)
+        kept = Message(id=event.id, origin=event.origin, text=text, kind=event.kind)
+        payload = self.sealer.seal(codec.dumps(kept), table="messages", key=event.id)
+        conn.execute(
+            "INSERT OR IGNORE INTO messages VALUES (?, ?, ?)", (event.id, payload, time.time())
+        )
+
     def _plan(
         self, event: Event, quoted: Message | None, stats: RelayStats
-    ) -> tuple[list[tuple[Destination, Decision]], list[Item]]:
-        """The decision for every destination, and the deliveries they allow."""
+    ) -> tuple[list[tuple[Destination, Decision]], list[Item], tuple[Message, Decision] | None]:
+        """The decision for every destination, the deliveries they allow (with the notice
+        to the sender, if one is due), and that notice with the decision it explains."""
         if event.origin.direct:
-            return direct.decisions(event), []
+            return direct.decisions(event), [], None
         decisions: list[tuple[Destination, Decision]] = []
         items: list[Item] = []
         notify: list[Decision] = []
@@ -225,9 +266,20 @@ class Relay:
                         txn_id=txn_id_for(event.id, route.dest.network, route.dest.room),
                     )
                 )
+        notice: tuple[Message, Decision] | None = None
         if notify:
-            items.append(self._notice(event, notify[0]))
-        return decisions, items
+            note = self._notice(event, notify[0])
+            origin = event.origin
+            items.append(
+                Item(
+                    network=origin.network,
+                    room=origin.room,
+                    event=note,
+                    txn_id=txn_id_for(event.id, origin.network, origin.room, "notice"),
+                )
+            )
+            notice = (note, notify[0])
+        return decisions, items, notice
 
     async def _quoted(self, event: Event, slot: Slot) -> Message | None:
         if not isinstance(event, Message) or event.reply_to is None:
@@ -241,27 +293,36 @@ class Relay:
             return str(row[0]) if row else None
 
         payload = await slot.read(q)
-        found = codec.loads(payload) if payload else None
+        if not payload:
+            return None
+        found = codec.loads(self.sealer.open(payload, table="messages", key=target))
         return found if isinstance(found, Message) else None
 
-    def _notice(self, event: Event, decision: Decision) -> Item:
+    def _notice(self, event: Event, decision: Decision) -> Message:
         """Tells the sender, in the origin room, which rule held the message back; never
         the matched text."""
         what = "was not relayed" if decision.event is None else "was relayed redacted"
         origin = event.origin
         text = f"{origin.sender.name}: your message {what} (policy rule {decision.rule!r})."
-        notice = Message(
+        return Message(
             id=new_event_id(),
             origin=Origin(network=origin.network, room=origin.room, sender=NOTICE_SENDER),
             text=text,
             kind=MessageKind.NOTICE,
         )
-        return Item(
-            network=origin.network,
-            room=origin.room,
-            event=notice,
-            txn_id=txn_id_for(event.id, origin.network, origin.room, "notice"),
-        )
+
+
+def _first_sighting(conn: sqlite3.Connection, event: Event) -> bool:
+    """Maps the event's remote id; False when it was mapped before (a replay)."""
+    origin = event.origin
+    return origin.remote_id is None or record_sync(
+        conn,
+        network=origin.network,
+        room=origin.room,
+        remote_id=origin.remote_id,
+        event_id=EventId(event.id),
+        inbound=True,
+    )
 
 
 def _clean(event: Event, room: str) -> Event:

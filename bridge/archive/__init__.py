@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from imbridge.events import Event, EventId, RemoteId
+from imbridge.events import Event, EventId, Message, RemoteId
 from imbridge.policy import Decision, Destination
 
 
@@ -53,6 +53,28 @@ class Recorder(Protocol):
         """Several outcomes at once: the outbox records deliveries in batches."""
         ...
 
+    def record_ignored(
+        self, conn: sqlite3.Connection, event: Event, *, rule: str, reason: str
+    ) -> None:
+        """An event seen but never relayed (a configured bot, another bridge's copy):
+        the event as seen and one decision `ignored` naming `rule` (runs inside the relay
+        transaction)."""
+        ...
+
+    def record_notice(
+        self,
+        conn: sqlite3.Connection,
+        notice: Message,
+        *,
+        purpose: str,
+        about: EventId | None = None,
+        rule: str | None = None,
+    ) -> None:
+        """A notice the bridge itself posts (`purpose`: "policy" to a sender, "room" for
+        the archive notice), with its text, in the transaction that queues it; `about` is
+        the event it answers, `rule` the rule or setting behind it."""
+        ...
+
 
 class NullRecorder:
     """Used when `archive.enabled` is false."""
@@ -77,4 +99,20 @@ class NullRecorder:
         return None
 
     def record_deliveries(self, conn: sqlite3.Connection, done: Sequence[Delivery]) -> None:
+        return None
+
+    def record_ignored(
+        self, conn: sqlite3.Connection, event: Event, *, rule: str, reason: str
+    ) -> None:
+        return None
+
+    def record_notice(
+        self,
+        conn: sqlite3.Connection,
+        notice: Message,
+        *,
+        purpose: str,
+        about: EventId | None = None,
+        rule: str | None = None,
+    ) -> None:
         return None

@@ -10,6 +10,14 @@ records, the proof of which settings and holds were in force.
 A hold covers an event whose origin (network, room, sender) or one of whose destinations
 (network, room) matches it; every record of that event (the event, its decisions, its
 deliveries) is kept.
+
+The purge also deletes what the relay keeps beside the archive (the quoting copies in
+`messages`, the id map, failed outbox rows) past the same cutoff, except a held event's,
+in the same transaction; and it leaves no word behind: the state database runs with
+`secure_delete` (deleted rows are zeroed), the full-text index is optimised (FTS5 keeps
+deleted documents' words in its segments until they merge; SQLite 3.40 has no FTS5
+secure-delete), and the caller truncates the WAL after the commit (`truncate_wal`), which
+otherwise still holds the pages as they were.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ def held_events(conn: sqlite3.Connection, holds: tuple[LegalHold, ...], cutoff_u
     out: set[str] = set()
     for event_id, network, room, sender, dnet, droom in conn.execute(
         "SELECT event_id, network, room, sender, dest_network, dest_room FROM archive_records "
-        "WHERE ts_us < ? AND kind IN ('event', 'decision')",
+        "WHERE ts_us < ? AND kind IN ('event', 'decision', 'notice')",
         (cutoff_us,),
     ):
         if _held(holds, network, room, sender) or _held(holds, dnet, droom, None):
@@ -85,6 +93,7 @@ def purge(
     cutoff_us = now - settings.retention_days * DAY_US
     cutoff = datetime.fromtimestamp(cutoff_us / 1_000_000, UTC)
     held_ids = held_events(conn, settings.legal_hold, cutoff_us)
+    purge_relay_state(conn, cutoff_us / 1_000_000, held_ids)
     last_old = conn.execute(
         "SELECT max(seq) FROM archive_records WHERE ts_us < ? "
         "AND kind NOT IN ('purge', 'config', 'hold')",
@@ -122,6 +131,8 @@ def purge(
     conn.executemany("DELETE FROM archive_fts_pending WHERE seq = ?", ((s,) for s in doomed))
     conn.executemany("DELETE FROM archive_records WHERE seq = ?", ((s,) for s in doomed))
     filequeue.forget(conn, doomed)  # the files go in the sweep after commit (files.py)
+    # Merges every index segment into one, dropping the deleted documents' entries.
+    conn.execute("INSERT INTO archive_fts (archive_fts) VALUES ('optimize')")
     head = store.append(
         conn,
         [
@@ -140,3 +151,39 @@ def purge(
         ],
     )
     return PurgeResult(len(doomed), held, len(runs), cutoff, head.seq)
+
+
+def purge_relay_state(conn: sqlite3.Connection, cutoff_s: float, held: set[str]) -> int:
+    """Deletes the relay's own copies older than `cutoff_s` (Unix seconds, the unit of
+    those tables): quoting copies, id map rows, failed outbox rows (pending ones are
+    still to be delivered). A held event keeps them. Returns how many rows went; an
+    archive opened without the relay's tables (a copy for audit) has none to delete."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"messages", "idmap", "outbox"} <= names:
+        return 0
+    deleted = 0
+    rows = conn.execute("SELECT event_id FROM messages WHERE created < ?", (cutoff_s,)).fetchall()
+    gone = [(e,) for (e,) in rows if e not in held]
+    deleted += conn.executemany("DELETE FROM messages WHERE event_id = ?", gone).rowcount
+    rows = conn.execute(
+        "SELECT network, remote_id, event_id FROM idmap WHERE created < ?", (cutoff_s,)
+    ).fetchall()
+    keys = [(n, r) for n, r, e in rows if e not in held]
+    deleted += conn.executemany(
+        "DELETE FROM idmap WHERE network = ? AND remote_id = ?", keys
+    ).rowcount
+    rows = conn.execute(
+        "SELECT seq, event_id FROM outbox WHERE state = 'failed' AND created < ?", (cutoff_s,)
+    ).fetchall()
+    seqs = [(s,) for s, e in rows if e not in held]
+    deleted += conn.executemany("DELETE FROM outbox WHERE seq = ?", seqs).rowcount
+    return deleted
+
+
+def truncate_wal(conn: sqlite3.Connection) -> bool:
+    """Copies the WAL into the database file and truncates it to zero bytes, so the page
+    images of a purge's deleted rows leave the WAL too; run after the purge committed,
+    outside a transaction. False when a reader kept it from finishing (the next purge,
+    or SQLite's own checkpoints, finish the job)."""
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return int(busy) == 0

@@ -43,9 +43,10 @@ class Outcome:
     rule: str | None
 
     def label(self) -> str:
-        where = f"{self.dest_network}:{self.dest_room}"
         rule = f" ({self.rule})" if self.rule else ""
-        return f"{where} {self.action}{rule}"
+        if self.dest_network is None:  # `ignored`: one decision for the event, no destination
+            return f"{self.action}{rule}"
+        return f"{self.dest_network}:{self.dest_room} {self.action}{rule}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,8 +118,8 @@ def _us(when: datetime) -> int:
 
 def filters(query: Query, prefix: str = "r.") -> tuple[list[str], list[Any]]:
     """SQL conditions (on table alias `prefix`) and their parameters for a query's
-    filters; only event records."""
-    clauses = [f"{prefix}kind = 'event'"]
+    filters; only event and notice records."""
+    clauses = [f"{prefix}kind IN ('event', 'notice')"]  # notices: the bridge's own words
     params: list[Any] = []
     for column, value in (("network", query.network), ("room", query.room), ("sender", query.user)):
         if value:

@@ -26,7 +26,7 @@ import structlog
 from imbridge.archive.actor import Actor
 from imbridge.archive.chain import Head
 from imbridge.archive.configs import Applied, changed_between, record_config
-from imbridge.archive.retention import PurgeResult, purge
+from imbridge.archive.retention import PurgeResult, purge, truncate_wal
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import Config
 from imbridge.db import Database
@@ -75,6 +75,7 @@ class ArchiveService:
 
     async def purge(self) -> PurgeResult:
         result = await self.db.transact(lambda conn: purge(self.store, conn), background=True)
+        await self.db.read(truncate_wal, background=True)  # the purged pages leave the WAL
         if result.seq is not None:
             log.info(
                 "archive_purged",

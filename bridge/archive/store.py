@@ -119,7 +119,7 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-CONTENT_KINDS = frozenset({"event", "decision", "access", "file"})
+CONTENT_KINDS = frozenset({"event", "decision", "access", "file", "notice"})
 """Kinds whose body holds message content (an access's query may quote it, a file record
 names an attachment), encrypted when a key is configured."""
 
@@ -302,6 +302,57 @@ class ArchiveStore:
                     "body": {"remote_id": d.remote_id, "error": d.error},
                 }
                 for d in done
+            ],
+        )
+
+    def record_ignored(
+        self, conn: sqlite3.Connection, event: Event, *, rule: str, reason: str
+    ) -> None:
+        o = event.origin
+        common = {"event_id": event.id, "network": o.network, "room": o.room, "sender": o.sender.id}
+        self.append(
+            conn,
+            [
+                {
+                    **common,
+                    "kind": "event",
+                    "body": codec.to_dict(event),
+                    "terms": "\n".join(texts_of(event)),
+                },
+                {
+                    **common,
+                    "kind": "decision",
+                    "action": "ignored",
+                    "rule": rule,
+                    "body": {"reason": reason, "notify_sender": False},
+                },
+            ],
+        )
+
+    def record_notice(
+        self,
+        conn: sqlite3.Connection,
+        notice: Message,
+        *,
+        purpose: str,
+        about: EventId | None = None,
+        rule: str | None = None,
+    ) -> None:
+        o = notice.origin
+        self.append(
+            conn,
+            [
+                {
+                    "kind": "notice",
+                    "event_id": notice.id,
+                    "network": o.network,
+                    "room": o.room,
+                    "sender": o.sender.id,
+                    "action": purpose,
+                    "rule": rule,
+                    "body": {**codec.to_dict(notice), "purpose": purpose, "about": about},
+                    "terms": notice.text,
+                }
             ],
         )
 

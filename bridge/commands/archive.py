@@ -30,7 +30,7 @@ from imbridge.archive.export import Item, items, write_eml, write_jsonl
 from imbridge.archive.exportfiles import FILES, Carrier, write_jsonl_files, write_zip
 from imbridge.archive.files import FileStore
 from imbridge.archive.heads import SigningKeyError, parse_public
-from imbridge.archive.retention import DAY_US, PurgeResult, purge
+from imbridge.archive.retention import DAY_US, PurgeResult, purge, truncate_wal
 from imbridge.archive.search import Query, filters, search, table
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.commands.progress import Advance, progress
@@ -313,6 +313,7 @@ def archive_purge(
         result = await db.transact(
             lambda conn: purge_with_progress(conn, store, err), background=True
         )
+        await db.read(truncate_wal, background=True)  # the purged pages leave the WAL
         await db.read(store.checkpoint, background=True)
         query = {
             "retention_days": config.archive.retention_days,

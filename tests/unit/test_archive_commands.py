@@ -135,7 +135,7 @@ def test_denied_keyword_reaches_allowed_room_only_and_is_archived_both_ways(
     assert "nothing-confidential-leaves" in notices[0]
     assert "merger" not in notices[0]  # the rule is named, the text is not repeated
 
-    code, out, _ = call("archive_search", path, "confidential", fmt="json")
+    code, out, _ = call("archive_search", path, "merger", fmt="json")
     assert code == 0
     hits = json.loads(out)
     assert [h["sender"] for h in hits] == ["alice"]
@@ -202,8 +202,11 @@ def test_export_eml_one_message_per_chat_message(
     outdir = tmp_path / "eml"
     code, _, _ = call("archive_export", path, fmt="eml", output=outdir, room="#ops")
     assert code == 0
-    files = sorted(outdir.glob("*.eml"))
-    assert len(files) == len(POSTS)
+    files = sorted(outdir.glob("*.eml"), key=lambda f: int(f.stem))
+    assert len(files) == len(POSTS) + 1  # and the bridge's policy notice to alice
+    notice = email.message_from_bytes(files[1].read_bytes(), policy=default_policy)
+    assert notice["X-Imbridge-Sender"] == "imbridge"
+    assert "nothing-confidential-leaves" in notice.get_content()
     mail = email.message_from_bytes(files[0].read_bytes(), policy=default_policy)
     assert mail["From"].addresses[0].display_name == "alice"
     assert mail["X-Imbridge-Sender"] == "alice"

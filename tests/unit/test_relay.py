@@ -128,11 +128,23 @@ async def test_two_bridges_sharing_two_rooms_do_not_loop(
     start_daemon: StartDaemon, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     hub = MemoryHub()
-    first, _ = await start_daemon(hub=hub, state=tmp_path_factory.mktemp("one"))
+    # Relay markers are trusted only from bots listed in ignore_users: each bridge lists
+    # the other, which is what keeps them from looping.
+    first_body = """
+networks:
+  a: {type: memory, ignore_users: [second]}
+  b: {type: memory, ignore_users: [second]}
+gateways:
+  g:
+    rooms:
+      - {network: a, room: "#x"}
+      - {network: b, room: "#y"}
+"""
+    first, _ = await start_daemon(first_body, hub=hub, state=tmp_path_factory.mktemp("one"))
     second_body = """
 networks:
-  a: {type: memory, nick: second}
-  b: {type: memory, nick: second}
+  a: {type: memory, nick: second, ignore_users: [imbridge]}
+  b: {type: memory, nick: second, ignore_users: [imbridge]}
 gateways:
   g:
     rooms:

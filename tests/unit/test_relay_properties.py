@@ -23,8 +23,8 @@ OTHER = {"#x": "#y", "#y": "#x"}
 def body(nick: str) -> str:
     return f"""
 networks:
-  a: {{type: memory, nick: {nick}}}
-  b: {{type: memory, nick: {nick}}}
+  a: {{type: memory, nick: {nick}, ignore_users: ["bridge*"]}}
+  b: {{type: memory, nick: {nick}, ignore_users: ["bridge*"]}}
 gateways:
   g:
     nick_format: ""
