@@ -4,8 +4,10 @@ Matrix removes a reaction by redacting the reaction's own event: the adapter can
 say "event X was deleted" (X found through the id map). The relay records every
 reaction's target and key here, and turns a delete of a known reaction into a
 `Reaction(removed=True)` carrying the same target and key, which is what a reader of the
-archive needs ("alice took back 👍 on message M"), whatever the network. SQL on a
-caller's connection; no I/O of its own.
+archive needs ("alice took back 👍 on message M"), whatever the network. The key is
+sealed like the relay's other copies (a reaction may be a word, not an emoji), and
+retention deletes the rows with the archive's records. SQL on a caller's connection; no
+I/O of its own.
 """
 
 from __future__ import annotations
@@ -13,18 +15,26 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from imbridge.archive.sealing import Sealer
 from imbridge.events import Delete, Event, EventId, Reaction
 
+TABLE = "reactions"
 
-def record_sync(conn: sqlite3.Connection, event: Reaction) -> None:
+
+def record_sync(conn: sqlite3.Connection, event: Reaction, sealer: Sealer) -> None:
     if not event.removed:
         conn.execute(
             "INSERT OR IGNORE INTO reactions (event_id, target, key, created) VALUES (?, ?, ?, ?)",
-            (event.id, event.target, event.key, time.time()),
+            (
+                event.id,
+                event.target,
+                sealer.seal(event.key, table=TABLE, key=event.id),
+                time.time(),
+            ),
         )
 
 
-def as_removal(conn: sqlite3.Connection, event: Event) -> Event:
+def as_removal(conn: sqlite3.Connection, event: Event, sealer: Sealer) -> Event:
     """`event`, or the removal it stands for when it deletes a known reaction."""
     if not isinstance(event, Delete):
         return event
@@ -33,9 +43,8 @@ def as_removal(conn: sqlite3.Connection, event: Event) -> Event:
     ).fetchone()
     if row is None:
         return event
-    return Reaction(
-        id=event.id, origin=event.origin, target=EventId(row[0]), key=str(row[1]), removed=True
-    )
+    key = sealer.open(str(row[1]), table=TABLE, key=event.target)
+    return Reaction(id=event.id, origin=event.origin, target=EventId(row[0]), key=key, removed=True)
 
 
 __all__ = ["as_removal", "record_sync"]

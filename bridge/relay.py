@@ -165,7 +165,7 @@ class Relay:
         setup = self.setup
         event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
         if isinstance(event, Delete):
-            event = await slot.read(lambda conn: reactions.as_removal(conn, event))
+            event = await slot.read(lambda conn: reactions.as_removal(conn, event, self.sealer))
         quoted = await self._quoted(event, slot)
         decisions, items, notice = self._plan(event, quoted, stats)
 
@@ -175,7 +175,7 @@ class Relay:
             if isinstance(event, Message):
                 self._keep_for_quoting(conn, event)
             if isinstance(event, Reaction):
-                reactions.record_sync(conn, event)
+                reactions.record_sync(conn, event, self.sealer)
             self.recorder.record_event(conn, event, decisions)
             if notice is not None:
                 note, why = notice

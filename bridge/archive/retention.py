@@ -177,6 +177,15 @@ def purge_relay_state(conn: sqlite3.Connection, cutoff_s: float, held: set[str])
     ).fetchall()
     seqs = [(s,) for s, e in rows if e not in held]
     deleted += conn.executemany("DELETE FROM outbox WHERE seq = ?", seqs).rowcount
+    if "reactions" in names:  # what each reaction was, and who got the private-message answer
+        rows = conn.execute(
+            "SELECT event_id FROM reactions WHERE created < ?", (cutoff_s,)
+        ).fetchall()
+        gone = [(e,) for (e,) in rows if e not in held]
+        deleted += conn.executemany("DELETE FROM reactions WHERE event_id = ?", gone).rowcount
+        deleted += conn.execute(
+            "DELETE FROM direct_replies WHERE replied < ?", (cutoff_s,)
+        ).rowcount
     return deleted
 
 

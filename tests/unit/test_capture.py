@@ -161,6 +161,7 @@ async def test_with_a_key_no_relayed_word_is_in_clear_and_quotes_still_work(
     hub.post("#y", "bob", "numbat agreed", reply_to=copy.remote_id)
     await until(lambda: len(texts(hub, "#x")) == 2)
     assert hub.in_room("#x")[1].reply_to == original.remote_id
+    hub.post("#x", "carol", "quokka", kind="reaction", target=original.remote_id)
     b = daemon.adapters["b"]
     assert isinstance(b, MemoryAdapter)
     b.failures.append(PermanentSendError("room gone"))
@@ -173,7 +174,8 @@ async def test_with_a_key_no_relayed_word_is_in_clear_and_quotes_still_work(
     sealed = await rows(daemon, "SELECT payload FROM messages")
     assert sealed
     assert all(p.startswith("sealed1:") for (p,) in sealed)
-    assert found_in_files(tmp_path, ["wombat", "numbat", "platypus", "Tuesday"]) == {}
+    assert await rows(daemon, "SELECT count(*) FROM reactions") == [(1,)]
+    assert found_in_files(tmp_path, ["wombat", "numbat", "platypus", "Tuesday", "quokka"]) == {}
     assert (await find(daemon, "numbat"))[0].sender == "bob"  # the key holder still finds it
 
 
@@ -191,8 +193,11 @@ async def test_purge_takes_the_relay_copies_and_leaves_no_word_behind(
     await until(lambda: len(texts(hub, "#y")) == 2)
     hub.post("#y", "bob", "okapi reply", reply_to=hub.in_room("#y")[0].remote_id)
     await until(lambda: len(texts(hub, "#x")) == 4)
+    hub.post("#y", "bob", "wallaby", kind="reaction", target=hub.in_room("#y")[1].remote_id)
+    hub.post("#x", "alice", "sentinel")
+    await until(lambda: texts(hub, "#y")[-1:] == ["<alice@a> sentinel"])
     await settle(daemon)
-    gone = ["aardvark", "axolotl", "okapi"]
+    gone = ["aardvark", "axolotl", "okapi", "wallaby"]
     assert found_in_files(tmp_path, gone)  # on disk before the purge, somewhere
 
     store = store_of(daemon)
@@ -207,6 +212,7 @@ async def test_purge_takes_the_relay_copies_and_leaves_no_word_behind(
     held = await rows(daemon, "SELECT DISTINCT event_id FROM idmap")
     assert len(held) == 1  # carol's message and its copy, under the hold
     assert len(await rows(daemon, "SELECT event_id FROM messages")) == 1
+    assert await rows(daemon, "SELECT count(*) FROM reactions") == [(0,)]
 
 
 @pytest.mark.parametrize("relayed", [False, True])
