@@ -117,6 +117,12 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX archive_file_refs_id ON archive_file_refs (file_id);
     """,
+    # v4: the few records looked up by kind (purges, configs, holds, access) are found
+    # without scanning years of events: the daemon reads them at start, at each reload
+    # and after each purge, `archive audit` lists them.
+    """
+    CREATE INDEX archive_kind ON archive_records (kind, seq);
+    """,
 )
 
 CONTENT_KINDS = frozenset({"event", "decision", "access", "file", "notice"})
