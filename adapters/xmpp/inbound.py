@@ -136,7 +136,9 @@ class Receiver(XmppState):
     ) -> None:
         """A private message: archived (the core decides), no cursor (no catch-up reads
         a private chat back), its ids remembered so corrections and reactions resolve."""
-        sender = room.sender_id(wire.nick) if room is not None else wire.room
+        # A person by their bare JID; someone in a room by their real JID where the room
+        # shows it, else by their occupant JID (the conversation).
+        sender = room.sender_id(wire.nick) if room is not None else private.conversation
         events, then = await self._to_events(private.conversation, wire, sender, private)
         if private.remote_id:
             self._remember_alias(private.conversation, wire, private.remote_id)

@@ -286,3 +286,12 @@ def test_reaction_keys_keep_emoji_sequences_and_lose_direction_controls() -> Non
     family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
     assert reaction_keys([family, "\u202eok", "\x00", "a\nb"]) == (family, "ok", "a b")
     assert len(reaction_keys(str(n) for n in range(100))) == 32
+
+
+async def test_private_message_through_a_room_the_relay_left_names_the_occupant() -> None:
+    run = Run(Slot())
+    run.adapter._rooms[ROOM].joined = False
+    (event,) = await run.feed(sample("muc_private.xml"))
+    assert event.origin.direct
+    assert (event.origin.room, event.origin.sender.id) == (f"{ROOM}/dave", f"{ROOM}/dave")
+    await run.stop()
