@@ -59,6 +59,12 @@ class XmppConfig(NetworkConfig):
     """Upper bound of the reconnect backoff, in seconds (before jitter)."""
     catch_up: bool = True
     """After a restart, fetch what the rooms said meanwhile from their MAM archive."""
+    direct_messages: bool = True
+    """Take private messages to the relay (chat messages to its JID, private messages
+    through a room): archived, never relayed, each sender answered once. A client
+    announces itself available for this, since a server passes chat messages addressed
+    to a bare JID only to a client that did; `false` sends no such presence and ignores
+    private messages altogether."""
     media: Literal["upload", "link"] = "upload"
     """Attachments from other networks: `upload` copies each to the server's HTTP File
     Upload service (XEP-0363) when it offers one, and sends that URL; `link` sends the

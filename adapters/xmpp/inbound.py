@@ -14,23 +14,29 @@ from __future__ import annotations
 import functools
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import Event, EventId, Join, Leave, Origin, RemoteId, Sender, new_event_id
 from imbridge.sanitize import clean_nick, clean_text
 
 from .delivery import NOT_IN_ROOM, PERMANENT
+from .private import Private, private_message
+from .reactions import ReactionSets, reaction_keys, to_reactions
+from .reactions import state_key as reaction_state_key
 from .rooms import Cursor, Room, cursor_key
 from .stanzas import NS_MAM, WireMessage, WirePresence, parse_message, parse_presence, q
 from .state import CatchUp, XmppState
 from .translate import Inbound as InboundContext
-from .translate import references, to_core
+from .translate import origin_of, references, to_core
 
 
-def alias_key(room: str, message_id: str) -> str:
-    """State key of a sender's own message id in `room`; its value is the stanza-id."""
-    return f"mid:{room}:{message_id}"
+def alias_key(conversation: str, message_id: str) -> str:
+    """State key of a sender's own message id in a room or private chat; its value is the
+    id the id map knows the message by."""
+    return f"mid:{conversation}:{message_id}"
 
 
 def sent_key(stanza_id: str) -> str:
@@ -38,7 +44,24 @@ def sent_key(stanza_id: str) -> str:
     return f"oid:{stanza_id}"
 
 
-def _bounded_put(mapping: OrderedDict[str, str], key: str, value: str, limit: int = 50_000) -> None:
+V = TypeVar("V")
+Save = Callable[[], None]
+"""What to store once an event is on disk: it only queues writes (`writes`)."""
+
+
+def _both(first: Save | None, second: Save) -> Save:
+    """Two `then` callbacks as one, in order (both only queue writes: neither awaits)."""
+    if first is None:
+        return second
+
+    def both() -> None:
+        first()
+        second()
+
+    return both
+
+
+def _bounded_put(mapping: OrderedDict[str, V], key: str, value: V, limit: int = 50_000) -> None:
     mapping[key] = value
     mapping.move_to_end(key)
     while len(mapping) > limit:
@@ -85,15 +108,41 @@ class Receiver(XmppState):
             return  # an archive result: handled by the catch-up that asked for it
         wire = parse_message(element)
         room = self._rooms.get(wire.room)
-        if room is None:
-            return
         if wire.type == "error":
-            self._send_failed(room, wire)
+            if room is not None:
+                self._send_failed(room, wire)
         elif wire.type == "groupchat":
+            if room is None:
+                return
             if room.catching_up:
                 room.buffer.append(wire)
             else:
                 await self._process(room, wire)
+        elif (private := self._private(wire, room)) is not None:
+            await self._process_private(wire, private, room)
+
+    def _private(self, wire: WireMessage, room: Room | None) -> Private | None:
+        """Where a private message to the relay came from; None for any other stanza,
+        and for all of them when the network does not take private messages."""
+        if not self.config.direct_messages:
+            return None
+        if room is not None and self._speaks_for(room, wire.nick, room.occupants.get(wire.nick)):
+            return None  # one of our own puppets
+        rooms = {r.jid: r.nick for r in self._rooms.values() if r.joined}
+        return private_message(wire, own=self._own_jid, rooms=rooms)
+
+    async def _process_private(
+        self, wire: WireMessage, private: Private, room: Room | None
+    ) -> None:
+        """A private message: archived (the core decides), no cursor (no catch-up reads
+        a private chat back), its ids remembered so corrections and reactions resolve."""
+        # A person by their bare JID; someone in a room by their real JID where the room
+        # shows it, else by their occupant JID (the conversation).
+        sender = room.sender_id(wire.nick) if room is not None else private.conversation
+        events, then = await self._to_events(private.conversation, wire, sender, private)
+        if private.remote_id:
+            self._remember_alias(private.conversation, wire, private.remote_id)
+        await self._put(events, then)
 
     def _send_failed(self, room: Room, wire: WireMessage) -> None:
         oid = wire.id or ""
@@ -117,7 +166,8 @@ class Receiver(XmppState):
             room.subject_seen = True  # the room's current subject, sent on every join
             self._confirm_topics(room, wire)
             return
-        event: Event | None = None
+        events: list[Event] = []
+        then: Save | None = None
         own = wire.nick == room.nick or wire.relayed_by == self.identity
         if own or self._speaks_for(room, wire.nick, room.occupants.get(wire.nick)):
             if is_subject:
@@ -127,39 +177,91 @@ class Receiver(XmppState):
                 if sid:
                     self._remember_sent(sid, oid)
         else:
-            event = await self._to_event(room, wire)
+            sender = room.sender_id(wire.nick) if wire.nick else room.jid
+            events, then = await self._to_events(room.jid, wire, sender, None)
             if sid:
-                self._remember_alias(room, wire, sid)
+                self._remember_alias(room.jid, wire, sid)
         if sid is not None:
             room.seen.add(sid)
             cursor = Cursor(sid, wire.stamp or datetime.now(UTC))
-            # The cursor moves once the event (if any) is on disk, never past it: only
+            # The cursor moves once the events (if any) are on disk, never past them: only
             # then is it queued for writing, replacing a cursor of this room still queued.
             save = functools.partial(self._writes.put, cursor_key(room.jid), cursor.dumps())
-            await self._intake.put(event, save)
-        elif event is not None:
+            then = _both(then, save)
+        await self._put(events, then)
+
+    async def _put(self, events: list[Event], then: Save | None) -> None:
+        """Hands `events` to the core in order; `then` runs once the last is on disk."""
+        for event in events[:-1]:
             await self._intake.put(event)
+        if events:
+            await self._intake.put(events[-1], then)
+        elif then is not None:
+            await self._intake.put(None, then)
 
     def _confirm_topics(self, room: Room, wire: WireMessage) -> None:
         for oid in self._topic_oids.pop(room.jid, []):
             self._delivery.confirm(oid, RemoteId(wire.stanza_id or oid))
 
-    async def _to_event(self, room: Room, wire: WireMessage) -> Event | None:
+    async def _to_events(
+        self, conversation: str, wire: WireMessage, sender: str, private: Private | None
+    ) -> tuple[list[Event], Save | None]:
+        """The events `wire` stands for, and what to store once they are on disk."""
+        resolved = await self._resolve(conversation, wire, prefixed=private is not None)
+        ctx = InboundContext(
+            network=self.name,
+            event_id=new_event_id(),
+            sender_id=sender,
+            resolved=resolved,
+            private=private,
+        )
+        if wire.reactions is not None:
+            return await self._reaction_events(conversation, wire, ctx)
+        event = to_core(wire, ctx)
+        return ([event] if event is not None else []), None
+
+    async def _resolve(
+        self, conversation: str, wire: WireMessage, *, prefixed: bool
+    ) -> dict[str, EventId]:
+        """Event ids of the messages `wire` refers to, through the id map: by the id
+        itself or, for a sender's own message id, by the alias it was stored under. In a
+        private chat ids carry the conversation (see `private`), so a reference there
+        finds nothing said elsewhere."""
         resolved: dict[str, EventId] = {}
         for ref in references(wire):
-            event_id = await self._cursors.event_id(RemoteId(ref))
+            remote = f"{conversation}:{ref}" if prefixed else ref
+            event_id = await self._cursors.event_id(RemoteId(remote))
             if event_id is None:
-                key = alias_key(room.jid, ref)
+                key = alias_key(conversation, ref)
                 sid = self._aliases.get(key) or await self._writes.get(key)
                 if sid:
                     event_id = await self._cursors.event_id(RemoteId(sid))
             if event_id is not None:
                 resolved[ref] = event_id
-        sender = room.sender_id(wire.nick) if wire.nick else room.jid
-        ctx = InboundContext(
-            network=self.name, event_id=new_event_id(), sender_id=sender, resolved=resolved
-        )
-        return to_core(wire, ctx)
+        return resolved
+
+    async def _reaction_events(
+        self, conversation: str, wire: WireMessage, ctx: InboundContext
+    ) -> tuple[list[Event], Save | None]:
+        """XEP-0444: what changed in the sender's set on one message, against the set
+        kept for them (`reactions`); the new set is stored once the events are on disk."""
+        target = ctx.resolved.get(wire.reaction_id or "")
+        if target is None or wire.reactions is None:
+            return [], None  # a message the bridge never saw: nothing to name
+        sets = self._reaction_sets.get(conversation)
+        if sets is None:
+            sets = ReactionSets.loads(await self._writes.get(reaction_state_key(conversation)))
+        _bounded_put(self._reaction_sets, conversation, sets, limit=256)
+        current = reaction_keys(wire.reactions)
+        previous = sets.get(ctx.sender_id, target)
+        events: list[Event] = list(to_reactions(origin_of(wire, ctx), target, previous, current))
+        if not events:
+            return [], None
+        sets.put(ctx.sender_id, target, current)
+        save = functools.partial(
+            self._writes.put, reaction_state_key(conversation), sets.dumps()
+        )  # the sets as they are now: a later update must not be stored before its events
+        return events, save
 
     async def _presence(self, element: ET.Element) -> None:
         presence = parse_presence(element)
@@ -218,10 +320,11 @@ class Receiver(XmppState):
         _bounded_put(self._sent_ids, sid, oid)
         self._writes.put(sent_key(sid), oid)
 
-    def _remember_alias(self, room: Room, wire: WireMessage, sid: str) -> None:
-        """A sender's own message ids -> the room's stanza-id the id map knows it by:
-        corrections (XEP-0308) name the former, so they resolve even after a restart."""
+    def _remember_alias(self, conversation: str, wire: WireMessage, sid: str) -> None:
+        """A sender's own message ids -> the id the id map knows it by (the room's
+        stanza-id): corrections (XEP-0308) and reactions in a private chat (XEP-0444)
+        name the former, so they resolve even after a restart."""
         for mid in {wire.id, wire.origin_id} - {None, sid}:
-            key = alias_key(room.jid, str(mid))
+            key = alias_key(conversation, str(mid))
             _bounded_put(self._aliases, key, sid)
             self._writes.put(key, sid)

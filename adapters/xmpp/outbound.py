@@ -35,6 +35,8 @@ class Transmitter(XmppState):
         client = self._client
         if client is None or not self.connected:
             raise RetryableSendError("not connected")
+        if item.event.origin.direct:
+            return self._send_private(client, item)
         room = self._rooms.get(item.room.lower())
         if room is None or not room.joined:  # the daemon joins every room it routes to
             raise RetryableSendError(f"not in {item.room}")
@@ -88,6 +90,19 @@ class Transmitter(XmppState):
             self._topic_oids.setdefault(room.jid, []).append(oid)
         client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp
         return pending
+
+    def _send_private(self, client: XMLStream, item: Outgoing) -> RemoteId:
+        """A `chat` message to a person (the answer to a private message), from the
+        session's own JID (a component's: its domain). Nothing reflects a chat message,
+        so nothing confirms it: once on the stream (which stream management keeps across
+        a dropped connection) it counts as sent, and its id is its own origin-id, with
+        the conversation before it as the ids of the chat's other messages have (see
+        `private`), so a reaction to it resolves."""
+        element = build(item, identity=self.identity)
+        client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp
+        bare, _, nick = item.room.partition("/")
+        conversation = item.room if bare.lower() in self._rooms and nick else bare.lower()
+        return RemoteId(f"{conversation}:{element.get('id')}")
 
     def _in_flight(self, oid: str) -> Pending | None:
         """The delivery to wait for instead of writing again; None once none is, or once

@@ -174,6 +174,11 @@ class Session(XmppState):
         generation = self._generation
         self._session_alive = True
         self._uploads.forget()
+        client = self._client
+        if client is not None and self.config.direct_messages and self.config.mode == "client":
+            # Available, so the server passes chat messages to the bare JID here (RFC 6121
+            # §8.5.2.1.1); without it they would bounce or wait offline, never seen.
+            client.send_presence()
         for room in list(self._rooms.values()):
             room.joined = False
             room.occupants.clear()

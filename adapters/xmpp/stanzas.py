@@ -31,6 +31,8 @@ NS_MAM = "urn:xmpp:mam:2"  # XEP-0313
 NS_FORWARD = "urn:xmpp:forward:0"  # XEP-0297
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_XHTML_IM = "http://jabber.org/protocol/xhtml-im"
+NS_REACTIONS = "urn:xmpp:reactions:0"  # XEP-0444
+NS_CONFERENCE = "jabber:x:conference"  # XEP-0249 direct invitation
 NS_RELAY = "urn:imbridge:relay:0"
 """imbridge's own marker on every message it relays, so no bridge relays it again."""
 
@@ -68,6 +70,11 @@ class WireMessage:
     relayed_by: str | None = None  # the relay marker's `by`, if any
     stamp: datetime | None = None  # XEP-0203 delay, for history and archive results
     error: str | None = None  # defined condition of a type=error message
+    reactions: tuple[str, ...] | None = None  # XEP-0444: the sender's whole set, raw
+    reaction_id: str | None = None  # XEP-0444: the id of the message reacted to
+    account_stanza_id: str | None = None  # XEP-0359 `by` the recipient's own bare JID
+    muc_user: bool = False  # carries a MUC <x/>: a private message through a room
+    invitation: bool = False  # a room invitation (XEP-0045 mediated or XEP-0249)
 
     @property
     def remote_id(self) -> str | None:
@@ -143,23 +150,48 @@ def _reply(message: ET.Element) -> tuple[str | None, tuple[int, int] | None]:
     return reply.get("id"), span
 
 
+def _reactions(message: ET.Element) -> tuple[tuple[str, ...] | None, str | None]:
+    """(keys, target id) of a XEP-0444 update; (None, None) when it is none."""
+    reactions = message.find(q(NS_REACTIONS, "reactions"))
+    if reactions is None:
+        return None, None
+    keys = tuple(r.text or "" for r in reactions.findall(q(NS_REACTIONS, "reaction")))
+    return keys, reactions.get("id") or None
+
+
+def _invitation(message: ET.Element) -> bool:
+    x = message.find(q(NS_MUC_USER, "x"))
+    if x is not None and (x.find(q(NS_MUC_USER, "invite")) is not None
+                          or x.find(q(NS_MUC_USER, "decline")) is not None):  # fmt: skip
+        return True
+    return message.find(q(NS_CONFERENCE, "x")) is not None
+
+
 def parse_message(
     element: ET.Element, *, archive_id: str | None = None, stamp: datetime | None = None
 ) -> WireMessage:
     """Reads a `<message>`; MAM results pass the forwarded message with its archive id
     (the room's stanza-id) and the forwarding delay stamp."""
     room, nick = split_jid(element.get("from", ""))
+    recipient = split_jid(element.get("to", ""))[0]
     stanza_id = archive_id
+    account_stanza_id = None
     origin_id = None
     for sid in element.findall(q(NS_SID, "stanza-id")):
-        if sid.get("by", "").lower() == room and sid.get("id"):
+        by = sid.get("by", "").lower()
+        if by == room and sid.get("id"):
             stanza_id = stanza_id or sid.get("id")
+        elif by and by == recipient and sid.get("id"):
+            # The recipient's server archived it (XEP-0313 on the account): an id no
+            # sender chose, so unique, unlike the sender's own message id.
+            account_stanza_id = account_stanza_id or sid.get("id")
     origin = element.find(q(NS_SID, "origin-id"))
     if origin is not None:
         origin_id = origin.get("id") or None
     replace = element.find(q(NS_CORRECT, "replace"))
     retract_id, moderated = _retraction(element)
     reply_id, reply_fallback = _reply(element)
+    reactions, reaction_id = _reactions(element)
     oob = tuple(
         (x.findtext(q(NS_OOB, "url"), "").strip(), x.findtext(q(NS_OOB, "desc"), ""))
         for x in element.findall(q(NS_OOB, "x"))
@@ -184,6 +216,11 @@ def parse_message(
         relayed_by=relay.get("by", "") if relay is not None else None,
         stamp=stamp or _stamp(element),
         error=_error(element) if element.get("type") == "error" else None,
+        reactions=reactions,
+        reaction_id=reaction_id,
+        account_stanza_id=account_stanza_id,
+        muc_user=element.find(q(NS_MUC_USER, "x")) is not None,
+        invitation=_invitation(element),
     )
 
 

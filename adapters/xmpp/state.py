@@ -28,8 +28,9 @@ from imbridge.intake import Intake
 from .config import XmppConfig
 from .delivery import Delivery
 from .media import Uploader
+from .reactions import ReactionSets
 from .rooms import Room
-from .stanzas import WireMessage
+from .stanzas import WireMessage, split_jid
 from .uploads import discovery_domain
 from .writes import CoalescedWrites
 
@@ -74,6 +75,9 @@ class XmppState:
         self._ready = asyncio.Event()
         self._login_settled = asyncio.Event()  # logged in and joined, or refused
         self._topic_oids: dict[str, list[str]] = {}  # room -> subject changes in flight
+        self._reaction_sets: OrderedDict[str, ReactionSets] = OrderedDict()
+        """Reaction sets of recent conversations, as stored (`reactions`)."""
+        self._own_jid = split_jid(self._identity)[0]  # private messages from it are ours
         self._login_failed: str | None = None
         self._session_alive = False
         self._generation = 0

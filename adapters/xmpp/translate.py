@@ -40,6 +40,7 @@ from imbridge.richtext import escape
 from imbridge.sanitize import clean_nick, clean_text
 
 from .formatting import rich_to_xhtml, xhtml_to_rich
+from .private import Private
 from .stanzas import (
     NS_CLIENT,
     NS_CORRECT,
@@ -75,11 +76,33 @@ class Inbound:
     event_id: EventId
     sender_id: str
     resolved: Mapping[str, EventId]  # remote id -> event id, from `references`
+    private: Private | None = None
+    """Set for a private message to the relay (see `private`): where it came from and
+    the id it is known by, instead of the room's."""
 
 
 def references(wire: WireMessage) -> tuple[str, ...]:
     """The remote ids `wire` points at, for the adapter to resolve through the id map."""
-    return tuple(i for i in (wire.replace_id, wire.retract_id, wire.reply_id) if i)
+    refs = (wire.replace_id, wire.retract_id, wire.reply_id, wire.reaction_id)
+    return tuple(i for i in refs if i)
+
+
+def origin_of(wire: WireMessage, ctx: Inbound) -> Origin:
+    """Where `wire` came from, as the core names it."""
+    private = ctx.private
+    remote_id = private.remote_id if private is not None else wire.remote_id
+    return Origin(
+        network=ctx.network,
+        room=private.room if private is not None else wire.room,
+        sender=Sender(
+            id=ctx.sender_id,
+            name=clean_nick(private.name if private is not None else wire.nick or wire.room),
+        ),
+        remote_id=RemoteId(remote_id) if remote_id else None,
+        timestamp=wire.stamp or utcnow(),
+        relayed=wire.relayed_by is not None,
+        direct=private is not None,
+    )
 
 
 def _body(wire: WireMessage) -> str:
@@ -92,16 +115,12 @@ def _body(wire: WireMessage) -> str:
 
 
 def to_core(wire: WireMessage, ctx: Inbound) -> Event | None:
-    """The core event for a groupchat message, or None for one the bridge ignores
-    (no text, a correction or retraction of something never seen, a chat state)."""
-    origin = Origin(
-        network=ctx.network,
-        room=wire.room,
-        sender=Sender(id=ctx.sender_id, name=clean_nick(wire.nick or wire.room)),
-        remote_id=RemoteId(wire.remote_id) if wire.remote_id else None,
-        timestamp=wire.stamp or utcnow(),
-        relayed=wire.relayed_by is not None,
-    )
+    """The core event for a groupchat message (or a private one, `ctx.private`), or None
+    for one the bridge ignores (no text, a correction or retraction of something never
+    seen, a chat state, a reaction update: those are `reactions`')."""
+    if wire.reactions is not None:
+        return None
+    origin = origin_of(wire, ctx)
     if wire.retract_id is not None:
         target = ctx.resolved.get(wire.retract_id)
         return Delete(id=ctx.event_id, origin=origin, target=target) if target else None
@@ -160,16 +179,27 @@ def _message_body(event: Message) -> str:
     return text
 
 
+def _message_type(event: Event) -> str:
+    """`chat` for the answer to a private message, which is all a person is sent."""
+    if not event.origin.direct:
+        return "groupchat"
+    if not isinstance(event, Message):
+        raise PermanentSendError(f"{type(event).__name__} is not sent to a person")
+    return "chat"
+
+
 def build(item: Outgoing, *, identity: str, replace_id: str | None = None) -> ET.Element:
-    """The `<message type="groupchat">` for one outgoing item. `replace_id` is the
+    """The `<message type="groupchat">` for one outgoing item (`chat`, to a person, for
+    the answer to a private message: `origin.direct`). `replace_id` is the
     message id an Edit corrects (XEP-0308 names the original stanza's id, which for the
     relay's own copies is their origin-id); a Delete retracts `item.target` (XEP-0424: a
     groupchat retraction names the room's stanza-id)."""
     oid = origin_id(item.txn_id)
-    message = ET.Element(
-        q(NS_CLIENT, "message"), {"type": "groupchat", "to": xml_text(item.room), "id": oid}
-    )
     event = item.event
+    message = ET.Element(
+        q(NS_CLIENT, "message"),
+        {"type": _message_type(event), "to": xml_text(item.room), "id": oid},
+    )
     match event:
         case Message():
             _text(message, "body", _message_body(event))
