@@ -1,10 +1,16 @@
-"""Each network's resume points (Matrix `next_batch`, XMPP last stanza-id), stored in the
-state database so a restart continues where the previous run stopped."""
+"""Each network's resume points (Matrix `next_batch`, XMPP last stanza-id) and small state
+an adapter must keep across restarts (XMPP's current reaction sets), stored in the state
+database so a restart continues where the previous run stopped.
+
+Values are sealed with the archive key when one is set, like the relay's other copies:
+an adapter's state may hold what people wrote (a reaction may be a word), and the
+archive promises no words in clear at rest."""
 
 from __future__ import annotations
 
 import sqlite3
 
+from imbridge.archive.sealing import Sealer
 from imbridge.db import Database
 from imbridge.events import EventId, RemoteId
 from imbridge.idmap import IdMap
@@ -13,10 +19,11 @@ from imbridge.idmap import IdMap
 class NetworkCursors:
     """The `Cursors` slot of one network (see `imbridge.adapter.Cursors`)."""
 
-    def __init__(self, db: Database, network: str) -> None:
+    def __init__(self, db: Database, network: str, sealer: Sealer | None = None) -> None:
         self.db = db
         self.network = network
         self._ids = IdMap(db)
+        self._sealer = sealer or Sealer()
 
     async def get(self, key: str) -> str | None:
         def q(conn: sqlite3.Connection) -> str | None:
@@ -25,9 +32,14 @@ class NetworkCursors:
             ).fetchone()
             return str(row[0]) if row else None
 
-        return await self.db.read(q)
+        stored = await self.db.read(q)
+        if stored is None:
+            return None
+        return self._sealer.open(stored, table="cursors", key=f"{self.network}\0{key}")
 
     async def set(self, key: str, value: str) -> None:
+        value = self._sealer.seal(value, table="cursors", key=f"{self.network}\0{key}")
+
         def w(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO cursors (network, key, value) VALUES (?, ?, ?)"

@@ -94,12 +94,16 @@ class Daemon:
         self.capture: AttachmentCapture | None = None
         self._started: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        key = config.archive.encryption_key
+        self.sealer = Sealer(key.get_secret_value() if key is not None else None)
+        """Seals what the relay and the adapters keep outside the archive (a key change
+        needs a restart, like the archive's own)."""
 
     # -- assembly -----------------------------------------------------------------------
 
     def _build_adapter(self, name: str) -> Adapter:
         net = self.config.networks[name]
-        cursors = NetworkCursors(self.db, name)
+        cursors = NetworkCursors(self.db, name, self.sealer)
         if self._factory is not None:
             return self._factory(name, net, cursors)
         cls = registry.adapter_class(net.type)
@@ -134,13 +138,8 @@ class Daemon:
             self.media_links = MediaLinks.from_state(self.config.bridge.state_dir, public_url)
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
-        key = self.config.archive.encryption_key
         self.outbox = Outbox(
-            self.db,
-            self.adapters,
-            self._rate_limits(),
-            self.recorder,
-            sealer=Sealer(key.get_secret_value() if key is not None else None),
+            self.db, self.adapters, self._rate_limits(), self.recorder, sealer=self.sealer
         )
         self.relay = Relay(
             self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder

@@ -16,7 +16,9 @@ from imbridge.archive.retention import DAY_US
 from imbridge.archive.sealing import Sealer, SealError
 from imbridge.archive.search import Hit, Query, search
 from imbridge.archive.store import ArchiveStore, now_us
+from imbridge.cursors import NetworkCursors
 from imbridge.daemon import Daemon
+from imbridge.db import Database
 from imbridge.errors import PermanentSendError
 from imbridge.events import Message, Origin, Sender, new_event_id
 from imbridge.screening import OWN_ECHO, RELAY_MARKER, screen
@@ -267,3 +269,28 @@ def test_sealed_payload_opens_only_in_its_own_row_and_with_the_key() -> None:
         "written before the key"
     )
     assert Sealer().seal("plain", table="outbox", key="t") == "plain"
+
+
+async def test_adapter_state_is_sealed_with_the_archive_key(tmp_path: Path) -> None:
+    """An adapter's saved state may hold what people wrote (XMPP keeps each person's
+    reaction set, and a reaction may be a word): with a key set it is sealed too."""
+    async with Database(tmp_path / "state.db") as db:
+        cursors = NetworkCursors(db, "xm", Sealer(KEY))
+        await cursors.set("rx:ops@conf", '{"alice":["quokka"]}')
+        assert await cursors.get("rx:ops@conf") == '{"alice":["quokka"]}'
+        raw = await db.read(lambda conn: conn.execute("SELECT value FROM cursors").fetchall())
+        assert raw
+        assert all("quokka" not in value for (value,) in raw)
+        # A cursor written before a key was set still reads back.
+        plain = NetworkCursors(db, "mx")
+        await plain.set("next_batch", "s72_1")
+        assert await NetworkCursors(db, "mx", Sealer(KEY)).get("next_batch") == "s72_1"
+        # A sealed value moved to another key does not open.
+        await db.transact(
+            lambda conn: conn.execute(
+                "UPDATE cursors SET value = (SELECT value FROM cursors WHERE key = 'rx:ops@conf') "
+                "WHERE key = 'next_batch'"
+            )
+        )
+        with pytest.raises(SealError):
+            await NetworkCursors(db, "mx", Sealer(KEY)).get("next_batch")
