@@ -37,7 +37,7 @@ from imbridge.events import (
 )
 from imbridge.idmap import record_sync
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
-from imbridge.policy import CompiledPolicy, Decision, Destination, decide
+from imbridge.policy import CompiledPolicy, Decision, Destination, decide, policy_texts
 from imbridge.render import render
 from imbridge.router import Router
 from imbridge.sanitize import clean_text
@@ -230,10 +230,10 @@ class Relay:
         decisions: list[tuple[Destination, Decision]] = []
         items: list[Item] = []
         notify: list[Decision] = []
+        quote = quoted.text if quoted else None
+        texts = policy_texts(event, quote)  # parsed and normalised once, for every route
         for route in self.setup.router.routes(event.origin.network, event.origin.room):
-            decision = decide(
-                event, route.dest, self.setup.policy, quoted=quoted.text if quoted else None
-            )
+            decision = decide(event, route.dest, self.setup.policy, quoted=quote, texts=texts)
             decisions.append((route.dest, decision))
             if decision.notify_sender and decision.event is not event:
                 notify.append(decision)
