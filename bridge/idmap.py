@@ -8,11 +8,12 @@ The `*_sync` functions run inside a caller's transaction (see `Database.transact
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 
 from imbridge.db import Database
-from imbridge.events import EventId, RemoteId
+from imbridge.events import Edit, Event, EventId, Message, RemoteId
 
 
 def record_sync(
@@ -41,6 +42,33 @@ def record_many_sync(conn: sqlite3.Connection, rows: list[tuple[str, str, str, s
         " VALUES (?, ?, ?, ?, ?, ?)",
         [(n, r, rid, eid, int(inbound), now) for n, r, rid, eid, inbound in rows],
     )
+
+
+def in_room_sync(conn: sqlite3.Connection, event_id: str, network: str, room: str) -> bool:
+    """Whether the event is in that room of that network: it came from there, or a copy
+    of it was posted there."""
+    row = conn.execute(
+        "SELECT 1 FROM idmap WHERE event_id = ? AND network = ? AND room = ? LIMIT 1",
+        (event_id, network, room),
+    ).fetchone()
+    return row is not None
+
+
+def confined_sync(conn: sqlite3.Connection, event: Event) -> Event:
+    """`event` with its reply and edit targets kept only if they are in its own room.
+
+    Adapters resolve a target by its remote id alone, and a person in two rooms can
+    reply in room C to a message of room A: the quote would carry A's text, under its
+    author's name, into C's gateway, across any barrier between them. So a reply to a
+    message elsewhere relays as a plain message, and an edit of one as a new message."""
+    network, room = event.origin.network, event.origin.room
+    match event:
+        case Message(reply_to=target) if target and not in_room_sync(conn, target, network, room):
+            return dataclasses.replace(event, reply_to=None)
+        case Edit(target=target) if not in_room_sync(conn, target, network, room):
+            return Message(id=event.id, origin=event.origin, text=event.text, rich=event.rich)
+        case _:
+            return event
 
 
 class IdMap:

@@ -8,9 +8,11 @@ policy's default applies.
 
 What counts as "the text" is everything that would reach the far side: the plain text, the
 formatted body (a client may send a formatted body that differs from its plain one),
-attachment names and URLs, a topic, a leave reason, a presence status, and a reply's quoted
-original. So an edit, a reply or an attachment is checked exactly like a new message and
-cannot carry denied text out.
+attachment names and URLs, a topic, a leave reason, a presence status, a reply's quoted
+original, and the sender's display name. So an edit, a reply or an attachment is checked
+exactly like a new message and cannot carry denied text out. Those texts are extracted
+and normalised once per event (`imbridge.policytext.policy_texts`), not once per rule and
+destination, and each is matched as sent and as a reader would read it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
-from html.parser import HTMLParser
 from typing import Any
 
 from imbridge.config.schema import (
@@ -42,9 +43,17 @@ from imbridge.events import (
     Presence,
     Reaction,
     RichText,
+    Sender,
     Topic,
 )
-from imbridge.richtext import to_plain
+from imbridge.policytext import (
+    MAX_RICH_CHARS,
+    PolicyTexts,
+    attachments_of,
+    normalise,
+    policy_texts,
+    rich_texts,
+)
 
 REDACTED = "[redacted]"
 
@@ -54,8 +63,10 @@ __all__ = [
     "CompiledPolicy",
     "Decision",
     "Destination",
+    "PolicyTexts",
     "compile_policy",
     "decide",
+    "policy_texts",
     "sender_notice",
     "texts_of",
 ]
@@ -165,8 +176,9 @@ class CompiledRule:
     text: Pattern | None
     attachments: Attachments | None
     notify_sender: bool
+    sender_name: Pattern | None = None
 
-    def matches(self, event: Event, dest: Destination, texts: tuple[str, ...]) -> bool:
+    def matches(self, event: Event, dest: Destination, texts: PolicyTexts) -> bool:  # noqa: PLR0911 - one return per condition
         o = event.origin
         if not self.source.matches(o.network, o.room, o.sender.id):
             return False
@@ -176,13 +188,15 @@ class CompiledRule:
             self.attachments.catches(a) for a in attachments_of(event)
         ):
             return False
+        if self.sender_name is not None and not texts.in_name(self.sender_name):
+            return False
         if self.text is None:
             return True
         if self.action is Action.ALLOW:
             # Fail closed: an allow rule must vouch for every piece that would cross, or a
             # harmless message could carry a denied quote or attachment name past it.
-            return bool(texts) and all(self.text.search(t) for t in texts)
-        return any(self.text.search(t) for t in texts)
+            return texts.every_piece(self.text)
+        return texts.any_piece(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +245,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
                 text=compile_pattern(r.text) if r.text else None,
                 attachments=Attachments.of(r.attachments) if r.attachments else None,
                 notify_sender=r.notify_sender,
+                sender_name=compile_pattern(r.sender_name) if r.sender_name else None,
             )
             for r in policy.rules
         ),
@@ -241,59 +256,48 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     )
 
 
-def attachments_of(event: Event) -> tuple[Attachment, ...]:
-    return event.attachments if isinstance(event, Message) else ()
-
-
 def texts_of(event: Event, quoted: str | None = None) -> tuple[str, ...]:
     """Every piece of text that would cross: a reply's quoted original counts too."""
-    texts: list[str] = []
-    match event:
-        case Message() | Edit():
-            texts.append(event.text)
-            if event.rich is not None:
-                texts.extend(_rich_texts(event.rich))
-        case Topic():
-            texts.append(event.text)
-        case Leave():
-            texts.append(event.reason)
-        case Presence():
-            texts.append(event.status)
-        case Reaction():
-            texts.append(event.key)
-        case Delete() | Join():
-            pass
-        case _:  # pragma: no cover - the union is closed
-            raise AssertionError(event)
-    for a in attachments_of(event):
-        texts.extend((a.name, a.url))
-    if quoted:
-        texts.append(quoted)
-    return tuple(t for t in texts if t)
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.hrefs.extend(v for k, v in attrs if k == "href" and v)
-
-
-def _rich_texts(rich: RichText) -> list[str]:
-    """What a formatted body shows: its text and its link targets."""
-    links = _Links()
-    links.feed(rich)
-    links.close()
-    return [to_plain(rich), *links.hrefs]
+    return policy_texts(event, quoted).pieces
 
 
 def decide(
-    event: Event, dest: Destination, policy: CompiledPolicy, *, quoted: str | None = None
+    event: Event,
+    dest: Destination,
+    policy: CompiledPolicy,
+    *,
+    quoted: str | None = None,
+    texts: PolicyTexts | None = None,
 ) -> Decision:
     """The decision for relaying `event` to `dest`; `quoted` is the text of the message a
-    reply answers, when the destination will show it."""
+    reply answers, when the destination will show it. `texts` is `policy_texts(event,
+    quoted)`, computed once by a caller that decides for several destinations."""
+    if texts is None:
+        texts = policy_texts(event, quoted)
+    decision = _decide(event, dest, policy, quoted, texts)
+    if texts.rich_dropped and decision.event is not None:
+        # Too large to parse, so unchecked: the plain text, checked in full, crosses.
+        return dataclasses.replace(
+            decision,
+            event=_without_rich(decision.event),
+            reason=f"{decision.reason}; formatting dropped (over {MAX_RICH_CHARS} characters)",
+        )
+    return decision
+
+
+def _without_rich(event: Event) -> Event:
+    if isinstance(event, Message | Edit) and event.rich is not None:
+        return dataclasses.replace(event, rich=None)
+    return event
+
+
+def _decide(
+    event: Event,
+    dest: Destination,
+    policy: CompiledPolicy,
+    quoted: str | None,
+    texts: PolicyTexts,
+) -> Decision:
     for barrier in policy.barriers:
         if barrier.separates(event, dest):
             return Decision(
@@ -304,7 +308,7 @@ def decide(
             )
     redactions: list[CompiledRule] = []
     for rule in policy.rules:
-        if not rule.matches(event, dest, texts_of(event, quoted)):
+        if not rule.matches(event, dest, texts):
             continue
         if rule.action is not Action.REDACT:
             return _final(
@@ -317,7 +321,7 @@ def decide(
             )
         # A redact does not end evaluation: the redacted event goes on down the list, so
         # a later deny still applies and a redact is never a way around it.
-        redacted = redact(event, rule.text, rule.attachments)
+        redacted = redact(event, rule.text, rule.attachments, rule.sender_name)
         if redacted is None:
             return Decision(
                 action=Action.DENY,
@@ -327,6 +331,7 @@ def decide(
             )
         event = redacted
         quoted = _sub(rule.text, quoted) if quoted is not None else None
+        texts = policy_texts(event, quoted)  # rare: only after a redaction
         redactions.append(rule)
     return _final(
         policy.default,
@@ -371,19 +376,47 @@ def _final(
     )
 
 
+def _hit(pattern: Pattern, text: str) -> bool:
+    """A match in `text` as sent or as read (normalised)."""
+    return bool(pattern.search(text)) or bool(pattern.search(normalise(text)))
+
+
 def _sub(pattern: Pattern | None, text: str) -> str:
+    """Every match replaced by the marker. A match found only in the normalised form (a
+    word split by an invisible character, look-alike letters) has no place in the text
+    as sent to replace: then the whole text is the marker (fail closed)."""
     if pattern is None:
         return text
     marker: Callable[[Any], str] = lambda _m: REDACTED  # noqa: E731 - RE2 wants a callable
-    return pattern.sub(marker, text)
+    out = pattern.sub(marker, text)
+    return REDACTED if pattern.search(normalise(out)) else out
 
 
-def redact(  # noqa: PLR0911 - one return per event kind reads best
-    event: Event, pattern: Pattern | None, attachments: Attachments | None = None
+def redact(
+    event: Event,
+    pattern: Pattern | None,
+    attachments: Attachments | None = None,
+    name_pattern: Pattern | None = None,
 ) -> Event | None:
-    """The event with every text match replaced by a marker and every caught attachment
-    removed; None if nothing is left to relay. Formatting is dropped when the text changed,
-    since a match may span markup."""
+    """The event with every text match replaced by a marker (in the sender's display name
+    too) and every caught attachment removed; None if nothing is left to relay. Formatting
+    is dropped when the text changed, since a match may span markup."""
+    done = _redact_body(event, pattern, attachments)
+    if done is None:
+        return None
+    name = done.origin.sender.name
+    for p in (pattern, name_pattern):
+        if p is not None and name and _hit(p, name):
+            # A name is short: a match, as sent or as read, hides all of it.
+            sender = Sender(id=done.origin.sender.id, name=REDACTED)
+            origin = dataclasses.replace(done.origin, sender=sender)
+            return dataclasses.replace(done, origin=origin)
+    return done
+
+
+def _redact_body(  # noqa: PLR0911 - one return per event kind reads best
+    event: Event, pattern: Pattern | None, attachments: Attachments | None
+) -> Event | None:
     match event:
         case Message():
             kept = _kept_attachments(event.attachments, pattern, attachments)
@@ -404,7 +437,7 @@ def redact(  # noqa: PLR0911 - one return per event kind reads best
             return dataclasses.replace(event, status=_sub(pattern, event.status))
         case Reaction():
             # A key is one emoji or word: a match leaves nothing worth showing.
-            return event if pattern is None or not pattern.search(event.key) else None
+            return event if pattern is None or not _hit(pattern, event.key) else None
         case Delete() | Join():
             return event
         case _:  # pragma: no cover - the union is closed
@@ -414,7 +447,7 @@ def redact(  # noqa: PLR0911 - one return per event kind reads best
 def _rich_after(rich: RichText | None, pattern: Pattern | None, unchanged: bool) -> RichText | None:
     if rich is None or pattern is None:
         return rich
-    if unchanged and not any(pattern.search(t) for t in _rich_texts(rich)):
+    if unchanged and not any(_hit(pattern, t) for t in rich_texts(rich)):
         return rich
     return None
 
@@ -426,9 +459,9 @@ def _kept_attachments(
     for a in items:
         if caught is not None and caught.catches(a):
             continue
-        if pattern is not None and pattern.search(a.url):
+        if pattern is not None and _hit(pattern, a.url):
             continue
-        if pattern is not None and a.name and pattern.search(a.name):
+        if pattern is not None and a.name and _hit(pattern, a.name):
             a = dataclasses.replace(a, name=_sub(pattern, a.name))  # noqa: PLW2901
         kept.append(a)
     return tuple(kept)

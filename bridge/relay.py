@@ -35,9 +35,16 @@ from imbridge.events import (
     Topic,
     new_event_id,
 )
-from imbridge.idmap import record_sync
+from imbridge.idmap import confined_sync, record_sync
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
-from imbridge.policy import CompiledPolicy, Decision, Destination, decide
+from imbridge.policy import (
+    CompiledPolicy,
+    Decision,
+    Destination,
+    PolicyTexts,
+    decide,
+    policy_texts,
+)
 from imbridge.render import render
 from imbridge.router import Router
 from imbridge.sanitize import clean_text
@@ -166,6 +173,9 @@ class Relay:
         event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
         if isinstance(event, Delete):
             event = await slot.read(lambda conn: reactions.as_removal(conn, event, self.sealer))
+        if isinstance(event, Message | Edit):
+            confined = event
+            event = await slot.read(lambda conn: confined_sync(conn, confined))
         quoted = await self._quoted(event, slot)
         decisions, items, notice = self._plan(event, quoted, stats)
 
@@ -230,10 +240,18 @@ class Relay:
         decisions: list[tuple[Destination, Decision]] = []
         items: list[Item] = []
         notify: list[Decision] = []
+        quote = quoted.text if quoted else None
+        texts = policy_texts(event, quote)  # parsed and normalised once, for every route
+        bare: PolicyTexts | None = None
+        policy = self.setup.policy
         for route in self.setup.router.routes(event.origin.network, event.origin.room):
-            decision = decide(
-                event, route.dest, self.setup.policy, quoted=quoted.text if quoted else None
-            )
+            if quoted is not None and not decide(quoted, route.dest, policy).allowed:
+                # The quote under its own origin's barriers and rules: where it may not
+                # go, the reply goes without it.
+                bare = bare or policy_texts(event)
+                decision = decide(event, route.dest, policy, texts=bare)
+            else:
+                decision = decide(event, route.dest, policy, quoted=quote, texts=texts)
             decisions.append((route.dest, decision))
             if decision.notify_sender and decision.event is not event:
                 notify.append(decision)

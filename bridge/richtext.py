@@ -63,8 +63,10 @@ class _Plain(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.hrefs: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.hrefs.extend(v for k, v in attrs if k == "href" and v)
         if tag == "br":
             self.parts.append("\n")
         elif tag in _BLOCK and self.parts and not self.parts[-1].endswith("\n"):
@@ -82,7 +84,12 @@ class _Plain(HTMLParser):
 
 def to_plain(markup: str) -> str:
     """The text a reader would see, with line breaks where blocks and `<br>` were."""
+    return read(markup)[0]
+
+
+def read(markup: str) -> tuple[str, list[str]]:
+    """`to_plain` and the link targets, in one pass (policy reads both of big bodies)."""
     parser = _Plain()
     parser.feed(markup)
     parser.close()
-    return "".join(parser.parts).strip("\n")
+    return "".join(parser.parts).strip("\n"), parser.hrefs

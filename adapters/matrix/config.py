@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from imbridge.adapter import NetworkConfig
+from imbridge.safefetch import check_origins
 
 
 class MatrixConfig(NetworkConfig):
@@ -28,6 +29,10 @@ class MatrixConfig(NetworkConfig):
     """Attachments from other networks: `link` posts their URL, `upload` downloads them
     (at most `media_max_bytes`) and re-uploads them to the homeserver."""
     media_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    media_allow_origins: tuple[str, ...] = ()
+    """`scheme://host[:port]` origins `media: upload` may fetch from although they are not
+    public addresses (an internal file host). Anything else on loopback, private or
+    link-local addresses is never fetched: it is relayed as a link."""
     sync_timeout_ms: int = Field(default=30_000, ge=0, le=120_000)
     request_timeout: float = Field(default=20.0, gt=0)
     """Seconds any single request may take before a send counts as failed (retried)."""
@@ -44,6 +49,11 @@ class MatrixConfig(NetworkConfig):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("media_allow_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_origins(value)
 
     @field_validator("user_id")
     @classmethod

@@ -1,53 +1,43 @@
 """Attachments from other networks, re-uploaded to the homeserver (`media: upload`).
 
-The download is capped at `media_max_bytes` while it streams, so a hostile or mistaken
-link can never make the bridge hold more than the cap in memory; anything larger is
-refused as a permanent failure (the outbox tells the sender) rather than truncated.
+The download goes through the core's guard (`imbridge.safefetch`): only public addresses,
+checked on every redirect hop, unless the origin is in `media_allow_origins`, so a posted
+link to an internal service is never fetched and published in the room; such a link is
+relayed as text instead. The download is capped at `media_max_bytes` while it streams,
+so a hostile or mistaken link can never make the bridge hold more than the cap in memory;
+anything larger is refused as a permanent failure (the outbox tells the sender) rather
+than truncated.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
-
-import aiohttp
-
+from imbridge.adapter import MediaGone, MediaUnavailable
 from imbridge.errors import PermanentSendError, RetryableSendError
+from imbridge.safefetch import Download, RefusedURL, fetch_capped, normalise_origins
+
+__all__ = ["Download", "LinkOnly", "fetch", "msgtype_for"]
 
 
-@dataclass(frozen=True, slots=True)
-class Download:
-    data: bytes
-    mimetype: str
+class LinkOnly(Exception):
+    """The bridge will not fetch this URL: relay it as a link, with the reason."""
 
 
-async def fetch_capped(url: str, max_bytes: int, timeout: float) -> Download:
-    """GET `url`, at most `max_bytes`; network trouble is retryable, a refusal not."""
-    if not url.startswith(("http://", "https://")):
-        raise PermanentSendError(f"cannot fetch attachment scheme of {url[:40]!r}")
+async def fetch(
+    url: str, max_bytes: int, timeout: float, allow_origins: tuple[str, ...] = ()
+) -> Download:
+    """GET `url`, at most `max_bytes`; network trouble is retryable, a refusal not, and a
+    URL the guard refuses is `LinkOnly`."""
     try:
-        async with (
-            asyncio.timeout(timeout),
-            aiohttp.ClientSession() as session,
-            session.get(url, allow_redirects=True, max_redirects=3) as resp,
-        ):
-            if resp.status >= 500 or resp.status == 429:
-                raise RetryableSendError(f"attachment fetch: HTTP {resp.status}")
-            if resp.status != 200:
-                raise PermanentSendError(f"attachment fetch: HTTP {resp.status}")
-            if resp.content_length is not None and resp.content_length > max_bytes:
-                raise PermanentSendError(f"attachment over {max_bytes} bytes")
-            chunks: list[bytes] = []
-            total = 0
-            async for chunk in resp.content.iter_chunked(65536):
-                total += len(chunk)
-                if total > max_bytes:
-                    raise PermanentSendError(f"attachment over {max_bytes} bytes")
-                chunks.append(chunk)
-            mimetype = resp.content_type or "application/octet-stream"
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise RetryableSendError(f"attachment fetch: {type(exc).__name__}") from exc
-    return Download(b"".join(chunks), mimetype)
+        return await fetch_capped(
+            url, max_bytes=max_bytes, allow_origins=normalise_origins(allow_origins),
+            timeout=timeout,
+        )  # fmt: skip
+    except RefusedURL as exc:
+        raise LinkOnly(str(exc)) from exc
+    except MediaGone as exc:
+        raise PermanentSendError(f"attachment fetch: {exc}") from exc
+    except MediaUnavailable as exc:
+        raise RetryableSendError(f"attachment fetch: {exc}") from exc
 
 
 def msgtype_for(mimetype: str) -> str:

@@ -26,7 +26,7 @@ from imbridge.events import Message, RemoteId
 from . import media
 from .config import MatrixConfig
 from .sync import NETWORK_ERRORS
-from .translate import RedactWire, SendWire, Wire, to_wire
+from .translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
 
 
 class Sending:
@@ -38,6 +38,7 @@ class Sending:
     _joined: set[str]
     _direct: set[str]
     _connected: bool
+    _log: Any
 
     def _is_encrypted(self, room_id: str) -> bool:
         raise NotImplementedError
@@ -71,9 +72,20 @@ class Sending:
             first = await self._request(room_id, to_wire(text_item), item.txn_id)
         marker = to_wire(item)
         assert isinstance(marker, SendWire)  # noqa: S101 - a Message always sends
+        marks = {k: v for k, v in marker.content.items() if k.startswith("org.imbridge")}
         for i, att in enumerate(event.attachments):
-            got = await media.fetch_capped(att.url, self.config.media_max_bytes,
-                                           self.config.request_timeout)  # fmt: skip
+            try:
+                got = await media.fetch(att.url, self.config.media_max_bytes,
+                                        self.config.request_timeout,
+                                        self.config.media_allow_origins)  # fmt: skip
+            except media.LinkOnly as exc:
+                # Never fetched (an internal address, say): readers get the link itself.
+                self._log.warning("attachment_linked", reason=str(exc))
+                link = {"msgtype": "m.text", "body": attachment_lines((att,)), **marks}
+                wire = SendWire(event_type="m.room.message", content=link)
+                rid = await self._request(room_id, wire, f"{item.txn_id}.{i}")
+                first = first or rid
+                continue
             async with asyncio.timeout(self.config.request_timeout * 3):
                 up, _ = await self._client.upload(
                     _Bytes(got.data), content_type=got.mimetype,
@@ -86,7 +98,7 @@ class Sending:
                 "body": att.name or "file",
                 "url": up.content_uri,
                 "info": {"mimetype": got.mimetype, "size": len(got.data)},
-                **{k: v for k, v in marker.content.items() if k.startswith("org.imbridge")},
+                **marks,
             }
             wire = SendWire(event_type="m.room.message", content=content)
             rid = await self._request(room_id, wire, f"{item.txn_id}.{i}")

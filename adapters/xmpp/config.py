@@ -16,11 +16,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from imbridge.adapter import NetworkConfig
+from imbridge.safefetch import check_origins
 
 COMPONENT_PORT = 5347  # XEP-0114 §2, and Prosody's default `component_ports`
 _CLIENT_ONLY = ("jid", "password", "tls", "tls_verify", "ca_file")
 _COMPONENT_ONLY = ("component", "secret")
-_UPLOAD_ONLY = ("media_max_bytes", "media_timeout", "upload_service")
+_UPLOAD_ONLY = ("media_max_bytes", "media_timeout", "upload_service", "media_allow_origins")
 
 
 class XmppConfig(NetworkConfig):
@@ -74,6 +75,10 @@ class XmppConfig(NetworkConfig):
     media_timeout: float = Field(default=20.0, gt=0, le=45)
     """Seconds the uploads of one message may take in all before the rest go as links.
     Kept under the outbox's one-minute limit for a send, with `ack_timeout` after it."""
+    media_allow_origins: tuple[str, ...] = ()
+    """`scheme://host[:port]` origins an upload may download from although they are not
+    public addresses (an internal file host). Anything else on loopback, private or
+    link-local addresses is never fetched: it goes as its original link."""
     upload_service: str | None = Field(default=None, min_length=1)
     """JID of the upload service; by default found through disco#items of the server's
     domain (component mode: of the domain the component is a subdomain of)."""
@@ -96,6 +101,11 @@ class XmppConfig(NetworkConfig):
         if any(c in value for c in "@/ ") or value.startswith(".") or value.endswith("."):
             raise ValueError("must be a domain like bridge.example.org")
         return value.lower()
+
+    @field_validator("media_allow_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_origins(value)
 
     @field_validator("upload_service")
     @classmethod

@@ -5,21 +5,25 @@ download the file with a cap while it streams, ask the service for a slot, PUT t
 there, and hand back the URL the server will serve it at. A message is never held back
 or lost for an attachment: whatever goes wrong (no service, too large, the download or
 the upload fails, the time is up) leaves that attachment's original link in place. The
-decisions are in `uploads`; this module only moves bytes and stanzas.
+download goes through the core's guard (`imbridge.safefetch`): a link to a loopback,
+private or link-local address (or a redirect to one) is never fetched, unless its origin
+is in `media_allow_origins`, so nobody can make the bridge publish an internal page in
+the room. The decisions are in `uploads`; this module only moves bytes and stanzas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.stanza import Iq
 
+from imbridge.adapter import MediaGone, MediaUnavailable
 from imbridge.events import Attachment, Message
+from imbridge.safefetch import Download, fetch_capped, normalise_origins
 
 from .config import XmppConfig
 from .uploads import (
@@ -40,7 +44,6 @@ from .uploads import (
 IQ_TIMEOUT = 10.0
 PARALLEL = 4
 """Files copied at once per adapter: each is held whole in memory, up to the cap."""
-MAX_REDIRECTS = 3
 _OCTETS = "application/octet-stream"
 
 
@@ -48,14 +51,10 @@ class LinkInstead(Exception):
     """This attachment goes as its original link; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Download:
-    data: bytes
-    mimetype: str
-
-
 _FAILURES = (
     LinkInstead,
+    MediaGone,
+    MediaUnavailable,
     aiohttp.ClientError,
     OSError,
     TimeoutError,
@@ -75,6 +74,7 @@ class Uploader:
         self._service: Service | None = None
         self._looked = False  # a disco answer said what the service is, or that there is none
         self._parallel = asyncio.Semaphore(PARALLEL)
+        self._allowed = normalise_origins(config.media_allow_origins)
 
     def forget(self) -> None:
         """A new session: the server may have been reconfigured; ask again when needed."""
@@ -140,21 +140,13 @@ class Uploader:
         return self._http
 
     async def _download(self, url: str, max_bytes: int) -> Download:
-        """GET `url`, refusing it as soon as it is known to pass `max_bytes`, so a
-        hostile or mistaken link can never make the bridge hold more than the cap."""
-        async with self._session().get(url, max_redirects=MAX_REDIRECTS) as resp:
-            if resp.status != 200:
-                raise LinkInstead(f"download: HTTP {resp.status}")
-            if resp.content_length is not None and resp.content_length > max_bytes:
-                raise LinkInstead("too large")
-            chunks: list[bytes] = []
-            total = 0
-            async for chunk in resp.content.iter_chunked(65536):
-                total += len(chunk)
-                if total > max_bytes:
-                    raise LinkInstead("too large")
-                chunks.append(chunk)
-            return Download(b"".join(chunks), resp.content_type or _OCTETS)
+        """GET `url` through the guard, refusing it as soon as it is known to pass
+        `max_bytes`, so a hostile or mistaken link can never make the bridge hold more
+        than the cap."""
+        return await fetch_capped(
+            url, max_bytes=max_bytes, allow_origins=self._allowed,
+            timeout=self.config.media_timeout,
+        )  # fmt: skip
 
     async def _put(self, slot: Slot, data: bytes, mimetype: str) -> None:
         headers = {**dict(slot.headers), "Content-Type": mimetype}

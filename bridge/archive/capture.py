@@ -11,7 +11,7 @@ relay commit. Each attachment ends as one chained `file` record, whatever happen
 
 Where the media need the origin network's credentials (Matrix authenticated media),
 the origin adapter opens it (`AttachmentSource`); anything else is a plain download
-held to public addresses (`download`).
+held to public addresses (`imbridge.safefetch`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import structlog
 
 from imbridge.adapter import AttachmentSource, Media, MediaGone, MediaUnavailable
 from imbridge.archive import filequeue
-from imbridge.archive.download import normalise_origins, open_url
 from imbridge.archive.filequeue import Job
 from imbridge.archive.files import FileStore, FileWriter, StoredFile
 from imbridge.archive.store import ArchiveStore, now_us
 from imbridge.config.schema import ArchiveAttachments
 from imbridge.db import Database
 from imbridge.events import Attachment
+from imbridge.safefetch import normalise_origins, open_url
 
 log = structlog.get_logger("imbridge.archive")
 

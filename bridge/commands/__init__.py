@@ -40,6 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     test.add_argument("--attachment", action="append", default=[], metavar="NAME[,MIMETYPE[,SIZE]]")
     test.add_argument("--quoted", help="the original a reply quotes")
     test.add_argument("--edit", action="store_true", help="test it as an edit")
+    test.add_argument("--name", help="the sender's display name (default: USER)")
     with_config(psub, "explain", "list barriers and rules in evaluation order")
 
     archive = sub.add_parser("archive", help="search, verify, export and purge the archive")
@@ -108,6 +109,7 @@ def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcom
                 attachments=args.attachment,
                 quoted=args.quoted,
                 edit=args.edit,
+                name=args.name,
             )
         case ("policy", "explain"):
             return policy.policy_explain(args.config)

@@ -16,7 +16,14 @@ from imbridge.config.load import load_config
 from imbridge.config.schema import Config, Match, Rule
 from imbridge.errors import ConfigError
 from imbridge.events import Attachment, Edit, Event, EventId, Message, Origin, Sender
-from imbridge.policy import Action, Destination, compile_policy, decide, sender_notice
+from imbridge.policy import (
+    Action,
+    Destination,
+    compile_policy,
+    decide,
+    policy_texts,
+    sender_notice,
+)
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -89,12 +96,14 @@ def policy_test(
     attachments: Sequence[str] = (),
     quoted: str | None = None,
     edit: bool = False,
+    name: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Evaluates a hypothetical message from `source` (NET:ROOM:USER) to `to`
-    (NET[:ROOM]) and prints, per destination, the decision, the rule that made it, and
-    for `redact` the text as it would be relayed."""
+    """Evaluates a hypothetical message from `source` (NET:ROOM:USER), shown as `name`, to
+    `to` (NET[:ROOM]) and prints the normalised form of any text that has one (rules match
+    it too), then per destination the decision, the rule that made it, and for `redact`
+    the text as it would be relayed."""
     out, err = out or sys.stdout, err or sys.stderr
     config = _load(config_path, err)
     if config is None:
@@ -110,14 +119,19 @@ def policy_test(
             [parse_attachment(a) for a in attachments],
             quoted=quoted,
             edit=edit,
+            name=name,
         )
     except (UsageError, ValueError) as exc:
         print(f"imbridge policy test: {exc}", file=err)
         return EXIT_USAGE
     policy = compile_policy(config.policy)
+    texts = policy_texts(event, quoted)
+    for forms in (*texts.forms, texts.name):
+        if len(forms) > 1:
+            print(f"read as:  {forms[1]!r} (normalised from {forms[0]!r})", file=out)
     denied = False
     for dest in dests:
-        d = decide(event, dest, policy, quoted=quoted)
+        d = decide(event, dest, policy, quoted=quoted, texts=texts)
         denied |= d.action is Action.DENY
         where = f"{dest.network}:{dest.room}" if dest.room else dest.network
         print(f"to:       {where}", file=out)
@@ -146,8 +160,9 @@ def _event(
     *,
     quoted: str | None,
     edit: bool,
+    name: str | None = None,
 ) -> Event:
-    origin = Origin(network=network, room=room, sender=Sender(id=user, name=user))
+    origin = Origin(network=network, room=room, sender=Sender(id=user, name=name or user))
     if edit:
         return Edit(id=EventId("policy-test"), origin=origin, target=EventId("original"), text=text)
     return Message(

@@ -177,11 +177,14 @@ class Rule(Strict):
     from_: Match = Field(default=Match(), alias="from")
     to: Match = Match()
     text: str | None = None
-    """A regular expression searched in every text that would cross."""
+    """A regular expression searched in every text that would cross, the sender's display
+    name included, each as sent and normalised (docs/policy.md)."""
+    sender_name: str | None = None
+    """A regular expression searched in the sender's display name alone."""
     attachments: AttachmentMatch | None = None
     notify_sender: bool = False
 
-    @field_validator("text")
+    @field_validator("text", "sender_name")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         return None if value is None else _compile(value)
@@ -191,7 +194,10 @@ class Rule(Strict):
         if self.to.user != "*":
             raise ValueError("to.user cannot match: a destination is a room, not a user")
         if self.action == "redact" and self.text is None and self.attachments is None:
-            raise ValueError("a redact rule needs `text` or `attachments`: what to remove")
+            if self.sender_name is None:
+                raise ValueError(
+                    "a redact rule needs `text`, `sender_name` or `attachments`: what to remove"
+                )
         return self
 
 

@@ -19,6 +19,12 @@ class FileHost:
     requested: list[str] = field(default_factory=list)
     held: dict[str, asyncio.Event] = field(default_factory=dict)
     """Names whose download waits until the test sets the event."""
+    redirects: dict[str, str] = field(default_factory=dict)
+    """Names answered with a 302 to another URL."""
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -28,6 +34,8 @@ class FileHost:
         self.requested.append(name)
         if name in self.held:
             await self.held[name].wait()
+        if name in self.redirects:
+            raise web.HTTPFound(self.redirects[name])
         if name not in self.files:
             raise web.HTTPNotFound
         body, mimetype = self.files[name]

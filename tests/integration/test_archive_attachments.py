@@ -14,12 +14,12 @@ from aiohttp import web
 
 from imbridge.adapter import MediaGone
 from imbridge.archive.capture import AttachmentCapture
-from imbridge.archive.download import RefusedURL, normalise_origins, open_url
 from imbridge.archive.files import FileStore
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.schema import Archive
 from imbridge.db import Database
 from imbridge.events import Attachment, EventId, Message, Origin, Sender
+from imbridge.safefetch import RefusedURL, normalise_origins, open_url
 
 pytestmark = pytest.mark.integration
 

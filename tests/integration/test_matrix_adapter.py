@@ -378,6 +378,7 @@ async def test_matrix_upload_mode_reuploads_files_within_the_cap(
             "sync_timeout_ms": 1000,
             "media": "upload",
             "media_max_bytes": 4096,
+            "media_allow_origins": [f"http://127.0.0.1:{port}"],
         }
     )
     cursors = DictCursors()

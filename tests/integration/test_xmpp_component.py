@@ -187,7 +187,7 @@ async def test_component_attachment_from_elsewhere_is_uploaded_by_the_puppet(
         "networks": {"xa": {"type": "xmpp", "jid": relay, "password": password,
                             "host": prosody.host, "port": prosody.port, "tls": "plain",
                             "nick": "relay", "ack_timeout": 5},
-                     "xm": component_network(prosody)},
+                     "xm": component_network(prosody, media_allow_origins=["ORIGIN"])},
         "gateways": {"g": {"rooms": [{"network": "xa", "room": a},
                                      {"network": "xm", "room": b}]}},
         "archive": {"enabled": False},
@@ -196,7 +196,7 @@ async def test_component_attachment_from_elsewhere_is_uploaded_by_the_puppet(
         await alice.join(a, "alice")
         await bob.join(b, "bob")
         async with serving({"plan.png": (png, "image/png")}) as files, Daemon(
-            parse_config(config)
+            parse_config(config.replace("ORIGIN", files.origin))
         ) as daemon:  # fmt: skip
             assert await daemon.ready(30)
             share = alice.client.make_message(mto=a, mbody=files.url("plan.png"),

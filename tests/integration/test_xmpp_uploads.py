@@ -48,7 +48,7 @@ async def test_xmpp_attachment_from_elsewhere_arrives_as_an_upload_on_the_xmpp_s
     try:
         await bob.join(room, "bob")
         async with serving({"cat.png": (PNG, "image/png")}) as files, running(
-            prosody, []
+            prosody, [], media_allow_origins=[files.origin]
         ) as adapter:  # fmt: skip
             await adapter.join(room)
             original = files.url("cat.png")
@@ -80,7 +80,7 @@ async def test_xmpp_attachment_that_cannot_be_uploaded_goes_as_its_original_link
         await bob.join(room, "bob")
         async with serving({"big.bin": (big, "application/octet-stream"),
                             "ok.txt": (b"fine", "text/plain")}) as files, running(
-            prosody, []
+            prosody, [], media_allow_origins=[files.origin]
         ) as adapter:  # fmt: skip
             await adapter.join(room)
             announced = Attachment(url=files.url("big.bin"), name="big.bin", size=len(big))
@@ -119,7 +119,7 @@ async def test_xmpp_link_mode_no_service_and_attachments_of_this_network_keep_th
             async with running(prosody, [], media="link") as adapter:
                 await adapter.join(room)
                 await adapter.send(Outgoing(room=room, event=with_files("", cat), txn_id="l1"))
-            async with running(prosody, []) as adapter:
+            async with running(prosody, [], media_allow_origins=[files.origin]) as adapter:
                 await adapter.join(room)
                 local = with_files("", cat, network="xm")  # from another room of this network
                 await adapter.send(Outgoing(room=room, event=local, txn_id="l2"))
@@ -144,7 +144,7 @@ async def test_xmpp_message_sent_after_an_attachment_waits_for_its_upload(
     try:
         await bob.join(room, "bob")
         async with serving({"slow.png": (PNG, "image/png")}) as files, running(
-            prosody, []
+            prosody, [], media_allow_origins=[files.origin]
         ) as adapter:  # fmt: skip
             await adapter.join(room)
             release = files.held["slow.png"] = asyncio.Event()
@@ -195,7 +195,9 @@ async def test_xmpp_image_posted_on_matrix_arrives_as_an_upload_on_the_xmpp_serv
                            "sync_timeout_ms": 1000},
                     "xm": {"type": "xmpp", "jid": relay_jid, "password": relay_pw,
                            "host": prosody.host, "port": prosody.port, "tls": "plain",
-                           "nick": "relay"},
+                           "nick": "relay",
+                           # The bridge's own media links are on loopback here.
+                           "media_allow_origins": [f"http://127.0.0.1:{port}"]},
                 },
                 "gateways": {"g": {"rooms": [{"network": "mx", "room": room},
                                              {"network": "xm", "room": muc}]}},

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from imbridge.archive.crypto import ArchiveKeyError
-from imbridge.archive.download import RefusedURL, is_public, open_url, origin_of
 from imbridge.archive.files import CHUNK, SWEEP_GRACE_SECONDS, FileStore, FileStoreError
+from imbridge.safefetch import RefusedURL, is_public, open_url, origin_of
 
 KEY = "k" * 40
 SECRET_BYTES = b"MERGER-FIGURES-" * 9000  # > 2 chunks, a word easy to grep for

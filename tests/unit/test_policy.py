@@ -101,7 +101,7 @@ def test_catastrophic_pattern_runs_in_linear_time() -> None:
     [
         ({"name": "r", "action": "deny", "text": "(?=x)"}, "RE2"),
         ({"name": "r", "action": "deny", "text": "["}, "missing ]"),
-        ({"name": "r", "action": "redact"}, "needs `text` or `attachments`"),
+        ({"name": "r", "action": "redact"}, "needs `text`, `sender_name` or `attachments`"),
         ({"name": "r", "action": "deny", "to": {"user": "bob"}}, "destination is a room"),
         ({"name": "r", "action": "deny", "attachments": {}}, "at least one of"),
         ({"name": "", "action": "deny"}, "at least 1 character"),

@@ -1,8 +1,10 @@
-"""Plain HTTP downloads of attachments for the archive, safe at the network's edge.
+"""HTTP downloads of attachment URLs that someone else posted, safe at the network's edge.
 
 An attachment URL comes from whoever posted it, and the bridge fetches it from inside the
-organisation's network: without care, a posted link to `http://169.254.169.254/` or to an
-internal admin page would make the bridge fetch it and keep the answer (SSRF). So:
+organisation's network: the archive to keep the file, the Matrix (`media: upload`) and
+XMPP (HTTP File Upload) adapters to re-post it. Without care, a posted link to
+`http://169.254.169.254/` or to an internal admin page would make the bridge fetch it and
+keep or publish the answer (SSRF). So every such fetch goes through here:
 
 * only `http` and `https`;
 * every address the host name resolves to must be public (no loopback, private, shared,
@@ -10,9 +12,12 @@ internal admin page would make the bridge fetch it and keep the answer (SSRF). S
   included); the check runs in the connector's resolver, on the addresses actually
   connected to, so a DNS answer that changes between check and use gains nothing;
 * redirects are followed by hand, at most `MAX_REDIRECTS`, each hop checked the same way;
-* origins listed in `archive.attachments.allow_origins` (`scheme://host[:port]`) skip the
-  address check: a file host inside the organisation, or a test server on loopback;
-* at most `max_bytes` are read, whatever the server announces.
+* origins listed in `archive.attachments.allow_origins` or a network's
+  `media_allow_origins` (`scheme://host[:port]`) skip the address check: a file host inside
+  the organisation, or a test server on loopback;
+* at most `max_bytes` are read, whatever the server announces (`fetch_capped`).
+
+The core owns this so that adapters, which may import the core, share one guard.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -36,7 +42,19 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class RefusedURL(MediaGone):
-    """Never fetched: a scheme or an address the archive does not reach (not retried)."""
+    """Never fetched: a scheme or an address the bridge does not reach (not retried)."""
+
+
+class TooLarge(MediaGone):
+    """The file passes the cap: refused as soon as that is known, never truncated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A whole file, read within its cap."""
+
+    data: bytes
+    mimetype: str
 
 
 def is_public(address: str) -> bool:
@@ -64,6 +82,15 @@ def origin_of(url: str) -> str | None:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port or DEFAULT_PORTS[scheme]}"
+
+
+def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """A config validator's half: ValueError naming the first malformed origin."""
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in DEFAULT_PORTS or not sep or not rest or "/" in rest.rstrip("/"):
+            raise ValueError(f"{origin!r}: expected scheme://host[:port], e.g. https://files.corp")
+    return origins
 
 
 def normalise_origins(origins: tuple[str, ...]) -> frozenset[str]:
@@ -159,3 +186,27 @@ async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
             yield chunk
     except (aiohttp.ClientError, OSError) as exc:
         raise MediaUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def fetch_capped(
+    url: str, *, max_bytes: int, allow_origins: frozenset[str], timeout: float
+) -> Download:
+    """The whole file at `url`, at most `max_bytes`, under the same guard as `open_url`.
+    TooLarge and RefusedURL are final like MediaGone; MediaUnavailable is worth retrying."""
+    try:
+        async with (
+            asyncio.timeout(timeout),
+            open_url(url, allow_origins=allow_origins, timeout=timeout) as media,
+        ):
+            if media.size is not None and media.size > max_bytes:
+                raise TooLarge(f"over {max_bytes} bytes")
+            chunks: list[bytes] = []
+            total = 0
+            async for chunk in media.chunks:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLarge(f"over {max_bytes} bytes")
+                chunks.append(chunk)
+            return Download(b"".join(chunks), media.mimetype)
+    except TimeoutError as exc:
+        raise MediaUnavailable(f"no whole answer within {timeout:g} s") from exc
