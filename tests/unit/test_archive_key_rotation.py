@@ -5,7 +5,9 @@ everything new is sealed under the new key."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from pydantic import SecretStr
 from imbridge.archive.crypto import ArchiveKeyError, Cipher, key_id_of
 from imbridge.archive.files import MAGIC, FileStore
 from imbridge.archive.keyring import Keyring, derive
+from imbridge.archive.keyuse import key_usage
 from imbridge.archive.sealing import Sealer, SealError
 from imbridge.archive.search import Query, search
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
@@ -234,3 +237,67 @@ def test_files_from_before_key_ids_open_under_a_retired_key(tmp_path: Path) -> N
     assert rotated.key_of(stored.file_id) == key_id(OLD)
     with pytest.raises(ArchiveKeyError, match="cannot decrypt"):
         b"".join(FileStore(root, NEW).chunks(stored.file_id))
+
+
+# -- what each key still seals ----------------------------------------------------------
+
+
+def test_usage_tells_when_a_retired_key_can_go(tmp_path: Path) -> None:
+    before, conn = open_archive(tmp_path, OLD)
+    record(before, conn, 1, "wombat")
+    FileStore(tmp_path / "files", OLD).put(b"old attachment")
+    conn.execute("CREATE TABLE outbox (txn_id TEXT, payload TEXT)")
+    conn.execute(
+        "INSERT INTO outbox VALUES ('t1', ?)",
+        (Sealer(OLD).seal("queued", table="outbox", key="t1"),),
+    )
+    after, conn = open_archive(tmp_path, ROTATED)
+    record(after, conn, 2, "numbat")
+    assert after.cipher is not None
+    usage = key_usage(conn, after.cipher, FileStore(tmp_path / "files", ROTATED))
+    lines = list(usage.lines(after.cipher.keyring))
+    assert (
+        lines[0]
+        == f"encryption key {key_id(NEW)} (current): seals 2 records, 0 relay rows, 0 files"
+    )
+    assert lines[1].startswith(
+        f"encryption key {key_id(OLD)} (retired, line 2): seals 2 records, 1 relay row, 1 file; "
+        "keep it"
+    )
+
+    conn.execute("DELETE FROM archive_records WHERE seq <= 2")  # retention removed them
+    conn.execute("DELETE FROM outbox")
+    for file_id in list(FileStore(tmp_path / "files").ids()):
+        FileStore(tmp_path / "files").remove(file_id)
+    usage = key_usage(conn, after.cipher, FileStore(tmp_path / "files", ROTATED))
+    assert list(usage.lines(after.cipher.keyring))[1] == (
+        f"encryption key {key_id(OLD)} (retired, line 2): seals nothing any more; "
+        "it can be removed from archive.encryption_key_file"
+    )
+
+
+def test_verify_says_per_key_what_it_still_seals(tmp_path: Path) -> None:
+    from tests.unit.test_archive_commands import (  # noqa: PLC0415 - its daemon and CLI helpers
+        POSTS,
+        call,
+        run_daemon,
+    )
+    from tests.unit.test_archive_commands import write_config as bridge_config  # noqa: PLC0415
+
+    key_file = tmp_path / "archive.key"
+    key_file.write_text(OLD)
+    path = bridge_config(tmp_path, extra=f"  encryption_key_file: {key_file}")
+    asyncio.run(run_daemon(path, POSTS[:2]))
+    key_file.write_text(ROTATED)
+
+    code, out, _ = call("archive_search", path, "MERGER figures", fmt="json")
+    assert code == 0
+    assert json.loads(out)[0]["text"] == "the CONFIDENTIAL merger figures"
+    code, out, _ = call("archive_verify", path)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("archive intact")
+    current = f"encryption key {key_id(NEW)} (current): seals 1 record, 0 relay rows, 0 files"
+    assert lines[1] == current  # the search's access record, written after the rotation
+    assert lines[2].startswith(f"encryption key {key_id(OLD)} (retired, line 2): seals ")
+    assert lines[2].endswith("keep it until retention has removed them")
