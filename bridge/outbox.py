@@ -31,6 +31,7 @@ import structlog
 from imbridge import codec
 from imbridge.adapter import Adapter, Outgoing, RateLimit
 from imbridge.archive import Recorder
+from imbridge.archive.keyuse import require_openable
 from imbridge.archive.sealing import Sealer
 from imbridge.db import Database
 from imbridge.deliveries import DeliveryRecords
@@ -160,6 +161,8 @@ class Outbox:
                 " WHERE state = 'pending' GROUP BY network, room"
             ).fetchall()
 
+        # A retired key removed too early: refuse to start rather than stall a queue.
+        await self.db.read(lambda c: require_openable(c, self.sealer), background=True)
         rows = await self.db.read(q, background=True)
         for network, room, count, top in rows:
             key = (network, room)

@@ -42,7 +42,7 @@ class Carrier:
     def read(self, entry: dict[str, Any]) -> bytes | None:
         sha = str(entry["sha256"])
         try:
-            return self.files.read_checked(self.files.file_id(sha), sha)
+            return self.files.read_checked(self.files.find(sha), sha)
         except (FileStoreError, ValueError) as exc:
             entry["export_error"] = str(exc)
             self.problems.append(f"record {entry.get('seq')}: {exc}")

@@ -18,6 +18,12 @@ anyone can check it with `sha256sum`. With a key, two promises hold:
   is in the archive by looking for its SHA-256. The plain digest lives only in the
   (encrypted) chained `file` record, and export checks the bytes against it.
 
+Keys rotate (`keyring`): a new file is sealed under the current key, named by the HMAC
+under that key, and its header names the key (`IMBF2`); a file written before keeps
+its name and opens under the retired key that wrote it (`find` looks for each key's
+name, current first). `IMBF1` files (before key ids) open under whichever key opens
+their first chunk.
+
 No database access here: which record refers to which file is `capture`'s business.
 """
 
@@ -36,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from imbridge.archive.crypto import ArchiveKeyError
+from imbridge.archive.keyring import ArchiveKeyError, Keyring
 from imbridge.config.schema import Archive
 
 if TYPE_CHECKING:
@@ -46,6 +52,11 @@ FILES_DIR = "archive-files"
 CHUNK = 65536
 TAG = 16
 MAGIC = b"IMBF1\n"
+MAGIC2 = b"IMBF2\n"
+"""Followed by the 8 bytes of the sealing key's id."""
+KEY_ID_BYTES = 8
+FILE_INFO = b"imbridge archive file v1"
+NAME_INFO = b"imbridge archive file name v1"
 PREFIX_BYTES = 7
 SWEEP_GRACE_SECONDS = 3600.0
 """A file younger than this is never swept as unreferenced: its record may still be on
@@ -67,28 +78,21 @@ class StoredFile:
     """The name on disk: the digest itself, or its keyed HMAC when encrypted."""
 
 
-def _derive(secret: str, info: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415 - see crypto.Cipher
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: PLC0415
-
-    raw = secret.strip().encode("utf-8")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(raw)
-
-
 def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + struct.pack(">I?", counter, last)
 
 
 class FileStore:
-    def __init__(self, root: Path, secret: str | None = None) -> None:
+    def __init__(self, root: Path, secret: Keyring | str | None = None) -> None:
         self.root = root
-        self._aead: AESGCM | None = None
-        self._name_key: bytes | None = None
-        if secret is not None:
+        self.keyring = Keyring.of(secret)
+        self._aeads: dict[str, AESGCM] = {}
+        self._name_keys: tuple[bytes, ...] = ()
+        if self.keyring is not None:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
 
-            self._aead = AESGCM(_derive(secret, b"imbridge archive file v1"))
-            self._name_key = _derive(secret, b"imbridge archive file name v1")
+            self._aeads = {k.key_id: AESGCM(k.derive(FILE_INFO)) for k in self.keyring}
+            self._name_keys = tuple(k.derive(NAME_INFO) for k in self.keyring)
 
     @classmethod
     def for_archive(cls, settings: Archive, state_dir: Path) -> FileStore:
@@ -97,12 +101,34 @@ class FileStore:
 
     @property
     def encrypted(self) -> bool:
-        return self._aead is not None
+        return self.keyring is not None
+
+    def sealing(self) -> tuple[str, AESGCM] | None:
+        """The current key's id and cipher, which new files are sealed with."""
+        if self.keyring is None:
+            return None
+        kid = self.keyring.current.key_id
+        return kid, self._aeads[kid]
 
     def file_id(self, sha256: str) -> str:
-        if self._name_key is None:
-            return sha256
-        return hmac.new(self._name_key, bytes.fromhex(sha256), hashlib.sha256).hexdigest()
+        """The name a file with this content gets when written now."""
+        return self.names(sha256)[0]
+
+    def names(self, sha256: str) -> tuple[str, ...]:
+        """The names this content has under each key, the current key's first."""
+        if not self._name_keys:
+            return (sha256,)
+        digest = bytes.fromhex(sha256)
+        return tuple(hmac.new(k, digest, hashlib.sha256).hexdigest() for k in self._name_keys)
+
+    def find(self, sha256: str) -> str:
+        """The stored file holding this content, under whichever key wrote it (the
+        current key's name when none is there: reading it then says it is missing)."""
+        names = self.names(sha256)
+        for name in names:
+            if self.path(name).is_file():
+                return name
+        return names[0]
 
     def path(self, file_id: str) -> Path:
         if not _NAME.fullmatch(file_id):
@@ -138,28 +164,74 @@ class FileStore:
         except FileNotFoundError:
             raise FileStoreError(f"stored file {file_id[:16]}… is missing") from None
         with f:
-            if self._aead is None:
+            if self.keyring is None:
                 while block := f.read(CHUNK):
                     yield block
                 return
-            head = f.read(len(MAGIC) + PREFIX_BYTES)
-            if not head.startswith(MAGIC):
-                raise FileStoreError(f"stored file {file_id[:16]}… is not encrypted")
-            prefix = head[len(MAGIC) :]
+            candidates, prefix = self._header(f, file_id)
             counter = 0
             block = f.read(CHUNK + TAG)
             while True:
                 following = f.read(CHUNK + TAG)
                 last = not following
-                try:
-                    yield self._aead.decrypt(_nonce(prefix, counter, last), block, None)
-                except Exception as exc:  # InvalidTag: wrong key, or the file was altered
+                nonce = _nonce(prefix, counter, last)
+                for kid, aead in candidates:
+                    try:
+                        plain = aead.decrypt(nonce, block, None)
+                    except Exception:  # noqa: BLE001, S112 - InvalidTag: try the next key
+                        continue
+                    candidates = [(kid, aead)]  # the key that opened the first chunk
+                    break
+                else:
                     raise ArchiveKeyError(
                         f"stored file {file_id[:16]}…: cannot decrypt (wrong key or altered)"
-                    ) from exc
+                    )
+                yield plain
                 if last:
                     return
                 block, counter = following, counter + 1
+
+    def key_of(self, file_id: str) -> str | None:
+        """The id of the key that sealed a stored file: the one its header names, or,
+        for a file from before key ids, the key of the keyring that opens it (None: in
+        clear, unreadable, or no key opens it)."""
+        if self.keyring is None:
+            return None  # stored in clear: a header-like start is content
+        try:
+            with self.path(file_id).open("rb") as f:
+                magic = f.read(len(MAGIC))
+                if magic == MAGIC2:
+                    return f.read(KEY_ID_BYTES).hex()
+                if magic != MAGIC:
+                    return None
+                prefix = f.read(PREFIX_BYTES)
+                block = f.read(CHUNK + TAG)
+                last = not f.read(1)
+        except (FileStoreError, OSError):
+            return None
+        for kid, aead in self._aeads.items():
+            try:
+                aead.decrypt(_nonce(prefix, 0, last), block, None)
+            except Exception:  # noqa: BLE001, S112 - InvalidTag: try the next key
+                continue
+            return kid
+        return None
+
+    def _header(self, f: BinaryIO, file_id: str) -> tuple[list[tuple[str, AESGCM]], bytes]:
+        """The keys that may open a file (the one its header names, or, for a file from
+        before key ids, every key) and its nonce prefix."""
+        if self.keyring is None:
+            raise FileStoreError(f"stored file {file_id[:16]}…: no archive key configured")
+        magic = f.read(len(MAGIC))
+        if magic == MAGIC2:
+            kid = f.read(KEY_ID_BYTES).hex()
+            self.keyring.require(kid, f"stored file {file_id[:16]}…")
+            candidates = [(kid, self._aeads[kid])]
+        elif magic == MAGIC:
+            candidates = list(self._aeads.items())
+        else:
+            raise FileStoreError(f"stored file {file_id[:16]}… is not encrypted")
+        return candidates, f.read(PREFIX_BYTES)
 
     def read_checked(self, file_id: str, sha256: str) -> bytes:
         """The plain bytes, proven to be those the record names."""
@@ -230,8 +302,10 @@ class FileWriter:
         self._prefix = secrets.token_bytes(PREFIX_BYTES)
         self._done = False
         os.fchmod(out.fileno(), 0o600)
-        if store._aead is not None:
-            out.write(MAGIC + self._prefix)
+        sealing = store.sealing()
+        self._aead = sealing[1] if sealing is not None else None
+        if sealing is not None:
+            out.write(MAGIC2 + bytes.fromhex(sealing[0]) + self._prefix)
 
     @property
     def size(self) -> int:
@@ -240,7 +314,7 @@ class FileWriter:
     def write(self, data: bytes) -> None:
         self._hash.update(data)
         self._size += len(data)
-        aead = self._store._aead
+        aead = self._aead
         if aead is None:
             self._out.write(data)
             return
@@ -251,7 +325,7 @@ class FileWriter:
             self._counter += 1
 
     def commit(self) -> StoredFile:
-        aead = self._store._aead
+        aead = self._aead
         if aead is not None:
             self._out.write(
                 aead.encrypt(_nonce(self._prefix, self._counter, True), self._pending, None)

@@ -3,7 +3,9 @@
 The user's words are quoted one by one, so any input is a valid query (all words must
 occur, in any order, case- and accent-insensitively) and none of FTS5's query syntax can
 be injected. When the archive is encrypted the index holds HMAC tokens of the words, and
-the query is turned into the same tokens: only the key holder can search.
+the query is turned into the same tokens: only the key holder can search. After a key
+rotation each word is looked for under every key of the keyring (`("tA" OR "tB")`), so
+records indexed before and after the rotation are found alike.
 """
 
 from __future__ import annotations
@@ -101,8 +103,20 @@ def match_expression(conn: sqlite3.Connection, text: str, store: ArchiveStore) -
     if store.cipher is None and _latest_is_encrypted(conn):
         raise ArchiveKeyError("the archive is encrypted: search needs archive.encryption_key_file")
     if store.cipher is not None:
-        return " ".join(store.cipher.token(w) for w in found)
-    return " ".join('"' + w.replace('"', '""') + '"' for w in found)
+        # A record is indexed under the key current when it was written: after a
+        # rotation a word may be under any key of the keyring.
+        return " AND ".join(_any_of(store.cipher.tokens(w)) for w in found)
+    return " ".join(_quoted(w) for w in found)
+
+
+def _quoted(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
+
+
+def _any_of(tokens: Sequence[str]) -> str:
+    if len(tokens) == 1:
+        return _quoted(tokens[0])
+    return "(" + " OR ".join(_quoted(t) for t in tokens) + ")"
 
 
 def _filter(column: str, value: str, clauses: list[str], params: list[Any]) -> None:

@@ -30,6 +30,7 @@ from imbridge.archive.export import Item, items, write_eml, write_jsonl
 from imbridge.archive.exportfiles import FILES, Carrier, write_jsonl_files, write_zip
 from imbridge.archive.files import FileStore
 from imbridge.archive.heads import SigningKeyError, parse_public
+from imbridge.archive.keyuse import key_usage
 from imbridge.archive.retention import DAY_US, PurgeResult, purge, truncate_wal
 from imbridge.archive.search import Query, filters, search, table
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
@@ -182,7 +183,7 @@ def archive_verify(
         print(f"imbridge archive verify: --public-key: {exc}", file=err)
         return EXIT_USAGE
 
-    async def work(_: Config, db: Database, store: ArchiveStore) -> int:
+    async def work(config: Config, db: Database, store: ArchiveStore) -> int:
         tail = await db.read(store.tail, background=True)
 
         def walk(conn: sqlite3.Connection) -> tuple[Problem | None, int]:
@@ -205,6 +206,12 @@ def archive_verify(
             )
             for path in heads:
                 print(f"agrees with the external heads in {path}", file=out)
+        if store.cipher is not None:  # which keys are still needed, for rotation
+            files = FileStore.for_archive(config.archive, config.bridge.state_dir)
+            cipher = store.cipher
+            usage = await db.read(lambda c: key_usage(c, cipher, files), background=True)
+            for line in usage.lines(cipher.keyring):
+                print(line, file=out)
         try:
             await accessed(db, store, "verify", {"intact": problem is None}, count)
         except (ImbridgeError, sqlite3.Error, OSError) as exc:

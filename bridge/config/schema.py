@@ -255,7 +255,8 @@ class Archive(Strict):
     """Posted once in each bridged room (again when the text changes)."""
     legal_hold: tuple[LegalHold, ...] = ()
     encryption_key: SecretStr | None = None
-    """Encrypts message text at rest (AES-256-GCM); give it as `encryption_key_file`."""
+    """Encrypts message text at rest (AES-256-GCM); give it as `encryption_key_file`:
+    one key a line, the first seals what is written, the others (retired) still open."""
     head_file: Path | None = None
     """Append-only file of chain heads; default `<state_dir>/archive-heads.jsonl`."""
     checkpoint_seconds: float = Field(default=300.0, gt=0)
@@ -268,10 +269,10 @@ class Archive(Strict):
     @field_validator("encryption_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value().strip()) < 32:
-            raise ValueError(
-                "must be at least 32 characters, e.g. `head -c 32 /dev/urandom | base64`"
-            )
+        if value is not None:
+            from imbridge.archive.keyring import key_lines  # noqa: PLC0415 - cycle
+
+            key_lines(value.get_secret_value())  # one key a line, the current first
         return value
 
     @field_validator("signing_key")

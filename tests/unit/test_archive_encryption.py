@@ -135,9 +135,9 @@ def test_bodies_sealed_before_key_ids_still_read(tmp_path: Path) -> None:
     """`aesgcm1:` bodies bound only the sequence number; archives hold them for years."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
 
-    from imbridge.archive.crypto import _derive  # noqa: PLC0415
+    from imbridge.archive.keyring import derive  # noqa: PLC0415
 
-    aead = AESGCM(_derive(KEY.encode(), b"imbridge archive body v1"))
+    aead = AESGCM(derive(KEY.encode(), b"imbridge archive body v1"))
     nonce = b"\1" * 12
     old = (
         "aesgcm1:" + base64.b64encode(nonce + aead.encrypt(nonce, b'{"text":"hi"}', b"9")).decode()
