@@ -11,11 +11,20 @@ formatted body (a client may send a formatted body that differs from its plain o
 attachment names and URLs, a topic, a leave reason, a presence status, and a reply's quoted
 original. So an edit, a reply or an attachment is checked exactly like a new message and
 cannot carry denied text out.
+
+Lexicons and `flag`: a `flag` rule never decides; every one whose conditions hold
+(wherever it stands in the list, so an earlier allow cannot hide a message from review)
+adds its name to the decision's `flags`, as does any rule with `flag: true`; the archive
+puts a flagged event in the review queue in the same commit, so flagging costs the relay
+nothing more than one record. Lexicon words are matched in the same texts as `text`,
+folded (NFKD, combining marks dropped, casefolded) so `Café` and `CAFE` match `cafe`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +34,7 @@ from typing import Any
 
 from imbridge.config.schema import (
     AttachmentMatch,
+    Lexicon,
     Match,
     Member,
     Pattern,
@@ -56,6 +66,7 @@ __all__ = [
     "Destination",
     "compile_policy",
     "decide",
+    "fold",
     "sender_notice",
     "texts_of",
 ]
@@ -67,6 +78,8 @@ class Action(StrEnum):
     REDACT = "redact"
     IGNORED = "ignored"
     """Archived as seen and never relayed, whatever the rules say (not a rule action)."""
+    FLAG = "flag"
+    """A rule action only: puts the event in the review queue and decides nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,8 @@ class Decision:
     """What may be relayed: the event, or its redacted copy; None when denied."""
     quoted: str | None = None
     """A reply's quoted original as it may be shown there (redacted if need be)."""
+    flags: tuple[str, ...] = ()
+    """Names of the rules that flagged the event for review (`flag`, `flag: true`)."""
 
     @property
     def allowed(self) -> bool:
@@ -165,6 +180,9 @@ class CompiledRule:
     text: Pattern | None
     attachments: Attachments | None
     notify_sender: bool
+    lexicon: Pattern | None = None
+    """The rule's lexicons as one pattern over folded text."""
+    flag: bool = False
 
     def matches(self, event: Event, dest: Destination, texts: tuple[str, ...]) -> bool:
         o = event.origin
@@ -176,6 +194,11 @@ class CompiledRule:
             self.attachments.catches(a) for a in attachments_of(event)
         ):
             return False
+        if self.lexicon is not None and not any(self.lexicon.search(fold(t)) for t in texts):
+            return False
+        return self._text_matches(texts)
+
+    def _text_matches(self, texts: tuple[str, ...]) -> bool:
         if self.text is None:
             return True
         if self.action is Action.ALLOW:
@@ -220,6 +243,9 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     def side(m: Match) -> Side:
         return Side(Glob.of(m), groups[m.group] if m.group is not None else None)
 
+    def lexicon(names: tuple[str, ...]) -> Pattern | None:
+        return lexicon_pattern([policy.lexicons[n] for n in names]) if names else None
+
     return CompiledPolicy(
         default=Action(policy.default),
         rules=tuple(
@@ -231,6 +257,8 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
                 text=compile_pattern(r.text) if r.text else None,
                 attachments=Attachments.of(r.attachments) if r.attachments else None,
                 notify_sender=r.notify_sender,
+                lexicon=lexicon(r.lexicons),
+                flag=r.flag or r.action == "flag",
             )
             for r in policy.rules
         ),
@@ -239,6 +267,38 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
             for b in policy.barriers
         ),
     )
+
+
+def fold(text: str) -> str:
+    """Text as lexicons match it: compatibility-decomposed, accents dropped, casefolded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def lexicon_pattern(lexicons: Iterable[Lexicon]) -> Pattern:
+    """One RE2 pattern for every word and phrase of `lexicons`, as whole words (not
+    inside a longer word: `ipo` must not flag `hippo`), spaces matching any run of them."""
+    alternatives = sorted(
+        {
+            r"\s+".join(re.escape(part) for part in fold(word).split())
+            for lex in lexicons
+            for word in lex.words
+            if word.strip()
+        },
+        key=len,
+        reverse=True,
+    )
+    edge = r"[^\pL\pN_]"
+    return compile_pattern(f"(?:^|{edge})(?:{'|'.join(alternatives)})(?:$|{edge})")
+
+
+def flags_of(
+    event: Event, dest: Destination, policy: CompiledPolicy, texts: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Every `flag` rule, and every rule with `flag: true`, whose conditions hold for the
+    event as sent, wherever it stands and whichever rule decided: flagging is beside the
+    decision, so an earlier allow cannot keep a message from review."""
+    return tuple(r.name for r in policy.rules if r.flag and r.matches(event, dest, texts))
 
 
 def attachments_of(event: Event) -> tuple[Attachment, ...]:
@@ -293,7 +353,16 @@ def decide(
     event: Event, dest: Destination, policy: CompiledPolicy, *, quoted: str | None = None
 ) -> Decision:
     """The decision for relaying `event` to `dest`; `quoted` is the text of the message a
-    reply answers, when the destination will show it."""
+    reply answers, when the destination will show it; `flags` name the rules that put
+    it in the review queue."""
+    decision = _decide(event, dest, policy, quoted=quoted)
+    flags = flags_of(event, dest, policy, texts_of(event, quoted))
+    return dataclasses.replace(decision, flags=flags) if flags else decision
+
+
+def _decide(
+    event: Event, dest: Destination, policy: CompiledPolicy, *, quoted: str | None
+) -> Decision:
     for barrier in policy.barriers:
         if barrier.separates(event, dest):
             return Decision(
@@ -304,7 +373,7 @@ def decide(
             )
     redactions: list[CompiledRule] = []
     for rule in policy.rules:
-        if not rule.matches(event, dest, texts_of(event, quoted)):
+        if rule.action is Action.FLAG or not rule.matches(event, dest, texts_of(event, quoted)):
             continue
         if rule.action is not Action.REDACT:
             return _final(
