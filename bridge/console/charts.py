@@ -11,6 +11,11 @@ PALETTE = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b", "#9
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 200, 40, 40, 10
 
 
+def _short(column: str) -> str:
+    """`2024-05-02` as `05-02`; other labels as they are."""
+    return column[5:] if len(column) == 10 and column[4] == "-" else column
+
+
 def stacked_bars(title: str, columns: Sequence[str], series: Mapping[str, Sequence[int]]) -> Markup:
     """One bar per column, stacked by series, with a legend; `series` values align with
     `columns`."""
@@ -54,7 +59,7 @@ def stacked_bars(title: str, columns: Sequence[str], series: Mapping[str, Sequen
         if len(columns) <= 16 or i % max(len(columns) // 8, 1) == 0:
             parts.append(
                 Markup('<text x="{x:.1f}" y="{y}" class="axis">{t}</text>').format(
-                    x=x, y=TOP + plot_h + 14, t=column[-5:]
+                    x=x, y=TOP + plot_h + 14, t=_short(column)
                 )
             )
     for k, name in enumerate(names):
