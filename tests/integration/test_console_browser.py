@@ -34,7 +34,7 @@ PASSWORD = "a long test password"
 HOSTILE = '<script>alert("xss")</script><img src=x onerror="alert(1)"> hostile-sample'
 
 
-async def sign_in(browser: Browser, base: str, name: str) -> Page:
+async def sign_in(browser: Browser, base: str, name: str) -> tuple[Page, list[str]]:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     dialogs: list[str] = []
     page.on("dialog", lambda d: dialogs.append(d.message))
@@ -45,18 +45,17 @@ async def sign_in(browser: Browser, base: str, name: str) -> Page:
     await page.fill("input[name=password]", PASSWORD)
     await page.click("button[type=submit]")
     await page.wait_for_url("**/console/search*")
-    page.dialogs = dialogs  # type: ignore[attr-defined] - read back by the test
-    return page
+    return page, dialogs
 
 
-async def inert(page: Page) -> None:
+async def inert(page: Page, dialogs: list[str]) -> None:
     """No script of the message's in the DOM, no image it smuggled, no dialog opened."""
     scripts = await page.evaluate(
         "[...document.scripts].filter(s => !s.src.endsWith('/console/static/console.js')).length"
     )
     assert scripts == 0
     assert await page.evaluate("document.images.length") == 0
-    assert page.dialogs == []  # type: ignore[attr-defined]
+    assert dialogs == []
 
 
 async def test_a_reviewer_finds_reads_flags_reviews_holds_and_every_look_is_audited(
@@ -98,7 +97,7 @@ async def test_a_reviewer_finds_reads_flags_reviews_holds_and_every_look_is_audi
             await eventually(lambda: len(bob.messages(b, "relay")) >= 3, 20, "relayed to bob")
 
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = await sign_in(browser, base, "olivia")
+            page, dialogs = await sign_in(browser, base, "olivia")
 
             await page.goto(f"{base}/console/search?q={token}")
             row = page.locator("table.hits tbody tr", has_text=token)
@@ -112,7 +111,7 @@ async def test_a_reviewer_finds_reads_flags_reviews_holds_and_every_look_is_audi
             assert token in await focus.inner_text()
             assert await focus.locator(".mark.flagged").count() == 1  # the lexicon flagged it
             assert "good morning" in await page.inner_text("ol.conversation")
-            await inert(page)
+            await inert(page, dialogs)
             await page.screenshot(path=shots / "conversation.png", full_page=True)
 
             # The hostile message, opened and flagged by hand: still only text.
@@ -124,7 +123,7 @@ async def test_a_reviewer_finds_reads_flags_reviews_holds_and_every_look_is_audi
             await hostile.locator("button.flag").click()
             await page.wait_for_url("**/console/event/**")
             assert await page.locator("li.entry.focus .mark.flagged").count() == 1
-            await inert(page)
+            await inert(page, dialogs)
 
             await page.goto(f"{base}/console/review")
             item = page.locator("table.queue tbody tr", has_text="insider-words")
@@ -134,7 +133,7 @@ async def test_a_reviewer_finds_reads_flags_reviews_holds_and_every_look_is_audi
             await page.wait_for_url("**/console/review")
             escalated = page.locator("table.queue tbody tr", has_text="insider-words")
             assert "escalated by olivia" in await escalated.inner_text()
-            await inert(page)
+            await inert(page, dialogs)
             await page.screenshot(path=shots / "review.png", full_page=True)
 
             await page.goto(f"{base}/console/holds")
@@ -166,7 +165,7 @@ async def test_a_reviewer_finds_reads_flags_reviews_holds_and_every_look_is_audi
             assert "olivia via console" in log
             await page.screenshot(path=shots / "audit.png", full_page=True)
 
-            reviewer = await sign_in(browser, base, "rita")
+            reviewer, _ = await sign_in(browser, base, "rita")
             denied = await reviewer.goto(f"{base}/console/audit")
             assert denied is not None
             assert denied.status == 403
