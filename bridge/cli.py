@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.config)
         case "status":
             return status(args.config)
-        case "policy" | "archive":
+        case "policy" | "archive" | "console":
             from imbridge import commands
 
             return commands.dispatch(args)

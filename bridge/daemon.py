@@ -79,6 +79,8 @@ class Daemon:
         self.seen_connected: dict[str, bool] = {}
         """What the supervisor last saw of each network (from its first connection on)."""
         self._http: web.AppRunner | None = None
+        self._console = contextlib.AsyncExitStack()
+        """The review console mounted on the listener, with its own database connection."""
         self.media_links: MediaLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
@@ -162,6 +164,11 @@ class Daemon:
         if listen:
             token = self.config.bridge.http.metrics_token
             app = make_app(self, self.metrics, token.get_secret_value() if token else None)
+            if self.config.console.enabled:
+                from imbridge.console.server import mounted  # noqa: PLC0415 - jinja2, argon2
+
+                await self._console.enter_async_context(mounted(app, self.config, listen))
+                log.info("console_enabled", url=f"http://{listen}/console/")
             self._http = await serve_http(app, listen)
             log.info("http_listening", listen=listen)
             if public_url is not None and token is None:
@@ -172,6 +179,11 @@ class Daemon:
                     hint="bridge.http.public_url makes the listener public: set "
                     "bridge.http.metrics_token (or metrics_token_file) to protect /metrics",
                 )
+        elif self.config.console.enabled:
+            log.warning(
+                "console_not_served",
+                hint="console.enabled needs bridge.http.listen, or run `imbridge console`",
+            )
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="supervisor"
         )
@@ -406,6 +418,7 @@ class Daemon:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         if self._http is not None:
             await self._http.cleanup()
+        await self._console.aclose()
         if self.capture is not None:
             await self.capture.__aexit__(None, None, None)
         if self.archive is not None:

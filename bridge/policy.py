@@ -13,11 +13,20 @@ original, and the sender's display name. So an edit, a reply or an attachment is
 exactly like a new message and cannot carry denied text out. Those texts are extracted
 and normalised once per event (`imbridge.policytext.policy_texts`), not once per rule and
 destination, and each is matched as sent and as a reader would read it.
+
+Lexicons and `flag`: a `flag` rule never decides; every one whose conditions hold
+(wherever it stands in the list, so an earlier allow cannot hide a message from review)
+adds its name to the decision's `flags`, as does any rule with `flag: true`; the archive
+puts a flagged event in the review queue in the same commit, so flagging costs the relay
+nothing more than one record. Lexicon words are matched in the same texts as `text`,
+folded (NFKD, combining marks dropped, casefolded) so `Café` and `CAFE` match `cafe`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +35,7 @@ from typing import Any
 
 from imbridge.config.schema import (
     AttachmentMatch,
+    Lexicon,
     Match,
     Member,
     Pattern,
@@ -66,6 +76,7 @@ __all__ = [
     "PolicyTexts",
     "compile_policy",
     "decide",
+    "fold",
     "policy_texts",
     "sender_notice",
     "texts_of",
@@ -78,6 +89,8 @@ class Action(StrEnum):
     REDACT = "redact"
     IGNORED = "ignored"
     """Archived as seen and never relayed, whatever the rules say (not a rule action)."""
+    FLAG = "flag"
+    """A rule action only: puts the event in the review queue and decides nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +112,8 @@ class Decision:
     """What may be relayed: the event, or its redacted copy; None when denied."""
     quoted: str | None = None
     """A reply's quoted original as it may be shown there (redacted if need be)."""
+    flags: tuple[str, ...] = ()
+    """Names of the rules that flagged the event for review (`flag`, `flag: true`)."""
 
     @property
     def allowed(self) -> bool:
@@ -177,6 +192,9 @@ class CompiledRule:
     attachments: Attachments | None
     notify_sender: bool
     sender_name: Pattern | None = None
+    lexicon: Pattern | None = None
+    """The rule's lexicons as one pattern over folded text."""
+    flag: bool = False
 
     def matches(self, event: Event, dest: Destination, texts: PolicyTexts) -> bool:  # noqa: PLR0911 - one return per condition
         o = event.origin
@@ -189,6 +207,8 @@ class CompiledRule:
         ):
             return False
         if self.sender_name is not None and not texts.in_name(self.sender_name):
+            return False
+        if self.lexicon is not None and not _lexicon_in(self.lexicon, texts):
             return False
         if self.text is None:
             return True
@@ -234,6 +254,9 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     def side(m: Match) -> Side:
         return Side(Glob.of(m), groups[m.group] if m.group is not None else None)
 
+    def lexicon(names: tuple[str, ...]) -> Pattern | None:
+        return lexicon_pattern([policy.lexicons[n] for n in names]) if names else None
+
     return CompiledPolicy(
         default=Action(policy.default),
         rules=tuple(
@@ -246,6 +269,8 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
                 attachments=Attachments.of(r.attachments) if r.attachments else None,
                 notify_sender=r.notify_sender,
                 sender_name=compile_pattern(r.sender_name) if r.sender_name else None,
+                lexicon=lexicon(r.lexicons),
+                flag=r.flag or r.action == "flag",
             )
             for r in policy.rules
         ),
@@ -254,6 +279,44 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
             for b in policy.barriers
         ),
     )
+
+
+def fold(text: str) -> str:
+    """Text as lexicons match it: compatibility-decomposed, accents dropped, casefolded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def lexicon_pattern(lexicons: Iterable[Lexicon]) -> Pattern:
+    """One RE2 pattern for every word and phrase of `lexicons`, as whole words (not
+    inside a longer word: `ipo` must not flag `hippo`), spaces matching any run of them."""
+    alternatives = sorted(
+        {
+            r"\s+".join(re.escape(part) for part in fold(word).split())
+            for lex in lexicons
+            for word in lex.words
+            if word.strip()
+        },
+        key=len,
+        reverse=True,
+    )
+    edge = r"[^\pL\pN_]"
+    return compile_pattern(f"(?:^|{edge})(?:{'|'.join(alternatives)})(?:$|{edge})")
+
+
+def _lexicon_in(lexicon: Pattern, texts: PolicyTexts) -> bool:
+    """Lexicon words are folded; the texts are searched folded, and in the normalised
+    forms rules see, so look-alike letters and invisible characters hide no flag."""
+    return texts.any_piece(lexicon) or any(lexicon.search(fold(t)) for t in texts.pieces)
+
+
+def flags_of(
+    event: Event, dest: Destination, policy: CompiledPolicy, texts: PolicyTexts
+) -> tuple[str, ...]:
+    """Every `flag` rule, and every rule with `flag: true`, whose conditions hold for the
+    event as sent, wherever it stands and whichever rule decided: flagging is beside the
+    decision, so an earlier allow cannot keep a message from review."""
+    return tuple(r.name for r in policy.rules if r.flag and r.matches(event, dest, texts))
 
 
 def texts_of(event: Event, quoted: str | None = None) -> tuple[str, ...]:
@@ -271,10 +334,14 @@ def decide(
 ) -> Decision:
     """The decision for relaying `event` to `dest`; `quoted` is the text of the message a
     reply answers, when the destination will show it. `texts` is `policy_texts(event,
-    quoted)`, computed once by a caller that decides for several destinations."""
+    quoted)`, computed once by a caller that decides for several destinations; `flags`
+    name the rules that put it in the review queue."""
     if texts is None:
         texts = policy_texts(event, quoted)
     decision = _decide(event, dest, policy, quoted, texts)
+    flags = flags_of(event, dest, policy, texts)
+    if flags:
+        decision = dataclasses.replace(decision, flags=flags)
     if texts.rich_dropped and decision.event is not None:
         # Too large to parse, so unchecked: the plain text, checked in full, crosses.
         return dataclasses.replace(
@@ -308,7 +375,7 @@ def _decide(
             )
     redactions: list[CompiledRule] = []
     for rule in policy.rules:
-        if not rule.matches(event, dest, texts):
+        if rule.action is Action.FLAG or not rule.matches(event, dest, texts):
             continue
         if rule.action is not Action.REDACT:
             return _final(

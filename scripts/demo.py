@@ -8,6 +8,7 @@ so what you try here is what the tests check.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import signal
 import subprocess
@@ -95,9 +96,20 @@ def main() -> int:
                 "enabled": True,
                 "notice": "This room is bridged by imbridge and archived.",
             },
+            "policy": {
+                "lexicons": {"demo": {"words": ["inside information", "confidential"]}},
+                "rules": [{"name": "demo-words", "action": "flag", "lexicons": ["demo"]}],
+            },
+            "console": {"enabled": True},
         }
         path = demo / "bridge.yaml"
         path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        reviewer_pw = secrets.token_urlsafe(12)
+        subprocess.run(  # the demo reviewer account; the password goes in on stdin
+            [str(ROOT / ".venv" / "bin" / "imbridge"), "console", "user", "add", "reviewer",
+             "--role", "reviewer", "-c", str(path)],
+            input=reviewer_pw + "\n", text=True, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
         daemon = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "imbridge"), "run", "-c", str(path)]
         )
@@ -113,6 +125,9 @@ imbridge is running with {path}; one gateway joins three rooms:
   Matrix  homeserver {matrix.url}, user {mx_alice.user_id} password {mx_alice.password},
           then join #demo:localhost ({room_id})
 
+Review console: http://{http}/console/   user reviewer  password {reviewer_pw}
+          (say "inside information" in a room: it lands in the review queue; for holds,
+          export and the audit log: imbridge console user add NAME --role admin -c {path})
 Health and metrics: http://{http}/readyz  http://{http}/metrics
 Try:  .venv/bin/imbridge status -c {path}
       .venv/bin/imbridge archive search -c {path} hello

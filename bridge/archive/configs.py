@@ -118,13 +118,17 @@ def globs_of(hold: LegalHold) -> Globs:
 
 
 def recorded_holds(conn: sqlite3.Connection) -> dict[str, Globs]:
-    """The holds in force by the chain's own account: every `hold` record folded in
-    order (hold records are never purged, so the fold starts from nothing)."""
+    """The config file's holds in force by the chain's own account: every `hold` record
+    folded in order (hold records are never purged, so the fold starts from nothing).
+    Holds placed in the review console (`source: console`) live in the state database,
+    not the file: a reload must not record them as lifted."""
     held: dict[str, Globs] = {}
     for action, body in conn.execute(
         "SELECT action, body FROM archive_records WHERE kind = 'hold' ORDER BY seq"
     ):
         data = json.loads(body)
+        if data.get("source") == "console":
+            continue
         if action == "placed":
             held[str(data["name"])] = dict(data["globs"])
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -58,9 +58,19 @@ class Item:
         }
 
 
-def items(conn: sqlite3.Connection, store: ArchiveStore, query: Query) -> Iterator[Item]:
-    """Event records in chain order with their decisions and deliveries."""
+def items(
+    conn: sqlite3.Connection,
+    store: ArchiveStore,
+    query: Query,
+    *,
+    seqs: Sequence[int] | None = None,
+) -> Iterator[Item]:
+    """Event records in chain order with their decisions and deliveries; with `seqs`,
+    only those records (a keyword search's hits, as the review console exports them)."""
     clauses, params = filters(query, prefix="")
+    if seqs is not None:
+        clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "0")
+        params.extend(seqs)
     where = " AND ".join(clauses)
     for row in list(store.rows(conn, f"WHERE {where} ORDER BY seq", params)):
         decisions: list[dict[str, Any]] = []

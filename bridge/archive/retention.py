@@ -64,6 +64,22 @@ def _held(
     )
 
 
+def placed_holds(conn: sqlite3.Connection) -> tuple[LegalHold, ...]:
+    """The holds placed in the review console: kept in the state database (see
+    `imbridge.console.holds`), so a purge holds them the moment they are placed, in
+    whichever process runs it."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'console_holds'"
+    ).fetchone():
+        return ()
+    return tuple(
+        LegalHold(name=n, network=net, room=room, user=user)
+        for n, net, room, user in conn.execute(
+            "SELECT name, network, room, user FROM console_holds ORDER BY name"
+        )
+    )
+
+
 def held_events(conn: sqlite3.Connection, holds: tuple[LegalHold, ...], cutoff_us: int) -> set[str]:
     if not holds:
         return set()
@@ -92,7 +108,7 @@ def purge(
     now = store.clock() if now_us is None else now_us
     cutoff_us = now - settings.retention_days * DAY_US
     cutoff = datetime.fromtimestamp(cutoff_us / 1_000_000, UTC)
-    held_ids = held_events(conn, settings.legal_hold, cutoff_us)
+    held_ids = held_events(conn, settings.legal_hold + placed_holds(conn), cutoff_us)
     purge_relay_state(conn, cutoff_us / 1_000_000, held_ids)
     last_old = conn.execute(
         "SELECT max(seq) FROM archive_records WHERE ts_us < ? "
@@ -144,7 +160,7 @@ def purge(
                     "retention_days": settings.retention_days,
                     "deleted": len(doomed),
                     "held": held,
-                    "holds": [h.name for h in settings.legal_hold],
+                    "holds": [h.name for h in settings.legal_hold + placed_holds(conn)],
                     "runs": [r.encode() for r in runs],
                 },
             }

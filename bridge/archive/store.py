@@ -125,9 +125,10 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-CONTENT_KINDS = frozenset({"event", "decision", "access", "file", "notice"})
+CONTENT_KINDS = frozenset({"event", "decision", "access", "file", "notice", "review"})
 """Kinds whose body holds message content (an access's query may quote it, a file record
-names an attachment), encrypted when a key is configured."""
+names an attachment, a reviewer's comment may quote the message), encrypted when a key is
+configured."""
 
 _SELECT = "SELECT " + ", ".join(COLUMNS) + ", hash FROM archive_records"  # noqa: S608 - fixed names
 
@@ -278,6 +279,17 @@ class ArchiveStore:
                     "action": d.action.value,
                     "rule": d.rule,
                     "body": body,
+                }
+            )
+        flags = {name: None for _, d in decisions for name in d.flags}
+        if flags:  # the review console's queue: one record, in this same commit
+            records.append(
+                {
+                    **common,
+                    "kind": "flag",
+                    "action": "policy",
+                    "rule": next(iter(flags)),
+                    "body": {"rules": list(flags)},
                 }
             )
         head = self.append(conn, records)

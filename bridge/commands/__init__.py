@@ -93,12 +93,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     with_config(asub, "key", "print the public key that checks the signed chain heads")
     heads = with_config(asub, "heads", "print the signed chain heads as JSON lines")
     heads.add_argument("--since", type=int, metavar="SEQ", help="only heads after record SEQ")
+    from imbridge.commands import console  # noqa: PLC0415 - the console's own parsers
+
+    console.add_parsers(sub)
 
 
 def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcommand
     """Runs the `policy` or `archive` subcommand parsed by `add_parsers`."""
     from imbridge.commands import archive, heads, policy  # noqa: PLC0415 - only when asked for
 
+    if args.command == "console":
+        from imbridge.commands import console  # noqa: PLC0415 - only when asked for
+
+        return console.dispatch(args)
     match (args.command, args.action):
         case ("policy", "test"):
             return policy.policy_test(

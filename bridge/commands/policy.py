@@ -146,6 +146,8 @@ def policy_test(
                 print(f"quoted:   {d.quoted}", file=out)
         if d.notify_sender:
             print(f"notice:   {sender_notice(d, dest)}", file=out)
+        if d.flags:
+            print(f"flagged:  {', '.join(d.flags)} (put in the review queue)", file=out)
         if len(dests) > 1:
             print(file=out)
     return EXIT_DENIED if denied else EXIT_OK

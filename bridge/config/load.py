@@ -199,7 +199,7 @@ def parse_config(
 
     raw: RawConfig | None = None
     try:
-        raw = RawConfig.model_validate(data)
+        raw = RawConfig.model_validate(data, context={"base": reader.base})
     except ValidationError as exc:
         issues += from_validation(exc, lines)
         # Validate again without the broken sections, so cross-references between the
@@ -207,7 +207,10 @@ def parse_config(
         broken = {err["loc"][0] for err in exc.errors() if err["loc"]}
         if not broken & {"networks", "gateways"}:
             try:
-                raw = RawConfig.model_validate({k: v for k, v in data.items() if k not in broken})
+                raw = RawConfig.model_validate(
+                    {k: v for k, v in data.items() if k not in broken},
+                    context={"base": reader.base},
+                )
             except ValidationError:
                 raw = None
 
@@ -221,6 +224,7 @@ def parse_config(
         policy=raw.policy,
         archive=raw.archive,
         source=source,
+        console=raw.console,
     )
     issues += _references(config, raw, lines)
     if issues:
@@ -251,6 +255,7 @@ def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> Co
             policy=config.policy,
             archive=config.archive,
             source=config.source,
+            console=config.console,
         )
     return config
 

@@ -171,9 +171,39 @@ class AttachmentMatch(Strict):
         return self
 
 
+class Lexicon(Strict):
+    """A named list of words and phrases a `flag` rule looks for, matched case- and
+    accent-insensitively as whole words; given inline (`words`) or one per line in a file
+    (`file`, read at load; `#` starts a comment), or both."""
+
+    words: tuple[str, ...] = ()
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _read(self, info: ValidationInfo) -> Lexicon:
+        if self.file is None:
+            if not any(w.strip() for w in self.words):
+                raise ValueError("give `words`, a `file`, or both")
+            return self
+        base = (info.context or {}).get("base")
+        path = self.file if self.file.is_absolute() or base is None else Path(base) / self.file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ValueError(f"file {self.file}: cannot read: {reason}") from None
+        listed = (line.split("#", 1)[0].strip() for line in text.splitlines())
+        words = (*self.words, *(w for w in listed if w))
+        if not words:
+            raise ValueError(f"file {self.file} lists no words")
+        object.__setattr__(self, "words", words)  # frozen: set once, while validating
+        return self
+
+
 class Rule(Strict):
     name: str = Field(min_length=1)
-    action: Literal["allow", "deny", "redact"]
+    action: Literal["allow", "deny", "redact", "flag"]
+    """`flag`: relayed as the other rules decide, and put in the review console's queue."""
     from_: Match = Field(default=Match(), alias="from")
     to: Match = Match()
     text: str | None = None
@@ -182,6 +212,10 @@ class Rule(Strict):
     sender_name: str | None = None
     """A regular expression searched in the sender's display name alone."""
     attachments: AttachmentMatch | None = None
+    lexicons: tuple[str, ...] = ()
+    """Names from `policy.lexicons`: the rule matches when any of their words occurs."""
+    flag: bool = False
+    """Also put what this rule matches in the review queue, whatever its action."""
     notify_sender: bool = False
 
     @field_validator("text", "sender_name")
@@ -212,9 +246,21 @@ class Barrier(Strict):
 
 class Policy(Strict):
     default: Literal["allow", "deny"] = "allow"
+    lexicons: dict[str, Lexicon] = Field(default_factory=dict)
     groups: dict[str, tuple[Member, ...]] = Field(default_factory=dict)
     barriers: tuple[Barrier, ...] = ()
     rules: tuple[Rule, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_lexicons(self) -> Policy:
+        for i, rule in enumerate(self.rules):
+            for name in rule.lexicons:
+                if name not in self.lexicons:
+                    known = ", ".join(sorted(self.lexicons)) or "none defined"
+                    raise ValueError(
+                        f"rules[{i}] ({rule.name}): unknown lexicon {name!r} ({known})"
+                    )
+        return self
 
 
 class LegalHold(Strict):
@@ -285,6 +331,46 @@ class Archive(Strict):
         return value
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
+
+
+class ConsoleConfig(Strict):
+    """The review console (`imbridge.console`): under `/console/` on `bridge.http.listen`
+    when `enabled`, or served by `imbridge console` on `listen`."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9466"
+    """Where `imbridge console` (the console as its own process) listens."""
+    public_url: str | None = None
+    """The https:// address people open (a reverse proxy terminating TLS): required
+    before the console listens on anything but loopback."""
+    allow_insecure_http: bool = False
+    """Serve on a non-loopback address without https: passwords and sessions then cross
+    the network in clear. For a closed lab only."""
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    login_attempts: int = Field(default=5, ge=1, le=100)
+    """Failed logins in a row before the account is locked for `lockout_minutes`."""
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9466")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be a URL, e.g. https://review.example.org/")
+        return value if value.endswith("/") else value + "/"
+
+
 class RawConfig(Strict):
     """The file as validated before each network is handed to its adapter's model."""
 
@@ -293,6 +379,7 @@ class RawConfig(Strict):
     gateways: dict[str, Gateway] = Field(default_factory=dict)
     policy: Policy = Policy()
     archive: Archive = Archive()
+    console: ConsoleConfig = ConsoleConfig()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,3 +392,4 @@ class Config:
     policy: Policy
     archive: Archive
     source: Path | None = None
+    console: ConsoleConfig = ConsoleConfig()  # noqa: RUF009 - frozen: one shared default is safe
