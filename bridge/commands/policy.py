@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TextIO
 
 from imbridge.config.load import load_config
+from imbridge.config.report import print_config_error
 from imbridge.config.schema import Config, Match, Rule
 from imbridge.errors import ConfigError
 from imbridge.events import Attachment, Edit, Event, EventId, Message, Origin, Sender
+from imbridge.exitcodes import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 from imbridge.policy import Action, Destination, compile_policy, decide, sender_notice
-
-EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(ValueError):
@@ -75,8 +75,7 @@ def _load(path: Path, err: TextIO) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"{path}: {issue}", file=err)
+        print_config_error(path, exc, err)
         return None
 
 
