@@ -129,8 +129,9 @@ def policy_test(
                 print(f"kept:     {kept}", file=out)
             if quoted is not None and d.quoted != quoted:
                 print(f"quoted:   {d.quoted}", file=out)
-        if d.notify_sender:
-            print(f"notice:   {sender_notice(d, dest)}", file=out)
+        notice = sender_notice(d, event)
+        if notice is not None:
+            print(f"notice:   {notice}", file=out)
         if len(dests) > 1:
             print(file=out)
     return EXIT_DENIED if denied else EXIT_OK

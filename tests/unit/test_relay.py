@@ -3,9 +3,13 @@ deletes and replies following their message through the id map."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
+from imbridge.commands.policy import policy_test
 from tests.unit.conftest import StartDaemon, settle, until
 
 THREE_ROOMS = """
@@ -199,3 +203,34 @@ async def test_a_replayed_remote_message_is_relayed_once(start_daemon: StartDaem
     adapter.deliver(post)  # the server (or a resync after restart) sends it again
     await until(lambda: daemon.relay is not None and daemon.relay.stats["a"].duplicates == 1)
     assert texts(hub, "#y") == ["<alice@a> once"]
+
+
+DENY_NOTIFY = """
+networks:
+  a: {type: memory}
+  b: {type: memory}
+gateways:
+  g:
+    rooms:
+      - {network: a, room: "#x"}
+      - {network: b, room: "#y"}
+policy:
+  rules:
+    - {name: no-secrets, action: deny, text: "(?i)secret", notify_sender: true}
+"""
+
+
+async def test_policy_test_previews_the_notice_the_relay_sends(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    _, hub = await start_daemon(DENY_NOTIFY)
+    hub.post("#x", "alice", "the secret plan")
+    await until(lambda: len(texts(hub, "#x")) == 2)
+    sent = texts(hub, "#x")[1]
+    path = tmp_path / "bridge.yaml"
+    path.write_text(f"bridge: {{state_dir: '{tmp_path}'}}\n{DENY_NOTIFY}")
+    out = io.StringIO()
+    code = policy_test(path, source="a:#x:alice", to="b", text="the secret plan", out=out)
+    assert code == 1
+    assert f"notice:   {sent}\n" in out.getvalue()
+    assert sent == "alice: your message was not relayed (policy rule 'no-secrets')."
