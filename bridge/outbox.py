@@ -473,7 +473,7 @@ class Outbox:
                 if isinstance(event, Delete):
                     return None  # its message never reached this room: nothing to delete
                 adapter = self.adapters[item.network]
-                event = as_correction(event, "", adapter.capabilities)
+                event = as_correction(event, adapter.capabilities)
         elif isinstance(event, Message) and event.reply_to is not None:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
         return Outgoing(

@@ -70,7 +70,39 @@ async def test_edit_follows_its_message_or_becomes_a_correction_line(
     assert edit_in_y.target == copy_in_y.remote_id
     assert edit_in_y.text == "[alice] the plan"
     await until(lambda: len(texts(hub, "#z")) == 2)
-    assert texts(hub, "#z")[1] == "[alice] * corrected: the plan"
+    assert texts(hub, "#z")[1] == "* corrected: [alice] the plan"
+
+
+HELD_BACK = """
+networks:
+  a: {type: memory}
+  b: {type: memory}
+  c: {type: memory, capabilities: {edits: false}}
+gateways:
+  g:
+    nick_format: "[{nick}] "
+    rooms:
+      - {network: a, room: "#x"}
+      - {network: b, room: "#y"}
+      - {network: c, room: "#z"}
+policy:
+  rules:
+    - {name: no-typos, action: deny, text: "teh", to: {network: b}}
+"""
+
+
+async def test_a_correction_line_reads_the_same_wherever_it_is_made(
+    start_daemon: StartDaemon,
+) -> None:
+    """#z cannot edit (render makes the line); #y can, but the message never reached
+    it (the outbox makes the line): both read alike."""
+    _, hub = await start_daemon(HELD_BACK)
+    original = hub.post("#x", "alice", "teh plan")
+    await until(lambda: len(texts(hub, "#z")) == 1)
+    hub.post("#x", "alice", "the plan", kind="edit", target=original.remote_id)
+    await until(lambda: len(texts(hub, "#z")) == 2 and len(texts(hub, "#y")) == 1)
+    assert texts(hub, "#y") == ["* corrected: [alice] the plan"]
+    assert texts(hub, "#z")[1] == "* corrected: [alice] the plan"
 
 
 async def test_delete_removes_the_relayed_copy_where_deletes_exist(
