@@ -560,11 +560,14 @@ async def serve(config: Config) -> int:
                 daemon.notifier.ready(daemon.status_line())
 
     async with TaskTree("signals") as reloads:
+
+        def on_hup() -> None:
+            if not reloads.closed:
+                reloads.spawn(reload(), name="reload")
+
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
         loop.add_signal_handler(signal.SIGINT, stopping.set)
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: reloads.closed or reloads.spawn(reload(), name="reload")
-        )
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             await daemon.start()
             await _first(stopping.wait(), daemon.failed.wait())
