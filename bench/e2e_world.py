@@ -4,18 +4,22 @@ an independent observer on each network, the rooms, and the config imbridge runs
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nio
 
+from imbridge import testing
 from tests.servers.ircd import Ircd, IrcUser, launch
 from tests.servers.prosody import Prosody, XmppUser
 from tests.servers.synapse import RELAXED_LIMITS, SynapseServer
+
+wait_until = functools.partial(testing.eventually, interval=0.005)
 
 MIB = 1024 * 1024
 NETS = ("irc", "xm", "mx")
@@ -80,14 +84,6 @@ class MatrixObserver:
                         self.side.setdefault(body.rsplit(" ", 1)[-1], now)
                     elif room_id in self.rooms:
                         self.arrivals.see("mx", body)
-
-
-async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.perf_counter() + timeout
-    while not check():
-        if time.perf_counter() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def pct(values: list[float], p: float) -> float:

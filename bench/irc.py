@@ -44,7 +44,7 @@ from imbridge.adapter import Outgoing
 from imbridge.adapters.irc import IrcAdapter, IrcConfig
 from imbridge.config.schema import Config
 from imbridge.events import Event, Message
-from tests.integration.test_irc_adapter import DictCursors
+from imbridge.testing import DictCursors
 from tests.servers.ircd import Ircd, IrcUser, launch
 
 

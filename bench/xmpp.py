@@ -36,7 +36,7 @@ from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter
 from imbridge.config.schema import Config
 from imbridge.events import Event, Message, RemoteId
-from tests.integration.test_xmpp_resilience import DictCursors
+from imbridge.testing import DictCursors
 from tests.servers.prosody import Prosody, XmppUser
 
 

@@ -6,7 +6,11 @@ destination can do from the adapter's declared capabilities.
 
 from importlib.metadata import PackageNotFoundError, version
 
+DISTRIBUTION = "imbridge-gateway"
+"""The name on PyPI (`imbridge` there is an unrelated project); the command and the
+import name stay `imbridge`."""
+
 try:
-    __version__ = version("imbridge")
+    __version__ = version(DISTRIBUTION)
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"

@@ -154,7 +154,10 @@ class AdapterFactory(Protocol):
 
 
 class MediaAdapterFactory(Protocol):
-    """An adapter class that links media through the bridge (`MediaSource`)."""
+    """An adapter class that links media through the bridge (`MediaSource`); it says so
+    with `links_media = True` and is then built with `media_links=`."""
+
+    links_media: ClassVar[bool]
 
     def __call__(
         self, name: str, config: NetworkConfig, cursors: Cursors, *, media_links: MediaLinks

@@ -1,7 +1,6 @@
 """The `imbridge` command: parses arguments and calls plain functions, which tests call
-directly. Exit codes: 0 success, 1 runtime failure or negative answer (denied, tampered),
-2 bad input (invalid config, bad arguments), so systemd's RestartPreventExitStatus=2
-stops restart loops on a broken config."""
+directly. Exit codes are `imbridge.exitcodes`' table, config errors are printed by
+`config.report.print_config_error`, for every subcommand alike."""
 
 from __future__ import annotations
 
@@ -13,10 +12,10 @@ from pathlib import Path
 
 from imbridge import __version__, slim  # noqa: F401 - slim first, before structlog
 from imbridge.config.load import load_config
+from imbridge.config.report import print_config_error
 from imbridge.config.schema import Config
 from imbridge.errors import ConfigError, ImbridgeError
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def check(path: Path) -> int:
@@ -24,8 +23,7 @@ def check(path: Path) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"{path}: {issue}", file=sys.stderr)
+        print_config_error(path, exc, sys.stderr)
         print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
         return EXIT_USAGE
     rooms = sum(len(g.rooms) for g in config.gateways.values())
@@ -40,8 +38,7 @@ def load_or_report(path: Path) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"{path}: {issue}", file=sys.stderr)
+        print_config_error(path, exc, sys.stderr)
         return None
 
 

@@ -6,6 +6,14 @@ relay); `ready` tells when every network has connected and joined its rooms; `st
 drains in-flight sends for up to `bridge.drain_seconds` and closes everything, leaving
 what was not delivered in the database for the next start. `reload` applies a new config
 without touching networks whose section did not change.
+
+Ownership: every task the daemon starts is a child of its `TaskTree`, and everything it
+opens is entered in one `AsyncExitStack`, so `stop` (or a start that fails half-way)
+closes exactly what was opened, in reverse order, whatever fails on the way. A network's
+task that fails is logged with its network and restarted by the supervisor after a
+backoff; a failure of the supervisor itself stops the daemon with that error (`failed`).
+`reload` and `stop` take one lock: a SIGTERM during a SIGHUP reload stops the daemon
+once the reload is done, never beside it.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import hashlib
 import random
 import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
@@ -31,12 +40,14 @@ from imbridge.archive.sealing import Sealer
 from imbridge.archive.service import ArchiveService
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.load import load_config
+from imbridge.config.report import log_config_error
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
 from imbridge.endpoints import make_app, serve_http
 from imbridge.errors import ConfigError
 from imbridge.events import Message, MessageKind, Origin, new_event_id
+from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.medialinks import MediaLinks
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
@@ -44,11 +55,14 @@ from imbridge.policy import compile_policy
 from imbridge.relay import NOTICE_SENDER, Relay, Setup
 from imbridge.router import Router
 from imbridge.sdnotify import Notifier
+from imbridge.tasks import TaskTree
 
 log = structlog.get_logger("imbridge.daemon")
 
 AdapterBuilder = Callable[[str, NetworkConfig, Cursors], Adapter]
 START_BACKOFF_CAP = 60.0
+RESTART_BACKOFF_CAP = 60.0
+CLOSE_TIMEOUT = 5.0
 DB_NAME = "imbridge.db"
 
 
@@ -79,7 +93,6 @@ class Daemon:
         self.seen_connected: dict[str, bool] = {}
         """What the supervisor last saw of each network (from its first connection on)."""
         self._http: web.AppRunner | None = None
-        self._console = contextlib.AsyncExitStack()
         """The review console mounted on the listener, with its own database connection."""
         self.media_links: MediaLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -96,6 +109,17 @@ class Daemon:
         self.capture: AttachmentCapture | None = None
         self._started: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        """Each network's connect-and-join task, a child of `_tree`."""
+        self._tree = TaskTree("daemon", on_failure=self._task_failed)
+        self._stack = AsyncExitStack()
+        self._lifecycle = asyncio.Lock()
+        """Held by reload and stop: neither runs beside the other."""
+        self._stopped = False
+        self._failed_networks: dict[str, tuple[int, float]] = {}
+        """Networks whose task failed: (failures in a row, loop time of the restart)."""
+        self.failure: str | None = None
+        """Why the daemon cannot go on (its supervisor failed); `failed` is then set."""
+        self.failed = asyncio.Event()
         key = config.archive.encryption_key
         self.sealer = Sealer(key.get_secret_value() if key is not None else None)
         """Seals what the relay and the adapters keep outside the archive (a key change
@@ -131,15 +155,27 @@ class Daemon:
         return out
 
     async def start(self) -> None:
+        """Opens everything in the exit stack; a failure closes what was opened."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self) -> None:
+        stack = self._stack
         await self.db.open()
+        stack.push_async_callback(self._step, "database", self.db.aclose)
         if self.archive is not None:
             await self.archive.record_start(self.config)
             await self.archive.__aenter__()
+            stack.push_async_callback(self._step, "archive", self.archive.__aexit__)
         public_url = self.config.bridge.http.public_url
         if public_url is not None:
             self.media_links = MediaLinks.from_state(self.config.bridge.state_dir, public_url)
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
+        stack.push_async_callback(self._close_adapters)
         self.outbox = Outbox(
             self.db, self.adapters, self._rate_limits(), self.recorder, sealer=self.sealer
         )
@@ -147,10 +183,14 @@ class Daemon:
             self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder
         )
         self.outbox.observe_send = self.metrics.observe_send
+        stack.push_async_callback(self._step, "outbox", self._close_outbox)
         if self.archive is not None and self.config.archive.attachments.enabled:
             files = FileStore.for_archive(self.config.archive, self.config.bridge.state_dir)
             self.capture = AttachmentCapture(self.db, self.archive.store, files, self.adapters)
             await self.capture.__aenter__()
+            stack.push_async_callback(self._step, "attachment_capture", self.capture.__aexit__)
+        await self._tree.__aenter__()
+        stack.push_async_callback(self._step, "tasks", self._tree.aclose)
         pending = await self.outbox.load()
         log.info(
             "started",
@@ -167,9 +207,10 @@ class Daemon:
             if self.config.console.enabled:
                 from imbridge.console.server import mounted  # noqa: PLC0415 - jinja2, argon2
 
-                await self._console.enter_async_context(mounted(app, self.config, listen))
+                await stack.enter_async_context(mounted(app, self.config, listen))
                 log.info("console_enabled", url=f"http://{listen}/console/")
             self._http = await serve_http(app, listen)
+            stack.push_async_callback(self._step, "http", self._http.cleanup)
             log.info("http_listening", listen=listen)
             if public_url is not None and token is None:
                 # Chat users reach this listener for /media/; /metrics is on it too.
@@ -184,11 +225,39 @@ class Daemon:
                 "console_not_served",
                 hint="console.enabled needs bridge.http.listen, or run `imbridge console`",
             )
-        self._supervisor = asyncio.get_running_loop().create_task(
-            self._supervise(), name="supervisor"
-        )
+        self._supervisor = self._tree.spawn(self._supervise(), name="supervisor")
+
+    def _task_failed(self, name: str, exc: BaseException) -> None:
+        """Called by the task tree (which has logged the error): a network's task is
+        restarted by the supervisor; anything else stops the daemon."""
+        network = name.removeprefix("connect:")
+        if name != network:
+            if network not in self.adapters:
+                return  # dropped by a reload meanwhile: nothing to restart
+            count, _ = self._failed_networks.get(network, (0, 0.0))
+            delay = min(RESTART_BACKOFF_CAP, 2.0**count) * (0.5 + random.random())  # noqa: S311
+            self._failed_networks[network] = (count + 1, asyncio.get_running_loop().time() + delay)
+            log.warning("network_restarting", network=network, retry_in=round(delay, 1))
+            return
+        self.failure = f"task {name} failed: {type(exc).__name__}: {exc}"
+        self.failed.set()
+
+    async def _restart_failed(self) -> None:
+        """Rebuilds and reconnects each network whose task failed, once its backoff is
+        over; its failure count is kept until it has joined its rooms again."""
+        now = asyncio.get_running_loop().time()
+        for name, (count, at) in list(self._failed_networks.items()):
+            if at > now or name not in self.adapters or self._tree.closed:
+                continue
+            self._failed_networks[name] = (count, float("inf"))  # restarting: not twice
+            await self._drop(name)
+            self.adapters[name] = self._build_adapter(name)
+            self._outbox().rate_limits = self._rate_limits()
+            self._launch(name)
 
     def is_ready(self) -> bool:
+        """The one readiness rule (systemd READY, /readyz, `imbridge status`): every
+        required network connected and in its rooms; optional ones may be down."""
         return all(
             s["connected"] and s["joined"] for s in self.network_states().values() if s["required"]
         )
@@ -231,12 +300,16 @@ class Daemon:
             if interval is not None and loop.time() - last_ping >= interval:
                 last_ping = loop.time()
                 self.notifier.watchdog()
+            if self._failed_networks:
+                async with self._lifecycle:  # not beside a reload replacing adapters
+                    await self._restart_failed()
             await asyncio.sleep(min(0.25, interval or 0.25))
 
     def _launch(self, name: str) -> None:
-        self._started[name] = asyncio.Event()
-        self._tasks[name] = asyncio.get_running_loop().create_task(
-            self._connect(name), name=f"connect:{name}"
+        # One event per network for the daemon's life: `ready` may be waiting on it.
+        self._started.setdefault(name, asyncio.Event()).clear()
+        self._tasks[name] = self._tree.spawn(
+            self._connect(name), name=f"connect:{name}", network=name
         )
 
     async def _connect(self, name: str) -> None:
@@ -264,6 +337,7 @@ class Daemon:
         for room in relay.setup.router.rooms(name):
             await self._join(name, adapter, room)
         self._started[name].set()
+        self._failed_networks.pop(name, None)
 
     async def _join(self, name: str, adapter: Adapter, room: str) -> None:
         """Joins one room; then, once per room and notice text, tells its members that
@@ -307,11 +381,12 @@ class Daemon:
         await self.archive.notice_posted(name, room, text)
 
     async def ready(self, timeout: float | None = None) -> bool:
-        """True once every network connected and joined its rooms."""
+        """True once every network, optional ones too, has connected and joined its
+        rooms (what a test or a drill waits for; `is_ready` is the service's rule)."""
         try:
             async with asyncio.timeout(timeout):
-                for started in list(self._started.values()):
-                    await started.wait()
+                while waiting := [e for e in self._started.values() if not e.is_set()]:
+                    await waiting[0].wait()
         except TimeoutError:
             return False
         return True
@@ -329,9 +404,18 @@ class Daemon:
 
     # -- reload -------------------------------------------------------------------------
 
-    async def reload(self, config: Config) -> None:
+    async def reload(self, config: Config) -> bool:
         """Applies a new, already validated config: routes and policy at once, rooms
-        joined, changed networks reconnected alone, unchanged ones untouched."""
+        joined, changed networks reconnected alone, unchanged ones untouched. False
+        (and nothing applied) once the daemon is stopping."""
+        async with self._lifecycle:
+            if self._stopped:
+                log.warning("reload_skipped", reason="the daemon is stopping")
+                return False
+            await self._reload(config)
+            return True
+
+    async def _reload(self, config: Config) -> None:
         relay, outbox = self._relay(), self._outbox()
         old = self.config
         self.config = config
@@ -347,7 +431,10 @@ class Daemon:
         for name in changed:
             if name in self.adapters:
                 await self._drop(name)
-            if name in config.networks:
+            self._failed_networks.pop(name, None)
+            if name not in config.networks:
+                self._started.pop(name, None)
+            else:
                 self.adapters[name] = self._build_adapter(name)
                 outbox.rate_limits = self._rate_limits()
                 self._launch(name)
@@ -386,45 +473,62 @@ class Daemon:
     async def _drop(self, name: str) -> None:
         task = self._tasks.pop(name, None)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await self._tree.cancel(task)
         adapter = self.adapters.pop(name)
-        with contextlib.suppress(Exception):
-            await adapter.aclose()
+        await self._close_adapter(name, adapter)
+
+    async def _close_adapter(self, name: str, adapter: Adapter) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await adapter.aclose()
+        except Exception as exc:  # noqa: BLE001 - closing the others matters more
+            log.warning("close_failed", network=name, error=str(exc) or repr(exc))
+
+    async def _close_outbox(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.aclose()
+
+    async def _close_adapters(self) -> None:
+        for name, adapter in list(self.adapters.items()):
+            await self._close_adapter(name, adapter)
 
     # -- stop ---------------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopped
+
     async def stop(self, *, drain: float | None = None) -> None:
-        """Drains the outbox for up to `drain` seconds, then closes everything."""
-        drain = self.config.bridge.drain_seconds if drain is None else drain
-        self.notifier.stopping()
-        if self.outbox is not None and drain > 0:
-            idle = await self.outbox.wait_idle(drain)
-            if not idle:
-                log.warning("drain_incomplete", pending=self.outbox.depth())
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        if self.outbox is not None:
-            await self.outbox.aclose()
-        for adapter in self.adapters.values():
+        """Drains the outbox for up to `drain` seconds, then closes everything it opened
+        (in reverse order; a step that fails is logged and the next still runs). Waits
+        for a reload under way; safe twice."""
+        async with self._lifecycle:
+            if self._stopped:
+                return
+            self._stopped = True
+            drain = self.config.bridge.drain_seconds if drain is None else drain
             try:
-                async with asyncio.timeout(5):
-                    await adapter.aclose()
-            except Exception as exc:  # noqa: BLE001 - closing the others matters more
-                log.warning("close_failed", error=str(exc) or repr(exc))
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-        if self._http is not None:
-            await self._http.cleanup()
-        await self._console.aclose()
-        if self.capture is not None:
-            await self.capture.__aexit__(None, None, None)
-        if self.archive is not None:
-            await self.archive.__aexit__(None, None, None)
-        await self.db.aclose()
-        log.info("stopped")
+                self.notifier.stopping()
+                if self.outbox is not None and drain > 0:
+                    idle = await self.outbox.wait_idle(drain)
+                    if not idle:
+                        log.warning("drain_incomplete", pending=self.outbox.depth())
+            finally:
+                await self._close()
+                log.info("stopped")
+
+    async def _close(self) -> None:
+        self._stopped = True
+        await self._stack.aclose()
+
+    @staticmethod
+    async def _step(what: str, close: Callable[..., Awaitable[object]]) -> None:
+        """One closing step of the exit stack: its failure is logged, never raised, so
+        the database is closed whatever failed before it."""
+        try:
+            await close()
+        except Exception:
+            log.exception("close_failed", part=what)
 
     async def __aenter__(self) -> Daemon:
         await self.start()
@@ -435,23 +539,23 @@ class Daemon:
 
 
 async def serve(config: Config) -> int:
-    """Runs the daemon until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
+    """Runs the daemon until SIGTERM/SIGINT (exit 0) or until it fails (exit 1, with
+    the reason logged); SIGHUP re-reads the config file. Reloads are tasks of this
+    function's own tree, and a stop waits for the reload under way."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     daemon = Daemon(config, notifier=Notifier())
-    reloads: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
         """Reads the file in a thread (a slow disk or a huge file must not stall the
-        relay) and always tells systemd READY again, whatever happened."""
-        if config.source is None:
+        relay) and tells systemd READY again, whatever happened, unless stopping."""
+        if config.source is None or daemon.stopping:
             return
         daemon.notifier.reloading()
         try:
             new = await asyncio.to_thread(load_config, config.source)
         except ConfigError as exc:
-            for issue in exc.issues:
-                log.error("config_invalid", issue=str(issue))
+            log_config_error(exc, log)
             log.error("reload_refused", reason="invalid config; still running on the old one")
         except Exception:  # a failed reload keeps the old config running
             log.exception("reload_failed")
@@ -462,22 +566,38 @@ async def serve(config: Config) -> int:
             except Exception:  # same: the daemon goes on relaying
                 log.exception("reload_failed")
         finally:
-            daemon.notifier.ready(daemon.status_line())
+            if not daemon.stopping:
+                daemon.notifier.ready(daemon.status_line())
 
-    def on_hup() -> None:
-        task = loop.create_task(reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+    async with TaskTree("signals") as reloads:
 
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    loop.add_signal_handler(signal.SIGINT, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+        def on_hup() -> None:
+            if not reloads.closed:
+                reloads.spawn(reload(), name="reload")
+
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        try:
+            await daemon.start()
+            await _first(stopping.wait(), daemon.failed.wait())
+            if daemon.failure is not None:
+                log.error("daemon_failed", error=daemon.failure)
+            else:
+                log.info("stopping")
+        finally:
+            await daemon.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+    return EXIT_FAILURE if daemon.failure is not None else EXIT_OK
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Returns once any of `waits` is done; cancels the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
     try:
-        await daemon.start()
-        await stopping.wait()
-        log.info("stopping")
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await daemon.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-    return 0
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)

@@ -3,10 +3,9 @@
 ImbridgeError
 ├── ConfigError            every problem of a config file, each with YAML path and line
 ├── StateError             the state database is unusable (locked, newer schema)
-├── AdapterError           raised by adapters
-│   ├── RetryableSendError offline, timed out, throttled: the outbox tries again later
-│   └── PermanentSendError forbidden, too big, room gone: recorded, never retried
-└── InboundRejected        an incoming event the core refuses (malformed, own echo)
+└── AdapterError           raised by adapters
+    ├── RetryableSendError offline, timed out, throttled: the outbox tries again later
+    └── PermanentSendError forbidden, too big, room gone: recorded, never retried
 """
 
 from __future__ import annotations
@@ -62,7 +61,3 @@ class RetryableSendError(AdapterError):
 
 class PermanentSendError(AdapterError):
     """The send can never succeed (forbidden, too large, room gone); it is not retried."""
-
-
-class InboundRejected(ImbridgeError):
-    """An incoming event the core will not relay."""

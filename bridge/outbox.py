@@ -264,6 +264,27 @@ class Outbox:
         return True
 
     async def _work(self, key: tuple[str, str]) -> None:
+        """Runs one destination's queue; a failure outside a send (the database, a bug)
+        is logged with the destination and the queue restarted after a backoff, so one
+        bad read never stalls a room until the next message happens to wake it."""
+        failures = 0
+        while True:
+            try:
+                await self._drain(key)
+            except Exception:
+                failures += 1
+                delay = backoff(failures, base=self.backoff_base)
+                log.exception(
+                    "outbox_worker_failed",
+                    dest_network=key[0],
+                    dest_room=key[1],
+                    restart_in=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _drain(self, key: tuple[str, str]) -> None:
         network, room = key
         queue = self._queues[key]
         bound = log.bind(dest_network=network, dest_room=room)
@@ -311,6 +332,29 @@ class Outbox:
         An item whose send first looks up an id (edit, delete, reply) goes alone, so no
         lookup can let a later send overtake it on the wire."""
         inflight: deque[tuple[Item, asyncio.Future[float | None]]] = deque()
+        try:
+            return await self._fill(
+                key, adapter, queue, window=window, bound=bound, inflight=inflight
+            )
+        finally:
+            # The worker owns its sends: one cancelled (aclose, a reload) takes its
+            # in-flight sends with it, and waits until they have stopped.
+            pending = [task for _, task in inflight if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _fill(
+        self,
+        key: tuple[str, str],
+        adapter: Adapter,
+        queue: deque[Item],
+        *,
+        window: int,
+        bound: Any,
+        inflight: deque[tuple[Item, asyncio.Future[float | None]]],
+    ) -> float | None:
         finished: set[int] = set()
         delays: list[float] = []
         started = 0  # items of `queue` before this index were started
@@ -321,7 +365,9 @@ class Outbox:
                 if alone and inflight:
                     break
                 await self._pace(key)
-                task = asyncio.ensure_future(self._attempt(adapter, item, bound))
+                task = asyncio.get_running_loop().create_task(
+                    self._attempt(adapter, item, bound), name=f"send:{item.txn_id}"
+                )
                 inflight.append((item, task))
                 started += 1
                 await asyncio.sleep(0)  # let it write before the next one starts
@@ -430,7 +476,7 @@ class Outbox:
                 if isinstance(event, Delete):
                     return None  # its message never reached this room: nothing to delete
                 adapter = self.adapters[item.network]
-                event = as_correction(event, "", adapter.capabilities)
+                event = as_correction(event, adapter.capabilities)
         elif isinstance(event, Message) and event.reply_to is not None:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
         return Outgoing(

@@ -534,13 +534,12 @@ def _kept_attachments(
     return tuple(kept)
 
 
-def sender_notice(decision: Decision, dest: Destination) -> str:
-    """The short notice `notify_sender` sends: it names the rule, never the matched text
+def sender_notice(decision: Decision, event: Event) -> str | None:
+    """The notice a `notify_sender` rule has the relay post in the origin room, or None
+    when it posts none (nothing was held back). The one text: the relay sends it and
+    `imbridge policy test` previews it. It names the rule, never the matched text
     (repeating it would leak it again, and into the archive)."""
-    where = f"{dest.room} on {dest.network}"
-    rule = repr(decision.rule)
-    if decision.action is Action.DENY:
-        return f"Your message was not relayed to {where}: blocked by policy rule {rule}."
-    if decision.action is Action.REDACT:
-        return f"Your message was relayed to {where} with parts removed by policy rule {rule}."
-    return f"Your message was relayed to {where} under policy rule {rule}."
+    if not decision.notify_sender or decision.event is event:
+        return None
+    what = "was not relayed" if decision.event is None else "was relayed with parts removed"
+    return f"{event.origin.sender.name}: your message {what} (policy rule {decision.rule!r})."

@@ -7,7 +7,6 @@ type: a bridge without Matrix never imports matrix-nio.
 
 from __future__ import annotations
 
-import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import cast
 
@@ -41,8 +40,9 @@ def build(
     *,
     media_links: MediaLinks | None = None,
 ) -> Adapter:
-    """An adapter, given `media_links` only if its constructor asks for it: adapters that
-    never link media (and third-party ones written before) are built as they always were."""
-    if media_links is not None and "media_links" in inspect.signature(cls).parameters:
+    """An adapter, given `media_links` only if its class declares `links_media = True`
+    (`MediaAdapterFactory`): one declared switch, not a guess from its signature, so an
+    adapter that never links media is built as `cls(name, config, cursors)`."""
+    if media_links is not None and getattr(cls, "links_media", False):
         return cast(MediaAdapterFactory, cls)(name, config, cursors, media_links=media_links)
     return cls(name, config, cursors)

@@ -44,6 +44,7 @@ from imbridge.policy import (
     PolicyTexts,
     decide,
     policy_texts,
+    sender_notice,
 )
 from imbridge.render import render
 from imbridge.router import Router
@@ -253,7 +254,7 @@ class Relay:
             else:
                 decision = decide(event, route.dest, policy, quoted=quote, texts=texts)
             decisions.append((route.dest, decision))
-            if decision.notify_sender and decision.event is not event:
+            if sender_notice(decision, event) is not None:
                 notify.append(decision)
             if decision.event is None:
                 stats.denied += 1
@@ -317,15 +318,12 @@ class Relay:
         return found if isinstance(found, Message) else None
 
     def _notice(self, event: Event, decision: Decision) -> Message:
-        """Tells the sender, in the origin room, which rule held the message back; never
-        the matched text."""
-        what = "was not relayed" if decision.event is None else "was relayed redacted"
+        """Tells the sender, in the origin room, which rule held the message back."""
         origin = event.origin
-        text = f"{origin.sender.name}: your message {what} (policy rule {decision.rule!r})."
         return Message(
             id=new_event_id(),
             origin=Origin(network=origin.network, room=origin.room, sender=NOTICE_SENDER),
-            text=text,
+            text=sender_notice(decision, event) or "",
             kind=MessageKind.NOTICE,
         )
 

@@ -75,7 +75,7 @@ def render(
                 return dataclasses.replace(
                     event, text=text, rich=_rich(prefix, text, event.rich, caps)
                 )
-            return as_correction(event, prefix, caps)
+            return as_correction(dataclasses.replace(event, text=prefix + event.text), caps)
         case Delete():
             return event if caps.deletes else None
         case Topic():
@@ -89,10 +89,13 @@ def render(
             assert_never(event)
 
 
-def as_correction(event: Edit, prefix: str, caps: Capabilities) -> Message:
-    """An edit for a destination that cannot edit: a line saying what it now reads."""
-    text = _fit(f"{prefix}* corrected: {event.text}", caps)
-    return Message(id=event.id, origin=event.origin, text=text)
+def as_correction(shown: Edit, caps: Capabilities) -> Message:
+    """An edit that cannot be shown as one, as a line saying what the message now reads.
+    `shown` is the edit as the destination would show it (its sender prefix included),
+    so the line is the same whether the destination cannot edit at all (here) or the
+    outbox finds the edited message never reached it."""
+    text = _fit(f"* corrected: {shown.text}", caps)
+    return Message(id=shown.id, origin=shown.origin, text=text)
 
 
 def _message(event: Message, prefix: str, caps: Capabilities, quoted: Message | None) -> Message:

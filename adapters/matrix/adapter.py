@@ -65,6 +65,7 @@ class MatrixAdapter(Receiving, Sending):
     # Stock Synapse allows 0.2 msg/s (burst 10) per user; homeservers that host a relay
     # usually exempt it. 429s are honoured either way (RetryableSendError.retry_after).
     default_rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10.0, burst=50)
+    links_media: ClassVar[bool] = True  # built with `media_links=` (see registry.build)
     capabilities = Capabilities(
         edits=True,
         deletes=True,

@@ -17,7 +17,6 @@ held to public addresses (`imbridge.safefetch`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -35,6 +34,7 @@ from imbridge.config.schema import ArchiveAttachments
 from imbridge.db import Database
 from imbridge.events import Attachment
 from imbridge.safefetch import normalise_origins, open_url
+from imbridge.tasks import TaskTree
 
 log = structlog.get_logger("imbridge.archive")
 
@@ -75,7 +75,7 @@ class AttachmentCapture:
         self.adapters = adapters
         self.poll = poll
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: TaskTree | None = None
         self._swept_at: int | None = None
 
     @property
@@ -84,15 +84,14 @@ class AttachmentCapture:
         return self.store.settings.attachments
 
     async def __aenter__(self) -> AttachmentCapture:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="archive-files")
+        self._tasks = await TaskTree("archive-files").__aenter__()
+        self._tasks.spawn(self._run(), name="archive-files")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._tasks is not None:
+            await self._tasks.aclose()
+            self._tasks = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -2,8 +2,8 @@
 `checkpoint_seconds` and at stop; the retention purge once a day; room notices; the
 `config` and `hold` records of each applied config.
 
-It owns one task, started on entry and cancelled on exit, so the daemon only has to
-`async with ArchiveService(db, store):` around its run.
+It owns one task in its `TaskTree`, started on entry and cancelled (and awaited) on exit,
+so the daemon only has to enter it in its exit stack.
 
 Settings live in `store.settings` and are read where they are used (the purge reads the
 holds when it runs, the loop reads the checkpoint interval each round), so `apply` makes a
@@ -16,7 +16,6 @@ go, whether anything is archived) keeps its old value until a restart, and says 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from imbridge.archive.retention import PurgeResult, purge, truncate_wal
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import Config
 from imbridge.db import Database
+from imbridge.tasks import TaskTree
 
 log = structlog.get_logger("imbridge.archive")
 
@@ -54,19 +54,18 @@ class ArchiveService:
         self.actor = actor or Actor.of_process(via="daemon")
         self.purge_every = purge_every
         self._monotonic = monotonic
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: TaskTree | None = None
 
     async def __aenter__(self) -> ArchiveService:
         await self.checkpoint()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="archive")
+        self._tasks = await TaskTree("archive").__aenter__()
+        self._tasks.spawn(self._run(), name="archive")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._tasks is not None:
+            await self._tasks.aclose()
+            self._tasks = None
         await self.index()
         await self.checkpoint()
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from imbridge.exitcodes import EXIT_USAGE
+
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers `policy test|explain` and `archive search|verify|export|purge|checkpoint|
@@ -158,4 +160,4 @@ def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcom
         case ("archive", "heads"):
             return heads.archive_heads(args.config, since=args.since)
         case _:
-            return 2
+            return EXIT_USAGE

@@ -36,11 +36,12 @@ from imbridge.archive.search import Query, filters, search, table
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.commands.progress import Advance, progress
 from imbridge.config.load import load_config
+from imbridge.config.report import print_config_error
 from imbridge.config.schema import Config
 from imbridge.db import Database
 from imbridge.errors import ConfigError, ImbridgeError
+from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DB_NAME = "imbridge.db"  # the daemon's state database file, in bridge.state_dir
 
 
@@ -90,8 +91,7 @@ def _run(
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"{config_path}: {issue}", file=err)
+        print_config_error(config_path, exc, err)
         return EXIT_USAGE
 
     async def main() -> int:

@@ -15,9 +15,10 @@ from typing import TextIO
 
 from imbridge.archive.audit import AUDIT_KINDS, entries, table
 from imbridge.archive.store import ArchiveStore
-from imbridge.commands.archive import EXIT_OK, EXIT_USAGE, _run, accessed, parse_when
+from imbridge.commands.archive import _run, accessed, parse_when
 from imbridge.config.schema import Config
 from imbridge.db import Database
+from imbridge.exitcodes import EXIT_OK, EXIT_USAGE
 
 
 def archive_audit(

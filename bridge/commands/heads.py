@@ -15,9 +15,10 @@ from typing import TextIO
 
 from imbridge.archive.heads import public_text
 from imbridge.archive.store import ArchiveStore
-from imbridge.commands.archive import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _run
+from imbridge.commands.archive import _run
 from imbridge.config.schema import Config
 from imbridge.db import Database
+from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def archive_key(config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import TextIO
 
 from imbridge.config.load import load_config
+from imbridge.config.report import print_config_error
 from imbridge.config.schema import Config, Match, Rule
 from imbridge.errors import ConfigError
 from imbridge.events import Attachment, Edit, Event, EventId, Message, Origin, Sender
+from imbridge.exitcodes import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 from imbridge.policy import (
     Action,
     Destination,
@@ -24,8 +26,6 @@ from imbridge.policy import (
     policy_texts,
     sender_notice,
 )
-
-EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(ValueError):
@@ -82,8 +82,7 @@ def _load(path: Path, err: TextIO) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"{path}: {issue}", file=err)
+        print_config_error(path, exc, err)
         return None
 
 
@@ -144,8 +143,9 @@ def policy_test(
                 print(f"kept:     {kept}", file=out)
             if quoted is not None and d.quoted != quoted:
                 print(f"quoted:   {d.quoted}", file=out)
-        if d.notify_sender:
-            print(f"notice:   {sender_notice(d, dest)}", file=out)
+        notice = sender_notice(d, event)
+        if notice is not None:
+            print(f"notice:   {notice}", file=out)
         if d.flags:
             print(f"flagged:  {', '.join(d.flags)} (put in the review queue)", file=out)
         if len(dests) > 1:

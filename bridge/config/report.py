@@ -6,11 +6,11 @@ Messages never include the offending value: it may be a secret.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from imbridge.errors import ConfigIssue
+from imbridge.errors import ConfigError, ConfigIssue
 
 Loc = tuple[str | int, ...]
 
@@ -91,3 +91,15 @@ def ordered(issues: Iterable[ConfigIssue]) -> list[ConfigIssue]:
     for i in issues:
         seen.setdefault(str(i), i)
     return sorted(seen.values(), key=lambda i: (i.line or 0, i.path))
+
+
+def print_config_error(path: object, exc: ConfigError, out: TextIO) -> None:
+    """How every command shows an unusable config: one line per issue, file first."""
+    for problem in exc.issues:
+        print(f"{path}: {problem}", file=out)
+
+
+def log_config_error(exc: ConfigError, logger: Any) -> None:
+    """How the daemon tells the same on a reload: one `config_invalid` line per issue."""
+    for problem in exc.issues:
+        logger.error("config_invalid", issue=str(problem))

@@ -18,39 +18,25 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from imbridge import testing
 from tests.servers.ircd import Ircd, IrcUser
 from tests.servers.prosody import Prosody, XmppUser
 from tests.servers.synapse import MatrixUser, SynapseServer, Watcher
+
+poll = testing.eventually  # the name these tests knew; the helper is imbridge.testing's
 
 HOST = "127.0.0.1"
 # How a relayed line reads with the default nick format: "<alice@mx> m12".
 RELAYED = re.compile(r"^<(?P<nick>[^@>]+)@(?P<net>[\w-]+)> (?P<tag>[a-z])(?P<n>\d+)$")
 FAST = {"per_second": 10_000, "burst": 10_000}  # the servers are relaxed; the bridge need not pace
-
-
-async def poll(
-    check: Callable[[], object],
-    timeout: float,
-    what: str,
-    explain: Callable[[], str] | None = None,
-) -> None:
-    """Polls `check` until it holds; fails the test with `what` (and what `explain`
-    says is missing) after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            detail = f": {explain()}" if explain is not None else ""
-            pytest.fail(f"timed out after {timeout}s waiting for {what}{detail}")
-        await asyncio.sleep(0.02)
 
 
 # -- the bridge as a process -----------------------------------------------------------
@@ -212,15 +198,13 @@ class Gate:
 
 
 def xmpp_network(server: Prosody, jid: str, password: str) -> dict[str, Any]:
-    return {"type": "xmpp", "jid": jid, "password": password, "host": server.host,
-            "port": server.port, "tls": "plain", "nick": "relay", "ack_timeout": 5,
-            "reconnect_max": 2, "rate_limit": FAST}  # fmt: skip
+    return testing.xmpp_network(
+        server, jid, password, ack_timeout=5, reconnect_max=2, rate_limit=FAST
+    )
 
 
 def matrix_network(server: SynapseServer, relay: MatrixUser) -> dict[str, Any]:
-    return {"type": "matrix", "homeserver": server.url, "user_id": relay.user_id,
-            "access_token": relay.access_token, "sync_timeout_ms": 1000,
-            "rate_limit": FAST}  # fmt: skip
+    return testing.matrix_network(server.url, relay, sync_timeout_ms=1000, rate_limit=FAST)
 
 
 def irc_network(server: Ircd, **extra: Any) -> dict[str, Any]:

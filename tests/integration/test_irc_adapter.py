@@ -17,31 +17,16 @@ from imbridge.adapters.irc import IrcAdapter, IrcConfig
 from imbridge.errors import AdapterError
 from imbridge.events import (
     Event,
-    EventId,
     Message,
     MessageKind,
     Origin,
-    RemoteId,
     Sender,
     new_event_id,
 )
+from imbridge.testing import DictCursors
 from tests.servers.ircd import Ircd, IrcUser, eventually
 
 pytestmark = pytest.mark.integration
-
-
-class DictCursors:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def set(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-    async def event_id(self, remote_id: RemoteId) -> EventId | None:
-        return None
 
 
 def outgoing(room: str, text: str, kind: MessageKind = MessageKind.TEXT) -> Outgoing:

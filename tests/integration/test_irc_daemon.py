@@ -81,9 +81,17 @@ async def test_irc_channels_relay_text_action_formatting_and_nick_without_echo(
         bob.say(pair.b, "hi alice")
         await eventually(lambda: alice.messages(pair.a, "relay"), what="B -> A")
         assert alice.texts(pair.a, "relay") == [f"<{bob.nick}@irc> hi alice"]
-        await asyncio.sleep(0.5)  # an echo or a loop would show itself by now
-        assert alice.texts(pair.a, "relay") == [f"<{bob.nick}@irc> hi alice"]
-        assert len(bob.messages(pair.b, "relay")) == 2
+        # An echo or a loop would be queued before these sentinels, one per direction.
+        alice.say(pair.a, "sentinel a")
+        bob.say(pair.b, "sentinel b")
+        await eventually(lambda: len(alice.messages(pair.a, "relay")) >= 2, what="sentinel b")
+        await eventually(lambda: len(bob.messages(pair.b, "relay")) >= 3, what="sentinel a")
+        assert alice.texts(pair.a, "relay") == [
+            f"<{bob.nick}@irc> hi alice",
+            f"<{bob.nick}@irc> sentinel b",
+        ]
+        assert len(bob.messages(pair.b, "relay")) == 3
+        assert bob.messages(pair.b, "relay")[2].text == f"<{alice.nick}@irc> sentinel a"
         assert daemon.adapters["irc"].connected
 
 
@@ -142,9 +150,10 @@ async def test_server_restart_mid_stream_loses_nothing_and_duplicates_nothing(
             await bob.join("#dst")
             await eventually(lambda: len(bob.texts("#dst", "relay")) >= 100, timeout=30,
                              what="queued lines after the restart")  # fmt: skip
-            await asyncio.sleep(0.3)  # a duplicate would arrive right behind
+            alice.say("#src", "after")  # a duplicate would be queued before it
+            await eventually(lambda: len(bob.texts("#dst", "relay")) >= 101, what="sentinel")
             expected = [f"{alice.nick}: during {i}" for i in range(100)]
-            assert bob.texts("#dst", "relay") == expected
+            assert bob.texts("#dst", "relay") == [*expected, f"{alice.nick}: after"]
         await alice.close()
         await bob.close()
     finally:

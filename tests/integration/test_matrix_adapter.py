@@ -43,7 +43,7 @@ class Sink:
     async def __call__(self, event: Event) -> None:
         self.events.append(event)
         if event.origin.remote_id:
-            self.cursors.seen[event.origin.remote_id] = event.id
+            self.cursors.ids[event.origin.remote_id] = event.id
 
     def messages(self) -> list[Message]:
         return [e for e in self.events if isinstance(e, Message)]

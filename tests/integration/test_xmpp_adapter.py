@@ -15,7 +15,8 @@ from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter, XmppConfig
 from imbridge.errors import AdapterError
 from imbridge.events import Event, Message, MessageKind, Origin, Sender, new_event_id
-from tests.integration.test_xmpp_resilience import DictCursors, xmpp_network
+from imbridge.testing import DictCursors
+from tests.integration.test_xmpp_resilience import xmpp_network
 from tests.servers.prosody import Prosody, XmppUser, eventually
 
 pytestmark = pytest.mark.integration

@@ -11,33 +11,18 @@ from typing import Any
 
 import pytest
 
+from imbridge import testing
 from imbridge.adapter import Outgoing
 from imbridge.adapters.memory import MemoryAdapter
 from imbridge.adapters.xmpp import XmppAdapter, XmppConfig
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from imbridge.errors import RetryableSendError
-from imbridge.events import Event, EventId, Message, Origin, RemoteId, Sender, new_event_id
+from imbridge.events import Event, Message, Origin, Sender, new_event_id
+from imbridge.testing import DictCursors
 from tests.servers.prosody import Prosody, XmppUser, eventually
 
 pytestmark = pytest.mark.integration
-
-
-class DictCursors:
-    """The `Cursors` slot as a dict, for driving the adapter without the daemon."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.ids: dict[str, EventId] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def set(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-    async def event_id(self, remote_id: RemoteId) -> EventId | None:
-        return self.ids.get(remote_id)
 
 
 def body(m: ET.Element) -> str:
@@ -45,9 +30,7 @@ def body(m: ET.Element) -> str:
 
 
 def xmpp_network(server: Prosody, jid: str, password: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "xmpp", "jid": jid, "password": password, "host": server.host,
-            "port": server.port, "tls": "plain", "nick": "relay", "ack_timeout": 5,
-            **extra}  # fmt: skip
+    return testing.xmpp_network(server, jid, password, **{"ack_timeout": 5, **extra})
 
 
 def config_json(state: Path, networks: dict[str, Any], rooms: list[tuple[str, str]]) -> str:

@@ -19,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -27,7 +27,10 @@ from typing import Any, ClassVar, Literal
 import pytest
 from irc.client_aio import AioConnection, AioReactor
 
+from imbridge import testing
 from tests.servers.process import ServerProcess, free_port
+
+eventually = testing.eventually  # the name these tests knew; the helper is imbridge.testing's
 
 __all__ = ["inspircd", "inspircd_stock", "ngircd", "ngircd_stock"]
 
@@ -191,10 +194,7 @@ class Ircd(ServerProcess):
         """A plain-text `type: irc` network section reaching this server: on a relaxed
         server with flood control opened up, on a stock one with the adapter's defaults
         (which are what must hold there)."""
-        section: dict[str, Any] = {
-            "type": "irc", "host": self.host, "port": self.port, "tls": False, "nick": "relay",
-            "reconnect_min_delay": 0.2, "reconnect_max_delay": 2.0,
-        }  # fmt: skip
+        section = testing.irc_network(self)
         if self.limits == "relaxed":
             section["flood"] = RELAXED_FLOOD
         return section | extra
@@ -316,12 +316,3 @@ class IrcUser:
         if self.conn.connected:
             self.conn.disconnect("bye")
         await asyncio.sleep(0)
-
-
-async def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Polls `check` until it is truthy; fails the test with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
-        await asyncio.sleep(0.02)

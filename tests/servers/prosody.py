@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +25,10 @@ from typing import Any, ClassVar
 import pytest
 import slixmpp
 
+from imbridge import testing
 from tests.servers.process import ServerProcess, free_port
+
+eventually = testing.eventually  # the name these tests knew; the helper is imbridge.testing's
 
 __all__ = ["prosody"]
 
@@ -331,12 +334,3 @@ class XmppUser:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-async def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Polls `check` until it holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
-        await asyncio.sleep(0.02)

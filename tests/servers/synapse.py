@@ -20,10 +20,9 @@ import json
 import os
 import secrets
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -31,8 +30,11 @@ from typing import Any, ClassVar, TypeVar
 import nio
 import pytest
 
-from imbridge.events import EventId
+from imbridge import testing
 from tests.servers.process import ServerProcess, free_port
+
+DictCursors = testing.DictCursors
+wait_for = testing.eventually  # the name these tests knew; the helper is imbridge.testing's
 
 T = TypeVar("T")
 
@@ -277,36 +279,3 @@ class Watcher:
         )
         assert isinstance(up, nio.UploadResponse), up
         return str(up.content_uri)
-
-
-async def wait_for(
-    check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition"
-) -> T:
-    """Poll `check` until it returns something truthy, or fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-class DictCursors:
-    """The core's `Cursors` as dicts, for driving an adapter without the daemon; `seen`
-    plays the id map (remote id -> event id) that the core's sink would fill."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.seen: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def set(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-    async def event_id(self, remote_id: str) -> EventId | None:
-        found = self.seen.get(remote_id)
-        return EventId(found) if found else None

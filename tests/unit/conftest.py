@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from imbridge import testing
 from imbridge.adapter import Cursors, NetworkConfig
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
 from imbridge.config import parse_config
 from imbridge.config.schema import Config
 from imbridge.daemon import Daemon
+
+until = functools.partial(
+    testing.eventually, interval=0.005
+)  # the name these tests knew; the helper is imbridge.testing's
 
 TWO_ROOMS = """
 networks:
@@ -28,15 +33,6 @@ gateways:
 
 def config_for(tmp_path: Path, body: str) -> Config:
     return parse_config(f"bridge: {{state_dir: '{tmp_path}', log: {{level: debug}}}}\n{body}")
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Polls `predicate` until true; fails the test with a clear message at the deadline."""
-    async with asyncio.timeout(timeout):
-        while True:  # state lives in plain objects: nothing to wait on but time
-            if predicate():
-                return
-            await asyncio.sleep(0.005)
 
 
 async def settle(daemon: Daemon) -> None:

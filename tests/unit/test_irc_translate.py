@@ -12,9 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imbridge.adapters.irc import translate, wire
+from imbridge.adapters.irc import wire
 from imbridge.adapters.irc.formatting import strip_codes
+from imbridge.adapters.irc.inbound import Inbound, to_core
+from imbridge.adapters.irc.outbound import Mask, NotSendable, build_lines, text_budget, to_irc
 from imbridge.adapters.irc.registration import sasl_plain
+from imbridge.adapters.irc.roster import Roster
 from imbridge.events import (
     Attachment,
     Delete,
@@ -34,7 +37,7 @@ from imbridge.events import (
 from imbridge.sanitize import clean_text
 
 DATA = Path(__file__).parent.parent / "data" / "irc"
-MASK = translate.Mask("relay")  # user@host unknown: the longest is assumed
+MASK = Mask("relay")  # user@host unknown: the longest is assumed
 ORIGIN = Origin(network="xm", room="r@muc", sender=Sender(id="alice", name="alice"))
 
 
@@ -42,7 +45,7 @@ def msg(text: str, **kw: object) -> Message:
     return Message(id=EventId("e1"), origin=ORIGIN, text=text, **kw)  # type: ignore[arg-type]
 
 
-def trailing_texts(lines: tuple[str, ...], mask: translate.Mask = MASK) -> list[str]:
+def trailing_texts(lines: tuple[str, ...], mask: Mask = MASK) -> list[str]:
     """What a client sees of each line, parsed back as the server would relay it."""
     out = []
     for line in lines:
@@ -52,7 +55,7 @@ def trailing_texts(lines: tuple[str, ...], mask: translate.Mask = MASK) -> list[
     return out
 
 
-def check_wire_safe(lines: tuple[str, ...], mask: translate.Mask = MASK) -> None:
+def check_wire_safe(lines: tuple[str, ...], mask: Mask = MASK) -> None:
     for line in lines:
         assert not set(line) & {"\r", "\n", "\0"}
         assert mask.prefix_bytes() + len(line.encode("utf-8")) + 2 <= 512
@@ -62,12 +65,12 @@ def check_wire_safe(lines: tuple[str, ...], mask: translate.Mask = MASK) -> None
 
 
 def test_text_emote_and_notice_become_privmsg_action_and_notice() -> None:
-    out = translate.to_irc(msg("<alice@xm> hi"), "#c", mask=MASK, max_lines=5)
+    out = to_irc(msg("<alice@xm> hi"), "#c", mask=MASK, max_lines=5)
     assert out.lines == ("PRIVMSG #c :<alice@xm> hi",)
-    emote = translate.to_irc(msg("<alice@xm> waves", kind=MessageKind.EMOTE), "#c",
+    emote = to_irc(msg("<alice@xm> waves", kind=MessageKind.EMOTE), "#c",
                              mask=MASK, max_lines=5)  # fmt: skip
     assert emote.lines == ("PRIVMSG #c :\x01ACTION <alice@xm> waves\x01",)
-    notice = translate.to_irc(msg("note", kind=MessageKind.NOTICE), "#c", mask=MASK,
+    notice = to_irc(msg("note", kind=MessageKind.NOTICE), "#c", mask=MASK,
                               max_lines=5)  # fmt: skip
     assert notice.lines == ("NOTICE #c :note",)
 
@@ -75,14 +78,14 @@ def test_text_emote_and_notice_become_privmsg_action_and_notice() -> None:
 def test_rich_text_becomes_mirc_codes_and_attachments_their_urls() -> None:
     event = msg("<alice@xm> hi bold", rich=RichText("&lt;alice@xm&gt; hi <b>bold</b>"),
                 attachments=(Attachment(url="https://f.example/cat.png"),))  # fmt: skip
-    out = translate.to_irc(event, "#c", mask=MASK, max_lines=5)
+    out = to_irc(event, "#c", mask=MASK, max_lines=5)
     assert out.lines == ("PRIVMSG #c :<alice@xm> hi \x02bold",
                          "PRIVMSG #c :https://f.example/cat.png")  # fmt: skip
 
 
 def test_injection_attempts_stay_inside_the_text() -> None:
     text = "hi\r\nQUIT :bye\rJOIN #evil\0\x01ACTION x\x01 PRIVMSG #other :pwned"
-    out = translate.to_irc(msg(text), "#c", mask=MASK, max_lines=5)
+    out = to_irc(msg(text), "#c", mask=MASK, max_lines=5)
     check_wire_safe(out.lines)
     assert all(line.startswith("PRIVMSG #c :") for line in out.lines)
     assert trailing_texts(out.lines) == ["hi", "QUIT :bye", "JOIN #evilACTION x PRIVMSG "
@@ -91,7 +94,7 @@ def test_injection_attempts_stay_inside_the_text() -> None:
 
 def test_long_text_splits_on_word_boundaries_and_reopens_formatting() -> None:
     words = " ".join(f"word{i}" for i in range(200))
-    out = translate.build_lines("\x02" + words, "#c", mask=MASK, max_lines=50)
+    out = build_lines("\x02" + words, "#c", mask=MASK, max_lines=50)
     check_wire_safe(out.lines)
     texts = trailing_texts(out.lines)
     assert len(texts) > 2
@@ -102,7 +105,7 @@ def test_long_text_splits_on_word_boundaries_and_reopens_formatting() -> None:
 
 def test_multibyte_text_is_never_cut_inside_a_character_or_before_a_combining_mark() -> None:
     text = "e\u0301" * 400 + "👍🏽" * 100
-    out = translate.build_lines(text, "#c", mask=MASK, max_lines=50)
+    out = build_lines(text, "#c", mask=MASK, max_lines=50)
     check_wire_safe(out.lines)
     texts = trailing_texts(out.lines)
     assert "".join(texts) == text
@@ -110,7 +113,7 @@ def test_multibyte_text_is_never_cut_inside_a_character_or_before_a_combining_ma
 
 
 def test_lines_past_the_limit_are_replaced_by_a_notice() -> None:
-    out = translate.to_irc(msg("\n".join(f"l{i}" for i in range(12))), "#c", mask=MASK,
+    out = to_irc(msg("\n".join(f"l{i}" for i in range(12))), "#c", mask=MASK,
                            max_lines=5)  # fmt: skip
     assert out.lines[:5] == tuple(f"PRIVMSG #c :l{i}" for i in range(5))
     assert out.lines[5] == "NOTICE #c :[7 more lines not shown]"
@@ -118,34 +121,32 @@ def test_lines_past_the_limit_are_replaced_by_a_notice() -> None:
 
 
 def test_a_known_host_leaves_more_room_per_line() -> None:
-    short = translate.Mask("relay", "relay", "127.0.0.1")
-    assert translate.text_budget(short, "PRIVMSG", "#c") > translate.text_budget(
-        MASK, "PRIVMSG", "#c"
-    )
-    assert translate.text_budget(short, "PRIVMSG", "#c") == 512 - 2 - len(
+    short = Mask("relay", "relay", "127.0.0.1")
+    assert text_budget(short, "PRIVMSG", "#c") > text_budget(MASK, "PRIVMSG", "#c")
+    assert text_budget(short, "PRIVMSG", "#c") == 512 - 2 - len(
         ":relay!relay@127.0.0.1 PRIVMSG #c :"
     )
 
 
 def test_delete_cannot_be_sent_and_other_events_have_a_text_form() -> None:
-    with pytest.raises(translate.NotSendable):
-        translate.to_irc(Delete(id=EventId("d"), origin=ORIGIN, target=EventId("e1")), "#c",
+    with pytest.raises(NotSendable):
+        to_irc(Delete(id=EventId("d"), origin=ORIGIN, target=EventId("e1")), "#c",
                          mask=MASK, max_lines=5)  # fmt: skip
     edit = Edit(id=EventId("x"), origin=ORIGIN, target=EventId("e1"), text="fixed")
-    assert translate.to_irc(edit, "#c", mask=MASK, max_lines=5).lines == ("PRIVMSG #c :fixed",)
+    assert to_irc(edit, "#c", mask=MASK, max_lines=5).lines == ("PRIVMSG #c :fixed",)
     topic = Topic(id=EventId("t"), origin=ORIGIN, text="new\ntopic")
-    assert translate.to_irc(topic, "#c", mask=MASK, max_lines=5).lines == ("TOPIC #c :new topic",)
+    assert to_irc(topic, "#c", mask=MASK, max_lines=5).lines == ("TOPIC #c :new topic",)
     join = Join(id=EventId("j"), origin=ORIGIN)
-    assert translate.to_irc(join, "#c", mask=MASK, max_lines=5).lines == (
+    assert to_irc(join, "#c", mask=MASK, max_lines=5).lines == (
         "NOTICE #c :*** alice joined on xm",
     )
     away = Presence(id=EventId("p"), origin=ORIGIN, state=PresenceState.AWAY, status="lunch")
-    assert "is away: lunch" in translate.to_irc(away, "#c", mask=MASK, max_lines=5).lines[0]
+    assert "is away: lunch" in to_irc(away, "#c", mask=MASK, max_lines=5).lines[0]
 
 
 def test_unsafe_target_is_refused() -> None:
     with pytest.raises(wire.UnsafeLine):
-        translate.to_irc(msg("x"), "#c QUIT", mask=MASK, max_lines=5)
+        to_irc(msg("x"), "#c QUIT", mask=MASK, max_lines=5)
 
 
 def test_sasl_plain_payload_is_chunked_at_400_bytes() -> None:
@@ -176,7 +177,7 @@ def test_any_text_gives_wire_safe_lines_that_carry_it_whole_and_in_order(
 ) -> None:
     if not text:
         return
-    out = translate.to_irc(msg(text, kind=kind), target, mask=MASK, max_lines=1_000)
+    out = to_irc(msg(text, kind=kind), target, mask=MASK, max_lines=1_000)
     check_wire_safe(out.lines)
     carried = []
     for seen in trailing_texts(out.lines):
@@ -198,7 +199,7 @@ def test_any_text_gives_wire_safe_lines_that_carry_it_whole_and_in_order(
 @settings(max_examples=2_000, deadline=None)
 @given(text=NASTY, max_lines=st.integers(1, 6))
 def test_line_limit_holds_for_any_text(text: str, max_lines: int) -> None:
-    out = translate.build_lines(text, "#c", mask=MASK, max_lines=max_lines)
+    out = build_lines(text, "#c", mask=MASK, max_lines=max_lines)
     check_wire_safe(out.lines)
     assert len(out.lines) <= max_lines + 1
     if out.truncated_lines:
@@ -213,17 +214,17 @@ def recorded(name: str) -> list[wire.Line]:
     return [line for line in lines if line is not None]
 
 
-def inbound(own: str = "bob") -> translate.Inbound:
+def inbound(own: str = "bob") -> Inbound:
     fixed = datetime(2026, 1, 1, tzinfo=UTC)
-    return translate.Inbound(network="irc", own_nick=own, rooms={"#room": "#Room"},
+    return Inbound(network="irc", own_nick=own, rooms={"#room": "#Room"},
                              now=lambda: fixed)  # fmt: skip
 
 
 @pytest.mark.parametrize("server", ["ngircd", "inspircd"])
 def test_recorded_channel_traffic_becomes_the_expected_events(server: str) -> None:
-    roster = translate.Roster()
+    roster = Roster()
     events = [e for line in recorded(f"{server}-channel.txt")
-              for e in translate.to_core(line, inbound(), roster)]  # fmt: skip
+              for e in to_core(line, inbound(), roster)]  # fmt: skip
     kinds = [(type(e).__name__, e.origin.sender.id) for e in events]
     assert kinds[0] == ("Join", "alice")
     messages = [e for e in events if isinstance(e, Message)]
@@ -249,7 +250,7 @@ def test_recorded_channel_traffic_becomes_the_expected_events(server: str) -> No
 
 
 def test_the_relays_own_lines_and_other_channels_give_no_event() -> None:
-    roster = translate.Roster()
+    roster = Roster()
     for raw in (
         ":bob!b@h PRIVMSG #room :my echo",
         ":alice!a@h PRIVMSG #elsewhere :hi",
@@ -262,17 +263,17 @@ def test_the_relays_own_lines_and_other_channels_give_no_event() -> None:
     ):
         line = wire.parse(raw)
         assert line is not None
-        assert translate.to_core(line, inbound(), roster) == [], raw
+        assert to_core(line, inbound(), roster) == [], raw
 
 
 def test_quit_and_kick_become_leaves_in_the_shared_channels_only() -> None:
-    roster = translate.Roster()
+    roster = Roster()
     ctx = inbound()
     for raw in (":irc 353 bob = #room :@bob +carol dave", ":carol!c@h QUIT :gone",
                 ":erin!e@h QUIT :not here", ":bob!b@h KICK #room dave :spam"):  # fmt: skip
         line = wire.parse(raw)
         assert line is not None
-        events = translate.to_core(line, ctx, roster)
+        events = to_core(line, ctx, roster)
         if "carol!" in raw:
             assert [(type(e), e.origin.sender.id) for e in events] == [(Leave, "carol")]
         elif "erin" in raw:
@@ -287,9 +288,9 @@ def test_quit_and_kick_become_leaves_in_the_shared_channels_only() -> None:
 def test_reply_tag_resolved_by_the_adapter_lands_on_the_message() -> None:
     line = wire.parse("@+draft/reply=m1 :alice!a@h PRIVMSG #room :yes")
     assert line is not None
-    ctx = translate.Inbound(network="irc", own_nick="bob", rooms={"#room": "#room"},
+    ctx = Inbound(network="irc", own_nick="bob", rooms={"#room": "#room"},
                             reply_to=EventId("ev-1"))  # fmt: skip
-    (event,) = translate.to_core(line, ctx, translate.Roster())
+    (event,) = to_core(line, ctx, Roster())
     assert isinstance(event, Message)
     assert event.reply_to == "ev-1"
 
@@ -297,7 +298,7 @@ def test_reply_tag_resolved_by_the_adapter_lands_on_the_message() -> None:
 def test_incoming_nicks_and_text_are_sanitised() -> None:
     line = wire.parse(":ev\u202eil!a@h PRIVMSG #room :hi\x00\x07 there\x7f")
     assert line is not None
-    (event,) = translate.to_core(line, inbound(), translate.Roster())
+    (event,) = to_core(line, inbound(), Roster())
     assert isinstance(event, Message)
     assert event.origin.sender.id == "evil"
     assert event.text == "hi there"

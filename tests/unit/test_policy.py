@@ -67,16 +67,16 @@ def test_notify_flag_travels_with_the_decision() -> None:
 
 
 def test_notice_names_the_rule_never_the_text() -> None:
-    d = decide(
-        msg("the CONFIDENTIAL plan"),
-        dest("public-matrix:!r:x"),
-        compile_policy(policy(CONFIDENTIAL)),
-    )
-    notice = sender_notice(d, dest("public-matrix:!r:x"))
+    plan = msg("the CONFIDENTIAL plan")
+    d = decide(plan, dest("public-matrix:!r:x"), compile_policy(policy(CONFIDENTIAL)))
+    notice = sender_notice(d, plan)
+    assert notice is not None
     assert "no-confidential-out" in notice
     assert "confidential" not in notice.lower().replace("no-confidential-out", "")
-    redacted = decide(msg("1234-5678-9012-3456"), dest("x"), compile_policy(policy(REDACT_CARDS)))
-    assert "parts removed" in sender_notice(redacted, dest("x"))
+    card = msg("1234-5678-9012-3456")
+    told = {**REDACT_CARDS, "notify_sender": True}
+    redacted = decide(card, dest("x"), compile_policy(policy(told)))
+    assert "parts removed" in str(sender_notice(redacted, card))
 
 
 def test_barrier_notify() -> None:

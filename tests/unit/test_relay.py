@@ -3,9 +3,13 @@ deletes and replies following their message through the id map."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
+from imbridge.commands.policy import policy_test
 from tests.unit.conftest import StartDaemon, settle, until
 
 THREE_ROOMS = """
@@ -66,7 +70,39 @@ async def test_edit_follows_its_message_or_becomes_a_correction_line(
     assert edit_in_y.target == copy_in_y.remote_id
     assert edit_in_y.text == "[alice] the plan"
     await until(lambda: len(texts(hub, "#z")) == 2)
-    assert texts(hub, "#z")[1] == "[alice] * corrected: the plan"
+    assert texts(hub, "#z")[1] == "* corrected: [alice] the plan"
+
+
+HELD_BACK = """
+networks:
+  a: {type: memory}
+  b: {type: memory}
+  c: {type: memory, capabilities: {edits: false}}
+gateways:
+  g:
+    nick_format: "[{nick}] "
+    rooms:
+      - {network: a, room: "#x"}
+      - {network: b, room: "#y"}
+      - {network: c, room: "#z"}
+policy:
+  rules:
+    - {name: no-typos, action: deny, text: "teh", to: {network: b}}
+"""
+
+
+async def test_a_correction_line_reads_the_same_wherever_it_is_made(
+    start_daemon: StartDaemon,
+) -> None:
+    """#z cannot edit (render makes the line); #y can, but the message never reached
+    it (the outbox makes the line): both read alike."""
+    _, hub = await start_daemon(HELD_BACK)
+    original = hub.post("#x", "alice", "teh plan")
+    await until(lambda: len(texts(hub, "#z")) == 1)
+    hub.post("#x", "alice", "the plan", kind="edit", target=original.remote_id)
+    await until(lambda: len(texts(hub, "#z")) == 2 and len(texts(hub, "#y")) == 1)
+    assert texts(hub, "#y") == ["* corrected: [alice] the plan"]
+    assert texts(hub, "#z")[1] == "* corrected: [alice] the plan"
 
 
 async def test_delete_removes_the_relayed_copy_where_deletes_exist(
@@ -199,3 +235,34 @@ async def test_a_replayed_remote_message_is_relayed_once(start_daemon: StartDaem
     adapter.deliver(post)  # the server (or a resync after restart) sends it again
     await until(lambda: daemon.relay is not None and daemon.relay.stats["a"].duplicates == 1)
     assert texts(hub, "#y") == ["<alice@a> once"]
+
+
+DENY_NOTIFY = """
+networks:
+  a: {type: memory}
+  b: {type: memory}
+gateways:
+  g:
+    rooms:
+      - {network: a, room: "#x"}
+      - {network: b, room: "#y"}
+policy:
+  rules:
+    - {name: no-secrets, action: deny, text: "(?i)secret", notify_sender: true}
+"""
+
+
+async def test_policy_test_previews_the_notice_the_relay_sends(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    _, hub = await start_daemon(DENY_NOTIFY)
+    hub.post("#x", "alice", "the secret plan")
+    await until(lambda: len(texts(hub, "#x")) == 2)
+    sent = texts(hub, "#x")[1]
+    path = tmp_path / "bridge.yaml"
+    path.write_text(f"bridge: {{state_dir: '{tmp_path}'}}\n{DENY_NOTIFY}")
+    out = io.StringIO()
+    code = policy_test(path, source="a:#x:alice", to="b", text="the secret plan", out=out)
+    assert code == 1
+    assert f"notice:   {sent}\n" in out.getvalue()
+    assert sent == "alice: your message was not relayed (policy rule 'no-secrets')."
