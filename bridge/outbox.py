@@ -135,6 +135,9 @@ class Outbox:
         self.clock = clock
         self.stats: dict[str, OutboxStats] = {name: OutboxStats() for name in adapters}
         self._queues: dict[tuple[str, str], deque[Item]] = {}
+        self._arrivals: dict[tuple[str, str], asyncio.Event] = {}
+        """Set when items join a destination's queue: a worker with room in its send
+        window starts them at once instead of after the oldest send in flight settles."""
         self._loaded: dict[tuple[str, str], int] = {}
         """Highest seq put in memory per destination: an item read back from the database
         and then woken by its (late) committer is not queued twice."""
@@ -199,6 +202,9 @@ class Outbox:
             queue.append(item)
             if item.seq:
                 self._loaded[key] = item.seq
+            arrived = self._arrivals.get(key)
+            if arrived is not None:
+                arrived.set()
             self._start(key)
         if items:
             self._idle.clear()
@@ -379,6 +385,10 @@ class Outbox:
                     break
             if not inflight:
                 break
+            if await self._arrived_first(
+                key, queue, started=started, window=window, delays=delays, inflight=inflight
+            ):
+                continue  # items joined the queue: start them beside the sends in flight
             head, settling = inflight.popleft()
             delay = await settling
             if delay is None:
@@ -393,6 +403,39 @@ class Outbox:
             queue.clear()
             queue.extend(kept)
         return max(delays) if delays else None
+
+    async def _arrived_first(
+        self,
+        key: tuple[str, str],
+        queue: deque[Item],
+        *,
+        started: int,
+        window: int,
+        delays: list[float],
+        inflight: deque[tuple[Item, asyncio.Future[float | None]]],
+    ) -> bool:
+        """Waits for the oldest send in flight to settle or, while the window has room
+        and nothing stands in the way, for new items to join the queue, whichever comes
+        first; True for the latter. Without it a steady trickle into a windowed
+        destination would go one send at a time whenever a send is slow to settle."""
+        settling = inflight[0][1]
+        if (
+            settling.done()
+            or delays
+            or started < len(queue)  # waiting ones cannot start yet (a lookup goes alone)
+            or len(inflight) >= window
+            or any(_needs_lookup(item) for item, _ in inflight)  # it goes alone
+        ):
+            return False
+        arrived = self._arrivals.setdefault(key, asyncio.Event())
+        arrived.clear()
+        waiter = asyncio.ensure_future(arrived.wait())
+        try:
+            await asyncio.wait((settling, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+        return not settling.done() and started < len(queue)
 
     async def _pace(self, key: tuple[str, str]) -> None:
         limit = self.rate_limits.get(key[0])
