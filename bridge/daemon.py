@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from imbridge import logs, registry
 from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
@@ -34,9 +33,10 @@ from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
-from imbridge.endpoints import make_app, serve_http
+from imbridge.endpoints import make_app, media_limiter, serve_http
 from imbridge.errors import ConfigError
 from imbridge.events import Message, MessageKind, Origin, new_event_id
+from imbridge.listener import Listener
 from imbridge.medialinks import MediaLinks
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
@@ -78,7 +78,7 @@ class Daemon:
         self.reconnects: dict[str, int] = {}
         self.seen_connected: dict[str, bool] = {}
         """What the supervisor last saw of each network (from its first connection on)."""
-        self._http: web.AppRunner | None = None
+        self._http: Listener | None = None
         self.media_links: MediaLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
@@ -161,8 +161,13 @@ class Daemon:
         listen = self.config.bridge.http.listen
         if listen:
             token = self.config.bridge.http.metrics_token
-            app = make_app(self, self.metrics, token.get_secret_value() if token else None)
-            self._http = await serve_http(app, listen)
+            app = make_app(
+                self,
+                self.metrics,
+                token.get_secret_value() if token else None,
+                media_limiter=media_limiter(self.config.bridge.http),
+            )
+            self._http = await serve_http(app, listen, self.config.bridge.http)
             log.info("http_listening", listen=listen)
             if public_url is not None and token is None:
                 # Chat users reach this listener for /media/; /metrics is on it too.

@@ -20,6 +20,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imbridge.adapter import MediaGone, MediaSource, MediaUnavailable
+from imbridge.config.schema import HttpConfig
+from imbridge.httplimits import ClientLimiter, proxies
+from imbridge.listener import Listener, ListenerLimits, serve
 from imbridge.medialinks import PROXY_TIMEOUT, MediaLinks, MediaRequest
 from imbridge.metrics import Metrics
 
@@ -27,7 +30,13 @@ if TYPE_CHECKING:
     from imbridge.daemon import Daemon
 
 
-def make_app(daemon: Daemon, metrics: Metrics, token: str | None) -> web.Application:
+def make_app(
+    daemon: Daemon,
+    metrics: Metrics,
+    token: str | None,
+    *,
+    media_limiter: ClientLimiter | None = None,
+) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -53,9 +62,10 @@ def make_app(daemon: Daemon, metrics: Metrics, token: str | None) -> web.Applica
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     if daemon.media_links is not None:
-        app.router.add_get(
-            "/media/{network}/{sig}/{tail:.+}", _media_view(daemon, daemon.media_links)
-        )
+        view = _media_view(daemon, daemon.media_links)
+        if media_limiter is not None:
+            view = media_limiter.limited(view)
+        app.router.add_get("/media/{network}/{sig}/{tail:.+}", view)
     return app
 
 
@@ -144,10 +154,20 @@ async def _stream(
         return response
 
 
-async def serve_http(app: web.Application, listen: str) -> web.AppRunner:
-    host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
-    return runner
+def media_limiter(http: HttpConfig) -> ClientLimiter:
+    limits = http.media_limits
+    return ClientLimiter(
+        rate=limits.rate,
+        burst=limits.burst,
+        concurrent=limits.concurrent,
+        trusted_proxies=proxies(http.trusted_proxies),
+    )
+
+
+async def serve_http(app: web.Application, listen: str, http: HttpConfig) -> Listener:
+    limits = ListenerLimits(
+        keepalive_seconds=http.keepalive_seconds,
+        max_connections=http.max_connections,
+        max_connections_per_client=http.max_connections_per_client,
+    )
+    return await serve(app, listen, limits)
