@@ -135,7 +135,11 @@ class Daemon:
             await self.archive.__aenter__()
         public_url = self.config.bridge.http.public_url
         if public_url is not None:
-            self.media_links = MediaLinks.from_state(self.config.bridge.state_dir, public_url)
+            self.media_links = MediaLinks.from_state(
+                self.config.bridge.state_dir,
+                public_url,
+                lifetime_days=self.config.bridge.http.media_link_days,
+            )
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
         self.outbox = Outbox(

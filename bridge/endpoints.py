@@ -97,6 +97,8 @@ def _media_view(
         wanted = links.verify(info["network"], info["sig"], info["tail"])
         if wanted is None:
             raise web.HTTPNotFound(text="no such media\n")
+        if wanted.expired:
+            raise web.HTTPGone(text="this link has expired\n")
         adapter: object = daemon.adapters.get(wanted.network)
         if not isinstance(adapter, MediaSource):
             raise web.HTTPNotFound(text="no such media\n")

@@ -65,6 +65,8 @@ class HttpConfig(Strict):
     """Reverse proxies (addresses or networks) whose X-Forwarded-For names the client
     that per-client limits count; from any other peer the header is ignored."""
     media_limits: ClientLimitsConfig = ClientLimitsConfig()
+    media_link_days: int = Field(default=30, ge=1, le=3650)
+    """How long a relayed `/media/` link opens; after that it answers 410 Gone."""
     metrics_token: SecretStr | None = None
     public_url: str | None = None
     """The address by which chat users reach `listen` (often through a reverse proxy).

@@ -59,10 +59,26 @@ def test_tampered_or_replayed_links_are_refused() -> None:
     assert links().verify(network, sig, "evil.example/abc/cat.png") is None  # other server
     assert links(b"x" * 32).verify(network, sig, rest) is None  # another bridge's key
     assert links().verify(network, "", rest) is None
-    # The name is not signed, only shown: renaming still serves the same media.
-    renamed = links().verify(network, sig, "example.org/abc/dog.png")
-    assert renamed is not None
-    assert renamed.ref == "example.org/abc"
+    # The name is signed too: nobody renames invoice.pdf to invoice.pdf.exe.
+    assert links().verify(network, sig, "example.org/abc/cat.png.exe") is None
+    assert links().verify(network, sig, "example.org/abc/dog.png") is None
+    # Nor moves the expiry: it is signed with the rest.
+    expires, _, mac = sig.partition(".")
+    assert links().verify(network, f"{int(expires) + 86400}.{mac}", rest) is None
+
+
+def test_a_link_expires_after_its_lifetime() -> None:
+    now = [1_700_000_000.0]
+    signer = MediaLinks(b"k" * 32, BASE, lifetime_days=2, clock=lambda: now[0])
+    parts = tail_of(signer.link("mx", "example.org/abc", "cat.png"))
+    now[0] += 2 * 86400 - 1
+    fresh = signer.verify(*parts)
+    assert fresh is not None
+    assert not fresh.expired
+    now[0] += 1
+    stale = signer.verify(*parts)
+    assert stale is not None
+    assert stale.expired
 
 
 @pytest.mark.parametrize(
@@ -208,6 +224,12 @@ networks:
                 assert resp.status == 502
         finally:
             MediaMemory.broken = False
+
+        # A link signed long ago no longer opens, and says why.
+        old = MediaLinks(load_key(tmp_path), signer.public_url, lifetime_days=1, clock=lambda: 0)
+        async with http.get(old.link("mx", "hs/cat", "cat.png")) as resp:
+            assert resp.status == 410
+            assert PNG not in await resp.read()
 
 
 async def test_without_public_url_there_is_no_media_route(tmp_path: Path) -> None:
