@@ -33,7 +33,7 @@ from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
-from imbridge.endpoints import make_app, media_limiter, serve_http
+from imbridge.endpoints import is_public, make_app, media_limiter, serve_http
 from imbridge.errors import ConfigError
 from imbridge.events import Message, MessageKind, Origin, new_event_id
 from imbridge.listener import Listener
@@ -170,16 +170,18 @@ class Daemon:
                 self.metrics,
                 token.get_secret_value() if token else None,
                 media_limiter=media_limiter(self.config.bridge.http),
+                public=is_public(self.config.bridge.http),
             )
             self._http = await serve_http(app, listen, self.config.bridge.http)
             log.info("http_listening", listen=listen)
-            if public_url is not None and token is None:
-                # Chat users reach this listener for /media/; /metrics is on it too.
+            if is_public(self.config.bridge.http) and token is None:
                 log.warning(
                     "metrics_without_token",
                     listen=listen,
-                    hint="bridge.http.public_url makes the listener public: set "
-                    "bridge.http.metrics_token (or metrics_token_file) to protect /metrics",
+                    hint="the listener is reachable beyond this host (a non-loopback listen "
+                    "or public_url): anyone there reads /metrics, and /readyz shows "
+                    "network states only to a bearer of the token: set "
+                    "bridge.http.metrics_token (or metrics_token_file)",
                 )
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="supervisor"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -36,24 +37,32 @@ def make_app(
     token: str | None,
     *,
     media_limiter: ClientLimiter | None = None,
+    public: bool = False,
 ) -> web.Application:
+    def bearer(request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "")
+        return token is not None and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         states = daemon.network_states()
         ready = all(s["connected"] and s["joined"] for s in states.values() if s["required"])
-        return web.json_response({"ready": ready, "networks": states}, status=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready}
+        # Which networks exist and which are down is reconnaissance: on a public
+        # listener only the metrics token's bearer sees it.
+        if not public or bearer(request):
+            body["networks"] = states
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return web.Response(
-                    status=401,
-                    text="bearer token required\n",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        if token is not None and not bearer(request):
+            return web.Response(
+                status=401,
+                text="bearer token required\n",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -154,6 +163,20 @@ async def _stream(
         if request.transport is not None:
             request.transport.close()
         return response
+
+
+def is_public(http: HttpConfig) -> bool:
+    """Whether anyone but this host may reach the listener: chat users follow
+    `public_url`, and any address but loopback is reachable from somewhere."""
+    if http.public_url is not None:
+        return True
+    host = (http.listen or "").rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name: whatever it resolves to, assume it is reachable
 
 
 def media_limiter(http: HttpConfig) -> ClientLimiter:
