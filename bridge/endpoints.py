@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -22,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imbridge.adapter import MediaGone, MediaSource, MediaUnavailable
 from imbridge.config.schema import HttpConfig
+from imbridge.hosts import is_loopback_host
 from imbridge.httplimits import ClientLimiter, proxies
 from imbridge.listener import Listener, ListenerLimits, serve
 from imbridge.medialinks import PROXY_TIMEOUT, MediaLinks, MediaRequest
@@ -167,16 +167,11 @@ async def _stream(
 
 def is_public(http: HttpConfig) -> bool:
     """Whether anyone but this host may reach the listener: chat users follow
-    `public_url`, and any address but loopback is reachable from somewhere."""
+    `public_url`, and any address but loopback is reachable from somewhere (a host name
+    is assumed to be)."""
     if http.public_url is not None:
         return True
-    host = (http.listen or "").rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # a host name: whatever it resolves to, assume it is reachable
+    return not is_loopback_host((http.listen or "").rpartition(":")[0])
 
 
 def media_limiter(http: HttpConfig) -> ClientLimiter:
