@@ -124,6 +124,8 @@ class IrcConfig(NetworkConfig):
         "multi-prefix",
         "away-notify",
         "account-tag",
+        "extended-join",
+        "account-notify",
     )
     """IRCv3 capabilities requested when the server offers them."""
     connect_timeout: float = Field(default=30.0, gt=0)

@@ -154,6 +154,9 @@ class Member(Strict):
 class Match(Member):
     group: str | None = None
     """A name from `policy.groups`: the side must also belong to that group."""
+    authenticated: bool | None = None
+    """`true`: only senders whose network vouches for their account (an IRC nick without
+    a services account is not); `false`: only those it does not."""
 
 
 class Pattern(Protocol):
@@ -225,6 +228,8 @@ class Rule(Strict):
     def _coherent(self) -> Rule:
         if self.to.user != "*":
             raise ValueError("to.user cannot match: a destination is a room, not a user")
+        if self.to.authenticated is not None:
+            raise ValueError("to.authenticated cannot match: a destination is a room")
         if self.action == "redact" and self.text is None and self.attachments is None:
             if self.sender_name is None:
                 raise ValueError(
