@@ -47,7 +47,7 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def encode_origin(o: Origin) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "network": o.network,
         "room": o.room,
         "sender": o.sender.id,
@@ -57,6 +57,9 @@ def encode_origin(o: Origin) -> dict[str, Any]:
         "relayed": o.relayed,
         "direct": o.direct,
     }
+    if not o.sender.authenticated:  # absent means authenticated: older records read alike
+        out["authenticated"] = False
+    return out
 
 
 def decode_origin(d: dict[str, Any]) -> Origin:
@@ -64,7 +67,9 @@ def decode_origin(d: dict[str, Any]) -> Origin:
     return Origin(
         network=d["network"],
         room=d["room"],
-        sender=Sender(id=d["sender"], name=d["name"]),
+        sender=Sender(
+            id=d["sender"], name=d["name"], authenticated=bool(d.get("authenticated", True))
+        ),
         remote_id=RemoteId(rid) if rid is not None else None,
         timestamp=datetime.fromisoformat(d["ts"]),
         relayed=bool(d.get("relayed", False)),

@@ -29,7 +29,6 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from imbridge import logs, registry
 from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
@@ -44,10 +43,11 @@ from imbridge.config.report import log_config_error
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
-from imbridge.endpoints import make_app, serve_http
+from imbridge.endpoints import is_public, make_app, media_limiter, serve_http
 from imbridge.errors import ConfigError
 from imbridge.events import Message, MessageKind, Origin, new_event_id
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
+from imbridge.listener import Listener
 from imbridge.medialinks import MediaLinks
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
@@ -92,8 +92,7 @@ class Daemon:
         self.reconnects: dict[str, int] = {}
         self.seen_connected: dict[str, bool] = {}
         """What the supervisor last saw of each network (from its first connection on)."""
-        self._http: web.AppRunner | None = None
-        """The review console mounted on the listener, with its own database connection."""
+        self._http: Listener | None = None
         self.media_links: MediaLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
@@ -172,7 +171,11 @@ class Daemon:
             stack.push_async_callback(self._step, "archive", self.archive.__aexit__)
         public_url = self.config.bridge.http.public_url
         if public_url is not None:
-            self.media_links = MediaLinks.from_state(self.config.bridge.state_dir, public_url)
+            self.media_links = MediaLinks.from_state(
+                self.config.bridge.state_dir,
+                public_url,
+                lifetime_days=self.config.bridge.http.media_link_days,
+            )
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
         stack.push_async_callback(self._close_adapters)
@@ -203,22 +206,29 @@ class Daemon:
         listen = self.config.bridge.http.listen
         if listen:
             token = self.config.bridge.http.metrics_token
-            app = make_app(self, self.metrics, token.get_secret_value() if token else None)
+            app = make_app(
+                self,
+                self.metrics,
+                token.get_secret_value() if token else None,
+                media_limiter=media_limiter(self.config.bridge.http),
+                public=is_public(self.config.bridge.http),
+            )
             if self.config.console.enabled:
                 from imbridge.console.server import mounted  # noqa: PLC0415 - jinja2, argon2
 
                 await stack.enter_async_context(mounted(app, self.config, listen))
                 log.info("console_enabled", url=f"http://{listen}/console/")
-            self._http = await serve_http(app, listen)
+            self._http = await serve_http(app, listen, self.config.bridge.http)
             stack.push_async_callback(self._step, "http", self._http.cleanup)
             log.info("http_listening", listen=listen)
-            if public_url is not None and token is None:
-                # Chat users reach this listener for /media/; /metrics is on it too.
+            if is_public(self.config.bridge.http) and token is None:
                 log.warning(
                     "metrics_without_token",
                     listen=listen,
-                    hint="bridge.http.public_url makes the listener public: set "
-                    "bridge.http.metrics_token (or metrics_token_file) to protect /metrics",
+                    hint="the listener is reachable beyond this host (a non-loopback listen "
+                    "or public_url): anyone there reads /metrics, and /readyz shows "
+                    "network states only to a bearer of the token: set "
+                    "bridge.http.metrics_token (or metrics_token_file)",
                 )
         elif self.config.console.enabled:
             log.warning(

@@ -20,6 +20,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imbridge.adapter import MediaGone, MediaSource, MediaUnavailable
+from imbridge.config.schema import HttpConfig
+from imbridge.hosts import is_loopback_host
+from imbridge.httplimits import ClientLimiter, proxies
+from imbridge.listener import Listener, ListenerLimits, serve
 from imbridge.medialinks import PROXY_TIMEOUT, MediaLinks, MediaRequest
 from imbridge.metrics import Metrics
 
@@ -27,24 +31,38 @@ if TYPE_CHECKING:
     from imbridge.daemon import Daemon
 
 
-def make_app(daemon: Daemon, metrics: Metrics, token: str | None) -> web.Application:
+def make_app(
+    daemon: Daemon,
+    metrics: Metrics,
+    token: str | None,
+    *,
+    media_limiter: ClientLimiter | None = None,
+    public: bool = False,
+) -> web.Application:
+    def bearer(request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "")
+        return token is not None and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         states = daemon.network_states()
         ready = daemon.is_ready()
-        return web.json_response({"ready": ready, "networks": states}, status=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready}
+        # Which networks exist and which are down is reconnaissance: on a public
+        # listener only the metrics token's bearer sees it.
+        if not public or bearer(request):
+            body["networks"] = states
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return web.Response(
-                    status=401,
-                    text="bearer token required\n",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        if token is not None and not bearer(request):
+            return web.Response(
+                status=401,
+                text="bearer token required\n",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -53,9 +71,10 @@ def make_app(daemon: Daemon, metrics: Metrics, token: str | None) -> web.Applica
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     if daemon.media_links is not None:
-        app.router.add_get(
-            "/media/{network}/{sig}/{tail:.+}", _media_view(daemon, daemon.media_links)
-        )
+        view = _media_view(daemon, daemon.media_links)
+        if media_limiter is not None:
+            view = media_limiter.limited(view)
+        app.router.add_get("/media/{network}/{sig}/{tail:.+}", view)
     return app
 
 
@@ -87,6 +106,8 @@ def _media_view(
         wanted = links.verify(info["network"], info["sig"], info["tail"])
         if wanted is None:
             raise web.HTTPNotFound(text="no such media\n")
+        if wanted.expired:
+            raise web.HTTPGone(text="this link has expired\n")
         adapter: object = daemon.adapters.get(wanted.network)
         if not isinstance(adapter, MediaSource):
             raise web.HTTPNotFound(text="no such media\n")
@@ -144,10 +165,29 @@ async def _stream(
         return response
 
 
-async def serve_http(app: web.Application, listen: str) -> web.AppRunner:
-    host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
-    return runner
+def is_public(http: HttpConfig) -> bool:
+    """Whether anyone but this host may reach the listener: chat users follow
+    `public_url`, and any address but loopback is reachable from somewhere (a host name
+    is assumed to be)."""
+    if http.public_url is not None:
+        return True
+    return not is_loopback_host((http.listen or "").rpartition(":")[0])
+
+
+def media_limiter(http: HttpConfig) -> ClientLimiter:
+    limits = http.media_limits
+    return ClientLimiter(
+        rate=limits.rate,
+        burst=limits.burst,
+        concurrent=limits.concurrent,
+        trusted_proxies=proxies(http.trusted_proxies),
+    )
+
+
+async def serve_http(app: web.Application, listen: str, http: HttpConfig) -> Listener:
+    limits = ListenerLimits(
+        keepalive_seconds=http.keepalive_seconds,
+        max_connections=http.max_connections,
+        max_connections_per_client=http.max_connections_per_client,
+    )
+    return await serve(app, listen, limits)

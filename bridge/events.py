@@ -52,10 +52,15 @@ class PresenceState(StrEnum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sender:
     """Who spoke: `id` is stable on its network (Matrix user id, XMPP JID or occupant, IRC
-    nick); `name` is what people see."""
+    services account, else nick); `name` is what people see.
+
+    `authenticated` is False where the network vouches for no account behind `id`: an
+    IRC nick without a services account, which anyone can take. Policy can require it
+    (`from: {authenticated: true}`) and the archive records its absence."""
 
     id: str
     name: str
+    authenticated: bool = True
 
     def __post_init__(self) -> None:
         if not self.id:

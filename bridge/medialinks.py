@@ -2,14 +2,16 @@
 
 Some networks keep their media behind credentials (Matrix authenticated media): a plain
 link to it opens for nobody on another network. The bridge instead relays a link to
-itself, `{public_url}media/{network}/{sig}/{ref}/{filename}`, and fetches the media with
-its own credentials when the link is opened. The signature, an HMAC under a key that
-never leaves the state directory, covers the network and the adapter's reference, so
-the route serves only what the bridge itself linked: nobody can use it to fetch other
-media with the bridge's account. The file name is shown, not trusted: it is checked,
-never signed, and only ever lands in a Content-Disposition header.
+itself, `{public_url}media/{network}/{expires}.{sig}/{ref}/{filename}`, and fetches the
+media with its own credentials when the link is opened. The signature, an HMAC under a
+key that never leaves the state directory, covers the network, the adapter's reference,
+the file name and the expiry, so the route serves only what the bridge itself linked,
+under the name it linked it with (nobody turns `invoice.pdf` into `invoice.pdf.exe`),
+and only until the link expires: nobody can use it to fetch other media with the
+bridge's account, or keep a leaked link working for ever. The name still only ever
+lands in a Content-Disposition header.
 
-No I/O here beyond reading or creating the key once.
+No I/O here beyond reading or creating the key once; the clock is passed in.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -29,10 +33,12 @@ KEY_FILE = "media-links.key"
 SIG_BYTES = 16  # 128 bits: forging one link means guessing this
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 PROXY_TIMEOUT = 120.0  # seconds for a whole proxied download, headers to last byte
+DEFAULT_LIFETIME_DAYS = 30
 
 # Each ref segment: what Matrix server names and media ids are made of, and nothing that
 # could mean a path step (`.`/`..` are refused apart).
 _SEGMENT = re.compile(r"[A-Za-z0-9._~:\[\]-]{1,255}")
+_STAMP = re.compile(r"[0-9]{1,12}")
 _FORBIDDEN_IN_NAME = re.compile(r"[\x00-\x1f\x7f/\\\"]")
 
 
@@ -43,6 +49,8 @@ class MediaRequest:
     network: str
     ref: str
     filename: str
+    expired: bool = False
+    """Signed here, but past its expiry: the route answers 410 Gone."""
 
 
 def safe_filename(name: str) -> str | None:
@@ -71,20 +79,34 @@ def load_key(state_dir: Path) -> bytes:
 class MediaLinks:
     """Makes and checks the bridge's signed media links; adapters get one to link with."""
 
-    def __init__(self, key: bytes, public_url: str, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(
+        self,
+        key: bytes,
+        public_url: str,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        lifetime_days: int = DEFAULT_LIFETIME_DAYS,
+        clock: Callable[[], float] = time.time,
+    ):
         if len(key) < 32:
             raise ValueError("signing key must be at least 32 bytes")
         self._key = key
         self.public_url = public_url if public_url.endswith("/") else public_url + "/"
         self.max_bytes = max_bytes
+        self.lifetime = lifetime_days * 86400
+        self._clock = clock
 
     @classmethod
-    def from_state(cls, state_dir: Path, public_url: str) -> MediaLinks:
-        return cls(load_key(state_dir), public_url)
+    def from_state(
+        cls, state_dir: Path, public_url: str, *, lifetime_days: int = DEFAULT_LIFETIME_DAYS
+    ) -> MediaLinks:
+        return cls(load_key(state_dir), public_url, lifetime_days=lifetime_days)
 
-    def _sign(self, network: str, ref: str) -> str:
-        # NUL cannot occur in a network name or a valid ref, so no two pairs sign alike.
-        mac = hmac.new(self._key, f"{network}\0{ref}".encode(), hashlib.sha256).digest()
+    def _sign(self, network: str, ref: str, filename: str, expires: int) -> str:
+        # NUL cannot occur in a network name, a valid ref or a safe file name, and the
+        # expiry is digits: no two tuples sign alike.
+        message = f"{network}\0{ref}\0{filename}\0{expires}".encode()
+        mac = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:SIG_BYTES]).rstrip(b"=").decode()
 
     def link(self, network: str, ref: str, filename: str) -> str:
@@ -92,20 +114,27 @@ class MediaLinks:
         if not valid_ref(ref):
             raise ValueError(f"not a linkable media reference: {ref[:80]!r}")
         name = safe_filename(filename) or "file"
+        expires = int(self._clock()) + self.lifetime
         return (
-            f"{self.public_url}media/{quote(network, safe='')}/{self._sign(network, ref)}/"
-            f"{ref}/{quote(name, safe='')}"
+            f"{self.public_url}media/{quote(network, safe='')}/"
+            f"{expires}.{self._sign(network, ref, name, expires)}/{ref}/{quote(name, safe='')}"
         )
 
     def verify(self, network: str, sig: str, tail: str) -> MediaRequest | None:
         """The request a link's path stands for, or None for anything not signed here.
 
-        `tail` is the decoded path after the signature: the ref's segments, then the name.
+        `sig` is the path segment `{expires}.{signature}`; `tail` the decoded path after
+        it: the ref's segments, then the name.
         """
         ref, _, filename = tail.rpartition("/")
         name = safe_filename(filename)
-        if name is None or not valid_ref(ref):
+        stamp, dot, given = sig.partition(".")
+        if name is None or not valid_ref(ref) or not _STAMP.fullmatch(stamp) or not dot:
             return None
-        if not hmac.compare_digest(sig.encode(), self._sign(network, ref).encode()):
+        expires = int(stamp)
+        if not hmac.compare_digest(
+            given.encode(), self._sign(network, ref, name, expires).encode()
+        ):
             return None
-        return MediaRequest(network=network, ref=ref, filename=name)
+        expired = self._clock() >= expires
+        return MediaRequest(network=network, ref=ref, filename=name, expired=expired)

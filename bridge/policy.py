@@ -53,7 +53,6 @@ from imbridge.events import (
     Presence,
     Reaction,
     RichText,
-    Sender,
     Topic,
 )
 from imbridge.policytext import (
@@ -195,10 +194,13 @@ class CompiledRule:
     lexicon: Pattern | None = None
     """The rule's lexicons as one pattern over folded text."""
     flag: bool = False
+    authenticated: bool | None = None
 
     def matches(self, event: Event, dest: Destination, texts: PolicyTexts) -> bool:  # noqa: PLR0911 - one return per condition
         o = event.origin
         if not self.source.matches(o.network, o.room, o.sender.id):
+            return False
+        if self.authenticated is not None and o.sender.authenticated is not self.authenticated:
             return False
         if not self.dest.matches(dest.network, dest.room, None):
             return False
@@ -271,6 +273,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
                 sender_name=compile_pattern(r.sender_name) if r.sender_name else None,
                 lexicon=lexicon(r.lexicons),
                 flag=r.flag or r.action == "flag",
+                authenticated=r.from_.authenticated,
             )
             for r in policy.rules
         ),
@@ -475,7 +478,7 @@ def redact(
     for p in (pattern, name_pattern):
         if p is not None and name and _hit(p, name):
             # A name is short: a match, as sent or as read, hides all of it.
-            sender = Sender(id=done.origin.sender.id, name=REDACTED)
+            sender = dataclasses.replace(done.origin.sender, name=REDACTED)
             origin = dataclasses.replace(done.origin, sender=sender)
             return dataclasses.replace(done, origin=origin)
     return done

@@ -14,8 +14,10 @@ would have arrived first.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from imbridge.events import EventId, RemoteId
@@ -111,6 +113,18 @@ def irc_network(server: Reachable, **extra: Any) -> dict[str, Any]:
     return section | extra
 
 
+def write_secret(path: Path, content: str | bytes) -> Path:
+    """Writes a secret file the way an operator must: private to its owner (0600). The
+    config loader refuses `*_file` secrets the group or others may read, and the default
+    umask makes 0644 files, so a test that hands the bridge a secret file writes it here."""
+    data = content.encode() if isinstance(content, str) else content
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        f.write(data)
+    return path
+
+
 __all__ = [
     "DictCursors",
     "MatrixAccount",
@@ -118,5 +132,6 @@ __all__ = [
     "eventually",
     "irc_network",
     "matrix_network",
+    "write_secret",
     "xmpp_network",
 ]

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from imbridge.adapter import NetworkConfig
+from imbridge.hosts import is_loopback_host
 
 # RFC 2812 §2.3.1: a nick starts with a letter or special, then letters, digits, specials, -.
 _NICK = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
@@ -90,6 +92,9 @@ class IrcConfig(NetworkConfig):
     port: int | None = Field(default=None, ge=1, le=65535)
     """Default 6697 with TLS, 6667 without."""
     tls: bool = True
+    allow_cleartext: bool = False
+    """`tls: false` with a password (server, SASL or NickServ) is refused unless `host` is
+    loopback or this is true: the password would cross the network in clear."""
     tls_verify: bool = True
     tls_ca_file: Path | None = None
     tls_client_cert: Path | None = None
@@ -119,6 +124,8 @@ class IrcConfig(NetworkConfig):
         "multi-prefix",
         "away-notify",
         "account-tag",
+        "extended-join",
+        "account-notify",
     )
     """IRCv3 capabilities requested when the server offers them."""
     connect_timeout: float = Field(default=30.0, gt=0)
@@ -162,6 +169,20 @@ class IrcConfig(NetworkConfig):
         if (self.tls_client_cert or self.tls_client_key) and not self.tls:
             raise ValueError("a client certificate needs tls: true")
         return self
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> IrcConfig:
+        secret = self.password or (self.sasl and self.sasl.password) or self.nickserv
+        if self.tls or not secret or self.allow_cleartext or is_loopback_host(self.host):
+            return self
+        message = (
+            f"false sends the password to {self.host} in clear: use tls: true, or set "
+            "allow_cleartext: true if the path is private"
+        )
+        error = InitErrorDetails(
+            type=PydanticCustomError("cleartext", message), loc=("tls",), input=None
+        )
+        raise ValidationError.from_exception_data(type(self).__name__, [error])
 
     @property
     def effective_port(self) -> int:

@@ -91,6 +91,8 @@ class Session:
     started: float = field(default_factory=time.monotonic)
     last_rx: float = field(default_factory=time.monotonic)
     error: str = ""
+    whox: bool = False
+    """The server announced WHOX (ISUPPORT): the relay asks it who holds which account."""
 
 
 @dataclass(slots=True)

@@ -7,12 +7,18 @@ a message with `Origin.direct`, its room the sender's nick (where the answer goe
 A reaction is a TAGMSG carrying the client tags `+draft/react` (the key) and
 `+draft/reply` (the msgid reacted to), per the IRCv3 draft "react" client tag; servers
 that do not pass client tags (ngircd) never send one.
+
+A sender is their services account where the server tells it: the `account` tag
+(IRCv3 account-tag, whose absence once negotiated means not logged in), else what the
+roster learnt from extended-join, account-notify or WHOX. The nick is then only the
+display name; a sender with no known account keeps the nick as id and is marked
+unauthenticated, since anyone can take a nick.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from imbridge.adapters.irc import formatting, wire
@@ -57,6 +63,21 @@ class Inbound:
     """Folded channel name → room name as the core knows it (joined rooms only)."""
     reply_to: EventId | None = None
     now: Callable[[], datetime] = utcnow
+    account_tag: bool = False
+    """The server sends the `account` tag (account-tag negotiated)."""
+    accounts: Mapping[str, str] = field(default_factory=dict)
+    """The roster's folded nick → account."""
+
+    def sender(self, line: wire.Line, nick: str | None = None) -> Sender:
+        """Who `nick` (by default the line's source) is: their account when known."""
+        shown = clean_nick(nick or line.nick)
+        if nick is None and self.account_tag:
+            account = line.tags.get("account")
+        else:
+            account = self.accounts.get(irc_lower(nick or line.nick))
+        if account:
+            return Sender(id=clean_nick(account), name=shown)
+        return Sender(id=shown, name=shown, authenticated=False)
 
     def room(self, channel: str) -> str | None:
         return self.rooms.get(irc_lower(channel))
@@ -67,12 +88,11 @@ class Inbound:
     def origin(
         self, line: wire.Line, room: str, nick: str | None = None, *, direct: bool = False
     ) -> Origin:
-        who = clean_nick(nick or line.nick)
         msgid = line.tags.get("msgid")
         return Origin(
             network=self.network,
             room=room,
-            sender=Sender(id=who, name=who),
+            sender=self.sender(line, nick),
             remote_id=RemoteId(msgid) if msgid else None,
             timestamp=wire.server_time(line.tags) or self.now(),
             relayed=bool(KNOWN_RELAY_TAGS & line.tags.keys()),
@@ -184,6 +204,8 @@ def _join(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
         roster.joined(line.param(0))
         return []
     roster.add(line.param(0), line.nick)
+    if len(line.params) >= 3:  # IRCv3 extended-join: `JOIN #chan account :realname`
+        roster.set_account(line.nick, line.param(1))
     return [Join(id=new_event_id(), origin=ctx.origin(line, room))]
 
 
@@ -265,6 +287,23 @@ def _kick(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
     return [Leave(id=new_event_id(), origin=ctx.origin(line, room, victim), reason=reason)]
 
 
+def _account(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    """IRCv3 account-notify: `ACCOUNT name` on login, `ACCOUNT *` on logout."""
+    roster.set_account(line.nick, line.param(0))
+    return []
+
+
+WHOX_MARK = "152"
+"""Marks the replies to the relay's own `WHO #chan %tna,152`, and no one else's."""
+
+
+def _whox(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+    """RPL_WHOSPCRPL `<me> 152 <nick> <account>` (account `0`: not logged in)."""
+    if line.param(1) == WHOX_MARK and line.param(2):
+        roster.set_account(line.param(2), line.param(3))
+    return []
+
+
 def _one_line(text: str) -> str:
     return clean_text(formatting.strip_codes(text)).replace("\n", " ")
 
@@ -285,4 +324,6 @@ _HANDLERS: dict[str, Handler] = {
     "TOPIC": _topic,
     "AWAY": _away,
     "353": _names,
+    "ACCOUNT": _account,
+    "354": _whox,
 }

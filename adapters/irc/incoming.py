@@ -22,7 +22,7 @@ from imbridge.adapters.irc import wire
 from imbridge.adapters.irc.channels import JOIN_ERRORS, Channels
 from imbridge.adapters.irc.config import irc_lower
 from imbridge.adapters.irc.connection import Link, Session
-from imbridge.adapters.irc.inbound import REPLY_TAG, Inbound, to_core
+from imbridge.adapters.irc.inbound import REPLY_TAG, WHOX_MARK, Inbound, to_core
 from imbridge.adapters.irc.outbound import Mask
 from imbridge.adapters.irc.registration import RegistrationFailed, is_throttle
 from imbridge.adapters.irc.roster import Roster
@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 # Lines the reader task turns into events; the rest is handled as it arrives.
 _CHAT = frozenset(
     {"PRIVMSG", "NOTICE", "TAGMSG", "JOIN", "PART", "QUIT", "NICK", "KICK", "TOPIC", "AWAY", "353"}
+    | {"ACCOUNT", "354"}
 )
 # Errors of a PRIVMSG/NOTICE: no such nick/channel, cannot send to channel.
 _SEND_ERRORS = frozenset({"401", "404"})
@@ -114,9 +115,7 @@ class Incoming:
         elif cmd in ("PRIVMSG", "NOTICE") and is_self:
             self._writer.echoed(line)
         elif cmd == "JOIN" and is_self:
-            if line.source is not None and line.source.user:
-                link.mask = Mask(link.nick, line.source.user, line.source.host)
-            self._channels.self_joined(irc_lower(line.param(0)))
+            self._self_joined(line)
         elif cmd == "PART" and is_self:
             self._channels.joined.discard(irc_lower(line.param(0)))
         elif cmd == "KICK" and irc_lower(line.param(1)) == own:
@@ -124,10 +123,21 @@ class Incoming:
         elif cmd == "NICK" and is_self:
             link.nick = line.param(0) or link.nick
             link.mask = Mask(link.nick, link.mask.user, link.mask.host)
+        elif cmd == "005" and link.session is not None:
+            link.session.whox |= any(t.split("=")[0] == "WHOX" for t in line.params[1:])
         elif cmd in JOIN_ERRORS:
             self._channels.join_refused(line)
         elif cmd in _SEND_ERRORS:
             self._writer.refused(line, self._channels.joined)
+
+    def _self_joined(self, line: wire.Line) -> None:
+        link = self._link
+        if line.source is not None and line.source.user:
+            link.mask = Mask(link.nick, line.source.user, line.source.host)
+        self._channels.self_joined(irc_lower(line.param(0)))
+        s = link.session
+        if s is not None and s.whox:  # who is logged in as whom, for `inbound`
+            s.conn.send_raw(wire.build("WHO", line.param(0), f"%tna,{WHOX_MARK}"))
 
     # --- in order, to the sink ------------------------------------------------------
 
@@ -156,6 +166,8 @@ class Incoming:
             own_nick=self._link.nick,
             rooms=self._channels.rooms,
             reply_to=reply_to,
+            account_tag=self._link.enabled("account-tag"),
+            accounts=self._roster.accounts,
         )
         for event in to_core(line, ctx, self._roster):
             await intake.put(event)

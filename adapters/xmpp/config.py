@@ -16,10 +16,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from imbridge.adapter import NetworkConfig
+from imbridge.hosts import is_loopback_host
 from imbridge.safefetch import check_origins
 
 COMPONENT_PORT = 5347  # XEP-0114 §2, and Prosody's default `component_ports`
-_CLIENT_ONLY = ("jid", "password", "tls", "tls_verify", "ca_file")
+_CLIENT_ONLY = ("jid", "password", "tls", "tls_verify", "ca_file", "allow_cleartext")
 _COMPONENT_ONLY = ("component", "secret")
 _UPLOAD_ONLY = ("media_max_bytes", "media_timeout", "upload_service", "media_allow_origins")
 
@@ -45,7 +46,9 @@ class XmppConfig(NetworkConfig):
     port: int | None = Field(default=None, ge=1, le=65535)
     """Default 5222 (SRV) for a client; 5347 for a component."""
     tls: Literal["starttls", "direct", "plain"] = "starttls"
-    """`plain` is for loopback test servers only: the password then crosses unencrypted."""
+    """`plain` sends the password unencrypted: refused unless the server (`host`, else the
+    JID's domain) is loopback or `allow_cleartext` is true."""
+    allow_cleartext: bool = False
     tls_verify: bool = True
     ca_file: Path | None = None
     """Extra CA bundle to verify the server against (self-signed test servers)."""
@@ -140,6 +143,19 @@ class XmppConfig(NetworkConfig):
             for key in _UPLOAD_ONLY:
                 if key in self.model_fields_set:
                     problem(key, "media_key", "applies to media: upload only (media: link)")
+        server = self.host or (self.jid or "").partition("@")[2]
+        if (
+            not component
+            and self.tls == "plain"
+            and not self.allow_cleartext
+            and not is_loopback_host(server)
+        ):
+            problem(
+                "tls",
+                "cleartext",
+                f"plain sends the password to {server} unencrypted: use starttls or direct, "
+                "or set allow_cleartext: true if the path is private",
+            )
         if errors:
             # Raised as a ValidationError so each issue keeps its own location.
             raise ValidationError.from_exception_data(type(self).__name__, errors)

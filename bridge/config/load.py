@@ -22,6 +22,7 @@ from imbridge import registry
 from imbridge.adapter import NetworkConfig
 from imbridge.config.report import Loc, format_path, from_validation, issue, ordered
 from imbridge.config.schema import Config, RawConfig
+from imbridge.config.secretfile import SecretFileError, read_secret
 from imbridge.errors import ConfigError, ConfigIssue
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
@@ -152,10 +153,13 @@ class _Reader:
                 continue
             path = Path(raw) if Path(raw).is_absolute() else self.base / raw
             try:
-                data[stem] = path.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                reason = exc.strerror or type(exc).__name__
-                self.issues.append(issue(kloc, self.lines, f"cannot read {path}: {reason}"))
+                secret = read_secret(path, credentials=self.env.get("CREDENTIALS_DIRECTORY"))
+                data[stem] = secret.decode("utf-8").rstrip("\r\n")
+            except SecretFileError as exc:
+                self.issues.append(issue(kloc, self.lines, str(exc)))
+                continue
+            except UnicodeDecodeError:
+                self.issues.append(issue(kloc, self.lines, f"{path} is not UTF-8 text"))
                 continue
             self.lines[(*loc, stem)] = self.lines[kloc]
 

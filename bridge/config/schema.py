@@ -7,6 +7,7 @@ this module knows only the keys common to all networks.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,8 +44,29 @@ class LogConfig(Strict):
     """Log message text at info; off by default so logs hold no conversation."""
 
 
+class ClientLimitsConfig(Strict):
+    """Per-client limits of one route group (see `imbridge.httplimits`)."""
+
+    rate: float = Field(default=5.0, gt=0)
+    """Requests per second a client may keep up after its burst."""
+    burst: int = Field(default=30, ge=1)
+    concurrent: int = Field(default=4, ge=1)
+    """Requests from one client in progress at once (a download counts until it ends)."""
+
+
 class HttpConfig(Strict):
     listen: str | None = None
+    keepalive_seconds: float = Field(default=15.0, gt=0, le=600)
+    """An idle connection, or one that never sends a request, is closed after this."""
+    max_connections: int = Field(default=256, ge=4, le=65536)
+    """Lowered at start to half the process's descriptor limit (`LimitNOFILE=`)."""
+    max_connections_per_client: int = Field(default=32, ge=1)
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies (addresses or networks) whose X-Forwarded-For names the client
+    that per-client limits count; from any other peer the header is ignored."""
+    media_limits: ClientLimitsConfig = ClientLimitsConfig()
+    media_link_days: int = Field(default=30, ge=1, le=3650)
+    """How long a relayed `/media/` link opens; after that it answers 410 Gone."""
     metrics_token: SecretStr | None = None
     public_url: str | None = None
     """The address by which chat users reach `listen` (often through a reverse proxy).
@@ -59,6 +81,16 @@ class HttpConfig(Strict):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9465")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
     @field_validator("public_url")
@@ -122,6 +154,9 @@ class Member(Strict):
 class Match(Member):
     group: str | None = None
     """A name from `policy.groups`: the side must also belong to that group."""
+    authenticated: bool | None = None
+    """`true`: only senders whose network vouches for their account (an IRC nick without
+    a services account is not); `false`: only those it does not."""
 
 
 class Pattern(Protocol):
@@ -227,6 +262,8 @@ class Rule(Strict):
     def _coherent(self) -> Rule:
         if self.to.user != "*":
             raise ValueError("to.user cannot match: a destination is a room, not a user")
+        if self.to.authenticated is not None:
+            raise ValueError("to.authenticated cannot match: a destination is a room")
         if self.action == "redact" and self.text is None and self.attachments is None:
             if self.sender_name is None:
                 raise ValueError(

@@ -22,6 +22,7 @@ from imbridge.commands.archive import archive_export, archive_verify
 from imbridge.config.load import load_config
 from imbridge.daemon import Daemon
 from imbridge.events import Message
+from imbridge.testing import write_secret
 from tests.servers.process import free_port
 from tests.servers.synapse import SynapseServer, Watcher, wait_for
 
@@ -54,7 +55,7 @@ async def test_matrix_image_is_exported_byte_for_byte_after_redaction_and_media_
     admin = synapse.register(admin=True)
     port = free_port()
     key = tmp_path / "archive.key"
-    key.write_text("k" * 44)
+    write_secret(key, "k" * 44)
     http: dict[str, str] = {}
     if signed_links:
         http = {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}/"}

@@ -20,6 +20,7 @@ from imbridge.cli import main
 from imbridge.config import parse_config
 from imbridge.daemon import Daemon
 from imbridge.sdnotify import Notifier
+from imbridge.testing import write_secret
 from tests.servers.process import free_port
 from tests.unit.conftest import until
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 async def test_health_ready_and_metrics_endpoints(tmp_path: Path) -> None:
     port = free_port()
     secret = tmp_path / "metrics.token"
-    secret.write_text("s3cret\n")
+    write_secret(secret, "s3cret\n")
     config = parse_config(f"""
 bridge:
   state_dir: {tmp_path}

@@ -37,3 +37,25 @@ def test_unit_verifies_with_the_installed_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Type=notify" in unit.read_text()
     assert "RestartPreventExitStatus=2" in unit.read_text()
+
+
+def _settings() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_unit_bounds_resources_and_keeps_metadata_services_out_of_reach() -> None:
+    settings = _settings()
+    denied = " ".join(settings["IPAddressDeny"]).split()
+    for network in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254", "100.100.100.200"):
+        assert network in denied
+    assert settings["PrivateMounts"] == ["yes"]
+    assert int(settings["LimitNOFILE"][0]) >= 1024
+    assert settings["MemoryMax"][0].endswith(("M", "G"))
+    assert int(settings["TasksMax"][0]) >= 32
+    proc = analyze("security", "--offline=yes", str(UNIT))
+    assert "IPAddressDeny" not in proc.stderr, proc.stderr

@@ -32,6 +32,7 @@ from imbridge.commands.audit import archive_audit
 from imbridge.config import load_config
 from imbridge.config.schema import LegalHold
 from imbridge.daemon import Daemon
+from imbridge.testing import write_secret
 from tests.unit.conftest import settle, until
 
 DB_NAME = "imbridge.db"
@@ -188,7 +189,7 @@ async def test_config_records_name_what_changed_and_who_without_secrets(
     monkeypatch.setenv("SUDO_USER", "alice")
     monkeypatch.setenv("INVOCATION_ID", "0123abcd")
     key = tmp_path / "archive.key"
-    key.write_text("s3cr3t-" * 8)
+    write_secret(key, "s3cr3t-" * 8)
     path = write(tmp_path / "bridge.yaml", f"  encryption_key_file: {key}")
     daemon, _, _ = await running(path)
     text = path.read_text().replace("retention_days: 30", "retention_days: 40")
@@ -268,7 +269,7 @@ async def test_key_and_enabled_changes_wait_for_a_restart_and_say_so(
     path = write(tmp_path / "bridge.yaml")
     daemon, hub, _ = await running(path)
     key = tmp_path / "archive.key"
-    key.write_text("k" * 44)
+    write_secret(key, "k" * 44)
     write(path, f"  encryption_key_file: {key}")
     with capture_logs() as logs:
         await daemon.reload(load_config(path))
@@ -334,7 +335,7 @@ async def test_access_queries_are_encrypted_with_the_archive_key(
     tmp_path: Path, running: Callable[..., Any]
 ) -> None:
     key = tmp_path / "archive.key"
-    key.write_text("k" * 44)
+    write_secret(key, "k" * 44)
     path = write(tmp_path / "bridge.yaml", f"  encryption_key_file: {key}")
     daemon, _, _ = await running(path)
     await daemon.stop(drain=0)

@@ -34,6 +34,7 @@ from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config import load_config
 from imbridge.db import Database
 from imbridge.events import Attachment, EventId, Message, Origin, Sender
+from imbridge.testing import write_secret
 
 DB_NAME = "imbridge.db"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 300
@@ -216,7 +217,7 @@ async def test_zip_export_carries_the_files_and_a_manifest_of_their_digests(
     extra = ""
     if encrypted:
         key = tmp_path / "archive.key"
-        key.write_text("k" * 44)
+        write_secret(key, "k" * 44)
         extra = f"  encryption_key_file: {key}"
     world = World(tmp_path, extra)
     async with world.db() as db:

@@ -22,6 +22,7 @@ from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config import load_config
 from imbridge.daemon import Daemon
 from imbridge.db import Database
+from imbridge.testing import write_secret
 from tests.unit.conftest import settle, until
 
 DB_NAME = "imbridge.db"
@@ -256,7 +257,7 @@ def _rechain(db_path: Path) -> None:
 
 def test_encrypted_archive_searchable_only_with_the_key(tmp_path: Path) -> None:
     key = tmp_path / "archive.key"
-    key.write_text("k" * 44)
+    write_secret(key, "k" * 44)
     path = write_config(tmp_path, extra=f"  encryption_key_file: {key}")
     asyncio.run(run_daemon(path, POSTS[:2]))
     db = sqlite3.connect(tmp_path / "state" / DB_NAME)

@@ -26,6 +26,7 @@ from imbridge.config.schema import Archive
 from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, Origin, Sender
 from imbridge.policy import Action, Decision, Destination
+from imbridge.testing import write_secret
 
 OLD = "o" * 40
 NEW = "n" * 40
@@ -83,7 +84,7 @@ def test_first_line_is_current_and_the_others_retired() -> None:
 
 def write_config(tmp_path: Path, keys: str) -> Path:
     key_file = tmp_path / "archive.key"
-    key_file.write_text(keys)
+    write_secret(key_file, keys)
     path = tmp_path / "bridge.yaml"
     path.write_text(
         f"bridge: {{state_dir: {tmp_path / 'state'}}}\n"
@@ -285,10 +286,10 @@ def test_verify_says_per_key_what_it_still_seals(tmp_path: Path) -> None:
     from tests.unit.test_archive_commands import write_config as bridge_config  # noqa: PLC0415
 
     key_file = tmp_path / "archive.key"
-    key_file.write_text(OLD)
+    write_secret(key_file, OLD)
     path = bridge_config(tmp_path, extra=f"  encryption_key_file: {key_file}")
     asyncio.run(run_daemon(path, POSTS[:2]))
-    key_file.write_text(ROTATED)
+    write_secret(key_file, ROTATED)
 
     code, out, _ = call("archive_search", path, "MERGER figures", fmt="json")
     assert code == 0

@@ -19,6 +19,7 @@ from imbridge.cli import main
 from imbridge.config import load_config, parse_config
 from imbridge.config.schema import RawConfig
 from imbridge.errors import ConfigError
+from imbridge.testing import write_secret
 
 GOOD = """\
 bridge:
@@ -218,7 +219,7 @@ def test_every_error_is_reported_at_once() -> None:
 
 def test_env_and_secret_files_resolve(tmp_path: Path) -> None:
     secret = tmp_path / "nick.secret"
-    secret.write_text("from-file\n")
+    write_secret(secret, "from-file\n")
     cfg = parse_config(
         GOOD.replace("type: memory\n  b:", "type: memory\n    nick: ${RELAY_NICK}\n  b:"),
         env={"RELAY_NICK": "relay-bot"},
@@ -246,6 +247,62 @@ def test_secret_file_that_cannot_be_read_is_an_error(tmp_path: Path) -> None:
     assert str(caught.value.issues[0]).startswith(
         "bridge.http.metrics_token_file (line 3): cannot read"
     )
+
+
+def _token_file_config(path: Path) -> str:
+    return GOOD.replace(
+        "state_dir: ./state",
+        f"state_dir: ./state\n  http: {{listen: '127.0.0.1:1', metrics_token_file: {path}}}",
+    )
+
+
+def _refusal(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_token_file_config(path), env={})
+    message = str(caught.value.issues[0])
+    assert message.startswith("bridge.http.metrics_token_file (line 3): "), message
+    assert "hunter2" not in str(caught.value)
+    return message
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_secret_file_other_users_may_read_is_refused(tmp_path: Path, mode: int) -> None:
+    secret = write_secret(tmp_path / "token", "hunter2\n")
+    secret.chmod(mode)
+    assert f"is open to other users (mode {mode:04o}): chmod 600" in _refusal(secret)
+    secret.chmod(0o400)
+    token = parse_config(_token_file_config(secret), env={}).bridge.http.metrics_token
+    assert token is not None
+    assert token.get_secret_value() == "hunter2"
+
+
+def test_a_systemd_credential_is_read_whatever_its_group_bits(tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o500)
+    secret = write_secret(credentials / "token", "hunter2\n")
+    secret.chmod(0o440)  # systemd grants the service by ACL where it cannot chown
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    token = parse_config(_token_file_config(secret), env=env).bridge.http.metrics_token
+    assert token is not None
+    assert token.get_secret_value() == "hunter2"
+
+
+def test_a_secret_file_reached_through_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "token"
+    link.symlink_to(write_secret(tmp_path / "real-token", "hunter2\n"))
+    assert "is a symbolic link" in _refusal(link)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_secret_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    secret = write_secret(tmp_path / "token", "hunter2\n")
+    os.chown(secret, 65534, 65534)
+    assert "is owned by uid 65534, not by this user or root" in _refusal(secret)
+
+
+def test_a_secret_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "token").mkdir(mode=0o700)
+    assert "is not a regular file" in _refusal(tmp_path / "token")
 
 
 def test_secrets_never_appear_in_errors() -> None:
@@ -304,7 +361,7 @@ def test_example_config_passes_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shutil.copy(EXAMPLE, tmp_path / "bridge.yaml")
-    (tmp_path / "xmpp.secret").write_text("from-a-file\n")
+    write_secret(tmp_path / "xmpp.secret", "from-a-file\n")
     monkeypatch.setenv("IRC_PASSWORD", "irc-secret")
     monkeypatch.setenv("MATRIX_TOKEN", "matrix-secret")
     assert main(["check", "-c", str(tmp_path / "bridge.yaml")]) == 0

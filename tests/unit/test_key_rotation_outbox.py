@@ -19,6 +19,7 @@ from imbridge.archive.sealing import key_id_of
 from imbridge.archive.search import Query, search
 from imbridge.daemon import Daemon
 from imbridge.errors import ConfigError
+from imbridge.testing import write_secret
 from tests.unit.conftest import config_for, settle, until
 
 OLD = "o" * 44
@@ -82,7 +83,7 @@ async def outbox_keys(daemon: Daemon) -> list[str | None]:
 async def test_deliveries_queued_under_the_old_key_survive_a_rotation(
     start_with_b_down: Start, tmp_path: Path
 ) -> None:
-    (tmp_path / "archive.key").write_text(OLD + "\n")
+    write_secret(tmp_path / "archive.key", OLD + "\n")
     old_id, new_id = Keyring.parse(OLD).current.key_id, Keyring.parse(NEW).current.key_id
     hub = MemoryHub()
     daemon = await start_with_b_down(hub)
@@ -94,7 +95,7 @@ async def test_deliveries_queued_under_the_old_key_survive_a_rotation(
     await daemon.stop(drain=0)
 
     # The operator rotates: a new key first, the old one kept as retired.
-    (tmp_path / "archive.key").write_text(f"{NEW}\n{OLD}\n")
+    write_secret(tmp_path / "archive.key", f"{NEW}\n{OLD}\n")
     again = await start_with_b_down(hub)  # the same servers: their message ids go on
     for i in range(5, 7):
         hub.post("#x", "alice", f"q{i}")
@@ -130,7 +131,7 @@ async def test_deliveries_queued_under_the_old_key_survive_a_rotation(
 async def test_a_retired_key_removed_too_early_stops_the_start_and_loses_nothing(
     start_with_b_down: Start, tmp_path: Path
 ) -> None:
-    (tmp_path / "archive.key").write_text(OLD)
+    write_secret(tmp_path / "archive.key", OLD)
     old_id = Keyring.parse(OLD).current.key_id
     hub = MemoryHub()
     daemon = await start_with_b_down(hub)
@@ -139,7 +140,7 @@ async def test_a_retired_key_removed_too_early_stops_the_start_and_loses_nothing
     await until(lambda: daemon.outbox is not None and daemon.outbox.depth("b") == 3)
     await daemon.stop(drain=0)
 
-    (tmp_path / "archive.key").write_text(NEW)  # the old key dropped, not retired
+    write_secret(tmp_path / "archive.key", NEW)  # the old key dropped, not retired
     with pytest.raises(ConfigError) as caught:
         await start_with_b_down(hub)
     (issue,) = caught.value.issues
@@ -147,7 +148,7 @@ async def test_a_retired_key_removed_too_early_stops_the_start_and_loses_nothing
     assert f"(3 under key {old_id})" in issue.message
     assert OLD not in str(caught.value)
 
-    (tmp_path / "archive.key").write_text(f"{NEW}\n{OLD}")  # put back as retired
+    write_secret(tmp_path / "archive.key", f"{NEW}\n{OLD}")  # put back as retired
     again = await start_with_b_down(hub)
     b = again.adapters["b"]
     assert isinstance(b, MemoryAdapter)

@@ -9,6 +9,7 @@ import pytest
 from imbridge.adapters.matrix import MatrixConfig
 from imbridge.config import parse_config
 from imbridge.errors import ConfigError
+from imbridge.testing import write_secret
 
 NETWORK = """
 networks:
@@ -26,7 +27,7 @@ gateways:
 
 
 def test_token_file_is_read_and_never_shown(tmp_path: Path) -> None:
-    (tmp_path / "token").write_text("syt_secret\n")
+    write_secret(tmp_path / "token", "syt_secret\n")
     text = NETWORK.format(extra=f"    access_token_file: {tmp_path / 'token'}")
     net = parse_config(text).networks["mx"]
     assert isinstance(net, MatrixConfig)

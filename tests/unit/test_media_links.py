@@ -19,7 +19,9 @@ import structlog
 from imbridge.adapter import Cursors, Media, MediaGone, MediaUnavailable, NetworkConfig
 from imbridge.adapters.memory import MemoryAdapter
 from imbridge.config import parse_config
+from imbridge.config.schema import HttpConfig
 from imbridge.daemon import Daemon
+from imbridge.endpoints import is_public
 from imbridge.errors import ConfigError
 from imbridge.medialinks import KEY_FILE, MediaLinks, load_key
 from tests.servers.process import free_port
@@ -59,10 +61,26 @@ def test_tampered_or_replayed_links_are_refused() -> None:
     assert links().verify(network, sig, "evil.example/abc/cat.png") is None  # other server
     assert links(b"x" * 32).verify(network, sig, rest) is None  # another bridge's key
     assert links().verify(network, "", rest) is None
-    # The name is not signed, only shown: renaming still serves the same media.
-    renamed = links().verify(network, sig, "example.org/abc/dog.png")
-    assert renamed is not None
-    assert renamed.ref == "example.org/abc"
+    # The name is signed too: nobody renames invoice.pdf to invoice.pdf.exe.
+    assert links().verify(network, sig, "example.org/abc/cat.png.exe") is None
+    assert links().verify(network, sig, "example.org/abc/dog.png") is None
+    # Nor moves the expiry: it is signed with the rest.
+    expires, _, mac = sig.partition(".")
+    assert links().verify(network, f"{int(expires) + 86400}.{mac}", rest) is None
+
+
+def test_a_link_expires_after_its_lifetime() -> None:
+    now = [1_700_000_000.0]
+    signer = MediaLinks(b"k" * 32, BASE, lifetime_days=2, clock=lambda: now[0])
+    parts = tail_of(signer.link("mx", "example.org/abc", "cat.png"))
+    now[0] += 2 * 86400 - 1
+    fresh = signer.verify(*parts)
+    assert fresh is not None
+    assert not fresh.expired
+    now[0] += 1
+    stale = signer.verify(*parts)
+    assert stale is not None
+    assert stale.expired
 
 
 @pytest.mark.parametrize(
@@ -209,6 +227,12 @@ networks:
         finally:
             MediaMemory.broken = False
 
+        # A link signed long ago no longer opens, and says why.
+        old = MediaLinks(load_key(tmp_path), signer.public_url, lifetime_days=1, clock=lambda: 0)
+        async with http.get(old.link("mx", "hs/cat", "cat.png")) as resp:
+            assert resp.status == 410
+            assert PNG not in await resp.read()
+
 
 async def test_without_public_url_there_is_no_media_route(tmp_path: Path) -> None:
     port = free_port()
@@ -232,18 +256,44 @@ networks:
     assert not (tmp_path / KEY_FILE).exists()
 
 
-async def test_a_public_listener_warns_when_metrics_have_no_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("listen", "extra", "public"),
+    [
+        ("127.0.0.1", ', public_url: "http://127.0.0.1:{port}/"', True),
+        ("0.0.0.0", "", True),  # noqa: S104 - the case under test: every interface
+        ("127.0.0.1", "", False),
+        ("localhost", "", False),
+    ],
+)
+async def test_a_listener_beyond_loopback_warns_and_keeps_readyz_detail_to_the_token(
+    tmp_path: Path, listen: str, extra: str, public: bool
+) -> None:
     port = free_port()
-    http = f'{{listen: "127.0.0.1:{port}", public_url: "http://127.0.0.1:{port}/"'
-    for extra, warned in (("}", True), (', metrics_token: "s3cret"}', False)):
+    for token, warned in (("", public), (', metrics_token: "s3cret"', False)):
+        http = f'{{listen: "{listen}:{port}"{extra.format(port=port)}{token}}}'
         config = parse_config(f"""
 bridge:
   state_dir: {tmp_path}
-  http: {http}{extra}
+  http: {http}
 networks:
   mx: {{type: memory}}
 """)
+        readyz = f"http://127.0.0.1:{port}/readyz"
         with structlog.testing.capture_logs() as logs:
-            async with Daemon(config):
-                pass
-        assert any(e["event"] == "metrics_without_token" for e in logs) is warned
+            async with Daemon(config), aiohttp.ClientSession() as http_client:
+                async with http_client.get(readyz) as resp:
+                    assert ("networks" in await resp.json()) is not public
+                if token:
+                    auth = {"Authorization": "Bearer s3cret"}
+                    async with http_client.get(readyz, headers=auth) as resp:
+                        assert "mx" in (await resp.json())["networks"]
+        assert any(e["event"] == "metrics_without_token" for e in logs) is warned, (listen, token)
+
+
+@pytest.mark.parametrize(
+    ("listen", "public"),
+    [("[::1]:1", False), ("127.0.0.2:1", False), ("[::]:1", True), ("10.0.0.5:1", True),
+     ("bridge.internal:1", True)],
+)  # fmt: skip
+def test_only_loopback_listeners_count_as_private(listen: str, public: bool) -> None:
+    assert is_public(HttpConfig(listen=listen)) is public

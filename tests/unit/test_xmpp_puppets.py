@@ -20,6 +20,7 @@ from imbridge.adapters.xmpp.puppets import (
 from imbridge.config.load import parse_config
 from imbridge.errors import ConfigError
 from imbridge.events import Origin, Sender
+from imbridge.testing import write_secret
 
 ids = st.text(min_size=1, max_size=300)
 names = st.text(min_size=1, max_size=40)
@@ -117,7 +118,7 @@ def messages(error: ConfigError | None) -> list[str]:
 
 
 def test_component_mode_accepts_a_secret_file_and_defaults_the_port(tmp_path: Path) -> None:
-    (tmp_path / "component.secret").write_text("s3cret\n")
+    write_secret(tmp_path / "component.secret", "s3cret\n")
     text = "mode: component\ncomponent: bridge.localhost\nsecret_file: component.secret\n"
     text += "host: 127.0.0.1"
     config = parse_config(
