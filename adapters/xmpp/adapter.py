@@ -1,73 +1,138 @@
-"""The XMPP adapter in client mode: the adapter contract over one slixmpp session.
+"""The XMPP adapter: the adapter contract over one XMPP stream, as a client account or
+as an external component (XEP-0114), as the section's `mode` says.
 
 This class only answers the contract (start, join, send, aclose) and names what the
-network can do; the work is in its parts, each with one concern: `session` logs in,
-reconnects, joins and keeps the stream alive; `inbound` turns stanzas and archive
-results into events, in order, storing cursors only behind them; `outbound` writes
-items in turn order and waits for the rooms to confirm them. They share one instance's
-state (`state`). The adapter owns every task its parts start and cancels them in
-`aclose`. Component mode (`component`) is this class with other hooks.
+network can do; it builds the parts and owns the task tree they start their tasks in.
+Each part has one concern and gets its collaborators here: `session` opens the stream,
+logs in, reconnects, joins and keeps the stream alive, reading every stanza into its
+inbox; `receive` turns what the inbox holds into events, in order, storing cursors only
+behind them; `send` writes items in turn order and waits for the rooms to confirm them.
+The mode is a part too: `session.ClientLogin` for an account, `component.Component` for
+a component, which also gives each relayed sender a voice of its own (`voices`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+import dataclasses
+from collections.abc import Coroutine
+from typing import Any, ClassVar
 
-from imbridge.adapter import Capabilities, EventSink, NetworkConfig, Outgoing, RateLimit
+import structlog
+
+from imbridge.adapter import (
+    Capabilities,
+    Cursors,
+    EventSink,
+    NetworkConfig,
+    Outgoing,
+    RateLimit,
+)
 from imbridge.errors import AdapterError
 from imbridge.events import RemoteId
-from imbridge.intake import Intake
+from imbridge.tasks import TaskTree
 
+from .component import Component
 from .config import XmppConfig
-from .inbound import Receiver
-from .outbound import Transmitter
+from .delivery import Delivery
+from .media import Uploader
+from .proto.xmlsafe import xml_nick
+from .receive import Receiver
 from .rooms import Room
-from .session import LOGIN_TIMEOUT, Session
-from .xmlsafe import xml_nick
+from .send import Sender
+from .session import LOGIN_TIMEOUT, ClientLogin, Login, Session
+from .voices import OwnVoice, Voices
+from .writes import CoalescedWrites
+
+log = structlog.get_logger("imbridge.adapters.xmpp")
+
+CLIENT = Capabilities(
+    edits=True,
+    deletes=True,
+    replies=True,
+    attachments=True,
+    formatting="xhtml",
+    max_text_bytes=32_000,  # well under Prosody's 256 KiB stanza limit
+    # One ordered stream, and origin-ids make a resend harmless: several messages may
+    # wait for their reflection at once instead of one per round trip.
+    send_window=16,
+)
+COMPONENT = dataclasses.replace(CLIENT, send_window=1, speaks_as_sender=True)
+"""One send at a time: a new sender's first message waits for its puppet to join, and
+later messages of others must not overtake it on the wire. A puppet's nick says who
+speaks, so the core sends the text without the sender prefix."""
 
 
-class XmppAdapter(Session, Receiver, Transmitter):
-    """Relays through MUC rooms as one client account (XEP-0045)."""
+class XmppAdapter:
+    """Relays through MUC rooms (XEP-0045), as one account or one puppet per sender."""
 
     config_model: ClassVar[type[NetworkConfig]] = XmppConfig
     default_rate_limit: ClassVar[RateLimit] = RateLimit(per_second=50, burst=100)
-    capabilities = Capabilities(
-        edits=True,
-        deletes=True,
-        replies=True,
-        attachments=True,
-        formatting="xhtml",
-        max_text_bytes=32_000,  # well under Prosody's 256 KiB stanza limit
-        # One ordered stream, and origin-ids make a resend harmless: several messages may
-        # wait for their reflection at once instead of one per round trip.
-        send_window=16,
-    )
+
+    def __init__(self, name: str, config: NetworkConfig, cursors: Cursors) -> None:
+        if not isinstance(config, XmppConfig):
+            raise TypeError("XmppAdapter needs an XmppConfig")
+        self.name = name
+        self.config = config
+        self.identity = (config.jid or config.component or name).lower()
+        self.mode = config.mode
+        bound = log.bind(network=name)
+        self._tasks: TaskTree | None = None
+        self._rooms: dict[str, Room] = {}  # written by `join` only
+        delivery = Delivery()
+        self._writes = CoalescedWrites(cursors, log=bound)
+        """Cursor, alias and origin-id writes; read what is stored through it too."""
+        self._uploads = Uploader(config, log=bound)
+        login: Login
+        voices: Voices
+        if config.mode == "component":
+            component = Component(name, config, rooms=self._rooms, delivery=delivery, log=bound)
+            login, voices = component, component
+            self.capabilities = COMPONENT
+        else:
+            login, voices = ClientLogin(name, config, log=bound), OwnVoice()
+            self.capabilities = CLIENT
+        self._voices = voices
+        self._delivery = delivery
+        self._session = Session(
+            name, config, login=login, rooms=self._rooms, writes=self._writes,
+            delivery=delivery, uploads=self._uploads, spawn=self._spawn, log=bound,
+        )  # fmt: skip
+        self._receiver = Receiver(
+            name, config, cursors, identity=self.identity, rooms=self._rooms,
+            inbox=self._session.inbox, session=self._session, delivery=delivery,
+            writes=self._writes, voices=voices, log=bound,
+        )  # fmt: skip
+        self._sender = Sender(
+            name, config, identity=self.identity, rooms=self._rooms, session=self._session,
+            login=login, delivery=delivery, receiver=self._receiver, uploads=self._uploads,
+            voices=voices,
+        )  # fmt: skip
+
+    @property
+    def connected(self) -> bool:
+        return self._session.connected
 
     async def start(self, sink: EventSink) -> None:
         # The daemon retries a failed start on the same instance, after `aclose`.
-        self._sink = sink
-        self._intake = Intake(sink)
-        self._closing = False
-        self._login_failed = None
-        self._login_settled.clear()
-        self._ready.clear()
-        self._queue = asyncio.Queue()  # nothing from a previous connection is replayed
-        self._client = self._make_client()
-        self._spawn(self._consume())
-        self._spawn(self._ping_loop())
-        self._connect()
+        if self._tasks is not None and not self._tasks.closed:
+            raise AdapterError(f"{self.name}: already started")
+        self._tasks = await TaskTree(f"xmpp:{self.name}").__aenter__()
+        self._receiver.open(sink)
+        self._session.open()
+        self._spawn(self._receiver.run(), "receive")
+        self._spawn(self._session.keep_alive(), "keep_alive")
+        self._session.connect()
         try:
-            async with asyncio.timeout(LOGIN_TIMEOUT):
-                await self._login_settled.wait()
+            refusal = await self._session.settle()
         except TimeoutError:
             await self.aclose()
             raise AdapterError(
                 f"{self.name}: no XMPP session within {LOGIN_TIMEOUT:.0f}s"
             ) from None
-        if (reason := self._refusal()) is not None:
+        if refusal is not None:
             await self.aclose()
-            raise AdapterError(f"{self.name}: login failed: {reason}")
+            raise AdapterError(f"{self.name}: login failed: {refusal}")
 
     async def join(self, room: str) -> None:
         jid = room.lower()
@@ -80,21 +145,28 @@ class XmppAdapter(Session, Receiver, Transmitter):
             password=secret.get_secret_value() if secret else None,
         )
         self._rooms[jid] = state
-        if self._session_alive:
-            await self._join(state)
+        if self._session.alive:
+            await self._session.join(state)
 
     async def send(self, item: Outgoing) -> RemoteId:
-        return await self._send(item)
+        return await self._sender.send(item)
 
     async def aclose(self) -> None:
-        self._closing = True
-        self._ready.clear()
-        self._session_alive = False
-        await self._close_stream()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        client = self._session.client
+        if client is not None and self._session.alive and not self._session.closing:
+            self._voices.leave_all(client)
+        await self._session.close()
+        if self._tasks is not None:
+            await self._tasks.aclose()
         await self._writes.aclose()  # after the inbound consumer queued its last cursors
         await self._uploads.aclose()
-        self._delivery.release_older_than(self._generation + 1)
+        self._delivery.release_older_than(self._session.generation + 1)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        """Starts a part's task in this adapter's tree; once the adapter closes, a task a
+        late stream event asks for is not started."""
+        tasks = self._tasks
+        if tasks is None or tasks.closed:
+            coro.close()
+            return None
+        return tasks.spawn(coro, name=name, network=self.name)

@@ -3,10 +3,11 @@
 The component's own domain JID joins each room as the listening occupant: it receives the
 room's traffic, reads the archive and sees reflections exactly as the client-mode relay
 does, so everything inbound (ordering, catch-up, cursors, delivery confirmation) is the
-client adapter's code (`session`, `inbound`, `outbound`), inherited. What differs is who
-speaks: every relayed sender gets a puppet JID (`puppets.puppet_jid`) that joins a room
-on its first message there, under the sender's name, and sends that sender's messages
-without the core's `<nick@net>` prefix.
+same parts' work (`session`, `receive`, `send`). This part is composed into the adapter
+in their place where modes differ: it opens the stream (`session.Login`) and it says who
+speaks (`voices.Voices`): every relayed sender gets a puppet JID (`puppets.puppet_jid`)
+that joins a room on its first message there, under the sender's name, and sends that
+sender's messages without the core's `<nick@net>` prefix.
 
 Every stanza the server routes to the component arrives on one stream, whichever of its
 JIDs it is addressed to; a room's message reaches every puppet in it as well as the
@@ -17,26 +18,23 @@ presence settles its join, and an error bounced to a puppet fails that delivery.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-from slixmpp import JID, ComponentXMPP
-from slixmpp.xmlstream import StanzaBase
+from slixmpp import JID, BaseXMPP, ComponentXMPP
 
-from imbridge.adapter import Cursors, NetworkConfig, Outgoing
+from imbridge.adapter import Outgoing
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
-from imbridge.events import Origin, RemoteId
+from imbridge.events import Origin
 
-from .adapter import XmppAdapter
 from .config import XmppConfig
-from .delivery import NOT_IN_ROOM, PERMANENT
+from .delivery import NOT_IN_ROOM, PERMANENT, Delivery
+from .proto.stanzas import NS_CLIENT, parse_message, parse_presence, q, split_jid
+from .proto.uploads import discovery_domain
 from .puppets import nick_candidates, puppet_jid
 from .rooms import Room
-from .session import JOIN_TIMEOUT, PLUGINS, Backoff
-from .stanzas import NS_CLIENT, parse_message, parse_presence, q, split_jid
-from .uploads import discovery_domain
+from .session import JOIN_TIMEOUT, PLUGINS, Backoff, Refuse
 
 NS_ACCEPT = "jabber:component:accept"
 _STANZAS = frozenset(q(NS_ACCEPT, name) for name in ("message", "presence", "iq"))
@@ -79,56 +77,34 @@ class Puppet:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class ComponentAdapter(XmppAdapter):
-    """Relays through MUC rooms as an external component, one puppet per sender."""
+class Component:
+    """Component mode: the stream's handshake, and one puppet per sender in each room."""
 
-    config_model: ClassVar[type[NetworkConfig]] = XmppConfig
-    # One send at a time: a new sender's first message waits for its puppet to join, and
-    # later messages of others must not overtake it on the wire. A puppet's nick says who
-    # speaks, so the core sends the text without the sender prefix.
-    capabilities = dataclasses.replace(
-        XmppAdapter.capabilities, send_window=1, speaks_as_sender=True
-    )
-
-    def __init__(self, name: str, config: NetworkConfig, cursors: Cursors) -> None:
-        super().__init__(name, config, cursors)
-        cfg = self.config
-        if cfg.mode != "component" or cfg.component is None:
-            raise TypeError("ComponentAdapter needs an XmppConfig with mode: component")
-        self.domain = cfg.component
-        self._upload_domain = discovery_domain(self.domain, component=True)
-        self._upload_sender = self.domain  # a component names which of its JIDs asks
+    def __init__(
+        self,
+        name: str,
+        config: XmppConfig,
+        *,
+        rooms: dict[str, Room],
+        delivery: Delivery,
+        log: Any,
+    ) -> None:
+        if config.mode != "component" or config.component is None:
+            raise TypeError("Component needs an XmppConfig with mode: component")
+        self.name = name
+        self.config = config
+        self.domain = config.component
+        self.upload_domain = discovery_domain(self.domain, component=True)
+        self.upload_sender: str | None = self.domain  # a component names which JID asks
+        self._rooms = rooms
+        self._delivery = delivery
+        self._log = log
         self._puppets: dict[tuple[str, str], Puppet] = {}  # (room, puppet JID)
         self._nicks: dict[str, dict[str, str]] = {}  # room -> nick -> puppet JID
 
-    # -- contract ------------------------------------------------------------------------
+    # -- the stream (`session.Login`) -----------------------------------------------------
 
-    async def send(self, item: Outgoing) -> RemoteId:
-        origin = item.event.origin
-        if not self._relayed_from_elsewhere(origin):
-            return await super().send(item)  # notices about this network: the listener's
-        room = self._rooms.get(item.room.lower())
-        if room is not None and room.joined and self.connected:
-            await self._enter(room, origin)
-        return await super().send(item)
-
-    async def aclose(self) -> None:
-        """Leaves every room first: occupants of a component are not removed when its
-        stream closes, so without this the puppets would linger in the rooms."""
-        client = self._client
-        if client is not None and self._session_alive:
-            for (room_jid, jid), puppet in self._puppets.items():
-                if puppet.joined:
-                    self._leave(client, room_jid, puppet.nick, jid)
-                    puppet.joined = False
-            for room in self._rooms.values():
-                if room.joined:
-                    self._leave(client, room.jid, room.nick, None)
-        await super().aclose()
-
-    # -- session -------------------------------------------------------------------------
-
-    def _make_client(self) -> Any:
+    def make(self, refuse: Refuse) -> BaseXMPP:
         cfg = self.config
         if cfg.component is None or cfg.secret is None or cfg.host is None:
             raise AdapterError(f"{self.name}: a component needs component, secret and host")
@@ -141,25 +117,21 @@ class ComponentAdapter(XmppAdapter):
         )
         for plugin in PLUGINS:
             client.register_plugin(plugin)
-        self._handle_stanzas(client)  # routed by addressee in `_on_message`/`_on_presence`
-        client.add_event_handler("stream_error", self._on_stream_error)
+
+        def stream_error(error: Any) -> None:
+            """A refused handshake (wrong secret, unknown domain) ends in a stream error;
+            it will not pass on the next try either, so `start` says so at once."""
+            condition = str(error["condition"] or "undefined-condition")
+            self._log.error("stream_error", condition=condition)
+            refuse(f"the server refused the component: {condition}")
+
+        client.add_event_handler("stream_error", stream_error)
         return client
 
-    def _connect(self) -> None:
-        if self._client is None or self._closing:
-            return
-        self._client.connect(self.config.host, self.config.server_port)
+    def connect(self, stream: BaseXMPP) -> None:
+        stream.connect(self.config.host, self.config.server_port)
 
-    def _on_stream_error(self, error: Any) -> None:
-        """A refused handshake (wrong secret, unknown domain) ends in a stream error; it
-        will not pass on the next try either, so `start` says so at once."""
-        condition = str(error["condition"] or "undefined-condition")
-        self._log.error("stream_error", condition=condition)
-        if not self._ready.is_set() and self._login_failed is None:
-            self._login_failed = f"the server refused the component: {condition}"
-            self._login_settled.set()
-
-    def _on_disconnected(self, reason: object) -> None:
+    def lost(self) -> None:
         """A puppet's join in flight will get no answer on a stream that is gone: its
         send fails now and is retried on the next session, instead of after the join
         timeout."""
@@ -167,30 +139,25 @@ class ComponentAdapter(XmppAdapter):
             puppet.joined = False
             if puppet.result is not None and not puppet.result.done():
                 puppet.result.set_result("remote-server-timeout")
-        super()._on_disconnected(reason)
 
-    async def _new_session(self) -> None:
+    def renewed(self) -> None:
         for puppet in self._puppets.values():
             puppet.joined = False  # a new stream: each puppet joins again when it speaks
-        await super()._new_session()
 
     # -- incoming: routed by the JID a stanza is addressed to -----------------------------
 
-    def _on_message(self, stanza: StanzaBase) -> None:
-        element = stanza.xml
+    def listens(self, kind: str, element: ET.Element) -> bool:
         to = split_jid(element.get("to", ""))[0]
         if to == self.domain:
-            super()._on_message(stanza)
+            return True
+        if kind == "presence":
+            self._puppet_presence(to, element)
         elif element.get("type") == "error":
             self._puppet_error(to, element)
         # else: a room's message as one of the puppets received it; the listener has it too
+        return False
 
-    def _on_presence(self, stanza: StanzaBase) -> None:
-        element = stanza.xml
-        to = split_jid(element.get("to", ""))[0]
-        if to == self.domain:
-            super()._on_presence(stanza)
-            return
+    def _puppet_presence(self, to: str, element: ET.Element) -> None:
         presence = parse_presence(element)
         puppet = self._puppets.get((presence.room, to))
         if puppet is None:
@@ -225,18 +192,18 @@ class ComponentAdapter(XmppAdapter):
                 puppet.joined = False
             self._delivery.fail(wire.id or "", RetryableSendError(f"{to} not in {room.jid}"))
         else:
-            self._send_failed(room, wire)
+            self._delivery.refused(wire.id or "", room.jid, wire.error or "undefined-condition")
 
-    # -- puppets -------------------------------------------------------------------------
+    # -- who speaks (`voices.Voices`) -----------------------------------------------------
 
     def _relayed_from_elsewhere(self, origin: Origin) -> bool:
         return origin.network != self.name
 
-    def _speaker(self, item: Outgoing) -> str | None:
+    def speaker(self, item: Outgoing) -> str | None:
         origin = item.event.origin
         return puppet_jid(origin, self.domain) if self._relayed_from_elsewhere(origin) else None
 
-    def _speaks_for(self, room: Room, nick: str, real_jid: str | None) -> bool:
+    def speaks_for(self, room: Room, nick: str, real_jid: str | None) -> bool:
         if nick in self._nicks.get(room.jid, {}):
             return True
         bare = split_jid(real_jid or "")[0]
@@ -249,21 +216,22 @@ class ComponentAdapter(XmppAdapter):
         puppet.nick = nick
         nicks[nick] = puppet.jid
 
-    async def _enter(self, room: Room, origin: Origin) -> None:
+    async def enter(self, client: Any, room: Room, item: Outgoing) -> None:
         """Makes sure the sender's puppet is in `room`, joining it under the first free
-        nick; raises as a send does, so the outbox retries or gives up."""
+        nick; raises as a send does, so the outbox retries or gives up. Notices about
+        this network are the listener's: no puppet."""
+        origin = item.event.origin
+        if not self._relayed_from_elsewhere(origin):
+            return
         jid = puppet_jid(origin, self.domain)
         puppet = self._puppets.setdefault((room.jid, jid), Puppet(jid=jid))
         if puppet.joined:
             return
         async with puppet.lock:
             if not puppet.joined:
-                await self._join_puppet(room, puppet, origin)
+                await self._join_puppet(client, room, puppet, origin)
 
-    async def _join_puppet(self, room: Room, puppet: Puppet, origin: Origin) -> None:
-        client = self._client
-        if client is None:
-            raise RetryableSendError("not connected")
+    async def _join_puppet(self, client: Any, room: Room, puppet: Puppet, origin: Origin) -> None:
         nicks = self._nicks.setdefault(room.jid, {})
         error: str | None = "conflict"
         sender = origin.sender
@@ -295,6 +263,17 @@ class ComponentAdapter(XmppAdapter):
         if error in PERMANENT:
             raise PermanentSendError(reason)
         raise RetryableSendError(reason)
+
+    def leave_all(self, client: Any) -> None:
+        """Leaves every room, puppets and listener: occupants of a component are not
+        removed when its stream closes, so without this they would linger in the rooms."""
+        for (room_jid, jid), puppet in self._puppets.items():
+            if puppet.joined:
+                self._leave(client, room_jid, puppet.nick, jid)
+                puppet.joined = False
+        for room in self._rooms.values():
+            if room.joined:
+                self._leave(client, room.jid, room.nick, None)
 
     def _leave(self, client: Any, room_jid: str, nick: str, jid: str | None) -> None:
         presence = client.make_presence(

@@ -15,6 +15,7 @@ import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import RemoteId
 
 RESEND = None
@@ -46,6 +47,7 @@ class Delivery:
         self._remember = remember
         self.inflight: dict[str, Pending] = {}
         self._delivered: OrderedDict[str, RemoteId] = OrderedDict()
+        self._topics: dict[str, list[str]] = {}  # room -> subject changes in flight
 
     def delivered(self, oid: str) -> RemoteId | None:
         return self._delivered.get(oid)
@@ -80,6 +82,29 @@ class Delivery:
         pending = self.inflight.pop(oid, None)
         if pending is not None and not pending.future.done():
             pending.future.set_exception(error)
+
+    def refused(self, oid: str, room: str, condition: str) -> bool:
+        """The room bounced `oid` with error `condition`: the delivery fails, for good or
+        to be retried as the condition says. True when the sender is no longer an
+        occupant, so it must join again before the retry can pass."""
+        if condition in NOT_IN_ROOM:
+            self.fail(oid, RetryableSendError(f"not in {room}"))
+            return True
+        if condition in PERMANENT:
+            self.fail(oid, PermanentSendError(f"{room} refused it: {condition}"))
+        else:
+            self.fail(oid, RetryableSendError(f"{room}: {condition}"))
+        return False
+
+    def track_topic(self, oid: str, room: str) -> None:
+        """A subject change in flight: MUC rebuilds subject messages, dropping ids, so its
+        reflection is matched by room instead (`confirm_topics`)."""
+        self._topics.setdefault(room, []).append(oid)
+
+    def confirm_topics(self, room: str, remote_id: str | None) -> None:
+        """The room announced its subject: every subject change sent there is in."""
+        for oid in self._topics.pop(room, []):
+            self.confirm(oid, RemoteId(remote_id or oid))
 
     def release_older_than(self, generation: int) -> int:
         """Marks every item sent before session `generation` for a resend; the archive of

@@ -14,7 +14,7 @@ from typing import Any
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
-from .stanzas import WireMessage, parse_archived
+from .proto.stanzas import WireMessage, parse_archived
 
 PAGE = 100
 LIMIT = 5_000  # a catch-up never replays more than this into the gateway

@@ -26,7 +26,7 @@ from imbridge.events import Attachment, Message
 from imbridge.safefetch import Download, fetch_capped, normalise_origins
 
 from .config import XmppConfig
-from .uploads import (
+from .proto.uploads import (
     Service,
     Slot,
     file_name,

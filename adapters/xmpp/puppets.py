@@ -18,7 +18,7 @@ from slixmpp.stringprep import StringprepError, resourceprep
 from imbridge.events import Origin
 from imbridge.sanitize import clean_nick
 
-from .xmlsafe import xml_nick
+from .proto.xmlsafe import xml_nick
 
 # XEP-0106 §4: the characters nodeprep forbids, and the backslash that escapes them.
 _XEP0106 = frozenset(" \"&'/:<>@\\")

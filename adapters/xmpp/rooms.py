@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .stanzas import WireMessage
+from .proto.stanzas import WireMessage
 
 
 @dataclass(frozen=True, slots=True)

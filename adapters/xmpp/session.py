@@ -1,23 +1,30 @@
-"""The XMPP session: login, reconnect, room joins and keep-alive, for client mode.
+"""The XMPP session: the stream, login, reconnect, room joins and keep-alive.
 
 The relay must be in its rooms whenever it is connected, and nothing sent before a lost
 session may be given up on until the rooms' archives have been read: a new session joins
 every room, reads each archive from its cursor (handing the results to the inbound
 consumer, in order), and only then releases for a resend what no room confirmed. A
 resumed stream (XEP-0198) needs none of that: the server kept the relay's presence, and
-slixmpp resends what the server had not acknowledged. Component mode (`component`)
-replaces the client and its login, and keeps the rest.
+slixmpp resends what the server had not acknowledged.
+
+How the stream is opened is the mode's (`Login`): a client account with TLS, SASL and
+stream management (`ClientLogin`, here), or a component handshake (`component`). The
+session is the only part that opens, reads or closes the stream: every stanza it reads
+goes into its `inbox`, in order, reading paused while the inbox is full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from slixmpp import JID, ClientXMPP
+from slixmpp import JID, BaseXMPP, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import StanzaBase, XMLStream
 from slixmpp.xmlstream.handler import Callback
@@ -25,10 +32,20 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from imbridge.errors import AdapterError
 
+from .config import XmppConfig
+from .delivery import Delivery
 from .history import fetch_after
+from .inbox import CatchUp, Inbox
+from .media import Uploader
+from .proto.stanzas import NS_CLIENT, WireMessage, q
+from .proto.uploads import discovery_domain
 from .rooms import Cursor, Room, cursor_key
-from .stanzas import NS_CLIENT, WireMessage, q
-from .state import CatchUp, XmppState
+from .writes import CoalescedWrites
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None] | None"]
+"""Starts a task in the adapter's task tree under a name; None once the adapter closes."""
+Refuse = Callable[[str], None]
+"""Tells the session its login was refused, and why."""
 
 LOGIN_TIMEOUT = 30.0
 JOIN_TIMEOUT = 15.0
@@ -63,11 +80,48 @@ class Client(Backoff, ClientXMPP):
         self.backoff_max = backoff_max
 
 
-class Session(XmppState):
-    """Connects, logs in, joins and keeps the stream alive; the adapter's only part that
-    opens or closes the connection."""
+class Login(Protocol):
+    """How one mode opens its stream, and what it does with the stanzas and session
+    changes that concern it alone."""
 
-    def _make_client(self) -> Client:
+    upload_domain: str
+    """Where to look for an HTTP upload service (`media`)."""
+    upload_sender: str | None
+    """Which of the stream's JIDs asks the upload service; None: the session's own."""
+
+    def make(self, refuse: Refuse) -> BaseXMPP:
+        """A new stream object with the mode's plugins and its own event handlers."""
+        ...
+
+    def connect(self, stream: BaseXMPP) -> None: ...
+
+    def listens(self, kind: str, element: ET.Element) -> bool:
+        """Whether a stanza is the listener's, for the inbound queue; a stanza the mode
+        handles itself (addressed to a puppet) is not."""
+        ...
+
+    def lost(self) -> None:
+        """The stream is gone."""
+        ...
+
+    def renewed(self) -> None:
+        """A new session starts (before the rooms are joined again)."""
+        ...
+
+
+class ClientLogin:
+    """Client mode: one account, over TLS as configured, with stream management."""
+
+    def __init__(self, name: str, config: XmppConfig, *, log: Any) -> None:
+        self.name = name
+        self.config = config
+        self._log = log
+        self.upload_domain = discovery_domain(
+            (config.jid or "").partition("@")[2].lower(), component=False
+        )
+        self.upload_sender: str | None = None  # the session's own JID: no `from` needed
+
+    def make(self, refuse: Refuse) -> BaseXMPP:
         cfg = self.config
         if cfg.jid is None or cfg.password is None:  # the config model requires both
             raise AdapterError(f"{self.name}: a client needs a jid and a password")
@@ -84,95 +138,234 @@ class Session(XmppState):
         client.enable_plaintext = cfg.tls == "plain"
         if cfg.tls == "plain":
             client.plugin["feature_mechanisms"].unencrypted_plain = True
-        self._handle_stanzas(client)
-        client.add_event_handler("session_resumed", self._on_session_resumed)
-        client.add_event_handler("failed_all_auth", self._on_auth_failed)
-        client.add_event_handler("connection_failed", self._on_connection_failed)
-        client.add_event_handler("ssl_invalid_chain", self._on_untrusted)
+
+        def untrusted(error: object) -> None:
+            """A certificate that does not verify will not verify on the next try
+            either: say so at once instead of timing out (the reconnect keeps trying
+            meanwhile)."""
+            self._log.error("tls_untrusted", error=str(error))
+            refuse(f"TLS certificate not trusted: {error}")
+            if client.transport is not None:
+                client.abort()
+
+        def connection_failed(error: object) -> None:
+            if isinstance(error, ssl.SSLCertVerificationError):
+                untrusted(error)
+
+        client.add_event_handler("failed_all_auth", lambda _: refuse("authentication refused"))
+        client.add_event_handler("connection_failed", connection_failed)
+        client.add_event_handler("ssl_invalid_chain", untrusted)
         return client
 
-    def _handle_stanzas(self, client: XMLStream) -> None:
-        """Every message and presence into the inbound queue, and the session events."""
+    def connect(self, stream: BaseXMPP) -> None:
+        if self.config.host and self.config.port:
+            stream.connect(self.config.host, self.config.port)
+        else:
+            stream.connect()
+
+    def listens(self, kind: str, element: ET.Element) -> bool:
+        return True
+
+    def lost(self) -> None:
+        return None
+
+    def renewed(self) -> None:
+        return None
+
+
+class Session:
+    """Connects, logs in, joins and keeps the stream alive; the adapter's only part that
+    opens, reads or closes the connection."""
+
+    def __init__(
+        self,
+        name: str,
+        config: XmppConfig,
+        *,
+        login: Login,
+        rooms: dict[str, Room],
+        writes: CoalescedWrites,
+        delivery: Delivery,
+        uploads: Uploader,
+        spawn: Spawn,
+        log: Any,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._login = login
+        self._rooms = rooms
+        self._writes = writes
+        self._delivery = delivery
+        self._uploads = uploads
+        self._spawn = spawn
+        self._log = log
+        self.inbox = Inbox(self)
+        self._client: BaseXMPP | None = None
+        self._ready = asyncio.Event()
+        self._login_settled = asyncio.Event()  # logged in and joined, or refused
+        self._login_failed: str | None = None
+        self._alive = False
+        self._generation = 0
+        self._session_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._looked_back: set[str] = set()
+        """Rooms whose archive this process has read back past its cursor once."""
+
+    @property
+    def client(self) -> Any:
+        """The current stream object (slixmpp's), None before the first `open`."""
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and not self._closing
+
+    @property
+    def alive(self) -> bool:
+        """Logged in, on a stream not yet lost (the rooms may still be joining)."""
+        return self._alive
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def generation(self) -> int:
+        """Counts new sessions (not resumed ones): a send belongs to the one it was
+        written in."""
+        return self._generation
+
+    # -- the run: open, connect, settle, close --------------------------------------------
+
+    def open(self) -> None:
+        """A fresh stream object; the daemon retries a failed start on the same adapter,
+        after `close`, so everything of the last run is forgotten here."""
+        self._closing = False
+        self._login_failed = None
+        self._login_settled.clear()
+        self._ready.clear()
+        self.inbox.clear()  # nothing from a previous connection is replayed
+        client = self._login.make(self.refuse)
         client.register_handler(
             Callback("imbridge message", MatchXPath(q(NS_CLIENT, "message")), self._on_message)
         )
         client.register_handler(
             Callback("imbridge presence", MatchXPath(q(NS_CLIENT, "presence")), self._on_presence)
         )
+        client.add_event_handler("connected", self._on_connected)
         client.add_event_handler("session_start", self._on_session_start)
+        client.add_event_handler("session_resumed", self._on_session_resumed)
         client.add_event_handler("disconnected", self._on_disconnected)
+        self._client = client
 
-    def _on_message(self, stanza: StanzaBase) -> None:
-        self._queue.put_nowait(("message", stanza.xml))
-
-    def _on_presence(self, stanza: StanzaBase) -> None:
-        self._queue.put_nowait(("presence", stanza.xml))
-
-    def _connect(self) -> None:
+    def connect(self) -> None:
         if self._client is None or self._closing:
             return
-        if self.config.host and self.config.port:
-            self._client.connect(self.config.host, self.config.port)
-        else:
-            self._client.connect()
+        self._login.connect(self._client)
 
-    def _refusal(self) -> str | None:
-        """Why the login was refused, if it was (set by stream event handlers)."""
+    async def settle(self) -> str | None:
+        """Waits until the first session is up (None) or refused (why); TimeoutError
+        after LOGIN_TIMEOUT."""
+        async with asyncio.timeout(LOGIN_TIMEOUT):
+            await self._login_settled.wait()
         return self._login_failed
 
-    def _on_auth_failed(self, _event: object) -> None:
-        self._login_failed = "authentication refused"
-        self._login_settled.set()
-
-    def _on_connection_failed(self, error: object) -> None:
-        if isinstance(error, ssl.SSLCertVerificationError):
-            self._on_untrusted(error)
-
-    def _on_untrusted(self, error: object) -> None:
-        """A certificate that does not verify will not verify on the next try either:
-        say so at once instead of timing out (the reconnect keeps trying meanwhile)."""
-        self._log.error("tls_untrusted", error=str(error))
+    def refuse(self, reason: str) -> None:
+        """A refusal that will not pass on the next try either (wrong password, an
+        untrusted certificate, a refused handshake): `start` says so at once."""
         if not self._ready.is_set() and self._login_failed is None:
-            self._login_failed = f"TLS certificate not trusted: {error}"
+            self._login_failed = reason
             self._login_settled.set()
+
+    async def close(self) -> None:
+        """Ends the stream and every task slixmpp keeps for it, whatever state it is in."""
+        self._closing = True
+        self._ready.clear()
+        self._alive = False
+        client = self._client
+        if client is None:
+            return
+        try:
+            if client.transport is not None:
+                await asyncio.wait_for(client.disconnect(wait=1), 3)
+        except (TimeoutError, OSError) as exc:
+            self._log.warning("disconnect_failed", error=str(exc))
+        client.cancel_connection_attempt()
+        if client.transport is not None:
+            client.abort()
+        # slixmpp keeps its send-queue task for reconnects and only cancels it in
+        # __del__; end it here so no task outlives the adapter.
+        sender = client._run_out_filters
+        if sender is not None and not sender.done():
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+    # -- reading: into the inbox, paused while it is full ---------------------------------
+
+    def _on_message(self, stanza: StanzaBase) -> None:
+        if self._login.listens("message", stanza.xml):
+            self.inbox.put(("message", stanza.xml))
+
+    def _on_presence(self, stanza: StanzaBase) -> None:
+        if self._login.listens("presence", stanza.xml):
+            self.inbox.put(("presence", stanza.xml))
+
+    def pause_reading(self) -> None:
         client = self._client
         if client is not None and client.transport is not None:
-            client.abort()
+            self._log.warning("inbound_paused", waiting=len(self.inbox))
+            client.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        client = self._client
+        if client is not None and client.transport is not None:
+            self._log.info("inbound_resumed", waiting=len(self.inbox))
+            with contextlib.suppress(RuntimeError):  # a transport closing meanwhile
+                client.transport.resume_reading()
+
+    def _on_connected(self, _event: object) -> None:
+        """A new connection reads at once: hold it too while the inbox is still full."""
+        if self.inbox.paused:
+            self.pause_reading()
+
+    # -- sessions -------------------------------------------------------------------------
 
     def _on_session_start(self, _event: object) -> None:
         if self._session_task is not None:
             self._session_task.cancel()
-        self._session_task = self._spawn(self._new_session())
+        self._session_task = self._spawn(self._new_session(), "session")
 
     def _on_session_resumed(self, _event: object) -> None:
         # XEP-0198 resumption: the server kept our room presence, and slixmpp has resent
         # what it had not acknowledged; nothing else to do.
-        self._session_alive = True
+        self._alive = True
         self._ready.set()
         self._log.info("connected", resumed=True)
 
     def _on_disconnected(self, reason: object) -> None:
+        self._login.lost()
         was_ready = self._ready.is_set()
         self._ready.clear()
-        self._session_alive = False
+        self._alive = False
         if self._session_task is not None:
             self._session_task.cancel()  # its joins would wait for a stream that is gone
             self._session_task = None
         if self._closing:
             return
         self._log.warning("disconnected", reason=str(reason or ""), was_ready=was_ready)
-        self._spawn(self._reconnect())
+        self._spawn(self._reconnect(), "reconnect")
 
     async def _reconnect(self) -> None:
         await asyncio.sleep(random.uniform(0.2, 0.6))  # noqa: S311 - jitter, not crypto
-        self._connect()
+        self.connect()
 
     async def _new_session(self) -> None:
         """A fresh session (first login, or resumption failed): join every room, catch up
         from the archives, then release for a resend whatever the rooms never got."""
+        self._login.renewed()
         self._generation += 1
         generation = self._generation
-        self._session_alive = True
+        self._alive = True
         self._uploads.forget()
         client = self._client
         if client is not None and self.config.direct_messages and self.config.mode == "client":
@@ -184,10 +377,10 @@ class Session(XmppState):
             room.occupants.clear()
         for room in list(self._rooms.values()):
             try:
-                await self._join(room)
+                await self.join(room)
             except Exception as exc:  # noqa: BLE001 - one bad room must not block the others
                 self._log.error("join_failed", room=room.jid, error=str(exc))
-        if generation != self._generation or not self._session_alive:
+        if generation != self._generation or not self._alive:
             return
         released = self._delivery.release_older_than(generation)
         if released:
@@ -196,7 +389,8 @@ class Session(XmppState):
         self._login_settled.set()
         self._log.info("connected", resumed=False)
 
-    async def _join(self, room: Room) -> None:
+    # -- rooms ----------------------------------------------------------------------------
+    async def join(self, room: Room) -> None:
         client = self._client
         if client is None:
             raise AdapterError("join before start")
@@ -257,25 +451,30 @@ class Session(XmppState):
         except (IqError, IqTimeout) as exc:
             self._log.warning("catch_up_failed", room=room.jid, error=str(exc))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(CatchUp(room, messages, done))
+        self.inbox.put(CatchUp(room, messages, done))
         await done
+
+    def rejoin(self, room: Room) -> None:
+        """Joins `room` again, soon, after the relay lost its place there."""
+        if not self._closing:
+            self._spawn(self._rejoin(room), "rejoin")
 
     async def _rejoin(self, room: Room) -> None:
         await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311 - jitter, not crypto
-        if self._session_alive and not room.joined and not self._closing:
+        if self._alive and not room.joined and not self._closing:
             try:
-                await self._join(room)
+                await self.join(room)
             except Exception as exc:  # noqa: BLE001 - retried on the next kick or session
                 self._log.error("join_failed", room=room.jid, error=str(exc))
 
-    async def _ping_loop(self) -> None:
+    async def keep_alive(self) -> None:
         """XEP-0199 keep-alive: a connection that stopped answering is dropped, so the
         reconnect logic takes over instead of waiting for TCP to notice."""
         interval = self.config.ping_interval
         while True:
             await asyncio.sleep(interval)
             client = self._client
-            if client is None or not self._session_alive:
+            if client is None or not self._alive:
                 continue
             try:
                 await client.plugin["xep_0199"].ping(
@@ -286,23 +485,3 @@ class Session(XmppState):
                 client.abort()
             except IqError:
                 pass  # an error reply is still a reply: the stream is alive
-
-    async def _close_stream(self) -> None:
-        """Ends the stream and every task slixmpp keeps for it, whatever state it is in."""
-        client = self._client
-        if client is None:
-            return
-        try:
-            if client.transport is not None:
-                await asyncio.wait_for(client.disconnect(wait=1), 3)
-        except (TimeoutError, OSError) as exc:
-            self._log.warning("disconnect_failed", error=str(exc))
-        client.cancel_connection_attempt()
-        if client.transport is not None:
-            client.abort()
-        # slixmpp keeps its send-queue task for reconnects and only cancels it in
-        # __del__; end it here so no task outlives the adapter.
-        sender = client._run_out_filters
-        if sender is not None and not sender.done():
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)

@@ -220,7 +220,7 @@ class Trio:
         assert not any(d.reconnects.values()), d.reconnects
         xm = d.adapters["xm"]
         assert isinstance(xm, XmppAdapter)
-        assert xm._generation == self.xmpp_generation
+        assert xm._session.generation == self.xmpp_generation
         relay_moves = [s for s in self.ivan.seen if s.nick == self.irc_nick
                        and s.kind in ("quit", "part", "kick", "nick", "join")]  # fmt: skip
         assert [s.kind for s in relay_moves] == ["join"], relay_moves

@@ -90,7 +90,7 @@ async def trio(
                             xavier, alice, relay_mx, irc_nick, xmpp_nick)  # fmt: skip
                 xm = daemon.adapters["xm"]
                 assert isinstance(xm, XmppAdapter)
-                trio.xmpp_generation = xm._generation
+                trio.xmpp_generation = xm._session.generation
                 keep_raw(trio)
                 yield trio
     finally:

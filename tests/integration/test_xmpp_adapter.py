@@ -50,7 +50,7 @@ async def test_xmpp_tls_is_verified_against_the_configured_ca(prosody: Prosody, 
     port = prosody.tls_port if mode == "direct" else prosody.port
     async with running(prosody, [], tls=mode, port=port, ca_file=str(prosody.cert)) as adapter:
         assert adapter.connected
-        client = adapter._client
+        client = adapter._session.client
         assert client is not None
         assert client.transport is not None
         assert client.transport.get_extra_info("ssl_object") is not None

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from imbridge.adapters.memory import MemoryAdapter
-from imbridge.adapters.xmpp import ComponentAdapter
+from imbridge.adapters.xmpp import XmppAdapter
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from imbridge.events import Message
@@ -54,7 +54,7 @@ class Bridged:
     room: str
     bob: XmppUser
     mem: MemoryAdapter
-    xm: ComponentAdapter
+    xm: XmppAdapter
 
     def said_by(self, nick: str) -> list[ET.Element]:
         """What Bob saw occupant `nick` say in the room."""
@@ -74,7 +74,8 @@ async def bridged(prosody: Prosody, tmp_path: Path) -> AsyncIterator[Bridged]:
             assert await daemon.ready(30)
             mem, xm = daemon.adapters["mem"], daemon.adapters["xm"]
             assert isinstance(mem, MemoryAdapter)
-            assert isinstance(xm, ComponentAdapter)
+            assert isinstance(xm, XmppAdapter)
+            assert xm.mode == "component"
             yield Bridged(room, bob, mem, xm)
     finally:
         await bob.close()
@@ -232,7 +233,8 @@ async def test_component_reconnect_mid_stream_loses_and_duplicates_nothing(
         assert await daemon.ready(30)
         mem, xm = daemon.adapters["mem"], daemon.adapters["xm"]
         assert isinstance(mem, MemoryAdapter)
-        assert isinstance(xm, ComponentAdapter)
+        assert isinstance(xm, XmppAdapter)
+        assert xm.mode == "component"
         broken: asyncio.Task[None] | None = None
         for n in range(total):
             mem.hub.post("#in", "carol" if n % 3 else "dave", f"m{n}")
@@ -240,13 +242,13 @@ async def test_component_reconnect_mid_stream_loses_and_duplicates_nothing(
                 if fault == "prosody_restart":
                     broken = asyncio.create_task(asyncio.to_thread(prosody.restart))
                 else:
-                    client = xm._client
+                    client = xm._session.client
                     assert client is not None
                     client.abort()
             await asyncio.sleep(0.005)
         if broken is not None:
             await broken
-        await eventually(lambda: xm._generation >= 2 and xm.connected, timeout=30,
+        await eventually(lambda: xm._session.generation >= 2 and xm.connected, timeout=30,
                          what="a new session after the break")  # fmt: skip
         assert daemon.outbox is not None
         assert await daemon.outbox.wait_idle(30), "outbox did not drain"
@@ -268,9 +270,9 @@ async def test_component_correction_and_retraction_after_prosody_restart_follow_
     extra = bridged.mem.hub.post("#in", "carol", "ignore me")
     await eventually(lambda: len(bridged.said_by("carol")) == 2, what="carol's messages")
     first, second = bridged.said_by("carol")
-    generation = bridged.xm._generation
+    generation = bridged.xm._session.generation
     await asyncio.to_thread(prosody.restart)
-    await eventually(lambda: bridged.xm._generation > generation and bridged.xm.connected,
+    await eventually(lambda: bridged.xm._session.generation > generation and bridged.xm.connected,
                      timeout=30, what="a new session after the restart")  # fmt: skip
     erin = await XmppUser.login(prosody)  # Bob's client lost its session: Erin watches now
     try:

@@ -54,7 +54,7 @@ async def test_irc_and_xmpp_relay_both_ways_with_emotes_and_hostile_controls(
             assert await daemon.ready(30)
             xm = daemon.adapters["xm"]
             assert isinstance(xm, XmppAdapter)
-            generation = xm._generation
+            generation = xm._session.generation
             ivan.say(chan, "hello xmpp")
             ivan.act(chan, "waves")
             # Every C0 control IRC can carry in a line (not NUL, CR, LF), formatting
@@ -79,7 +79,7 @@ async def test_irc_and_xmpp_relay_both_ways_with_emotes_and_hostile_controls(
             assert len(from_relay()) == 3
             assert len(ivan.messages(chan)) == 2
             assert xm.connected
-            assert xm._generation == generation  # the XMPP stream was never dropped
+            assert xm._session.generation == generation  # the XMPP stream was never dropped
     finally:
         await xavier.close()
         await ivan.close()

@@ -62,7 +62,7 @@ async def test_xmpp_every_c0_control_and_lone_surrogate_keep_the_relay_connected
         await adapter.start(sink)
         await adapter.join(room)
         await bob.join(room, "bob")
-        generation = adapter._generation
+        generation = adapter._session.generation
         hostile = "".join(chr(c) for c in range(32)) + "still \udcff readable\ufffe\uffff"
         origin = Origin(network="irc", room="#x", sender=Sender(id="m", name="m\u202emallory"))
         for n, text in enumerate([hostile, "after"]):
@@ -73,7 +73,7 @@ async def test_xmpp_every_c0_control_and_lone_surrogate_keep_the_relay_connected
         assert "still \ufffd readable" in first
         assert second == "after"
         assert adapter.connected
-        assert adapter._generation == generation  # the stream was never lost
+        assert adapter._session.generation == generation  # the stream was never lost
     finally:
         await adapter.aclose()
         await bob.close()
@@ -102,7 +102,7 @@ async def test_xmpp_prosody_restart_mid_stream_loses_and_duplicates_nothing(
             await asyncio.sleep(0.005)
         assert restart is not None
         await restart
-        await eventually(lambda: xm._generation >= 2 and xm.connected, timeout=30,
+        await eventually(lambda: xm._session.generation >= 2 and xm.connected, timeout=30,
                          what="a new session after the restart")  # fmt: skip
         assert daemon.outbox is not None
         assert await daemon.outbox.wait_idle(30), "outbox did not drain"

@@ -12,11 +12,11 @@ from pydantic import SecretStr
 
 from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter, XmppConfig
-from imbridge.adapters.xmpp.private import private_message
-from imbridge.adapters.xmpp.reactions import LIMIT, ReactionSets, reaction_keys, to_reactions
+from imbridge.adapters.xmpp.proto.private import private_message
+from imbridge.adapters.xmpp.proto.reactions import LIMIT, ReactionSets, reaction_keys, to_reactions
+from imbridge.adapters.xmpp.proto.stanzas import parse_message
+from imbridge.adapters.xmpp.proto.translate import to_wire
 from imbridge.adapters.xmpp.rooms import Room
-from imbridge.adapters.xmpp.stanzas import parse_message
-from imbridge.adapters.xmpp.translate import build
 from imbridge.errors import PermanentSendError
 from imbridge.events import (
     Edit,
@@ -29,7 +29,6 @@ from imbridge.events import (
     RemoteId,
     Sender,
 )
-from imbridge.intake import Intake
 
 DATA = Path(__file__).parent.parent / "data" / "xmpp"
 ROOM = "room@conference.localhost"
@@ -71,7 +70,7 @@ class Run:
         self.slot = slot
         self.adapter = XmppAdapter("xm", config, slot)
         self.events: list[Event] = []
-        self.adapter._intake = Intake(self.sink)
+        self.adapter._receiver.open(self.sink)
         room = Room(jid=ROOM, wanted_nick="relay", joined=True)
         room.occupants.update({"alice": "alice@localhost/laptop", "dave": None})
         self.adapter._rooms[ROOM] = room
@@ -84,8 +83,8 @@ class Run:
     async def feed(self, *elements: ET.Element) -> list[Event]:
         before = len(self.events)
         for element in elements:
-            await self.adapter._message(element)
-        await self.adapter._intake.drain()
+            await self.adapter._receiver.message(element)
+        await self.adapter._receiver.drain()
         return self.events[before:]
 
     async def stop(self) -> None:
@@ -185,8 +184,8 @@ def test_a_replayed_update_gets_the_same_remote_ids() -> None:
     origin = Origin(
         network="xm", room=ROOM, sender=Sender(id="a", name="a"), remote_id=RemoteId("s")
     )
-    once = to_reactions(origin, EventId("m"), ("a",), ("b", "c"))
-    again = to_reactions(origin, EventId("m"), ("a",), ("b", "c"))
+    once = to_reactions(origin, EventId("m"), ("a",), ("b", "c"), ids=iter(map(EventId, "xyz")))
+    again = to_reactions(origin, EventId("m"), ("a",), ("b", "c"), ids=iter(map(EventId, "uvw")))
     assert [r.origin.remote_id for r in once] == [r.origin.remote_id for r in again]
     assert [r.origin.remote_id for r in once] == ["s", "s#1", "s#2"]
 
@@ -271,7 +270,7 @@ def test_the_answer_is_a_chat_message_to_the_sender_and_nothing_else_goes_to_a_p
         text="This account is a relay.",
         kind=MessageKind.NOTICE,
     )
-    element = build(Outgoing(room=notice.origin.room, event=notice, txn_id="t"), identity=RELAY)
+    element = to_wire(Outgoing(room=notice.origin.room, event=notice, txn_id="t"), identity=RELAY)
     assert (element.get("type"), element.get("to")) == ("chat", "carol@localhost/phone")
     assert element.findtext("{jabber:client}body") == "This account is a relay."
     origin_id = element.find("{urn:xmpp:sid:0}origin-id")
@@ -279,7 +278,7 @@ def test_the_answer_is_a_chat_message_to_the_sender_and_nothing_else_goes_to_a_p
     assert origin_id.get("id") == element.get("id")
     reaction = Reaction(id=EventId("r"), origin=notice.origin, target=EventId("m"), key="👍")
     with pytest.raises(PermanentSendError):
-        build(Outgoing(room=notice.origin.room, event=reaction, txn_id="u"), identity=RELAY)
+        to_wire(Outgoing(room=notice.origin.room, event=reaction, txn_id="u"), identity=RELAY)
 
 
 def test_reaction_keys_keep_emoji_sequences_and_lose_direction_controls() -> None:

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from imbridge.adapters.xmpp.delivery import RESEND, Delivery
-from imbridge.adapters.xmpp.formatting import rich_to_xhtml, xhtml_to_rich
+from imbridge.adapters.xmpp.proto.formatting import rich_to_xhtml, xhtml_to_rich
 from imbridge.adapters.xmpp.rooms import Cursor, Room, Seen, Turn
 from imbridge.events import RemoteId, RichText
 

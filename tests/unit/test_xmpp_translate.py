@@ -4,6 +4,7 @@ promise that any text from any network yields a well-formed stanza."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,17 @@ from hypothesis import strategies as st
 from slixmpp.xmlstream import tostring
 
 from imbridge.adapter import Outgoing
-from imbridge.adapters.xmpp.stanzas import parse_archived, parse_message, parse_presence
-from imbridge.adapters.xmpp.translate import Inbound, build, origin_id, references, to_core
-from imbridge.adapters.xmpp.xmlsafe import is_xml_text, xml_nick, xml_text
+from imbridge.adapters.xmpp.proto.stanzas import parse_archived, parse_message, parse_presence
+from imbridge.adapters.xmpp.proto.translate import (
+    Inbound,
+    Occupancy,
+    origin_id,
+    presence_to_core,
+    references,
+    to_core,
+    to_wire,
+)
+from imbridge.adapters.xmpp.proto.xmlsafe import is_xml_text, xml_nick, xml_text
 from imbridge.errors import PermanentSendError
 from imbridge.events import (
     Attachment,
@@ -22,6 +31,7 @@ from imbridge.events import (
     Edit,
     EventId,
     Join,
+    Leave,
     Message,
     MessageKind,
     Origin,
@@ -33,6 +43,7 @@ from imbridge.events import (
 
 DATA = Path(__file__).parent.parent / "data" / "xmpp"
 ROOM = "room@conference.localhost"
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ORIGIN = Origin(network="irc", room="#ops", sender=Sender(id="alice", name="alice"))
 
 
@@ -46,6 +57,7 @@ def ctx(**resolved: str) -> Inbound:
         event_id=EventId("new"),
         sender_id="s",
         resolved={k: EventId(v) for k, v in resolved.items()},
+        now=NOW,
     )
 
 
@@ -116,6 +128,43 @@ def test_archived_message_carries_archive_id_stamp_and_relay_marker() -> None:
     assert event.origin.relayed  # another bridge relayed it: never relay it again
 
 
+def test_a_stanza_read_twice_is_the_same_event_dated_when_it_was_read() -> None:
+    """The translator creates no id and reads no clock: a live message without a delay
+    stamp is dated at the time the adapter read it, and a replay gives the same event."""
+    wire = parse_message(sample("message_xhtml.xml"))
+    assert wire.stamp is None
+    first, again = to_core(wire, ctx()), to_core(wire, ctx())
+    assert first == again
+    assert first is not None
+    assert (first.id, first.origin.timestamp) == ("new", NOW)
+
+
+def test_occupants_arriving_leaving_and_renamed_are_joins_and_leaves() -> None:
+    def occupancy(*, known: bool) -> Occupancy:
+        return Occupancy(network="xm", event_id=EventId("p"), sender_id="s", known=known)
+
+    def presence(kind: str, *codes: str, new_nick: str = "") -> ET.Element:
+        element = ET.Element("{jabber:client}presence", {"from": f"{ROOM}/carol"})
+        if kind != "available":
+            element.set("type", kind)
+        x = ET.SubElement(element, "{http://jabber.org/protocol/muc#user}x")
+        ET.SubElement(x, "{http://jabber.org/protocol/muc#user}item", {"nick": new_nick})
+        for code in codes:
+            ET.SubElement(x, "{http://jabber.org/protocol/muc#user}status", {"code": code})
+        return element
+
+    arrived = presence_to_core(parse_presence(presence("available")), occupancy(known=False))
+    assert isinstance(arrived, Join)
+    assert (arrived.id, arrived.origin.room, arrived.origin.sender.name) == ("p", ROOM, "carol")
+    assert presence_to_core(parse_presence(presence("available")), occupancy(known=True)) is None
+    renamed = parse_presence(presence("unavailable", "303", new_nick="caz"))
+    left = presence_to_core(renamed, occupancy(known=True))
+    assert isinstance(left, Leave)
+    assert left.reason == "now known as caz"
+    unseen = parse_presence(presence("unavailable"))
+    assert presence_to_core(unseen, occupancy(known=False)) is None
+
+
 def test_kick_presence_is_read_with_its_status_codes() -> None:
     presence = parse_presence(sample("presence_kick.xml"))
     assert (presence.nick, presence.type) == ("relay", "unavailable")
@@ -130,7 +179,7 @@ def test_emote_round_trips_as_me() -> None:
             id=EventId("e"), origin=ORIGIN, text="<alice@irc> waves", kind=MessageKind.EMOTE
         ),
     )
-    element = build(item, identity="relay@localhost")
+    element = to_wire(item, identity="relay@localhost")
     assert element.findtext("{jabber:client}body") == "/me <alice@irc> waves"
     element.set("from", f"{ROOM}/relay")  # as the room reflects it
     back = to_core(parse_message(element), ctx())
@@ -142,7 +191,7 @@ def test_outgoing_ids_are_stable_per_txn_and_carry_the_relay_marker() -> None:
     item = Outgoing(
         room=ROOM, txn_id="t1", event=Message(id=EventId("e"), origin=ORIGIN, text="hi")
     )
-    first, again = build(item, identity="r@l"), build(item, identity="r@l")
+    first, again = to_wire(item, identity="r@l"), to_wire(item, identity="r@l")
     assert first.get("id") == again.get("id") == origin_id("t1")
     assert first.find("{urn:xmpp:sid:0}origin-id") is not None
     marker = first.find("{urn:imbridge:relay:0}relay")
@@ -157,7 +206,7 @@ def test_edit_delete_topic_build_their_xeps() -> None:
         target=RemoteId("sid-1"),
         event=Edit(id=EventId("e2"), origin=ORIGIN, target=EventId("e"), text="x"),
     )
-    replace = build(edit, identity="r", replace_id="imb-1").find(
+    replace = to_wire(edit, identity="r", replace_id="imb-1").find(
         "{urn:xmpp:message-correct:0}replace"
     )
     assert replace is not None
@@ -168,15 +217,15 @@ def test_edit_delete_topic_build_their_xeps() -> None:
         target=RemoteId("sid-1"),
         event=Delete(id=EventId("e3"), origin=ORIGIN, target=EventId("e")),
     )
-    retract = build(delete, identity="r").find("{urn:xmpp:message-retract:1}retract")
+    retract = to_wire(delete, identity="r").find("{urn:xmpp:message-retract:1}retract")
     assert retract is not None
     assert retract.get("id") == "sid-1"
     topic = Outgoing(
         room=ROOM, txn_id="t4", event=Topic(id=EventId("e4"), origin=ORIGIN, text="news")
     )
-    assert build(topic, identity="r").findtext("{jabber:client}subject") == "news"
+    assert to_wire(topic, identity="r").findtext("{jabber:client}subject") == "news"
     with pytest.raises(PermanentSendError):
-        build(
+        to_wire(
             Outgoing(room=ROOM, txn_id="t5", event=Join(id=EventId("j"), origin=ORIGIN)),
             identity="r",
         )
@@ -187,7 +236,7 @@ def test_every_c0_control_and_a_lone_surrogate_leave_a_readable_valid_stanza() -
     item = Outgoing(
         room=ROOM, txn_id="t", event=Message(id=EventId("e"), origin=ORIGIN, text=hostile)
     )
-    parsed = on_the_wire(build(item, identity="r"))
+    parsed = on_the_wire(to_wire(item, identity="r"))
     text = parsed.findtext("{jabber:client}body")
     assert text is not None
     assert "ok \ufffd end" in text
@@ -237,7 +286,7 @@ def test_any_text_builds_a_well_formed_stanza(text: str, rich: str, which: int) 
     item = Outgoing(
         room=nick, txn_id=text, event=event, target=RemoteId(nick), reply_to=RemoteId(nick)
     )
-    element = build(item, identity=nick, replace_id=nick)
+    element = to_wire(item, identity=nick, replace_id=nick)
     parsed = on_the_wire(element)  # expat rejects anything not XML 1.0
     if which in (0, 1):
         got = parsed.findtext("{jabber:client}body") or ""

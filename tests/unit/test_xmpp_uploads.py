@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imbridge.adapters.xmpp.uploads import (
+from imbridge.adapters.xmpp.proto.uploads import (
     NS_UPLOAD,
     Service,
     discovery_domain,
@@ -23,7 +23,7 @@ from imbridge.adapters.xmpp.uploads import (
     relinked,
     slot_request,
 )
-from imbridge.adapters.xmpp.xmlsafe import is_xml_text
+from imbridge.adapters.xmpp.proto.xmlsafe import is_xml_text
 from imbridge.config.load import parse_config
 from imbridge.errors import ConfigError
 from imbridge.events import Attachment, Message, Origin, Sender, new_event_id

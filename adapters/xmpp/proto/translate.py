@@ -1,10 +1,13 @@
 """XMPP groupchat stanzas ⇄ core events.
 
 `to_core` turns a parsed message into an event once the adapter has looked up the ids it
-refers to (`references`); `build` turns an outgoing item into the `<message>` element
-that goes on the wire. Every string that enters a built element has passed
-`xmlsafe.xml_text`, so any text from any network yields a well-formed stanza (fuzzed in
-`tests/unit/test_xmpp_translate.py`). Pure functions, no I/O.
+refers to (`references`), `presence_to_core` an occupant's arrival or departure;
+`to_wire` turns an outgoing item into the `<message>` element that goes on the wire.
+The event ids and the time a stanza without a delay stamp is dated at come in with the
+context, so translating the same stanza twice gives the same event. Every string that
+enters a built element has passed `xmlsafe.xml_text`, so any text from any network
+yields a well-formed stanza (fuzzed in `tests/unit/test_xmpp_translate.py`). Pure
+functions, no I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import assert_never
 
 from imbridge.adapter import Outgoing
@@ -34,7 +38,6 @@ from imbridge.events import (
     RichText,
     Sender,
     Topic,
-    utcnow,
 )
 from imbridge.richtext import escape
 from imbridge.sanitize import clean_nick, clean_text
@@ -52,6 +55,7 @@ from .stanzas import (
     NS_RETRACT,
     NS_SID,
     WireMessage,
+    WirePresence,
     q,
 )
 from .xmlsafe import xml_text
@@ -76,6 +80,8 @@ class Inbound:
     event_id: EventId
     sender_id: str
     resolved: Mapping[str, EventId]  # remote id -> event id, from `references`
+    now: datetime
+    """When the stanza was read: the timestamp of one that carries no delay stamp."""
     private: Private | None = None
     """Set for a private message to the relay (see `private`): where it came from and
     the id it is known by, instead of the room's."""
@@ -99,7 +105,7 @@ def origin_of(wire: WireMessage, ctx: Inbound) -> Origin:
             name=clean_nick(private.name if private is not None else wire.nick or wire.room),
         ),
         remote_id=RemoteId(remote_id) if remote_id else None,
-        timestamp=wire.stamp or utcnow(),
+        timestamp=wire.stamp or ctx.now,
         relayed=wire.relayed_by is not None,
         direct=private is not None,
     )
@@ -156,6 +162,35 @@ def to_core(wire: WireMessage, ctx: Inbound) -> Event | None:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Occupancy:
+    """What `presence_to_core` needs besides the stanza: what the room's occupant list
+    said about that nick before it (the adapter updates the list itself)."""
+
+    network: str
+    event_id: EventId
+    sender_id: str
+    known: bool
+    """The nick was an occupant already: its presence is an update, not an arrival."""
+
+
+def presence_to_core(presence: WirePresence, ctx: Occupancy) -> Join | Leave | None:
+    """An occupant of a room the relay is in arriving or leaving (XEP-0045 §7.2.3,
+    §7.14), a nick change (status 303, §7.6) read as leaving under the old nick; None
+    for a presence update of someone already there, or for someone never seen."""
+    origin = Origin(
+        network=ctx.network,
+        room=presence.room,
+        sender=Sender(id=ctx.sender_id, name=clean_nick(presence.nick)),
+    )
+    if presence.type == "unavailable" and ctx.known:
+        reason = f"now known as {presence.new_nick}" if 303 in presence.codes else ""
+        return Leave(id=ctx.event_id, origin=origin, reason=clean_text(reason))
+    if presence.type == "available" and not ctx.known:
+        return Join(id=ctx.event_id, origin=origin)
+    return None
+
+
 def _element(parent: ET.Element, ns: str, name: str, **attrs: str) -> ET.Element:
     return ET.SubElement(parent, q(ns, name), {k: xml_text(v) for k, v in attrs.items()})
 
@@ -188,7 +223,7 @@ def _message_type(event: Event) -> str:
     return "chat"
 
 
-def build(item: Outgoing, *, identity: str, replace_id: str | None = None) -> ET.Element:
+def to_wire(item: Outgoing, *, identity: str, replace_id: str | None = None) -> ET.Element:
     """The `<message type="groupchat">` for one outgoing item (`chat`, to a person, for
     the answer to a private message: `origin.direct`). `replace_id` is the
     message id an Edit corrects (XEP-0308 names the original stanza's id, which for the

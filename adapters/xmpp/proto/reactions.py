@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from imbridge.events import EventId, Origin, Reaction, RemoteId, new_event_id
+from imbridge.events import EventId, Origin, Reaction, RemoteId
 from imbridge.sanitize import clean_text
 
 LIMIT = 2_000
@@ -111,18 +111,24 @@ def changes(
 
 
 def to_reactions(
-    origin: Origin, target: EventId, previous: tuple[str, ...], current: tuple[str, ...]
+    origin: Origin,
+    target: EventId,
+    previous: tuple[str, ...],
+    current: tuple[str, ...],
+    *,
+    ids: Iterator[EventId],
 ) -> list[Reaction]:
-    """The core events for one update. The first carries the stanza's own remote id, the
-    others that id with `#n` appended: distinct ids, so the core's duplicate check (one
-    event per remote id) keeps them all, and the same ones when an update is read again
-    after a restart (from the room's archive), so it is not archived twice."""
+    """The core events for one update, each with the next id from `ids`. The first
+    carries the stanza's own remote id, the others that id with `#n` appended: distinct
+    ids, so the core's duplicate check (one event per remote id) keeps them all, and the
+    same ones when an update is read again after a restart (from the room's archive), so
+    it is not archived twice."""
     added, removed = changes(previous, current)
     base = origin.remote_id
     changed = [(k, False) for k in added] + [(k, True) for k in removed]
     return [
         Reaction(
-            id=new_event_id(),
+            id=next(ids),
             origin=origin if n == 0 or base is None
             else dataclasses.replace(origin, remote_id=RemoteId(f"{base}#{n}")),
             target=target,

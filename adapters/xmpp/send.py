@@ -1,11 +1,13 @@
-"""Outbound: one outbox item to one stanza in its room, confirmed by its reflection.
+"""Sending: one outbox item to one stanza in its room, confirmed by its reflection.
 
 A send takes its turn in the room before it first waits, so stanzas reach the room in
 the order the sends started, even when one of them spends seconds re-uploading its
 attachments (XEP-0363, `media`). An item counts as sent only when the room reflects its
 origin-id back (`delivery`); a retry of an item still in flight waits for the same
 stanza instead of posting a second copy, and an item the room already has returns its
-id. Every failure raises, retryable or permanent: nothing is dropped here.
+id. Every failure raises, retryable or permanent: nothing is dropped here. The stanza
+itself is `proto.translate.to_wire`'s; this part decides when it goes and what counts
+as done.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import OrderedDict
+from typing import Any
 
 from slixmpp.stanza import Message as SlixMessage
 from slixmpp.xmlstream import XMLStream
@@ -21,25 +25,55 @@ from imbridge.adapter import Outgoing
 from imbridge.errors import RetryableSendError
 from imbridge.events import Edit, Message, RemoteId, Topic
 
-from .delivery import RESEND, Pending
-from .inbound import sent_key
+from .config import XmppConfig
+from .delivery import RESEND, Delivery, Pending
+from .media import Uploader
+from .proto.translate import origin_id, to_wire
+from .receive import Receiver
 from .rooms import Room, Turn
-from .state import XmppState
-from .translate import build, origin_id
+from .session import Login, Session
+from .voices import Voices
 
 
-class Transmitter(XmppState):
+class Sender:
     """Writes outgoing items to the stream and waits for the rooms to confirm them."""
 
-    async def _send(self, item: Outgoing) -> RemoteId:
-        client = self._client
-        if client is None or not self.connected:
+    def __init__(
+        self,
+        name: str,
+        config: XmppConfig,
+        *,
+        identity: str,
+        rooms: dict[str, Room],
+        session: Session,
+        login: Login,
+        delivery: Delivery,
+        receiver: Receiver,
+        uploads: Uploader,
+        voices: Voices,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.identity = identity
+        self._rooms = rooms
+        self._session = session
+        self._login = login
+        self._delivery = delivery
+        self._receiver = receiver
+        self._uploads = uploads
+        self._voices = voices
+        self._uploaded: OrderedDict[str, Message] = OrderedDict()  # origin-id -> relinked
+
+    async def send(self, item: Outgoing) -> RemoteId:
+        client = self._session.client
+        if client is None or not self._session.connected:
             raise RetryableSendError("not connected")
         if item.event.origin.direct:
             return self._send_private(client, item)
         room = self._rooms.get(item.room.lower())
         if room is None or not room.joined:  # the daemon joins every room it routes to
             raise RetryableSendError(f"not in {item.room}")
+        await self._voices.enter(client, room, item)  # a puppet joins before it speaks
         turn = room.take_turn()  # before the first wait: the room gets sends in this order
         try:
             if room.catching_up:  # its archive may still confirm this item: no resend yet
@@ -64,7 +98,7 @@ class Transmitter(XmppState):
         return result
 
     async def _write(
-        self, client: XMLStream, room: Room, item: Outgoing, turn: Turn
+        self, client: Any, room: Room, item: Outgoing, turn: Turn
     ) -> Pending | RemoteId:
         """Puts the item's stanza on the wire, in its turn, unless the room has it already
         (its id) or it is in flight (its pending delivery)."""
@@ -74,20 +108,19 @@ class Transmitter(XmppState):
         if (pending := self._in_flight(oid)) is not None:
             return pending
         item = await self._with_uploads(item, oid)
-        element = build(item, identity=self.identity, replace_id=await self._replace_id(item))
-        if (sender := self._speaker(item)) is not None:
+        element = to_wire(item, identity=self.identity, replace_id=await self._replace_id(item))
+        if (sender := self._voices.speaker(item)) is not None:
             element.set("from", sender)
         await turn.wait()
-        if not self.connected or client is not self._client:
+        if not self._session.connected or client is not self._session.client:
             raise RetryableSendError("connection lost while the message got ready")
         if (done := self._delivery.delivered(oid)) is not None:
             return done  # confirmed while this one got ready (a catch-up, a retry)
         if (pending := self._in_flight(oid)) is not None:
             return pending
-        pending = self._delivery.track(oid, room.jid, self._generation, time.time())
+        pending = self._delivery.track(oid, room.jid, self._session.generation, time.time())
         if isinstance(item.event, Topic):
-            # MUC rebuilds subject messages, dropping ids: matched by room instead.
-            self._topic_oids.setdefault(room.jid, []).append(oid)
+            self._delivery.track_topic(oid, room.jid)
         client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp
         return pending
 
@@ -98,7 +131,7 @@ class Transmitter(XmppState):
         a dropped connection) it counts as sent, and its id is its own origin-id, with
         the conversation before it as the ids of the chat's other messages have (see
         `private`), so a reaction to it resolves."""
-        element = build(item, identity=self.identity)
+        element = to_wire(item, identity=self.identity)
         client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp
         bare, _, nick = item.room.partition("/")
         conversation = item.room if bare.lower() in self._rooms and nick else bare.lower()
@@ -112,7 +145,7 @@ class Transmitter(XmppState):
         if pending is None:
             return None
         stale = time.time() - pending.sent_at > 3 * self.config.ack_timeout
-        return None if stale and pending.generation == self._generation else pending
+        return None if stale and pending.generation == self._session.generation else pending
 
     async def _with_uploads(self, item: Outgoing, oid: str) -> Outgoing:
         """The item with its attachments re-uploaded to the server (XEP-0363), once per
@@ -125,8 +158,9 @@ class Transmitter(XmppState):
         relinked = self._uploaded.get(oid)
         if relinked is None:
             relinked = await self._uploads.relink(
-                self._client, event, network=self.name, domain=self._upload_domain,
-                sender=self._speaker(item) or self._upload_sender,
+                self._session.client, event, network=self.name,
+                domain=self._login.upload_domain,
+                sender=self._voices.speaker(item) or self._login.upload_sender,
             )  # fmt: skip
             self._uploaded[oid] = relinked
             while len(self._uploaded) > 1_000:
@@ -138,5 +172,4 @@ class Transmitter(XmppState):
         if not isinstance(item.event, Edit) or not item.target:
             return None
         target = str(item.target)
-        oid = self._sent_ids.get(target) or await self._writes.get(sent_key(target))
-        return oid or target
+        return await self._receiver.origin_id_of(target) or target

@@ -1,12 +1,15 @@
-"""Inbound: stanzas from the rooms and their archives, to core events, in order.
+"""Receiving: stanzas from the rooms and their archives, to core events, in order.
 
 Everything that arrives (live, from MUC, or from a MAM catch-up) goes through one queue
-and one consumer task, so events reach the sink in the order the rooms sent them, and a
+(the session's `inbox`) and one consumer task (`run`), so events reach the sink in the
+order the rooms sent them, and a
 room's cursor is stored only after the sink has taken the event it follows (the `then`
 of `Intake.put` queues it for writing, in `writes`). The relay's own reflections produce
 no event: they confirm a delivery (see `delivery`). While a room reads its archive, its
 live messages wait in the room's buffer, so archive and live traffic pass once each, in
-order.
+order. What a stanza means is `proto.translate`'s; this part looks up the ids it refers
+to, keeps the state that outlives a stanza (aliases, reaction sets, cursors) and hands
+the events over.
 """
 
 from __future__ import annotations
@@ -14,23 +17,34 @@ from __future__ import annotations
 import functools
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from imbridge.errors import PermanentSendError, RetryableSendError
-from imbridge.events import Event, EventId, Join, Leave, Origin, RemoteId, Sender, new_event_id
-from imbridge.sanitize import clean_nick, clean_text
+from imbridge.adapter import Cursors, EventSink
+from imbridge.events import Event, EventId, RemoteId, new_event_id, utcnow
+from imbridge.intake import Intake
 
-from .delivery import NOT_IN_ROOM, PERMANENT
-from .private import Private, private_message
-from .reactions import ReactionSets, reaction_keys, to_reactions
-from .reactions import state_key as reaction_state_key
+from .config import XmppConfig
+from .delivery import Delivery
+from .inbox import CatchUp, Inbox
+from .proto.private import Private, private_message
+from .proto.reactions import ReactionSets, reaction_keys, to_reactions
+from .proto.reactions import state_key as reaction_state_key
+from .proto.stanzas import (
+    NS_MAM,
+    WireMessage,
+    WirePresence,
+    parse_message,
+    parse_presence,
+    q,
+    split_jid,
+)
+from .proto.translate import Inbound, Occupancy, origin_of, presence_to_core, references, to_core
 from .rooms import Cursor, Room, cursor_key
-from .stanzas import NS_MAM, WireMessage, WirePresence, parse_message, parse_presence, q
-from .state import CatchUp, XmppState
-from .translate import Inbound as InboundContext
-from .translate import origin_of, references, to_core
+from .session import Session
+from .voices import Voices
+from .writes import CoalescedWrites
 
 
 def alias_key(conversation: str, message_id: str) -> str:
@@ -68,19 +82,77 @@ def _bounded_put(mapping: OrderedDict[str, V], key: str, value: V, limit: int = 
         mapping.popitem(last=False)
 
 
-class Receiver(XmppState):
+def _fresh_ids() -> Iterator[EventId]:
+    while True:
+        yield new_event_id()
+
+
+class Receiver:
     """The inbound consumer and what it does with each stanza."""
 
-    async def _consume(self) -> None:
-        intake = self._intake
+    def __init__(
+        self,
+        name: str,
+        config: XmppConfig,
+        cursors: Cursors,
+        *,
+        identity: str,
+        rooms: dict[str, Room],
+        inbox: Inbox,
+        session: Session,
+        delivery: Delivery,
+        writes: CoalescedWrites,
+        voices: Voices,
+        log: Any,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.identity = identity
+        self._cursors = cursors
+        self._rooms = rooms
+        self._inbox = inbox
+        self._session = session
+        self._delivery = delivery
+        self._writes = writes
+        self._voices = voices
+        self._log = log
+        self._own_jid = split_jid(identity)[0]  # private messages from it are ours
+        self._intake: Intake | None = None
+        self._sent_ids: OrderedDict[str, str] = OrderedDict()  # our stanza-id -> origin-id
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # room+their id -> stanza-id
+        self._reaction_sets: OrderedDict[str, ReactionSets] = OrderedDict()
+        """Reaction sets of recent conversations, as stored (`reactions`)."""
+
+    def open(self, sink: EventSink) -> None:
+        """Hands events to `sink` from now on (each run of the adapter has its own)."""
+        self._intake = Intake(sink)
+
+    @property
+    def intake(self) -> Intake:
+        if self._intake is None:
+            raise RuntimeError("receiving before the adapter started")
+        return self._intake
+
+    async def drain(self) -> None:
+        """Waits until every event handed over is on disk."""
+        await self.intake.drain()
+
+    async def origin_id_of(self, stanza_id: str) -> str | None:
+        """The origin-id one of the relay's copies carried, by the room's stanza-id for
+        it, which a correction of that copy must name (XEP-0308)."""
+        return self._sent_ids.get(stanza_id) or await self._writes.get(sent_key(stanza_id))
+
+    async def run(self) -> None:
+        """The consumer task: every item of the inbox, in order, until cancelled."""
+        intake = self.intake
         try:
             while True:
-                work = await self._queue.get()
+                work = await self._inbox.get()
                 try:
                     if isinstance(work, CatchUp):
                         await self._catch_up(work)
                     elif work[0] == "message":
-                        await self._message(work[1])
+                        await self.message(work[1])
                     else:
                         await self._presence(work[1])
                 except Exception as exc:  # noqa: BLE001 - one bad stanza never stops the relay
@@ -96,14 +168,15 @@ class Receiver(XmppState):
             buffered, room.buffer = room.buffer, []
             for wire in buffered:
                 await self._process(room, wire)
-            await self._intake.drain()  # on disk before sends resume (no resend of these)
+            await self.intake.drain()  # on disk before sends resume (no resend of these)
         finally:
             room.set_catching_up(False)
             if not work.done.done():
                 work.done.set_result(None)
         self._log.info("caught_up", room=room.jid, archived=len(work.messages))
 
-    async def _message(self, element: ET.Element) -> None:
+    async def message(self, element: ET.Element) -> None:
+        """One live message stanza (a catch-up's come with it, as `CatchUp`)."""
         if element.find(q(NS_MAM, "result")) is not None:
             return  # an archive result: handled by the catch-up that asked for it
         wire = parse_message(element)
@@ -126,7 +199,9 @@ class Receiver(XmppState):
         and for all of them when the network does not take private messages."""
         if not self.config.direct_messages:
             return None
-        if room is not None and self._speaks_for(room, wire.nick, room.occupants.get(wire.nick)):
+        if room is not None and self._voices.speaks_for(
+            room, wire.nick, room.occupants.get(wire.nick)
+        ):
             return None  # one of our own puppets
         rooms = {r.jid: r.nick for r in self._rooms.values() if r.joined}
         return private_message(wire, own=self._own_jid, rooms=rooms)
@@ -145,16 +220,10 @@ class Receiver(XmppState):
         await self._put(events, then)
 
     def _send_failed(self, room: Room, wire: WireMessage) -> None:
-        oid = wire.id or ""
         condition = wire.error or "undefined-condition"
-        if condition in NOT_IN_ROOM:
+        if self._delivery.refused(wire.id or "", room.jid, condition):
             room.joined = False
-            self._spawn(self._rejoin(room))
-            self._delivery.fail(oid, RetryableSendError(f"not in {room.jid}"))
-        elif condition in PERMANENT:
-            self._delivery.fail(oid, PermanentSendError(f"{room.jid} refused it: {condition}"))
-        else:
-            self._delivery.fail(oid, RetryableSendError(f"{room.jid}: {condition}"))
+            self._session.rejoin(room)
 
     async def _process(self, room: Room, wire: WireMessage) -> None:
         sid = wire.stanza_id
@@ -164,14 +233,14 @@ class Receiver(XmppState):
         is_subject = wire.subject is not None and wire.body is None
         if is_subject and not room.subject_seen and wire.stamp is None:
             room.subject_seen = True  # the room's current subject, sent on every join
-            self._confirm_topics(room, wire)
+            self._delivery.confirm_topics(room.jid, wire.stanza_id)
             return
         events: list[Event] = []
         then: Save | None = None
         own = wire.nick == room.nick or wire.relayed_by == self.identity
-        if own or self._speaks_for(room, wire.nick, room.occupants.get(wire.nick)):
+        if own or self._voices.speaks_for(room, wire.nick, room.occupants.get(wire.nick)):
             if is_subject:
-                self._confirm_topics(room, wire)
+                self._delivery.confirm_topics(room.jid, wire.stanza_id)
             elif oid:
                 self._delivery.confirm(oid, RemoteId(sid or oid))
                 if sid:
@@ -192,27 +261,25 @@ class Receiver(XmppState):
 
     async def _put(self, events: list[Event], then: Save | None) -> None:
         """Hands `events` to the core in order; `then` runs once the last is on disk."""
+        intake = self.intake
         for event in events[:-1]:
-            await self._intake.put(event)
+            await intake.put(event)
         if events:
-            await self._intake.put(events[-1], then)
+            await intake.put(events[-1], then)
         elif then is not None:
-            await self._intake.put(None, then)
-
-    def _confirm_topics(self, room: Room, wire: WireMessage) -> None:
-        for oid in self._topic_oids.pop(room.jid, []):
-            self._delivery.confirm(oid, RemoteId(wire.stanza_id or oid))
+            await intake.put(None, then)
 
     async def _to_events(
         self, conversation: str, wire: WireMessage, sender: str, private: Private | None
     ) -> tuple[list[Event], Save | None]:
         """The events `wire` stands for, and what to store once they are on disk."""
         resolved = await self._resolve(conversation, wire, prefixed=private is not None)
-        ctx = InboundContext(
+        ctx = Inbound(
             network=self.name,
             event_id=new_event_id(),
             sender_id=sender,
             resolved=resolved,
+            now=utcnow(),
             private=private,
         )
         if wire.reactions is not None:
@@ -241,7 +308,7 @@ class Receiver(XmppState):
         return resolved
 
     async def _reaction_events(
-        self, conversation: str, wire: WireMessage, ctx: InboundContext
+        self, conversation: str, wire: WireMessage, ctx: Inbound
     ) -> tuple[list[Event], Save | None]:
         """XEP-0444: what changed in the sender's set on one message, against the set
         kept for them (`reactions`); the new set is stored once the events are on disk."""
@@ -254,7 +321,9 @@ class Receiver(XmppState):
         _bounded_put(self._reaction_sets, conversation, sets, limit=256)
         current = reaction_keys(wire.reactions)
         previous = sets.get(ctx.sender_id, target)
-        events: list[Event] = list(to_reactions(origin_of(wire, ctx), target, previous, current))
+        events: list[Event] = list(
+            to_reactions(origin_of(wire, ctx), target, previous, current, ids=_fresh_ids())
+        )
         if not events:
             return [], None
         sets.put(ctx.sender_id, target, current)
@@ -275,26 +344,21 @@ class Receiver(XmppState):
         if 110 in presence.codes or presence.nick == room.nick:
             self._own_presence(room, presence)
             return
-        if self._speaks_for(room, presence.nick, presence.real_jid):
+        if self._voices.speaks_for(room, presence.nick, presence.real_jid):
             return
-        event: Event | None = None
-        origin = Origin(
+        ctx = Occupancy(
             network=self.name,
-            room=room.jid,
-            sender=Sender(id=room.sender_id(presence.nick), name=clean_nick(presence.nick)),
+            event_id=new_event_id(),
+            sender_id=room.sender_id(presence.nick),
+            known=presence.nick in room.occupants,
         )
+        event = presence_to_core(presence, ctx) if room.joined else None
         if presence.type == "unavailable":
-            if room.joined and presence.nick in room.occupants:
-                reason = f"now known as {presence.new_nick}" if 303 in presence.codes else ""
-                event = Leave(id=new_event_id(), origin=origin, reason=clean_text(reason))
             room.occupants.pop(presence.nick, None)
         elif presence.type == "available":
-            known = presence.nick in room.occupants
             room.occupants[presence.nick] = presence.real_jid
-            if room.joined and not known:
-                event = Join(id=new_event_id(), origin=origin)
         if event is not None:
-            await self._intake.put(event)
+            await self.intake.put(event)
 
     def _own_presence(self, room: Room, presence: WirePresence) -> None:
         if presence.type == "available":
@@ -311,8 +375,8 @@ class Receiver(XmppState):
         room.joined = False
         self._log.warning("left_room", room=room.jid, codes=sorted(presence.codes))
         # 301 banned: rejoining is pointless; 332 shutdown: the reconnect rejoins.
-        if not self._closing and not presence.codes & {301, 332}:
-            self._spawn(self._rejoin(room))
+        if not presence.codes & {301, 332}:
+            self._session.rejoin(room)
 
     def _remember_sent(self, sid: str, oid: str) -> None:
         """Our copy's stanza-id -> its origin-id, which a later correction must name.
