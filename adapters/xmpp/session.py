@@ -323,6 +323,9 @@ class Session:
             with contextlib.suppress(RuntimeError):  # a transport closing meanwhile
                 client.transport.resume_reading()
 
+    def _not_reading(self) -> bool:
+        return self.inbox.paused
+
     def _on_connected(self, _event: object) -> None:
         """A new connection reads at once: hold it too while the inbox is still full."""
         if self.inbox.paused:
@@ -469,18 +472,21 @@ class Session:
 
     async def keep_alive(self) -> None:
         """XEP-0199 keep-alive: a connection that stopped answering is dropped, so the
-        reconnect logic takes over instead of waiting for TCP to notice."""
+        reconnect logic takes over instead of waiting for TCP to notice. While reading is
+        paused (the inbox is full) no answer can be read: silence then proves nothing."""
         interval = self.config.ping_interval
         while True:
             await asyncio.sleep(interval)
             client = self._client
-            if client is None or not self._alive:
+            if client is None or not self._alive or self._not_reading():
                 continue
             try:
                 await client.plugin["xep_0199"].ping(
                     jid=JID(client.boundjid.domain), timeout=min(30.0, interval)
                 )
             except IqTimeout:
+                if self._not_reading():
+                    continue
                 self._log.warning("ping_timeout")
                 client.abort()
             except IqError:

@@ -177,3 +177,52 @@ async def test_xmpp_password_protected_room_is_joined_with_its_password(prosody:
                 await adapter.join(room)
     finally:
         await alice.close()
+
+
+async def test_xmpp_flooded_room_pauses_reading_and_then_relays_everything_in_order(
+    prosody: Prosody,
+) -> None:
+    """While the core cannot keep up (its sink is stalled), a busy room must not fill the
+    adapter's memory: past the inbox's high mark the adapter stops reading its socket,
+    and the stanzas wait in TCP buffers instead. Once the sink moves again, every message
+    reaches it, in order."""
+    room = prosody.room("flood")
+    alice = await XmppUser.login(prosody)
+    bob = await XmppUser.login(prosody)  # sees what the server has sent to every occupant
+    total = 3_000
+    stalled = asyncio.Event()
+    events: list[Event] = []
+
+    async def sink(event: Event) -> None:
+        await stalled.wait()
+        events.append(event)
+
+    jid, password = await asyncio.to_thread(prosody.register)
+    config = XmppConfig.model_validate(xmpp_network(prosody, jid, password))
+    adapter = XmppAdapter("xm", config, DictCursors())
+    inbox = adapter._session.inbox
+    inbox.high, inbox.low = 50, 10
+    try:
+        await adapter.start(sink)
+        await adapter.join(room)
+        await bob.join(room, "bob")
+        await alice.join(room, "alice")
+        for n in range(total):
+            alice.say(room, f"f{n}")
+        await eventually(lambda: f"f{total - 1}" in bob.bodies(room), timeout=60,
+                         what="the whole flood fanned out")  # fmt: skip
+        # One read of the socket (up to 256 KiB: a few hundred stanzas) can land past the
+        # mark; without back-pressure nearly the whole flood would wait in memory.
+        assert inbox.peak < total // 3
+        assert inbox.paused
+        stalled.set()
+        await eventually(lambda: sum(isinstance(e, Message) for e in events) == total,
+                         timeout=60, what="every message once the sink moves")  # fmt: skip
+        said = [e.text for e in events if isinstance(e, Message)]
+        assert said == [f"f{n}" for n in range(total)]
+        assert not inbox.paused
+    finally:
+        stalled.set()
+        await adapter.aclose()
+        await alice.close()
+        await bob.close()
