@@ -3,6 +3,11 @@
 Built-in adapters register in the same `imbridge.adapters` group as third-party ones, so
 the core has no list of protocols. An entry point is only imported when a config uses its
 type: a bridge without Matrix never imports matrix-nio.
+
+Validating a config needs only each type's config model, not the adapter: an adapter may
+name its model in the `imbridge.adapter_configs` group (same key as its type), and then
+`imbridge check` and config loading import that model alone, never the protocol library.
+An adapter that does not is asked for its `config_model`, which imports it whole.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from imbridge.adapter import Adapter, AdapterFactory, Cursors, MediaAdapterFacto
 from imbridge.medialinks import MediaLinks
 
 GROUP = "imbridge.adapters"
+CONFIG_GROUP = "imbridge.adapter_configs"
 
 
 def _entry_points() -> dict[str, EntryPoint]:
@@ -30,6 +36,17 @@ def adapter_class(type_name: str) -> AdapterFactory:
     if type_name not in eps:
         raise KeyError(type_name)
     return cast(AdapterFactory, eps[type_name].load())
+
+
+def config_model(type_name: str) -> type[NetworkConfig]:
+    """The model of a `networks.<name>` section of type `type_name`, importing as little
+    as its adapter allows; KeyError for an unknown type."""
+    if type_name not in _entry_points():
+        raise KeyError(type_name)
+    configs = {ep.name: ep for ep in entry_points(group=CONFIG_GROUP)}
+    if type_name in configs:
+        return cast(type[NetworkConfig], configs[type_name].load())
+    return adapter_class(type_name).config_model
 
 
 def build(

@@ -8,6 +8,7 @@ their own markup (mIRC codes, XHTML-IM, Matrix HTML). Pure functions, no I/O.
 from __future__ import annotations
 
 import html
+from collections.abc import Collection, Mapping
 from html.parser import HTMLParser
 
 import nh3
@@ -51,6 +52,28 @@ def clean(markup: str) -> RichText:
             link_rel=None,
             strip_comments=True,
         )
+    )
+
+
+def allow_only(
+    markup: str,
+    *,
+    tags: Collection[str],
+    attributes: Mapping[str, Collection[str]],
+    drop_content: Collection[str] | None = None,
+) -> str:
+    """`markup` held to a network's own allow-list (Matrix HTML is wider than the neutral
+    subset), with the neutral form's URL schemes; `drop_content` tags go with their
+    content (script and style when None). Plain markup, not `RichText`: it may hold tags
+    the neutral form lacks. Here so an adapter's sans-I/O `proto` needs no HTML library."""
+    return nh3.clean(
+        markup,
+        tags=set(tags),
+        attributes={k: set(v) for k, v in attributes.items()},
+        url_schemes=set(URL_SCHEMES),
+        clean_content_tags=set(drop_content) if drop_content is not None else None,
+        link_rel=None,
+        strip_comments=True,
     )
 
 

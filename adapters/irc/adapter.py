@@ -1,13 +1,13 @@
 """The IRC adapter: the adapter contract over one connection to one IRC network.
 
 This class only answers the contract (start, join, send, aclose) and names what IRC can
-do; the work is in its parts, each with one concern: `supervisor` connects, registers
-and reconnects; `writer` sends every line through flood control and settles each once
-delivered; `incoming` acts on control lines as they arrive and hands chat lines to the
-sink in order; `channels` joins and rejoins. What they share of the current connection
-is its `connection.Link`. Everything said or understood is built by `translate`,
-`registration` and `wire`; these modules only move lines. The adapter owns every task
-its parts start and cancels them in `aclose`.
+do; the work is in its parts, each with one concern: `session` connects, registers and
+reconnects; `send` translates each item and writes its lines through flood control,
+settling each once delivered; `receive` acts on control lines as they arrive and hands
+chat lines to the sink in order; `rooms` joins and rejoins. What they share of the
+current connection is its `connection.Link`. Everything said or understood is built by
+`proto` (translate, registration, wire); these modules only move lines. The adapter owns
+every task its parts start, in one `TaskTree`, and closes it in `aclose`.
 
 Invariants: `send` returns only once its lines were written (or, with `echo-message`,
 echoed back by the server), raises RetryableSendError for anything not yet written when
@@ -22,23 +22,21 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
-import structlog
-
 from imbridge.adapter import Capabilities, Cursors, EventSink, NetworkConfig, Outgoing, RateLimit
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.channels import Channels
-from imbridge.adapters.irc.config import IrcConfig, irc_lower
-from imbridge.adapters.irc.connection import Link, Session
-from imbridge.adapters.irc.incoming import Incoming
-from imbridge.adapters.irc.outbound import RELAY_TAG, Mask, NotSendable, max_text_bytes, to_irc
-from imbridge.adapters.irc.roster import Roster
-from imbridge.adapters.irc.supervisor import Supervisor, fail_all
-from imbridge.adapters.irc.writer import Writer
-from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
+from imbridge.adapters.irc.config import IrcConfig
+from imbridge.adapters.irc.connection import ConnectionState, Link
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.lines import Mask, max_text_bytes
+from imbridge.adapters.irc.proto.names import irc_lower
+from imbridge.adapters.irc.proto.roster import Roster
+from imbridge.adapters.irc.receive import Receiver
+from imbridge.adapters.irc.rooms import Rooms
+from imbridge.adapters.irc.send import Transmitter, Writer
+from imbridge.adapters.irc.session import Session, fail_all
+from imbridge.errors import AdapterError, RetryableSendError
 from imbridge.events import RemoteId
 from imbridge.sanitize import clean_nick
-
-log = structlog.get_logger(__name__)
+from imbridge.tasks import TaskTree
 
 
 class IrcAdapter:
@@ -65,38 +63,39 @@ class IrcAdapter:
         )
         self._roster = Roster()
         self._writer = Writer(name, config.flood)
-        self._channels = Channels(
-            name, config, link=self._link, writer=self._writer, spawn=self._spawn
+        self._rooms = Rooms(name, config, link=self._link, writer=self._writer, spawn=self._spawn)
+        self._transmitter = Transmitter(
+            name, config, link=self._link, rooms=self._rooms, writer=self._writer
         )
-        self._incoming = Incoming(
+        self._receiver = Receiver(
             name,
             cursors,
             link=self._link,
             writer=self._writer,
-            channels=self._channels,
+            rooms=self._rooms,
             roster=self._roster,
         )
-        self._supervisor = Supervisor(
+        self._session = Session(
             name,
             config,
             link=self._link,
             writer=self._writer,
-            channels=self._channels,
+            rooms=self._rooms,
             roster=self._roster,
-            on_raw=self._incoming.on_raw,
+            on_raw=self._receiver.on_raw,
         )
-        self._reset()
+        self._tasks: TaskTree | None = None
+        self._closed = False
 
     def _reset(self) -> None:
         """Fresh run state, so `start` works again after `aclose` (the daemon retries a
         network that failed to start on the same adapter)."""
-        self._channels.reset()
+        self._rooms.reset()
         self._writer.reset()
-        self._incoming.reset()
-        self._link.session = None
+        self._receiver.reset()
+        self._link.current = None
         self._link.ready = False
-        self._supervisor.first = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._session.first = None
         self._closed = False
 
     # --- the contract ---------------------------------------------------------------
@@ -118,18 +117,18 @@ class IrcAdapter:
         return self._link.enabled("echo-message")
 
     @property
-    def _session(self) -> Session | None:
-        """The current connection's session (tests check it is never replaced)."""
-        return self._link.session
+    def _connection(self) -> ConnectionState | None:
+        """The current connection (tests check it is never replaced)."""
+        return self._link.current
 
     async def start(self, sink: EventSink) -> None:
-        if self._tasks:
+        if self._tasks is not None:
             raise AdapterError(f"{self.name}: already started")
         self._reset()
-        loop = asyncio.get_running_loop()
-        first = self._supervisor.first = loop.create_future()
-        self._spawn(self._supervisor.run(), "supervise")
-        self._spawn(self._incoming.read(sink), "read")
+        self._tasks = await TaskTree(f"irc:{self.name}").__aenter__()
+        first = self._session.first = asyncio.get_running_loop().create_future()
+        self._spawn(self._session.run(), "supervise")
+        self._spawn(self._receiver.read(sink), "read")
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 await asyncio.shield(first)
@@ -144,72 +143,44 @@ class IrcAdapter:
 
     async def join(self, room: str) -> None:
         folded = irc_lower(room)
-        self._channels.rooms[folded] = room
-        s = self._link.session
+        self._rooms.rooms[folded] = room
+        s = self._link.current
         if s is None or not s.registration.done:
             return  # joined when the connection is up
-        if folded in self._channels.joined:
+        if folded in self._rooms.joined:
             return
-        await self._channels.join(folded)
+        await self._rooms.join(folded)
 
     async def send(self, item: Outgoing) -> RemoteId:
-        if not self.connected:
-            raise RetryableSendError(f"{self.name}: not connected")
-        folded = irc_lower(item.room)
-        # An answer to a private message goes to a nick, which needs no join.
-        if folded not in self._channels.joined and not item.event.origin.direct:
-            raise RetryableSendError(f"{self.name}: not in {item.room}")
-        tags = {RELAY_TAG: ""} if self.tags_enabled else None
-        try:
-            out = to_irc(
-                item.event,
-                item.room,
-                mask=self._link.mask,
-                max_lines=self.config.max_lines,
-                tags=tags,
-            )
-        except (NotSendable, wire.UnsafeLine) as exc:
-            raise PermanentSendError(f"{self.name}: {exc}") from None
-        if out.truncated_lines:
-            log.info(
-                "message_truncated", network=self.name, room=item.room, lines=out.truncated_lines
-            )
-        s = self._link.session
-        ids = await self._writer.send(
-            out.lines,
-            echo=self.echo_enabled and out.is_message,
-            target=folded,
-            conn=s.conn if s is not None else None,
-            timeout=self.config.send_timeout,
-        )
-        return RemoteId(next((i for i in ids if i), item.txn_id))
+        return await self._transmitter.send(item)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._link.ready = False
-        s = self._link.session
+        s = self._link.current
         if s is not None and s.conn.connected:
             # A polite QUIT, but the socket is closed whatever happens next.
             with contextlib.suppress(Exception):
                 s.conn.send_raw(wire.build("QUIT", trailing="imbridge stopping"))
             s.conn.disconnect()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks, self._tasks = self._tasks, None
+        if tasks is not None:
+            await tasks.aclose()
         if s is not None and not s.lost.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1):
                     await s.lost
         if s is not None:
             s.conn.abort()
-        fail_all(self._writer, self._channels, RetryableSendError(f"{self.name}: adapter closed"))
+        fail_all(self._writer, self._rooms, RetryableSendError(f"{self.name}: adapter closed"))
 
     # --- tasks ----------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=f"irc:{self.name}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """A task of this adapter's tree; after `aclose` there is none to start."""
+        if self._tasks is None or self._tasks.closed:
+            coro.close()
+            return
+        self._tasks.spawn(coro, name=f"irc:{self.name}:{name}", network=self.name)

@@ -16,13 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from imbridge.adapter import NetworkConfig
+from imbridge.adapters.irc.proto.names import irc_lower
 from imbridge.hosts import is_loopback_host
 
 # RFC 2812 §2.3.1: a nick starts with a letter or special, then letters, digits, specials, -.
 _NICK = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
 # RFC 2812 §1.3: channel names start with & # + !, and hold no space, comma, BEL or colon.
 _CHANNEL = re.compile(r"^[#&+!][^\x00\x07\r\n ,:]{1,199}$")
-CHANNEL_PREFIXES = ("#", "&", "+", "!")
 
 
 def valid_nick(value: str) -> str:
@@ -197,11 +197,3 @@ class IrcConfig(NetworkConfig):
             if irc_lower(name) == folded:
                 return key.get_secret_value()
         return ""
-
-
-def irc_lower(name: str) -> str:
-    """RFC 1459 case folding (the default CASEMAPPING): []\\~ are the upper case of {}|^."""
-    return name.lower().translate(_RFC1459)
-
-
-_RFC1459 = str.maketrans("[]\\~", "{}|^")

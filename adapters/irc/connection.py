@@ -2,10 +2,10 @@
 
 `Connection` is the `irc` library's asyncio connection with lines handed over raw and a
 last check at the socket: nothing holding CR, LF or NUL, or longer than 512 bytes, is
-ever written, whatever built it. `Session` is what lives exactly as long as one
+ever written, whatever built it. `ConnectionState` is what lives exactly as long as one
 connection; `Link` is the adapter's view of the current one (which session, whether it
-is ready for sends, under which nick and mask), read and updated by the supervisor, the
-incoming dispatch and the facade alike.
+is ready for sends, under which nick and mask), read and updated by the session, the
+receiver and the adapter alike.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from irc.client_aio import AioConnection, AioReactor
 from irc.connection import AioFactory
 from jaraco.stream.buffer import LineBuffer
 
-from imbridge.adapters.irc import wire
 from imbridge.adapters.irc.config import IrcConfig
-from imbridge.adapters.irc.outbound import Mask
-from imbridge.adapters.irc.registration import Registration
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.lines import Mask
+from imbridge.adapters.irc.proto.registration import Registration
 
 
 class ConnectionLost(Exception):
@@ -81,7 +81,7 @@ class Connection(AioConnection):  # type: ignore[misc]  # the irc library is unt
 
 
 @dataclass(slots=True)
-class Session:
+class ConnectionState:
     """What lives exactly as long as one connection."""
 
     conn: Connection
@@ -102,17 +102,17 @@ class Link:
 
     nick: str
     mask: Mask
-    session: Session | None = None
+    current: ConnectionState | None = None
     ready: bool = False  # registered and rejoined: sends may go out
 
     @property
     def connected(self) -> bool:
-        s = self.session
+        s = self.current
         return self.ready and s is not None and s.conn.connected
 
     def enabled(self, capability: str) -> bool:
         """Whether the current connection negotiated `capability` (IRCv3 CAP)."""
-        s = self.session
+        s = self.current
         return s is not None and capability in s.registration.enabled
 
 

@@ -280,7 +280,7 @@ def _networks(
             issues.append(issue((*loc, "type"), lines, f"is required: one of {', '.join(known)}"))
             continue
         try:
-            model = registry.adapter_class(kind).config_model
+            model = registry.config_model(kind)
         except KeyError:
             issues.append(
                 issue(

@@ -90,7 +90,7 @@ async def test_relayed_text_never_injects_a_command(
     await asyncio.gather(bob.join(chan), observer.join(other))
     async with Harness(server) as relay:
         await relay.join(chan)
-        session = relay._session  # the one connection: it must never be replaced
+        connection = relay._connection  # the one connection: it must never be replaced
         for template in INJECTIONS:
             text = template.format(other=other, chan=chan, bob=bob.nick)
             await relay.send(outgoing(chan, text))
@@ -100,7 +100,7 @@ async def test_relayed_text_never_injects_a_command(
         assert observer.messages(other) == []
         assert [s for s in observer.seen if s.nick == "relay"] == []
         assert relay.connected
-        assert relay._session is session
+        assert relay._connection is connection
         assert not [s for s in bob.seen if s.kind in ("kick", "part", "quit")]
         texts = bob.texts(chan, "relay")
         assert f"PRIVMSG {other} :crlf injected" in texts  # shown as text, not obeyed

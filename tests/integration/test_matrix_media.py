@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from imbridge.adapters.matrix import MatrixAdapter, MatrixConfig
-from imbridge.adapters.matrix.translate import media_url
+from imbridge.adapters.matrix.proto.translate import media_url
 from imbridge.adapters.memory import MemoryAdapter
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from imbridge import codec
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.inbound import Inbound, to_core
-from imbridge.adapters.irc.roster import Roster
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.roster import Roster
+from imbridge.adapters.irc.proto.translate import Context, to_core
 from imbridge.config import parse_config
 from imbridge.errors import ConfigError
 from imbridge.events import Join, Message, Sender
@@ -30,7 +30,7 @@ def feed(lines: list[str], *, account_tag: bool = False) -> list[Message | Join]
     for raw in lines:
         line = wire.parse(raw)
         assert line is not None, raw
-        ctx = Inbound(
+        ctx = Context(
             network="irc", own_nick="relay", rooms=ROOMS,
             account_tag=account_tag, accounts=roster.accounts,
         )  # fmt: skip

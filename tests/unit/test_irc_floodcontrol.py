@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imbridge.adapters.irc.floodcontrol import AckWindow
+from imbridge.adapters.irc.proto.floodcontrol import AckWindow
 
 
 def test_window_fills_marks_at_half_and_a_pong_frees_what_it_covers() -> None:

@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imbridge.adapters.irc.formatting import irc_to_rich, rich_to_irc, strip_codes, tokens
+from imbridge.adapters.irc.proto.formatting import irc_to_rich, rich_to_irc, strip_codes, tokens
 from imbridge.richtext import clean, to_plain
 
 CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

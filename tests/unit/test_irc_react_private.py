@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.inbound import REPLY_TAG, Inbound, to_core
-from imbridge.adapters.irc.roster import Roster
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.roster import Roster
+from imbridge.adapters.irc.proto.translate import REPLY_TAG, Context, to_core
 from imbridge.events import Event, EventId, Message, MessageKind, Reaction
 
 LINES = (
@@ -23,7 +23,7 @@ def events_of(number: int) -> list[Event]:
     line = wire.parse(LINES[number].encode())
     assert line is not None
     ref = line.tags.get(REPLY_TAG)
-    ctx = Inbound(network="irc", own_nick="relay", rooms={"#room": "#room"},
+    ctx = Context(network="irc", own_nick="relay", rooms={"#room": "#room"},
                   reply_to=KNOWN.get(ref) if ref else None)  # fmt: skip
     return to_core(line, ctx, Roster())
 
@@ -46,7 +46,7 @@ def test_other_tagmsg_and_reaction_to_an_unknown_message_give_nothing() -> None:
     assert events_of(3) == []  # a typing notice
     line = wire.parse(LINES[1].replace("m-orig", "m-never-seen").encode())
     assert line is not None
-    ctx = Inbound(network="irc", own_nick="relay", rooms={"#room": "#room"})
+    ctx = Context(network="irc", own_nick="relay", rooms={"#room": "#room"})
     assert to_core(line, ctx, Roster()) == []
 
 

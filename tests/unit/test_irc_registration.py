@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from imbridge.adapters.irc import wire
 from imbridge.adapters.irc.config import IrcConfig
-from imbridge.adapters.irc.registration import Registration, RegistrationFailed, is_throttle
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.registration import Registration, RegistrationFailed, is_throttle
 
 
 def config(**kw: Any) -> IrcConfig:

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.formatting import strip_codes
-from imbridge.adapters.irc.inbound import Inbound, to_core
-from imbridge.adapters.irc.outbound import Mask, NotSendable, build_lines, text_budget, to_irc
-from imbridge.adapters.irc.registration import sasl_plain
-from imbridge.adapters.irc.roster import Roster
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.formatting import strip_codes
+from imbridge.adapters.irc.proto.lines import Mask, build_lines, text_budget
+from imbridge.adapters.irc.proto.registration import sasl_plain
+from imbridge.adapters.irc.proto.roster import Roster
+from imbridge.adapters.irc.proto.translate import Context, NotSendable, to_core, to_wire
 from imbridge.events import (
     Attachment,
     Delete,
@@ -65,12 +65,12 @@ def check_wire_safe(lines: tuple[str, ...], mask: Mask = MASK) -> None:
 
 
 def test_text_emote_and_notice_become_privmsg_action_and_notice() -> None:
-    out = to_irc(msg("<alice@xm> hi"), "#c", mask=MASK, max_lines=5)
+    out = to_wire(msg("<alice@xm> hi"), "#c", mask=MASK, max_lines=5)
     assert out.lines == ("PRIVMSG #c :<alice@xm> hi",)
-    emote = to_irc(msg("<alice@xm> waves", kind=MessageKind.EMOTE), "#c",
+    emote = to_wire(msg("<alice@xm> waves", kind=MessageKind.EMOTE), "#c",
                              mask=MASK, max_lines=5)  # fmt: skip
     assert emote.lines == ("PRIVMSG #c :\x01ACTION <alice@xm> waves\x01",)
-    notice = to_irc(msg("note", kind=MessageKind.NOTICE), "#c", mask=MASK,
+    notice = to_wire(msg("note", kind=MessageKind.NOTICE), "#c", mask=MASK,
                               max_lines=5)  # fmt: skip
     assert notice.lines == ("NOTICE #c :note",)
 
@@ -78,14 +78,14 @@ def test_text_emote_and_notice_become_privmsg_action_and_notice() -> None:
 def test_rich_text_becomes_mirc_codes_and_attachments_their_urls() -> None:
     event = msg("<alice@xm> hi bold", rich=RichText("&lt;alice@xm&gt; hi <b>bold</b>"),
                 attachments=(Attachment(url="https://f.example/cat.png"),))  # fmt: skip
-    out = to_irc(event, "#c", mask=MASK, max_lines=5)
+    out = to_wire(event, "#c", mask=MASK, max_lines=5)
     assert out.lines == ("PRIVMSG #c :<alice@xm> hi \x02bold",
                          "PRIVMSG #c :https://f.example/cat.png")  # fmt: skip
 
 
 def test_injection_attempts_stay_inside_the_text() -> None:
     text = "hi\r\nQUIT :bye\rJOIN #evil\0\x01ACTION x\x01 PRIVMSG #other :pwned"
-    out = to_irc(msg(text), "#c", mask=MASK, max_lines=5)
+    out = to_wire(msg(text), "#c", mask=MASK, max_lines=5)
     check_wire_safe(out.lines)
     assert all(line.startswith("PRIVMSG #c :") for line in out.lines)
     assert trailing_texts(out.lines) == ["hi", "QUIT :bye", "JOIN #evilACTION x PRIVMSG "
@@ -113,7 +113,7 @@ def test_multibyte_text_is_never_cut_inside_a_character_or_before_a_combining_ma
 
 
 def test_lines_past_the_limit_are_replaced_by_a_notice() -> None:
-    out = to_irc(msg("\n".join(f"l{i}" for i in range(12))), "#c", mask=MASK,
+    out = to_wire(msg("\n".join(f"l{i}" for i in range(12))), "#c", mask=MASK,
                            max_lines=5)  # fmt: skip
     assert out.lines[:5] == tuple(f"PRIVMSG #c :l{i}" for i in range(5))
     assert out.lines[5] == "NOTICE #c :[7 more lines not shown]"
@@ -130,23 +130,23 @@ def test_a_known_host_leaves_more_room_per_line() -> None:
 
 def test_delete_cannot_be_sent_and_other_events_have_a_text_form() -> None:
     with pytest.raises(NotSendable):
-        to_irc(Delete(id=EventId("d"), origin=ORIGIN, target=EventId("e1")), "#c",
+        to_wire(Delete(id=EventId("d"), origin=ORIGIN, target=EventId("e1")), "#c",
                          mask=MASK, max_lines=5)  # fmt: skip
     edit = Edit(id=EventId("x"), origin=ORIGIN, target=EventId("e1"), text="fixed")
-    assert to_irc(edit, "#c", mask=MASK, max_lines=5).lines == ("PRIVMSG #c :fixed",)
+    assert to_wire(edit, "#c", mask=MASK, max_lines=5).lines == ("PRIVMSG #c :fixed",)
     topic = Topic(id=EventId("t"), origin=ORIGIN, text="new\ntopic")
-    assert to_irc(topic, "#c", mask=MASK, max_lines=5).lines == ("TOPIC #c :new topic",)
+    assert to_wire(topic, "#c", mask=MASK, max_lines=5).lines == ("TOPIC #c :new topic",)
     join = Join(id=EventId("j"), origin=ORIGIN)
-    assert to_irc(join, "#c", mask=MASK, max_lines=5).lines == (
+    assert to_wire(join, "#c", mask=MASK, max_lines=5).lines == (
         "NOTICE #c :*** alice joined on xm",
     )
     away = Presence(id=EventId("p"), origin=ORIGIN, state=PresenceState.AWAY, status="lunch")
-    assert "is away: lunch" in to_irc(away, "#c", mask=MASK, max_lines=5).lines[0]
+    assert "is away: lunch" in to_wire(away, "#c", mask=MASK, max_lines=5).lines[0]
 
 
 def test_unsafe_target_is_refused() -> None:
     with pytest.raises(wire.UnsafeLine):
-        to_irc(msg("x"), "#c QUIT", mask=MASK, max_lines=5)
+        to_wire(msg("x"), "#c QUIT", mask=MASK, max_lines=5)
 
 
 def test_sasl_plain_payload_is_chunked_at_400_bytes() -> None:
@@ -177,7 +177,7 @@ def test_any_text_gives_wire_safe_lines_that_carry_it_whole_and_in_order(
 ) -> None:
     if not text:
         return
-    out = to_irc(msg(text, kind=kind), target, mask=MASK, max_lines=1_000)
+    out = to_wire(msg(text, kind=kind), target, mask=MASK, max_lines=1_000)
     check_wire_safe(out.lines)
     carried = []
     for seen in trailing_texts(out.lines):
@@ -214,9 +214,9 @@ def recorded(name: str) -> list[wire.Line]:
     return [line for line in lines if line is not None]
 
 
-def inbound(own: str = "bob") -> Inbound:
+def inbound(own: str = "bob") -> Context:
     fixed = datetime(2026, 1, 1, tzinfo=UTC)
-    return Inbound(network="irc", own_nick=own, rooms={"#room": "#Room"},
+    return Context(network="irc", own_nick=own, rooms={"#room": "#Room"},
                              now=lambda: fixed)  # fmt: skip
 
 
@@ -288,7 +288,7 @@ def test_quit_and_kick_become_leaves_in_the_shared_channels_only() -> None:
 def test_reply_tag_resolved_by_the_adapter_lands_on_the_message() -> None:
     line = wire.parse("@+draft/reply=m1 :alice!a@h PRIVMSG #room :yes")
     assert line is not None
-    ctx = Inbound(network="irc", own_nick="bob", rooms={"#room": "#room"},
+    ctx = Context(network="irc", own_nick="bob", rooms={"#room": "#room"},
                             reply_to=EventId("ev-1"))  # fmt: skip
     (event,) = to_core(line, ctx, Roster())
     assert isinstance(event, Message)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imbridge.adapters.irc import wire
+from imbridge.adapters.irc.proto import wire
 
 DATA = Path(__file__).parent.parent / "data" / "irc"
 

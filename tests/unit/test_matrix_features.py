@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from imbridge.adapters.matrix.translate import direct_inviter, parse_event, to_core
+from imbridge.adapters.matrix.proto.translate import direct_inviter, parse_event, to_core
 from imbridge.events import Delete, EventId, Message, Reaction, RemoteId, new_event_id
 
 HS = "http://127.0.0.1:8008"

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imbridge.adapter import Outgoing
-from imbridge.adapters.matrix.formatting import MATRIX_TAGS, from_matrix, to_matrix
-from imbridge.adapters.matrix.translate import SendWire, parse_event, to_core, to_wire
+from imbridge.adapters.matrix.proto.formatting import MATRIX_TAGS, from_matrix, to_matrix
+from imbridge.adapters.matrix.proto.translate import SendWire, parse_event, to_core, to_wire
 from imbridge.events import Message, RichText, new_event_id
 from imbridge.richtext import ALLOWED_TAGS, URL_SCHEMES
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from imbridge.adapter import Outgoing
-from imbridge.adapters.matrix.translate import (
+from imbridge.adapters.matrix.proto.translate import (
     RELAY_KEY,
-    Inbound,
+    ParsedEvent,
     RedactWire,
     SendWire,
     media_url,
@@ -43,7 +43,7 @@ SAMPLES: dict[str, dict[str, Any]] = json.loads(
 )
 
 
-def parsed(name: str) -> Inbound:
+def parsed(name: str) -> ParsedEvent:
     result = parse_event(SAMPLES[name], HS)
     assert result is not None, name
     return result

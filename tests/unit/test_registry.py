@@ -3,8 +3,13 @@ when the class declares that it links media."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import ClassVar, cast
+
+import pytest
 
 from imbridge import registry
 from imbridge.adapter import Adapter, AdapterFactory, Cursors, NetworkConfig
@@ -50,3 +55,56 @@ def test_media_links_go_to_adapters_that_declare_them(tmp_path: Path) -> None:
     silent = build(KeywordButSilent, links)
     assert isinstance(silent, KeywordButSilent)
     assert silent.links is None
+
+
+LIGHT = """\
+bridge:
+  state_dir: ./state
+networks:
+  chat:
+    type: irc
+    host: 127.0.0.1
+    tls: false
+    allow_cleartext: true
+    nick: relay
+  rooms:
+    type: matrix
+    homeserver: http://127.0.0.1:8008
+    user_id: "@relay:localhost"
+    access_token: not-a-real-token
+gateways:
+  ops:
+    rooms:
+      - {network: chat, room: "#x"}
+      - {network: rooms, room: "!y:localhost"}
+"""
+PROBE = """
+import sys
+from imbridge.cli import main
+code = main(["check", "-c", sys.argv[1]])
+libraries = ("irc", "nio", "slixmpp", "jaraco.stream")
+print("exit", code, "loaded:", *sorted(m for m in libraries if m in sys.modules))
+"""
+
+
+def test_check_imports_no_protocol_library_to_validate_a_config(tmp_path: Path) -> None:
+    """`imbridge check` needs each network's config model, not its client library: an
+    operator validating a config (or a CI job) does not pay for irc, nio or slixmpp."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(LIGHT)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert "ok (2 networks" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "exit 0 loaded:"
+
+
+def test_an_adapter_without_a_config_entry_point_is_asked_for_its_model() -> None:
+    assert registry.config_model("memory") is MemoryConfig
+    with pytest.raises(KeyError):
+        registry.config_model("telex")

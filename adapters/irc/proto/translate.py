@@ -1,6 +1,11 @@
-"""IRC lines → core events, as pure functions: each incoming line becomes at most a few
-events with cleaned text and nicks, and keeps the `Roster` up to date, which is what lets
-a QUIT or NICK (naming no channel) become an event in each shared channel. No I/O here.
+"""IRC lines ⇄ core events, as pure functions.
+
+Incoming (`to_core`), each line becomes at most a few events with cleaned text and
+nicks, and keeps the `Roster` up to date, which is what lets a QUIT or NICK (naming no
+channel) become an event in each shared channel; what a line means beyond itself (the
+rooms joined, the relay's nick, the event a reply names) comes in its `Context`.
+Outgoing (`to_wire`), an event becomes the lines that say it in a channel, cut to fit
+the wire by `lines`. No I/O here.
 
 A PRIVMSG to the relay's own nick is a private message to the relay account: it becomes
 a message with `Origin.direct`, its room the sender's nick (where the answer goes).
@@ -20,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import assert_never
 
-from imbridge.adapters.irc import formatting, wire
-from imbridge.adapters.irc.config import irc_lower
-from imbridge.adapters.irc.outbound import RELAY_TAG
-from imbridge.adapters.irc.roster import Roster
+from imbridge.adapters.irc.proto import formatting, wire
+from imbridge.adapters.irc.proto.lines import Mask, Outbound, build_lines, split_line, text_budget
+from imbridge.adapters.irc.proto.names import irc_lower
+from imbridge.adapters.irc.proto.roster import Roster
 from imbridge.events import (
+    Delete,
+    Edit,
     Event,
     EventId,
     Join,
@@ -45,6 +53,10 @@ from imbridge.events import (
 from imbridge.richtext import clean as clean_rich
 from imbridge.sanitize import clean_nick, clean_text
 
+RELAY_TAG = "+imbridge/relayed"
+"""Client-only tag (IRCv3 message-tags) on every line the relay sends, where the server
+supports tags, so a peer bridge in the same channel knows not to relay it again."""
+
 REPLY_TAG = "+draft/reply"
 REACT_TAG = "+draft/react"
 UNREACT_TAG = "+draft/unreact"
@@ -54,8 +66,8 @@ NAMES_PREFIXES = "~&@%+!"
 
 
 @dataclass(frozen=True, slots=True)
-class Inbound:
-    """What translating an incoming line needs besides the line."""
+class Context:
+    """What translating an incoming line needs besides the line: the translation context."""
 
     network: str
     own_nick: str
@@ -63,6 +75,8 @@ class Inbound:
     """Folded channel name → room name as the core knows it (joined rooms only)."""
     reply_to: EventId | None = None
     now: Callable[[], datetime] = utcnow
+    new_id: Callable[[], EventId] = new_event_id
+    """Where the ids and the time of new events come from: inputs, never made here."""
     account_tag: bool = False
     """The server sends the `account` tag (account-tag negotiated)."""
     accounts: Mapping[str, str] = field(default_factory=dict)
@@ -126,7 +140,7 @@ def _kind(command: str, text: str) -> tuple[MessageKind, str] | None:
     return (MessageKind.EMOTE, body) if ctcp == "ACTION" else None
 
 
-def message_to_core(line: wire.Line, ctx: Inbound) -> Message | None:
+def message_to_core(line: wire.Line, ctx: Context) -> Message | None:
     """A PRIVMSG/NOTICE to a joined channel (CTCP ACTION as an emote), or a PRIVMSG to
     the relay itself (a private message); None for other CTCP, notices to the relay
     (services talk that way, and a notice is never answered), server notices and the
@@ -146,7 +160,7 @@ def message_to_core(line: wire.Line, ctx: Inbound) -> Message | None:
     if not text.strip():
         return None
     return Message(
-        id=new_event_id(),
+        id=ctx.new_id(),
         origin=ctx.origin(line, room, direct=direct),
         text=text,
         rich=clean_rich(rich) if rich is not None else None,
@@ -155,26 +169,26 @@ def message_to_core(line: wire.Line, ctx: Inbound) -> Message | None:
     )
 
 
-Handler = Callable[[wire.Line, Inbound, Roster], list[Event]]
+Handler = Callable[[wire.Line, Context, Roster], list[Event]]
 
 
-def to_core(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def to_core(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     """The events one incoming line stands for, updating `roster` as the line says.
     Lines of the relay itself (its joins, its echoes) give no event."""
     handler = _HANDLERS.get(line.command)
     return handler(line, ctx, roster) if handler else []
 
 
-def _is_self(line: wire.Line, ctx: Inbound) -> bool:
+def _is_self(line: wire.Line, ctx: Context) -> bool:
     return irc_lower(line.nick) == irc_lower(ctx.own_nick)
 
 
-def _message(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _message(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     msg = message_to_core(line, ctx)
     return [msg] if msg else []
 
 
-def reaction_to_core(line: wire.Line, ctx: Inbound) -> Reaction | None:
+def reaction_to_core(line: wire.Line, ctx: Context) -> Reaction | None:
     """A TAGMSG reacting to a message the bridge knows (`ctx.reply_to`, resolved from
     `+draft/reply`); None for any other TAGMSG (typing notices, ...)."""
     if line.source is None or line.source.is_server or ctx.is_own(line.nick):
@@ -186,16 +200,16 @@ def reaction_to_core(line: wire.Line, ctx: Inbound) -> Reaction | None:
     if not key or place is None or ctx.reply_to is None:
         return None
     room, direct = place
-    return Reaction(id=new_event_id(), origin=ctx.origin(line, room, direct=direct),
+    return Reaction(id=ctx.new_id(), origin=ctx.origin(line, room, direct=direct),
                     target=ctx.reply_to, key=key, removed=removed)  # fmt: skip
 
 
-def _reaction(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _reaction(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     reaction = reaction_to_core(line, ctx)
     return [reaction] if reaction else []
 
 
-def _join(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _join(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     room = ctx.room(line.param(0))
     if room is None:
         return []
@@ -206,10 +220,10 @@ def _join(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
     roster.add(line.param(0), line.nick)
     if len(line.params) >= 3:  # IRCv3 extended-join: `JOIN #chan account :realname`
         roster.set_account(line.nick, line.param(1))
-    return [Join(id=new_event_id(), origin=ctx.origin(line, room))]
+    return [Join(id=ctx.new_id(), origin=ctx.origin(line, room))]
 
 
-def _part(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _part(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     room = ctx.room(line.param(0))
     if room is None:
         return []
@@ -218,20 +232,20 @@ def _part(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
         return []
     roster.remove(line.param(0), line.nick)
     reason = _one_line(line.param(1))
-    return [Leave(id=new_event_id(), origin=ctx.origin(line, room), reason=reason)]
+    return [Leave(id=ctx.new_id(), origin=ctx.origin(line, room), reason=reason)]
 
 
-def _quit(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _quit(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     if _is_self(line, ctx):
         return []
     reason = _one_line(line.param(0))
     return [
-        Leave(id=new_event_id(), origin=ctx.origin(line, room), reason=reason)
+        Leave(id=ctx.new_id(), origin=ctx.origin(line, room), reason=reason)
         for room in _rooms(ctx, roster.quit(line.nick))
     ]
 
 
-def _nick(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _nick(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     new = line.param(0)
     chans = roster.rename(line.nick, new)
     if _is_self(line, ctx) or not new:
@@ -239,32 +253,32 @@ def _nick(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
     reason = f"now known as {clean_nick(new)}"
     events: list[Event] = []
     for room in _rooms(ctx, chans):
-        events.append(Leave(id=new_event_id(), origin=ctx.origin(line, room), reason=reason))
-        events.append(Join(id=new_event_id(), origin=ctx.origin(line, room, new)))
+        events.append(Leave(id=ctx.new_id(), origin=ctx.origin(line, room), reason=reason))
+        events.append(Join(id=ctx.new_id(), origin=ctx.origin(line, room, new)))
     return events
 
 
-def _topic(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _topic(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     room = ctx.room(line.param(0))
     if _is_self(line, ctx) or room is None:
         return []
     text = clean_text(formatting.strip_codes(line.param(1)))
-    return [Topic(id=new_event_id(), origin=ctx.origin(line, room), text=text)]
+    return [Topic(id=ctx.new_id(), origin=ctx.origin(line, room), text=text)]
 
 
-def _away(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _away(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     """IRCv3 away-notify: AWAY with a reason is away, without one is back."""
     if _is_self(line, ctx):
         return []
     state = PresenceState.AWAY if line.params else PresenceState.ONLINE
     status = _one_line(line.param(0))
     return [
-        Presence(id=new_event_id(), origin=ctx.origin(line, room), state=state, status=status)
+        Presence(id=ctx.new_id(), origin=ctx.origin(line, room), state=state, status=status)
         for room in _rooms(ctx, roster.channels_of(line.nick))
     ]
 
 
-def _names(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _names(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     """RPL_NAMREPLY `<me> <type> <channel> :<names>` (with multi-prefix: `@+nick`)."""
     channel = line.param(2)
     if ctx.room(channel) is not None:
@@ -273,7 +287,7 @@ def _names(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
     return []
 
 
-def _kick(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _kick(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     channel, victim = line.param(0), line.param(1)
     room = ctx.room(channel)
     if room is None or not victim:
@@ -284,10 +298,10 @@ def _kick(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
     roster.remove(channel, victim)
     why = _one_line(line.param(2))
     reason = f"kicked by {clean_nick(line.nick)}" + (f": {why}" if why else "")
-    return [Leave(id=new_event_id(), origin=ctx.origin(line, room, victim), reason=reason)]
+    return [Leave(id=ctx.new_id(), origin=ctx.origin(line, room, victim), reason=reason)]
 
 
-def _account(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _account(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     """IRCv3 account-notify: `ACCOUNT name` on login, `ACCOUNT *` on logout."""
     roster.set_account(line.nick, line.param(0))
     return []
@@ -297,7 +311,7 @@ WHOX_MARK = "152"
 """Marks the replies to the relay's own `WHO #chan %tna,152`, and no one else's."""
 
 
-def _whox(line: wire.Line, ctx: Inbound, roster: Roster) -> list[Event]:
+def _whox(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     """RPL_WHOSPCRPL `<me> 152 <nick> <account>` (account `0`: not logged in)."""
     if line.param(1) == WHOX_MARK and line.param(2):
         roster.set_account(line.param(2), line.param(3))
@@ -308,7 +322,7 @@ def _one_line(text: str) -> str:
     return clean_text(formatting.strip_codes(text)).replace("\n", " ")
 
 
-def _rooms(ctx: Inbound, channels: Iterable[str]) -> list[str]:
+def _rooms(ctx: Context, channels: Iterable[str]) -> list[str]:
     return [r for r in (ctx.room(c) for c in channels) if r is not None]
 
 
@@ -327,3 +341,86 @@ _HANDLERS: dict[str, Handler] = {
     "ACCOUNT": _account,
     "354": _whox,
 }
+
+
+# --- outgoing --------------------------------------------------------------------
+
+
+class NotSendable(ValueError):
+    """An event IRC cannot carry at all (a delete): permanent, never retried."""
+
+
+def message_body(event: Message | Edit) -> str:
+    """IRC text of a message: mIRC codes from the rich form when there is one, plain
+    text otherwise, and the URL of each attachment the text does not already show."""
+    if event.rich is not None:
+        body = formatting.rich_to_irc(clean_rich(event.rich))
+        if not formatting.strip_codes(body).strip():
+            body = clean_text(event.text)
+    else:
+        body = clean_text(event.text)
+    if isinstance(event, Message):
+        urls = [a.url for a in event.attachments if a.url not in body]
+        body = "\n".join(part for part in (body, *map(clean_text, urls)) if part)
+    return body
+
+
+def to_wire(
+    event: Event,
+    target: str,
+    *,
+    mask: Mask,
+    max_lines: int,
+    tags: dict[str, str] | None = None,
+) -> Outbound:
+    """The lines that carry `event` into channel `target`. Raises NotSendable for what
+    IRC cannot express (deleting a line), wire.UnsafeLine for a target that is not one."""
+    command, action, body = "PRIVMSG", False, ""
+    match event:
+        case Message():
+            body = message_body(event)
+            if event.kind is MessageKind.NOTICE:
+                command = "NOTICE"
+            action = event.kind is MessageKind.EMOTE
+        case Edit():
+            body = message_body(event)
+        case Topic():
+            text = formatting.strip_codes(clean_text(event.text)).replace("\n", " ")
+            budget = text_budget(mask, "TOPIC", target)
+            piece = split_line(text, budget)[:1] or [""]
+            line = wire.build("TOPIC", target, trailing=piece[0])
+            return Outbound((line,), is_message=False)
+        case Join() | Leave() | Presence():
+            body, command = describe(event), "NOTICE"
+        case Delete():
+            raise NotSendable("IRC cannot delete a line")
+        case Reaction():
+            raise NotSendable("reactions are not relayed")
+        case _:
+            assert_never(event)
+    return build_lines(
+        body,
+        target,
+        command=command,
+        action=action,
+        mask=mask,
+        max_lines=max_lines,
+        tags=tags,
+    )
+
+
+def describe(event: Join | Leave | Presence) -> str:
+    """One line for a membership or presence change the core asked to show."""
+    who = clean_nick(event.origin.sender.name or event.origin.sender.id)
+    where = clean_nick(event.origin.network)
+    match event:
+        case Join():
+            return f"*** {who} joined on {where}"
+        case Leave():
+            reason = clean_text(event.reason).replace("\n", " ")
+            return f"*** {who} left {where}" + (f" ({reason})" if reason else "")
+        case Presence():
+            status = clean_text(event.status).replace("\n", " ")
+            return f"*** {who} is {event.state.value}" + (f": {status}" if status else "")
+        case _:
+            assert_never(event)

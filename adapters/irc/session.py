@@ -22,14 +22,20 @@ import structlog
 from irc.client_aio import AioReactor
 from irc.connection import AioFactory
 
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.channels import Channels
 from imbridge.adapters.irc.config import IrcConfig
-from imbridge.adapters.irc.connection import Connection, ConnectionLost, Link, Session, ssl_context
-from imbridge.adapters.irc.outbound import Mask
-from imbridge.adapters.irc.registration import Registration, RegistrationFailed, is_throttle
-from imbridge.adapters.irc.roster import Roster
-from imbridge.adapters.irc.writer import Writer
+from imbridge.adapters.irc.connection import (
+    Connection,
+    ConnectionLost,
+    ConnectionState,
+    Link,
+    ssl_context,
+)
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.lines import Mask
+from imbridge.adapters.irc.proto.registration import Registration, RegistrationFailed, is_throttle
+from imbridge.adapters.irc.proto.roster import Roster
+from imbridge.adapters.irc.rooms import Rooms
+from imbridge.adapters.irc.send import Writer
 from imbridge.errors import AdapterError, RetryableSendError
 
 log = structlog.get_logger(__name__)
@@ -37,8 +43,8 @@ log = structlog.get_logger(__name__)
 _STABLE_SESSION = 30.0  # a connection that lasted this long resets the backoff
 
 
-class Supervisor:
-    """Runs sessions and reconnects; `first` tells `start` how the first login went."""
+class Session:
+    """Runs one connection after another; `first` tells `start` how the first login went."""
 
     def __init__(
         self,
@@ -47,7 +53,7 @@ class Supervisor:
         *,
         link: Link,
         writer: Writer,
-        channels: Channels,
+        rooms: Rooms,
         roster: Roster,
         on_raw: Callable[[bytes], None],
     ) -> None:
@@ -56,7 +62,7 @@ class Supervisor:
         self._ssl = ssl_context(config) if config.tls else None
         self._link = link
         self._writer = writer
-        self._channels = channels
+        self._rooms = rooms
         self._roster = roster
         self._on_raw = on_raw
         self.first: asyncio.Future[None] | None = None
@@ -77,7 +83,7 @@ class Supervisor:
                 # either: the first start fails at once with the reason.
                 self._note_failure(f"TLS certificate refused: {exc.verify_message}", fatal=True)
             except (OSError, TimeoutError, ConnectionLost, ssl.SSLError) as exc:
-                reason = self._link.session.error if self._link.session else ""
+                reason = self._link.current.error if self._link.current else ""
                 throttled = is_throttle(reason)
                 self._note_failure(reason or repr(exc), fatal=False)
             except Exception:  # a bug in one session must not end reconnecting
@@ -103,8 +109,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         reg = Registration(self.config)
         conn = Connection(AioReactor(loop=loop), self._on_raw, self.on_lost)
-        s = Session(conn, reg, loop.create_future(), loop.create_future())
-        self._link.session = s
+        s = ConnectionState(conn, reg, loop.create_future(), loop.create_future())
+        self._link.current = s
         self._writer.new_connection()
         async with asyncio.timeout(self.config.connect_timeout):
             factory = AioFactory(
@@ -130,7 +136,7 @@ class Supervisor:
         # Owned by this session: cancelled and awaited before it returns, however it ends.
         workers = [loop.create_task(self._writer.run(s)), loop.create_task(self._keepalive(s))]
         try:
-            await self._channels.rejoin_all()
+            await self._rooms.rejoin_all()
             self._link.ready = True
             if self.first is not None and not self.first.done():
                 self.first.set_result(None)
@@ -141,9 +147,9 @@ class Supervisor:
             await asyncio.gather(*workers, return_exceptions=True)
         raise ConnectionLost(s.error or "connection closed")
 
-    async def _keepalive(self, s: Session) -> None:
+    async def _keepalive(self, s: ConnectionState) -> None:
         """PING when idle; a server silent for two intervals is gone (no FIN on a dead
-        route): drop the connection so the supervisor makes a new one."""
+        route): drop the connection so `run` makes a new one."""
         interval = self.config.ping_interval
         while s.conn.connected:
             await asyncio.sleep(interval / 4)
@@ -156,7 +162,7 @@ class Supervisor:
 
     def on_lost(self) -> None:
         """The connection closed, whichever side closed it."""
-        s = self._link.session
+        s = self._link.current
         self._link.ready = False
         if s is not None and not s.lost.done():
             s.lost.set_result(None)
@@ -167,18 +173,18 @@ class Supervisor:
         """After a connection: nothing joined, nothing in flight; whatever was not yet
         written goes back to the outbox (RetryableSendError), nothing is lost here."""
         self._link.ready = False
-        s = self._link.session
+        s = self._link.current
         if s is not None:
             s.conn.disconnect()
             for fut in (s.registered, s.lost):
                 if fut.done() and not fut.cancelled():
                     fut.exception()  # retrieved: never "exception was never retrieved"
-        self._channels.joined.clear()
+        self._rooms.joined.clear()
         self._roster.clear()
-        fail_all(self._writer, self._channels, RetryableSendError(f"{self.name}: connection lost"))
+        fail_all(self._writer, self._rooms, RetryableSendError(f"{self.name}: connection lost"))
 
 
-def fail_all(writer: Writer, channels: Channels, error: AdapterError) -> None:
+def fail_all(writer: Writer, rooms: Rooms, error: AdapterError) -> None:
     """Every line and JOIN still waiting fails with `error`."""
     writer.fail_all(error)
-    channels.fail_all(error)
+    rooms.fail_all(error)

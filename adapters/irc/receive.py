@@ -1,10 +1,10 @@
 """Lines from the server, in two speeds.
 
 Control lines are handled as they arrive, in the connection's callback: PING answered,
-registration fed, PONG marks and echoes settling sends (`writer`), the relay's own JOIN,
-PART, KICK and NICK, and the errors of a JOIN or a send. Chat lines are queued for the
-reader task, which turns them into events (`inbound`) and hands them to the sink one at
-a time, in wire order, whatever a single line or the sink does. While the queue is long
+registration fed, PONG marks and echoes settling sends (`send.Writer`), the relay's own
+JOIN, PART, KICK and NICK, and the errors of a JOIN or a send. Chat lines are queued for
+the reader task, which turns them into events (`proto.translate`) and hands them to the
+sink one at a time, in wire order, whatever a single line or the sink does. While the queue is long
 the socket stops being read, so a slow sink slows the server down instead of filling
 memory.
 """
@@ -18,15 +18,15 @@ import time
 import structlog
 
 from imbridge.adapter import Cursors, EventSink
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.channels import JOIN_ERRORS, Channels
-from imbridge.adapters.irc.config import irc_lower
-from imbridge.adapters.irc.connection import Link, Session
-from imbridge.adapters.irc.inbound import REPLY_TAG, WHOX_MARK, Inbound, to_core
-from imbridge.adapters.irc.outbound import Mask
-from imbridge.adapters.irc.registration import RegistrationFailed, is_throttle
-from imbridge.adapters.irc.roster import Roster
-from imbridge.adapters.irc.writer import Writer
+from imbridge.adapters.irc.connection import ConnectionState, Link
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.lines import Mask
+from imbridge.adapters.irc.proto.names import irc_lower
+from imbridge.adapters.irc.proto.registration import RegistrationFailed, is_throttle
+from imbridge.adapters.irc.proto.roster import Roster
+from imbridge.adapters.irc.proto.translate import REPLY_TAG, WHOX_MARK, Context, to_core
+from imbridge.adapters.irc.rooms import JOIN_ERRORS, Rooms
+from imbridge.adapters.irc.send import Writer
 from imbridge.events import RemoteId
 from imbridge.intake import Intake
 
@@ -42,8 +42,8 @@ _SEND_ERRORS = frozenset({"401", "404"})
 _INBOX_HIGH, _INBOX_LOW = 10_000, 1_000
 
 
-class Incoming:
-    """Handles each line of the current session; `read` is the reader task."""
+class Receiver:
+    """Handles each line of the current connection; `read` is the reader task."""
 
     def __init__(
         self,
@@ -52,14 +52,14 @@ class Incoming:
         *,
         link: Link,
         writer: Writer,
-        channels: Channels,
+        rooms: Rooms,
         roster: Roster,
     ) -> None:
         self.name = name
         self.cursors = cursors
         self._link = link
         self._writer = writer
-        self._channels = channels
+        self._rooms = rooms
         self._roster = roster
         self.reset()
 
@@ -70,7 +70,7 @@ class Incoming:
     # --- as they arrive -------------------------------------------------------------
 
     def on_raw(self, raw: bytes) -> None:
-        s = self._link.session
+        s = self._link.current
         line = wire.parse(raw)
         if s is None or line is None:
             return
@@ -95,7 +95,7 @@ class Incoming:
                 if self._inbox.qsize() > _INBOX_HIGH and s.conn.transport is not None:
                     s.conn.transport.pause_reading()
 
-    def _register(self, s: Session, line: wire.Line) -> None:
+    def _register(self, s: ConnectionState, line: wire.Line) -> None:
         try:
             for out in s.registration.on_line(line):
                 s.conn.send_raw(out)
@@ -117,26 +117,26 @@ class Incoming:
         elif cmd == "JOIN" and is_self:
             self._self_joined(line)
         elif cmd == "PART" and is_self:
-            self._channels.joined.discard(irc_lower(line.param(0)))
+            self._rooms.joined.discard(irc_lower(line.param(0)))
         elif cmd == "KICK" and irc_lower(line.param(1)) == own:
-            self._channels.kicked(line)
+            self._rooms.kicked(line)
         elif cmd == "NICK" and is_self:
             link.nick = line.param(0) or link.nick
             link.mask = Mask(link.nick, link.mask.user, link.mask.host)
-        elif cmd == "005" and link.session is not None:
-            link.session.whox |= any(t.split("=")[0] == "WHOX" for t in line.params[1:])
+        elif cmd == "005" and link.current is not None:
+            link.current.whox |= any(t.split("=")[0] == "WHOX" for t in line.params[1:])
         elif cmd in JOIN_ERRORS:
-            self._channels.join_refused(line)
+            self._rooms.join_refused(line)
         elif cmd in _SEND_ERRORS:
-            self._writer.refused(line, self._channels.joined)
+            self._writer.refused(line, self._rooms.joined)
 
     def _self_joined(self, line: wire.Line) -> None:
         link = self._link
         if line.source is not None and line.source.user:
             link.mask = Mask(link.nick, line.source.user, line.source.host)
-        self._channels.self_joined(irc_lower(line.param(0)))
-        s = link.session
-        if s is not None and s.whox:  # who is logged in as whom, for `inbound`
+        self._rooms.self_joined(irc_lower(line.param(0)))
+        s = link.current
+        if s is not None and s.whox:  # who is logged in as whom, for `proto.translate`
             s.conn.send_raw(wire.build("WHO", line.param(0), f"%tna,{WHOX_MARK}"))
 
     # --- in order, to the sink ------------------------------------------------------
@@ -161,10 +161,10 @@ class Incoming:
         ref = line.tags.get(REPLY_TAG)
         if ref:
             reply_to = await self.cursors.event_id(RemoteId(ref))
-        ctx = Inbound(
+        ctx = Context(
             network=self.name,
             own_nick=self._link.nick,
-            rooms=self._channels.rooms,
+            rooms=self._rooms.rooms,
             reply_to=reply_to,
             account_tag=self._link.enabled("account-tag"),
             accounts=self._roster.accounts,
@@ -173,7 +173,7 @@ class Incoming:
             await intake.put(event)
 
     def _resume_reading(self) -> None:
-        s = self._link.session
+        s = self._link.current
         if s is not None and s.conn.transport is not None and s.conn.connected:
             with contextlib.suppress(RuntimeError):
                 s.conn.transport.resume_reading()

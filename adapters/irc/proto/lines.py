@@ -1,5 +1,5 @@
-"""Core events → IRC lines, as pure functions: what the relay says in a channel, split
-to fit the wire.
+"""Text → IRC lines that fit the wire: each line cut to the bytes left once the server
+has put the relay's prefix in front of it (RFC 1459 §2.3), at most `max_lines` of them.
 
 The invariant the hypothesis tests hold this module to: whatever the text, every line
 built holds no CR, LF or NUL, fits 512 bytes with the prefix the server will add, and the
@@ -12,33 +12,12 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import assert_never
 
-from imbridge.adapters.irc import formatting, wire
-from imbridge.events import (
-    Delete,
-    Edit,
-    Event,
-    Join,
-    Leave,
-    Message,
-    MessageKind,
-    Presence,
-    Reaction,
-    Topic,
-)
-from imbridge.richtext import clean as clean_rich
-from imbridge.sanitize import clean_nick, clean_text
+from imbridge.adapters.irc.proto import formatting, wire
+from imbridge.sanitize import clean_text
 
 ACTION_OVERHEAD = len("\x01ACTION \x01")
 MIN_BUDGET = 64  # bytes of text per line below which no sane channel/nick leaves us
-RELAY_TAG = "+imbridge/relayed"
-"""Client-only tag (IRCv3 message-tags) on every line the relay sends, where the server
-supports tags, so a peer bridge in the same channel knows not to relay it again."""
-
-
-class NotSendable(ValueError):
-    """An event IRC cannot carry at all (a delete): permanent, never retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,65 +108,6 @@ class Outbound:
     is_message: bool = True
 
 
-def message_body(event: Message | Edit) -> str:
-    """IRC text of a message: mIRC codes from the rich form when there is one, plain
-    text otherwise, and the URL of each attachment the text does not already show."""
-    if event.rich is not None:
-        body = formatting.rich_to_irc(clean_rich(event.rich))
-        if not formatting.strip_codes(body).strip():
-            body = clean_text(event.text)
-    else:
-        body = clean_text(event.text)
-    if isinstance(event, Message):
-        urls = [a.url for a in event.attachments if a.url not in body]
-        body = "\n".join(part for part in (body, *map(clean_text, urls)) if part)
-    return body
-
-
-def to_irc(
-    event: Event,
-    target: str,
-    *,
-    mask: Mask,
-    max_lines: int,
-    tags: dict[str, str] | None = None,
-) -> Outbound:
-    """The lines that carry `event` into channel `target`. Raises NotSendable for what
-    IRC cannot express (deleting a line), wire.UnsafeLine for a target that is not one."""
-    command, action, body = "PRIVMSG", False, ""
-    match event:
-        case Message():
-            body = message_body(event)
-            if event.kind is MessageKind.NOTICE:
-                command = "NOTICE"
-            action = event.kind is MessageKind.EMOTE
-        case Edit():
-            body = message_body(event)
-        case Topic():
-            text = formatting.strip_codes(clean_text(event.text)).replace("\n", " ")
-            budget = text_budget(mask, "TOPIC", target)
-            piece = split_line(text, budget)[:1] or [""]
-            line = wire.build("TOPIC", target, trailing=piece[0])
-            return Outbound((line,), is_message=False)
-        case Join() | Leave() | Presence():
-            body, command = describe(event), "NOTICE"
-        case Delete():
-            raise NotSendable("IRC cannot delete a line")
-        case Reaction():
-            raise NotSendable("reactions are not relayed")
-        case _:
-            assert_never(event)
-    return build_lines(
-        body,
-        target,
-        command=command,
-        action=action,
-        mask=mask,
-        max_lines=max_lines,
-        tags=tags,
-    )
-
-
 def build_lines(
     body: str,
     target: str,
@@ -222,23 +142,6 @@ def _clean_keeping_codes(text: str) -> str:
         tok if is_code else clean_text(tok).replace("\n", " ")
         for is_code, tok in formatting.tokens(text)
     )
-
-
-def describe(event: Join | Leave | Presence) -> str:
-    """One line for a membership or presence change the core asked to show."""
-    who = clean_nick(event.origin.sender.name or event.origin.sender.id)
-    where = clean_nick(event.origin.network)
-    match event:
-        case Join():
-            return f"*** {who} joined on {where}"
-        case Leave():
-            reason = clean_text(event.reason).replace("\n", " ")
-            return f"*** {who} left {where}" + (f" ({reason})" if reason else "")
-        case Presence():
-            status = clean_text(event.status).replace("\n", " ")
-            return f"*** {who} is {event.state.value}" + (f": {status}" if status else "")
-        case _:
-            assert_never(event)
 
 
 def max_text_bytes(mask: Mask, max_lines: int, longest_channel: int = 50) -> int:

@@ -12,13 +12,46 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Iterator
+from typing import Protocol
 
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.config import IrcConfig
+from imbridge.adapters.irc.proto import wire
 
 _NICK_ERRORS = frozenset({"431", "432", "433", "436", "437"})
 _SASL_FAILURES = frozenset({"902", "904", "905", "906", "908"})
 _FATAL = {"464": "server password refused", "465": "banned from this server"}
+
+
+class Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class SaslSettings(Protocol):
+    @property
+    def mechanism(self) -> str: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> Secret | None: ...
+
+
+class Settings(Protocol):
+    """What registration reads of the `networks.<name>` section (`IrcConfig` has it all),
+    named here so this module needs no config model and stays sans-I/O."""
+
+    @property
+    def nick(self) -> str: ...
+    @property
+    def alt_nicks(self) -> tuple[str, ...]: ...
+    @property
+    def password(self) -> Secret | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def realname(self) -> str: ...
+    @property
+    def sasl(self) -> SaslSettings | None: ...
+    @property
+    def capabilities(self) -> tuple[str, ...]: ...
 
 
 class RegistrationFailed(Exception):
@@ -29,7 +62,7 @@ class RegistrationFailed(Exception):
         self.throttled = throttled
 
 
-def nick_candidates(config: IrcConfig) -> Iterator[str]:
+def nick_candidates(config: Settings) -> Iterator[str]:
     """The configured nick, the alternatives, `nick_`, `nick__`, then random suffixes."""
     yield config.nick
     yield from config.alt_nicks
@@ -42,7 +75,7 @@ def nick_candidates(config: IrcConfig) -> Iterator[str]:
 class Registration:
     """Feed it every line until `done`; `RegistrationFailed` ends the attempt."""
 
-    def __init__(self, config: IrcConfig) -> None:
+    def __init__(self, config: Settings) -> None:
         self.config = config
         self._nicks = nick_candidates(config)
         self.nick = next(self._nicks)

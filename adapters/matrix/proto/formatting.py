@@ -1,6 +1,7 @@
 """Matrix HTML (`org.matrix.custom.html`) ⇄ the core's neutral rich text.
 
-Invariant: nothing leaves this module that has not passed an nh3 allow-list. Incoming
+Invariant: nothing leaves this module that has not passed an nh3 allow-list (through
+`imbridge.richtext`). Incoming
 HTML is reduced to the neutral subset (`imbridge.richtext.clean`), with reply fallbacks
 (`<mx-reply>`) removed together with their content, so a quoted original never crosses
 the bridge unchecked; outgoing HTML is the neutral subset held once more to the tags and
@@ -12,10 +13,8 @@ from __future__ import annotations
 
 import re
 
-import nh3
-
-from imbridge import richtext
 from imbridge.events import RichText
+from imbridge.richtext import allow_only, clean, to_plain
 
 HTML_FORMAT = "org.matrix.custom.html"
 
@@ -44,17 +43,14 @@ def from_matrix(formatted_body: str) -> RichText:
     subset lacks keeps its text but loses its markup; `<mx-reply>` goes with its content.
     Any input is accepted: html5ever, behind nh3, parses whatever a browser would.
     """
-    without_reply = nh3.clean(
+    without_reply = allow_only(
         formatted_body,
-        tags=set(MATRIX_TAGS),
-        attributes={k: set(v) for k, v in MATRIX_ATTRIBUTES.items()},
-        url_schemes=set(richtext.URL_SCHEMES),
-        clean_content_tags={"mx-reply", "script", "style"},
-        link_rel=None,
-        strip_comments=True,
+        tags=MATRIX_TAGS,
+        attributes=MATRIX_ATTRIBUTES,
+        drop_content={"mx-reply", "script", "style"},
     )
     headed = _HEADING.sub(lambda m: "</b></p>" if m.group(1) else "<p><b>", without_reply)
-    return richtext.clean(headed)
+    return clean(headed)
 
 
 def to_matrix(rich: RichText) -> str:
@@ -63,16 +59,9 @@ def to_matrix(rich: RichText) -> str:
     `rich` should already be clean; cleaning again costs microseconds and means a bug
     elsewhere in the core can never put script into a Matrix room.
     """
-    return nh3.clean(
-        rich,
-        tags=set(MATRIX_TAGS),
-        attributes={k: set(v) for k, v in MATRIX_ATTRIBUTES.items()},
-        url_schemes=set(richtext.URL_SCHEMES),
-        link_rel=None,
-        strip_comments=True,
-    )
+    return allow_only(rich, tags=MATRIX_TAGS, attributes=MATRIX_ATTRIBUTES)
 
 
 def plain_of(rich: RichText) -> str:
     """What a plain-text reader of `rich` sees."""
-    return richtext.to_plain(rich)
+    return to_plain(rich)

@@ -14,10 +14,11 @@ from typing import Any
 
 import structlog
 
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.config import IrcConfig, irc_lower
+from imbridge.adapters.irc.config import IrcConfig
 from imbridge.adapters.irc.connection import Link
-from imbridge.adapters.irc.writer import Writer
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.names import irc_lower
+from imbridge.adapters.irc.send import Writer
 from imbridge.errors import AdapterError
 
 log = structlog.get_logger(__name__)
@@ -29,7 +30,7 @@ JOIN_ERRORS = frozenset({"403", "405", "471", "473", "474", "475", "477", "489"}
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
 
-class Channels:
+class Rooms:
     """Joins, and what the server said about them."""
 
     def __init__(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from imbridge.adapters.irc.config import irc_lower
+from imbridge.adapters.irc.proto.names import irc_lower
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
-"""The one writer of a connection after registration, and the confirmations that make a
-written line count as delivered.
+"""Outgoing: an item translated to lines (`proto.translate.to_wire`), written by the one
+writer of the connection, and returned once the server confirmed them.
 
 Invariants: every line after registration goes through the acknowledgement window and
 the token buckets (`floodcontrol`), in the order it was queued; a line's future resolves
@@ -16,15 +16,23 @@ import time
 from collections import deque
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
-from imbridge.adapters.irc import wire
-from imbridge.adapters.irc.config import CHANNEL_PREFIXES, FloodConfig, irc_lower
-from imbridge.adapters.irc.connection import Connection, Session
-from imbridge.adapters.irc.floodcontrol import AckWindow
+from imbridge.adapter import Outgoing
+from imbridge.adapters.irc.config import FloodConfig, IrcConfig
+from imbridge.adapters.irc.connection import Connection, ConnectionState, Link
+from imbridge.adapters.irc.proto import wire
+from imbridge.adapters.irc.proto.floodcontrol import AckWindow
+from imbridge.adapters.irc.proto.names import CHANNEL_PREFIXES, irc_lower
+from imbridge.adapters.irc.proto.translate import RELAY_TAG, NotSendable, to_wire
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
+from imbridge.events import RemoteId
 from imbridge.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from imbridge.adapters.irc.rooms import Rooms
 
 log = structlog.get_logger(__name__)
 
@@ -132,7 +140,7 @@ class Writer:
 
     # --- writing --------------------------------------------------------------------
 
-    async def run(self, s: Session) -> None:
+    async def run(self, s: ConnectionState) -> None:
         """The writer task of session `s`; a failure ends the connection, not the adapter."""
         try:
             await self._write_lines(s.conn)
@@ -257,3 +265,49 @@ class Writer:
                 entry.future.exception()
         self._queue.clear()
         self._echoes.clear()
+
+
+class Transmitter:
+    """`send` of the adapter contract: where the item may go, the lines that say it, and
+    the id the server gave the first of them."""
+
+    def __init__(
+        self, name: str, config: IrcConfig, *, link: Link, rooms: Rooms, writer: Writer
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._link = link
+        self._rooms = rooms
+        self._writer = writer
+
+    async def send(self, item: Outgoing) -> RemoteId:
+        if not self._link.connected:
+            raise RetryableSendError(f"{self.name}: not connected")
+        folded = irc_lower(item.room)
+        # An answer to a private message goes to a nick, which needs no join.
+        if folded not in self._rooms.joined and not item.event.origin.direct:
+            raise RetryableSendError(f"{self.name}: not in {item.room}")
+        tags = {RELAY_TAG: ""} if self._link.enabled("message-tags") else None
+        try:
+            out = to_wire(
+                item.event,
+                item.room,
+                mask=self._link.mask,
+                max_lines=self.config.max_lines,
+                tags=tags,
+            )
+        except (NotSendable, wire.UnsafeLine) as exc:
+            raise PermanentSendError(f"{self.name}: {exc}") from None
+        if out.truncated_lines:
+            log.info(
+                "message_truncated", network=self.name, room=item.room, lines=out.truncated_lines
+            )
+        s = self._link.current
+        ids = await self._writer.send(
+            out.lines,
+            echo=self._link.enabled("echo-message") and out.is_message,
+            target=folded,
+            conn=s.conn if s is not None else None,
+            timeout=self.config.send_timeout,
+        )
+        return RemoteId(next((i for i in ids if i), item.txn_id))

@@ -2,8 +2,8 @@
 
 Incoming translation is two steps because Matrix names edit, redaction and reply targets
 by *Matrix* event id, which only the core's id map can turn into core event ids:
-`parse_event` says what a wire event means (`Inbound`, holding remote ids), the adapter
-resolves those ids through its cursors, and `to_core` builds the event. Outgoing,
+`parse_event` says what a wire event means (a `ParsedEvent`, holding remote ids), the
+receiver resolves those ids through its cursors, and `to_core` builds the event. Outgoing,
 `to_wire` turns one rendered `Outgoing` into the request to make.
 
 Every incoming string passes `clean_text`/`clean_nick`, every formatted body
@@ -21,8 +21,6 @@ by redacting it, which the core recognises through the id map.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, assert_never
@@ -49,8 +47,26 @@ from imbridge.events import (
 from imbridge.richtext import escape
 from imbridge.sanitize import clean_nick, clean_text
 
+from .attachments import MediaLinker, attachment, attachment_lines, media_url, mxc_parts
 from .formatting import HTML_FORMAT, from_matrix, plain_of, to_matrix
 from .polls import POLL_TYPES, poll_text
+
+__all__ = [
+    "RELAY_KEY",
+    "MediaLinker",
+    "ParsedEvent",
+    "RedactWire",
+    "SendWire",
+    "Wire",
+    "attachment_lines",
+    "direct_inviter",
+    "media_url",
+    "mxc_parts",
+    "parse_event",
+    "strip_reply_fallback",
+    "to_core",
+    "to_wire",
+]
 
 RELAY_KEY = "org.imbridge.relay"
 """Content key on every message the bridge posts: a bridge that reads it (this one, or
@@ -64,7 +80,7 @@ FOREIGN_RELAY_KEYS = ("org.imbridge.relay", "fi.mau.double_puppet_source", "m.br
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Inbound:
+class ParsedEvent:
     """What one Matrix event means, with its targets still Matrix event ids."""
 
     action: Literal["message", "edit", "delete", "join", "leave", "topic", "reaction"]
@@ -98,35 +114,6 @@ class RedactWire:
 
 
 Wire = SendWire | RedactWire
-
-MediaLinker = Callable[[str, str, str], str]
-"""(server name, media id, file name) -> the link to relay: the bridge's signed link
-when `bridge.http.public_url` is set (see `imbridge.medialinks`)."""
-
-# Matrix spec, "Server Name" and "Matrix Content (mxc://) URIs".
-_SERVER_NAME = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-_MEDIA_ID = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def mxc_parts(mxc: str) -> tuple[str, str] | None:
-    """(server name, media id) of an `mxc://server/id` URI, or None if malformed."""
-    if not mxc.startswith("mxc://"):
-        return None
-    server, _, media_id = mxc[6:].partition("/")
-    if not _SERVER_NAME.fullmatch(server) or ".." in server or server == ".":
-        return None
-    if not _MEDIA_ID.fullmatch(media_id):
-        return None
-    return server, media_id
-
-
-def media_url(homeserver: str, mxc: str) -> str | None:
-    """A plain HTTP download URL for an `mxc://server/id` URI, or None if malformed.
-    Homeservers with authenticated media (Matrix 1.11) refuse it to anyone but clients."""
-    parts = mxc_parts(mxc)
-    if parts is None:
-        return None
-    return f"{homeserver}/_matrix/media/v3/download/{parts[0]}/{parts[1]}"
 
 
 def strip_reply_fallback(body: str) -> str:
@@ -172,32 +159,6 @@ def _text_and_rich(content: dict[str, Any], *, reply: bool) -> tuple[str, RichTe
     return text, rich
 
 
-def _attachment(
-    content: dict[str, Any], homeserver: str, link: MediaLinker | None
-) -> Attachment | None:
-    url = content.get("url")
-    if not isinstance(url, str):
-        return None
-    parts = mxc_parts(url)
-    if parts is None:
-        return None
-    info = _dict(content.get("info"))
-    name = content.get("filename") or content.get("body") or ""
-    clean = clean_nick(name)[:255] if isinstance(name, str) and name else ""
-    if link is not None:
-        http = link(parts[0], parts[1], clean)
-    else:
-        http = f"{homeserver}/_matrix/media/v3/download/{parts[0]}/{parts[1]}"
-    mimetype = info.get("mimetype")
-    size = info.get("size")
-    return Attachment(
-        url=http,
-        name=clean,
-        mimetype=mimetype if isinstance(mimetype, str) and mimetype else "application/octet-stream",
-        size=size if isinstance(size, int) and size >= 0 else None,
-    )
-
-
 def _relation(content: dict[str, Any]) -> tuple[str | None, RemoteId | None, RemoteId | None]:
     """(rel_type, related event, replied-to event) of `m.relates_to`, if well formed."""
     rel = content.get("m.relates_to")
@@ -218,7 +179,7 @@ def _relation(content: dict[str, Any]) -> tuple[str | None, RemoteId | None, Rem
 
 def _message(  # noqa: PLR0911 - one early exit per malformed shape
     source: dict[str, Any], homeserver: str, base: dict[str, Any], link: MediaLinker | None
-) -> Inbound | None:
+) -> ParsedEvent | None:
     content = source.get("content")
     if not isinstance(content, dict) or not content:
         return None  # redacted, or not a message at all
@@ -230,16 +191,16 @@ def _message(  # noqa: PLR0911 - one early exit per malformed shape
         text, rich = _text_and_rich(new, reply=False)
         if not text and rich is None:
             return None
-        return Inbound(action="edit", target=related, text=text, rich=rich, **base)
+        return ParsedEvent(action="edit", target=related, text=text, rich=rich, **base)
     msgtype = content.get("msgtype")
     if msgtype in MEDIA_MSGTYPES:
-        att = _attachment(content, homeserver, link)
+        att = attachment(content, homeserver, link)
         if att is None:
             return None
         caption = ""
         if content.get("filename") and content.get("body") != content.get("filename"):
             caption = clean_text(str(content.get("body", "")))
-        return Inbound(action="message", attachments=(att,), text=caption, reply_to=reply_to,
+        return ParsedEvent(action="message", attachments=(att,), text=caption, reply_to=reply_to,
                        **base)  # fmt: skip
     if msgtype == "m.location":
         return _location(content, base, reply_to)
@@ -251,11 +212,11 @@ def _message(  # noqa: PLR0911 - one early exit per malformed shape
         if rich is None:
             return None
         text = clean_text(plain_of(rich))  # reduce to visible text, never drop
-    return Inbound(action="message", text=text, rich=rich, kind=kind, reply_to=reply_to,
+    return ParsedEvent(action="message", text=text, rich=rich, kind=kind, reply_to=reply_to,
                    native_type=native, **base)  # fmt: skip
 
 
-def _reaction(content: dict[str, Any], base: dict[str, Any]) -> Inbound | None:
+def _reaction(content: dict[str, Any], base: dict[str, Any]) -> ParsedEvent | None:
     """`m.reaction`: an `m.annotation` relation with its key (Matrix spec, "Reactions")."""
     rel = content.get("m.relates_to")
     if not isinstance(rel, dict) or rel.get("rel_type") != "m.annotation":
@@ -266,32 +227,32 @@ def _reaction(content: dict[str, Any], base: dict[str, Any]) -> Inbound | None:
     key = clean_nick(key)[:64]  # one emoji or a short word, never a payload
     if not key:
         return None
-    return Inbound(action="reaction", target=RemoteId(target), text=key, **base)
+    return ParsedEvent(action="reaction", target=RemoteId(target), text=key, **base)
 
 
 def _sticker(
     content: dict[str, Any], homeserver: str, base: dict[str, Any], link: MediaLinker | None
-) -> Inbound | None:
+) -> ParsedEvent | None:
     """`m.sticker`: its body (the sticker's description) and the image, as clients show
     a sticker they cannot render."""
     body = content.get("body")
     text = clean_text(body) if isinstance(body, str) else ""
-    att = _attachment({**content, "body": text or "sticker"}, homeserver, link)
+    att = attachment({**content, "body": text or "sticker"}, homeserver, link)
     if att is None and not text.strip():
         return None
     _, _, reply_to = _relation(content)
-    return Inbound(action="message", text=text or "(sticker)", reply_to=reply_to,
+    return ParsedEvent(action="message", text=text or "(sticker)", reply_to=reply_to,
                    attachments=(att,) if att else (), native_type="m.sticker",
                    **base)  # fmt: skip
 
 
-def _poll(event_type: str, content: dict[str, Any], base: dict[str, Any]) -> Inbound | None:
+def _poll(event_type: str, content: dict[str, Any], base: dict[str, Any]) -> ParsedEvent | None:
     said = poll_text(event_type, content)
     if said is None:
         return None
     rel = content.get("m.relates_to")
     related = rel.get("event_id") if isinstance(rel, dict) else None
-    return Inbound(action="message", text=said.text, native_type=event_type,
+    return ParsedEvent(action="message", text=said.text, native_type=event_type,
                    archive_only=said.archive_only,
                    reply_to=RemoteId(related) if isinstance(related, str) and related else None,
                    **base)  # fmt: skip
@@ -299,7 +260,7 @@ def _poll(event_type: str, content: dict[str, Any], base: dict[str, Any]) -> Inb
 
 def _location(
     content: dict[str, Any], base: dict[str, Any], reply_to: RemoteId | None
-) -> Inbound | None:
+) -> ParsedEvent | None:
     """`m.location`: its description and `geo:` URI, which maps apps open."""
     body = content.get("body")
     geo = content.get("geo_uri")
@@ -309,7 +270,7 @@ def _location(
     text = "\n".join(dict.fromkeys(parts))
     if not text.strip():
         return None
-    return Inbound(action="message", text=text, native_type="m.location", reply_to=reply_to,
+    return ParsedEvent(action="message", text=text, native_type="m.location", reply_to=reply_to,
                    **base)  # fmt: skip
 
 
@@ -331,22 +292,22 @@ def direct_inviter(invite_state: list[dict[str, Any]], own_id: str) -> str | Non
 
 def _member(
     source: dict[str, Any], content: dict[str, Any], base: dict[str, Any]
-) -> Inbound | None:
+) -> ParsedEvent | None:
     """Joins and leaves; profile changes (a join after a join) are not news."""
     membership = content.get("membership")
     before = _dict(_dict(source.get("unsigned")).get("prev_content")).get("membership")
     if membership == "join" and before != "join":
-        return Inbound(action="join", **base)
+        return ParsedEvent(action="join", **base)
     if membership in ("leave", "ban") and before == "join":
         reason = content.get("reason")
         text = clean_text(reason) if isinstance(reason, str) else ""
-        return Inbound(action="leave", text=text, **base)
+        return ParsedEvent(action="leave", text=text, **base)
     return None
 
 
 def parse_event(  # noqa: PLR0911 - a dispatch
     source: dict[str, Any], homeserver: str, *, link: MediaLinker | None = None
-) -> Inbound | None:
+) -> ParsedEvent | None:
     """The meaning of one timeline event, or None for what the bridge ignores (state it
     does not relay, redacted or malformed events, encrypted payloads). Media are linked
     through `link` if given, else as the homeserver's plain download URL."""
@@ -374,20 +335,20 @@ def parse_event(  # noqa: PLR0911 - a dispatch
             redacts = source.get("redacts") or content.get("redacts")
             if not isinstance(redacts, str) or not redacts:
                 return None
-            return Inbound(action="delete", target=RemoteId(redacts), **base)
+            return ParsedEvent(action="delete", target=RemoteId(redacts), **base)
         case "m.room.member":
             return _member(source, content, base)
         case "m.room.topic":
             topic = content.get("topic")
             if not isinstance(topic, str):
                 return None
-            return Inbound(action="topic", text=clean_text(topic), **base)
+            return ParsedEvent(action="topic", text=clean_text(topic), **base)
         case _:
             return None
 
 
 def to_core(  # noqa: PLR0911 - one return per event kind
-    inbound: Inbound,
+    inbound: ParsedEvent,
     *,
     event_id: EventId,
     network: str,
@@ -448,11 +409,6 @@ def _body(text: str, rich: RichText | None, kind: MessageKind) -> dict[str, Any]
 
 def _marker(event: Event) -> dict[str, Any]:
     return {RELAY_KEY: {"network": event.origin.network, "event": event.id}}
-
-
-def attachment_lines(attachments: tuple[Attachment, ...]) -> str:
-    """Attachments as text lines, for `media: link` and for readers without media."""
-    return "\n".join(f"{a.name}: {a.url}" if a.name else a.url for a in attachments)
 
 
 def _notice(event: Event, text: str) -> SendWire:

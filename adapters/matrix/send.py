@@ -12,7 +12,6 @@ import asyncio
 from typing import Any, NoReturn
 
 from nio import (
-    AsyncClient,
     ErrorResponse,
     RoomRedactResponse,
     RoomSendResponse,
@@ -25,33 +24,30 @@ from imbridge.events import Message, RemoteId
 
 from . import media
 from .config import MatrixConfig
-from .sync import NETWORK_ERRORS
-from .translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
+from .proto.translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
+from .rooms import NETWORK_ERRORS, Rooms
+from .session import Session
 
 
-class Sending:
-    """The sending half of `MatrixAdapter`, which owns the state declared here."""
+class Transmitter:
+    """`send` of the adapter contract, through the session's client."""
 
-    config: MatrixConfig
-    _client: AsyncClient
-    _ids: dict[str, str]
-    _joined: set[str]
-    _direct: set[str]
-    _connected: bool
-    _log: Any
-
-    def _is_encrypted(self, room_id: str) -> bool:
-        raise NotImplementedError
+    def __init__(self, config: MatrixConfig, *, session: Session, rooms: Rooms, log: Any) -> None:
+        self.config = config
+        self._session = session
+        self._client = session.client
+        self._rooms = rooms
+        self._log = log
 
     async def send(self, item: Outgoing) -> RemoteId:
-        if not self._connected:
+        if not self._session.connected:
             raise RetryableSendError("matrix: offline")
-        room_id = self._ids.get(item.room)
-        if room_id is None and item.event.origin.direct and item.room in self._direct:
+        room_id = self._rooms.ids.get(item.room)
+        if room_id is None and item.event.origin.direct and item.room in self._rooms.direct:
             room_id = item.room  # an answer in a direct chat, which is named by its id
-        if room_id is None or room_id not in self._joined:
+        if room_id is None or room_id not in self._rooms.joined:
             raise RetryableSendError(f"matrix: not in {item.room} yet")
-        if self._is_encrypted(room_id):
+        if self._rooms.is_encrypted(room_id):
             raise PermanentSendError(f"matrix: {item.room} is encrypted; not bridged")
         try:
             wire = to_wire(item)
