@@ -5,10 +5,24 @@ names `xmpp_adapter`, the adapter class itself."""
 
 from __future__ import annotations
 
-from .adapter import XmppAdapter
-from .config import XmppConfig
+from typing import TYPE_CHECKING
+
+from imbridge.adapters.xmpp.config import XmppConfig
+
+if TYPE_CHECKING:
+    from imbridge.adapters.xmpp.adapter import XmppAdapter
+
+    xmpp_adapter = XmppAdapter
 
 __all__ = ["XmppAdapter", "XmppConfig", "xmpp_adapter"]
 
-xmpp_adapter = XmppAdapter
-"""The entry point's target (pyproject's `xmpp = "imbridge.adapters.xmpp:xmpp_adapter"`)."""
+
+def __getattr__(name: str) -> object:
+    """`XmppAdapter` (and the entry point's `xmpp_adapter`, the same class) is imported on
+    first use, with slixmpp: loading the config model alone (`imbridge check`, through the
+    `imbridge.adapter_configs` entry point) stays light."""
+    if name in ("XmppAdapter", "xmpp_adapter"):
+        from imbridge.adapters.xmpp.adapter import XmppAdapter  # noqa: PLC0415 - lazy
+
+        return XmppAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

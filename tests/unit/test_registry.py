@@ -72,11 +72,17 @@ networks:
     homeserver: http://127.0.0.1:8008
     user_id: "@relay:localhost"
     access_token: not-a-real-token
+  muc:
+    type: xmpp
+    jid: relay@localhost
+    password: not-a-real-password
+    host: 127.0.0.1
 gateways:
   ops:
     rooms:
       - {network: chat, room: "#x"}
       - {network: rooms, room: "!y:localhost"}
+      - {network: muc, room: "ops@conference.localhost"}
 """
 PROBE = """
 import sys
@@ -100,7 +106,7 @@ def test_check_imports_no_protocol_library_to_validate_a_config(tmp_path: Path) 
         check=False,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
-    assert "ok (2 networks" in proc.stdout, proc.stdout + proc.stderr
+    assert "ok (3 networks" in proc.stdout, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == "exit 0 loaded:"
 
 
