@@ -388,6 +388,9 @@ class ConsoleConfig(Strict):
     login_attempts: int = Field(default=5, ge=1, le=100)
     """Failed logins in a row before the account is locked for `lockout_minutes`."""
     lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    limits: ClientLimitsConfig = ClientLimitsConfig(rate=20.0, burst=120, concurrent=8)
+    """Per-client request limits on `/console/` (a reviewer's browser stays far below them;
+    a script hammering the search does not)."""
 
     @field_validator("listen")
     @classmethod

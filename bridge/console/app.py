@@ -12,7 +12,7 @@ script runs, whatever a message holds), `X-Frame-Options: DENY` and `no-store`.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from imbridge.console.migrations import CONSOLE_MIGRATIONS
 from imbridge.console.sessions import COOKIE, Session, SessionCodec, load_key
 from imbridge.console.users import Role, User, UserStore
 from imbridge.db import Database
+from imbridge.httplimits import ClientLimiter, Handler, proxies
 
 DB_NAME = "imbridge.db"
 HERE = Path(__file__).parent
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -252,7 +252,21 @@ def build_app(console: Console) -> web.Application:
     """The console as an application to mount at `/console/` (`add_subapp`)."""
     from imbridge.console import actions, downloads, pages  # noqa: PLC0415 - they import this
 
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    limits = console.config.console.limits
+    limiter = ClientLimiter(
+        rate=limits.rate,
+        burst=limits.burst,
+        concurrent=limits.concurrent,
+        trusted_proxies=proxies(console.config.bridge.http.trusted_proxies),
+    )
+
+    @web.middleware
+    async def per_client(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The same per-client limits as `/media/`: one address cannot starve the others
+        (or the relay's loop) with searches and exports."""
+        return await limiter.limited(handler)(request)
+
+    app = web.Application(middlewares=[per_client, guard], client_max_size=64 * 1024)
     app[CONSOLE] = console
     app.on_response_prepare.append(_headers)
     r = app.router

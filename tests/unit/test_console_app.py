@@ -291,3 +291,20 @@ async def test_a_changed_password_ends_the_session(world: World) -> None:
 
 def test_hostile_sample_is_in_the_world() -> None:
     assert "<script>" in HOSTILE
+
+
+async def test_one_address_hammering_the_console_gets_429_with_retry_after(world: World) -> None:
+    """The console takes the same per-client limits as /media/: a script cannot starve
+    the other reviewers, or the relay's event loop, with requests."""
+    limits = world.config.console.limits
+    statuses: list[int] = []
+    retry_after: list[str] = []
+    for _ in range(limits.burst + 2 * int(limits.rate) + 20):
+        resp = await world.client.get("/console/login", allow_redirects=False)
+        statuses.append(resp.status)
+        if resp.status == 429:
+            retry_after.append(resp.headers["Retry-After"])
+    assert statuses[0] == 200
+    assert 429 in statuses, statuses
+    assert retry_after
+    assert all(int(r) >= 1 for r in retry_after)
