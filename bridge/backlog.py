@@ -37,14 +37,14 @@ class BacklogLimit(BaseModel):
 
 @dataclass(slots=True)
 class Backlog:
-    """What one destination has waiting, per source, by delivery (`txn_id`)."""
+    """What one destination has waiting, per source. Only counts: an item waiting on
+    disk costs no memory here (the outbox marks each item it counted, `Item.counted`)."""
 
     items: int = 0
     bytes: int = 0
     earlier: int = 0
     """Items a previous run left queued, not read back yet (their senders unknown)."""
     _sources: dict[Source, list[int]] = field(default_factory=dict)
-    _held: dict[str, tuple[Source | None, int]] = field(default_factory=dict)
 
     def admits(self, source: Source, size: int, limit: BacklogLimit) -> bool:
         """Whether `source` may queue one more item of `size` bytes here."""
@@ -59,38 +59,26 @@ class Backlog:
         share = len(self._sources)
         return mine[0] < limit.max_items / share and mine[1] + size <= limit.max_bytes / share
 
-    def add(self, txn_id: str, source: Source | None, size: int) -> None:
-        """Counts a queued item; counting the same delivery twice changes nothing. A
-        None source is the bridge's own (a notice): it waits, but is no sender's share."""
-        if txn_id in self._held:
-            return
-        self._held[txn_id] = (source, size)
+    def add(self, source: Source, size: int) -> None:
+        """Counts an item queued."""
         self.items += 1
         self.bytes += size
-        if source is None:
-            return
         mine = self._sources.setdefault(source, [0, 0])
         mine[0] += 1
         mine[1] += size
 
-    def adopt(self, txn_id: str, source: Source, size: int) -> None:
-        """Counts an item read back from the database: one of a previous run's, now
-        known by its sender, or one already counted."""
-        if txn_id not in self._held and self.earlier:
-            self.earlier -= 1
-        self.add(txn_id, source, size)
+    def adopt(self, source: Source, size: int) -> None:
+        """Counts an item a previous run left, read back now with its sender known."""
+        self.earlier = max(0, self.earlier - 1)
+        self.add(source, size)
 
-    def remove(self, txn_id: str) -> None:
-        """The item left the queue (delivered, failed for good, or not needed)."""
-        held = self._held.pop(txn_id, None)
-        if held is None:
+    def remove(self, source: Source, size: int) -> None:
+        """A counted item left the queue (delivered, failed for good, or not needed)."""
+        self.items = max(0, self.items - 1)
+        self.bytes = max(0, self.bytes - size)
+        mine = self._sources.get(source)
+        if mine is None:
             return
-        source, size = held
-        self.items -= 1
-        self.bytes -= size
-        if source is None:
-            return
-        mine = self._sources[source]
         mine[0] -= 1
         mine[1] -= size
         if mine[0] <= 0:

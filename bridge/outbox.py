@@ -77,6 +77,8 @@ class Item:
     created: float = field(default_factory=time.time)
     tag: float = 0.0
     """Its place in the destination's fair order (`fairness`)."""
+    counted: bool = False
+    """Counted in its destination's backlog by this run (see `Outbox.count`)."""
 
     @property
     def dest(self) -> Destination:
@@ -145,6 +147,9 @@ class Outbox:
         self._queues: dict[tuple[str, str], deque[Item]] = {}
         self._orders: dict[tuple[str, str], FairOrder] = {}
         self._backlogs: dict[tuple[str, str], Backlog] = {}
+        self._earlier: dict[tuple[str, str], int] = {}
+        """Highest seq a previous run left per destination: read back, those items are
+        counted under their senders; later ones were counted when queued."""
         self._arrivals: dict[tuple[str, str], asyncio.Event] = {}
         """Set when items join a destination's queue: a worker with room in its send
         window starts them at once instead of after the oldest send in flight settles."""
@@ -181,6 +186,7 @@ class Outbox:
             key = (network, room)
             self._queues.setdefault(key, deque())
             self.backlog(network, room).earlier += int(count)
+            self._earlier[key] = int(top)
             self._spill(key, int(count), int(top))
         return sum(int(count) for _, _, count, _ in rows)
 
@@ -198,6 +204,19 @@ class Outbox:
         if backlog is None:
             backlog = self._backlogs[key] = Backlog()
         return backlog
+
+    def count(self, item: Item) -> None:
+        """Counts a queued item in its destination's backlog, once (the relay counts what
+        it queues in its commit, `wake` what others queue)."""
+        if not item.counted:
+            item.counted = True
+            self.backlog(item.network, item.room).add(source_of(item.event), cost_of(item.event))
+
+    def _uncount(self, item: Item) -> None:
+        if item.counted:
+            item.counted = False
+            backlog = self.backlog(item.network, item.room)
+            backlog.remove(source_of(item.event), cost_of(item.event))
 
     def _order(self, key: tuple[str, str]) -> FairOrder:
         order = self._orders.get(key)
@@ -227,7 +246,7 @@ class Outbox:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = deque()
-            self.backlog(*key).add(item.txn_id, source_of(item.event), cost_of(item.event))
+            self.count(item)
             if key in self._spilled or len(queue) >= self.memory_queue:
                 self._spill(key, 1, item.seq)
                 continue
@@ -266,6 +285,7 @@ class Outbox:
 
         rows = await self.db.read(q)
         order, backlog = self._order(key), self.backlog(*key)
+        earlier = self._earlier.get(key, 0)
         for s, t, p, a, c in rows:
             item = Item(
                 network=key[0],
@@ -276,7 +296,9 @@ class Outbox:
                 attempts=a,
                 created=c,
             )
-            backlog.adopt(t, source_of(item.event), cost_of(item.event))
+            if s <= earlier:  # a previous run's: now its sender is known
+                backlog.adopt(source_of(item.event), cost_of(item.event))
+            item.counted = True  # by `adopt`, or when this run queued it
             order.place(queue, item)  # read in commit order, so a restart rebuilds the turns
         loaded = max(after, int(rows[-1][0])) if rows else after
         if len(rows) < limit:
@@ -494,7 +516,7 @@ class Outbox:
             outgoing = await self._outgoing(item)
             if outgoing is None:
                 await self.db.transact(lambda c: _delete(c, item))
-                self.backlog(item.network, item.room).remove(item.txn_id)
+                self._uncount(item)
                 return None
             began = time.perf_counter()
             async with asyncio.timeout(SEND_TIMEOUT):
@@ -536,7 +558,7 @@ class Outbox:
             )
             return delay
         self._records.add(item, remote_id)
-        self.backlog(item.network, item.room).remove(item.txn_id)
+        self._uncount(item)
         stats.sent += 1
         bound.debug("relayed", event_id=item.event.id, remote_id=remote_id)
         return None
@@ -576,7 +598,7 @@ class Outbox:
             )
 
         await self.db.transact(w)
-        self.backlog(item.network, item.room).remove(item.txn_id)
+        self._uncount(item)
         self.stats.setdefault(item.network, OutboxStats()).failed += 1
         bound.error("send_failed", event_id=item.event.id, error=reason)
 

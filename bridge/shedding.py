@@ -70,12 +70,12 @@ class Shedding:
             source, size = source_of(item.event), cost_of(item.event)
             backlog = self.outbox.backlog(item.network, item.room)
             limit = _limit(networks, item.network)
-            if not self._sheddable(event, item):
-                backlog.add(item.txn_id, None, size)  # the bridge's own: no one's share
-                kept.append(item)
-                continue
-            if limit is None or backlog.admits(source, size, limit):
-                backlog.add(item.txn_id, source, size)
+            if (
+                limit is None
+                or not self._sheddable(event, item)
+                or backlog.admits(source, size, limit)
+            ):
+                self.outbox.count(item)
                 kept.append(item)
                 continue
             self.recorder.record_delivery(
@@ -95,7 +95,7 @@ class Shedding:
             )
             notices += self._notices(conn, event, item, source, limit.notice_every)
         for note in notices:
-            self.outbox.backlog(note.network, note.room).add(note.txn_id, None, cost_of(note.event))
+            self.outbox.count(note)
         return kept + notices
 
     def _sheddable(self, event: Event, item: Item) -> bool:

@@ -47,7 +47,7 @@ async def queued(daemon: Daemon, count: int) -> None:
 
 
 async def test_a_quiet_sender_is_not_stuck_behind_a_flood(start_daemon: StartDaemon) -> None:
-    daemon, hub = await start_daemon(slow())
+    daemon, hub = await start_daemon(slow(rate=25))
     for i in range(40):
         hub.post("#x", "mallory", f"flood {i} " + "x" * 300)
     await queued(daemon, 30)
@@ -92,9 +92,14 @@ async def test_restart_rebuilds_fair_turns_from_the_queue(
     await daemon.stop(drain=0)
 
     hub2 = MemoryHub()
-    _, _ = await start_daemon(slow(), hub=hub2, state=tmp_path)
+    again, _ = await start_daemon(slow(), hub=hub2, state=tmp_path)
     await until(lambda: "<alice@a> still there?" in said(hub2, "#y"))
     assert said(hub2, "#y").index("<alice@a> still there?") < 5
+    await until(lambda: len(said(hub2, "#y")) == 31)
+    await settle(again)
+    assert again.outbox is not None
+    backlog = again.outbox.backlog("b", "#y")  # the previous run's items, counted out
+    assert (backlog.items, backlog.bytes, backlog.earlier) == (0, 0, 0)
 
 
 def store_of(daemon: Daemon) -> ArchiveStore:
@@ -150,6 +155,8 @@ async def test_past_the_backlog_limit_only_the_flooder_is_shed_archived_counted_
     assert records == [("mallory", SHED_ERROR)] * shed
     assert daemon.outbox is not None
     assert daemon.outbox.stats["b"].shed == shed
+    backlog = daemon.outbox.backlog("b", "#y")  # notices included: all counted out
+    assert (backlog.items, backlog.bytes) == (0, 0)
     metrics = generate_latest(daemon.metrics.registry).decode()
     assert f'imbridge_messages_shed_total{{network="b"}} {float(shed)}' in metrics
 
