@@ -241,12 +241,12 @@ class Outbox:
         """Hands committed items (in commit order) to their destination workers."""
         for item in items:
             key = (item.network, item.room)
+            self.count(item)  # once: the relay counts its own; a copy read back is not
             if item.seq and item.seq <= self._loaded.get(key, 0):
                 continue  # already read back from the database, or queued before
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = deque()
-            self.count(item)
             if key in self._spilled or len(queue) >= self.memory_queue:
                 self._spill(key, 1, item.seq)
                 continue
