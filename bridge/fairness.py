@@ -8,6 +8,11 @@ at the queue's current position if they have been quiet, and the queue is kept i
 order. Every sender with something waiting thus gets an equal share of the bytes the
 destination takes, whoever queued first.
 
+Each sender may be up to `BURST` bytes ahead before turns apply (a token bucket per
+sender, in effect): below it every item starts at the queue's position and the room
+keeps arrival order, so a conversation, or the backlog of a short outage, is relayed as
+it was said; only someone sending more than that ahead of the room waits for others.
+
 Invariants:
 * one sender's items keep their order (their tags only grow), so an edit never overtakes
   its message;
@@ -36,6 +41,10 @@ several rooms of a gateway is one source."""
 OVERHEAD = 64
 """Bytes counted per item besides its text: what a protocol adds to each line, so many
 tiny messages are not free."""
+
+BURST = 8192
+"""Bytes a sender may have waiting ahead of the room's progress before others go first:
+a few long messages or a few dozen short ones, some 30 s of a stock IRC channel."""
 
 _PRUNE_AT = 64
 
@@ -81,28 +90,36 @@ class FairOrder:
 
     pinned: int = 1
     """Items at the head that may be in flight; the outbox sets it to the send window."""
-    _finish: dict[Source, float] = field(default_factory=dict)
+    _now: float = 0.0
+    """The queue's progress: the largest head tag seen (never goes back)."""
+    _sources: dict[Source, tuple[float, float]] = field(default_factory=dict)
+    """Per sender: where their next item starts in bytes, and their last item's tag."""
 
     def place(self, queue: MutableSequence[Q], item: Q) -> None:
         """Tags `item` and inserts it in `queue` (kept in tag order past the pinned head)."""
         if not queue:
-            self._finish.clear()  # an idle destination owes nobody anything
-        now = queue[0].tag if queue else 0.0
+            self._sources.clear()  # an idle destination owes nobody anything
+            self._now = 0.0
+        else:
+            self._now = max(self._now, queue[0].tag)
+        now = self._now
         source = source_of(item.event)
-        start = max(now, self._finish.get(source, now))
+        finish, last = self._sources.get(source, (now, now))
+        start = max(now, finish)
+        tag = max(now, start - BURST, last)  # `last`: a sender's tags never go back
         target = target_of(item.event)
         if target is not None:
             for queued in queue:
                 if queued.event.id == target:
-                    start = max(start, queued.tag)
-        item.tag = start
-        self._finish[source] = start + cost_of(item.event)
+                    tag = max(tag, queued.tag)
+        item.tag = tag
+        self._sources[source] = (start + cost_of(item.event), tag)
         lo, hi = min(self.pinned, len(queue)), len(queue)
-        if hi and queue[hi - 1].tag <= start:
-            lo = hi  # the usual case, one sender or the latest turn: at the end
+        if hi and queue[hi - 1].tag <= tag:
+            lo = hi  # the usual case, one sender or arrival order kept: at the end
         while lo < hi:  # the first place past the pinned head whose tag is larger
             mid = (lo + hi) // 2
-            if queue[mid].tag <= start:
+            if queue[mid].tag <= tag:
                 lo = mid + 1
             else:
                 hi = mid
@@ -110,9 +127,20 @@ class FairOrder:
             queue.append(item)
         else:
             queue.insert(lo, item)
-        if len(self._finish) > _PRUNE_AT:
-            # A sender whose turn is already due is the same as one never seen.
-            self._finish = {s: f for s, f in self._finish.items() if f > now}
+        if len(self._sources) > _PRUNE_AT:
+            # A sender within their burst and not ahead is the same as one never seen.
+            self._sources = {
+                s: (f, t) for s, (f, t) in self._sources.items() if f - BURST > now or t > now
+            }
 
 
-__all__ = ["OVERHEAD", "FairOrder", "Queued", "Source", "cost_of", "source_of", "target_of"]
+__all__ = [
+    "BURST",
+    "OVERHEAD",
+    "FairOrder",
+    "Queued",
+    "Source",
+    "cost_of",
+    "source_of",
+    "target_of",
+]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from imbridge.backlog import Backlog, BacklogLimit
 from imbridge.events import Delete, Event, EventId, Message, Origin, Sender, new_event_id
-from imbridge.fairness import FairOrder, source_of
+from imbridge.fairness import BURST, FairOrder, source_of
 
 
 @dataclass
@@ -29,30 +29,43 @@ def deleted_by(who: str, target: EventId) -> Delete:
     return Delete(id=new_event_id(), origin=origin, target=target)
 
 
-def test_a_newcomer_goes_right_after_the_head_not_behind_the_flood() -> None:
+LONG = "x" * 2000
+
+
+def test_a_newcomer_waits_for_the_flooders_burst_not_for_the_flood() -> None:
     order, queue = FairOrder(), deque[Queued]()
     for i in range(20):
-        order.place(queue, Queued(said("mallory", f"flood {i} " + "x" * 400)))
+        order.place(queue, Queued(said("mallory", f"flood {i} {LONG}")))
     quiet = Queued(said("alice", "quick question"))
     order.place(queue, quiet)
-    assert list(queue).index(quiet) == 1  # the head may be on its way already
+    # Mallory's first BURST bytes keep their place (2 064 bytes each, counted from the
+    # head), the rest of the flood waits.
+    assert list(queue).index(quiet) == 1 + BURST // 2064
+
+
+def test_a_conversation_within_the_burst_keeps_arrival_order() -> None:
+    order, queue = FairOrder(), deque[Queued]()
+    turns = [said(who, f"line {i}") for i in range(30) for who in ("alice", "bob", "alice")]
+    for event in turns:
+        order.place(queue, Queued(event))
+    assert [q.event for q in queue] == turns
 
 
 def test_turns_are_shared_by_bytes_not_by_messages() -> None:
     order, queue = FairOrder(), deque[Queued]()
     for i in range(10):
-        order.place(queue, Queued(said("big", "x" * 1000 + str(i))))
+        order.place(queue, Queued(said("big", "x" * 5000 + str(i))))
     for i in range(10):
         order.place(queue, Queued(said("small", f"s{i}")))
     senders = [q.event.origin.sender.id for q in queue]
-    # Ten short lines cost less than one long one: all of them come before the second.
-    assert senders[:12] == ["big"] + ["small"] * 10 + ["big"]
+    # Two long messages fit the burst; then ten short lines cost less than one long one.
+    assert senders[:13] == ["big"] * 2 + ["small"] * 10 + ["big"]
 
 
 def test_the_pinned_head_is_never_preceded() -> None:
     order, queue = FairOrder(pinned=3), deque[Queued]()
-    for i in range(5):
-        order.place(queue, Queued(said("mallory", f"m{i}")))
+    for i in range(5):  # each past the burst: alone, a newcomer would go second
+        order.place(queue, Queued(said("mallory", f"m{i} " + "x" * BURST)))
     head = list(queue)[:3]
     order.place(queue, Queued(said("alice")))
     assert list(queue)[:3] == head
@@ -61,8 +74,8 @@ def test_the_pinned_head_is_never_preceded() -> None:
 
 def test_an_idle_queue_forgets_who_was_owed_what() -> None:
     order, queue = FairOrder(), deque[Queued]()
-    for i in range(5):
-        order.place(queue, Queued(said("mallory", f"m{i}")))
+    for i in range(8):
+        order.place(queue, Queued(said("mallory", f"m{i} {LONG}")))
     queue.clear()
     fresh = Queued(said("mallory"))
     order.place(queue, fresh)
@@ -70,7 +83,7 @@ def test_an_idle_queue_forgets_who_was_owed_what() -> None:
 
 
 arrivals = st.lists(
-    st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 2000), st.booleans()),
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 6000), st.booleans()),
     min_size=1,
     max_size=60,
 )
