@@ -11,6 +11,9 @@ the same events posted through the memory hub with no bridge, measured in this r
 Then the policy cost of one event as the relay pays it (texts extracted and normalised
 once, then a decision for each destination): a 60 KB formatted body, 20 text rules, 5
 destinations, against a baseline of a one-line message under the same rules.
+
+The destination's backlog limit is raised past what one run queues, so nothing is shed
+but its bookkeeping (fair turns, per-sender counts) is paid on every event.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ bridge: {{state_dir: '{state}', log: {{level: error}}}}
 archive: {{enabled: {str(archive).lower()}}}
 networks:
 {nets}
-  b: {{type: memory, nick: relay-b}}
+  b: {{type: memory, nick: relay-b, backlog: {{max_items: 1000000, max_bytes: 1073741824}}}}
 gateways:
 {gateways}
 """

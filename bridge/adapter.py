@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imbridge.backlog import BacklogLimit
 from imbridge.errors import AdapterError
 from imbridge.events import Attachment, Event, EventId, RemoteId
 
@@ -97,6 +98,9 @@ class NetworkConfig(BaseModel):
     type: str
     rate_limit: RateLimit | None = None
     """Overrides the adapter's `default_rate_limit` for this network."""
+    backlog: BacklogLimit | None = BacklogLimit()
+    """What each room may have waiting before a flooding sender's messages are shed
+    (`imbridge.shedding`); null: no limit."""
     ignore_users: tuple[str, ...] = ()
     """Shell globs of sender ids never relayed: other relay bots sharing a room."""
     required: bool = True

@@ -66,6 +66,12 @@ class _DaemonCollector(Collector):
             "Deliveries to the network that failed for good",
             labels=labels,
         )
+        shed = CounterMetricFamily(
+            "imbridge_messages_shed",
+            "Deliveries to the network shed because the room's backlog was full"
+            " (archived as failed: backlog full)",
+            labels=labels,
+        )
         depth = GaugeMetricFamily(
             "imbridge_outbox_depth", "Deliveries waiting for the network", labels=labels
         )
@@ -83,10 +89,12 @@ class _DaemonCollector(Collector):
             ostats = d.outbox.stats.get(name) if d.outbox else None
             sent.add_metric([name], float(ostats.sent if ostats else 0))
             failed.add_metric([name], float(ostats.failed if ostats else 0))
+            shed.add_metric([name], float(ostats.shed if ostats else 0))
             depth.add_metric([name], float(d.outbox.depth(name) if d.outbox else 0))
             age.add_metric([name], d.outbox.oldest_age(name) if d.outbox else 0.0)
         archived = CounterMetricFamily(
             "imbridge_archive_records", "Events recorded in the archive by this process"
         )
         archived.add_metric([], float(d.relay.archived if d.relay else 0))
-        yield from (connected, reconnects, received, sent, denied, failed, depth, age, archived)
+        yield from (connected, reconnects, received, sent, denied, failed, shed, depth, age)
+        yield archived

@@ -11,7 +11,9 @@ Invariants:
   token bucket per destination;
 * at most `MEMORY_QUEUE` items per destination are held in memory; the rest wait only in
   the database and are read back in order as the queue drains, so a network that is down
-  for days costs disk, not memory.
+  for days costs disk, not memory;
+* senders take fair turns in each queue (`fairness`), each sender's own items in order,
+  and each destination counts what waits per sender (`backlog`) for the relay's limit.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from imbridge.adapter import Adapter, Outgoing, RateLimit
 from imbridge.archive import Recorder
 from imbridge.archive.keyuse import require_openable
 from imbridge.archive.sealing import Sealer
+from imbridge.backlog import Backlog
 from imbridge.db import Database
 from imbridge.deliveries import DeliveryRecords
 from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import Delete, Edit, Event, Message, RemoteId
+from imbridge.fairness import FairOrder, cost_of, source_of
 from imbridge.idmap import IdMap
 from imbridge.policy import Destination
 from imbridge.ratelimit import TokenBucket
@@ -71,6 +75,10 @@ class Item:
     seq: int = 0
     attempts: int = 0
     created: float = field(default_factory=time.time)
+    tag: float = 0.0
+    """Its place in the destination's fair order (`fairness`)."""
+    counted: bool = False
+    """Counted in its destination's backlog by this run (see `Outbox.count`)."""
 
     @property
     def dest(self) -> Destination:
@@ -84,6 +92,8 @@ class OutboxStats:
     sent: int = 0
     failed: int = 0
     retries: int = 0
+    shed: int = 0
+    """Deliveries turned away because the destination's backlog was full."""
 
 
 def backoff(
@@ -135,6 +145,11 @@ class Outbox:
         self.clock = clock
         self.stats: dict[str, OutboxStats] = {name: OutboxStats() for name in adapters}
         self._queues: dict[tuple[str, str], deque[Item]] = {}
+        self._orders: dict[tuple[str, str], FairOrder] = {}
+        self._backlogs: dict[tuple[str, str], Backlog] = {}
+        self._earlier: dict[tuple[str, str], int] = {}
+        """Highest seq a previous run left per destination: read back, those items are
+        counted under their senders; later ones were counted when queued."""
         self._arrivals: dict[tuple[str, str], asyncio.Event] = {}
         """Set when items join a destination's queue: a worker with room in its send
         window starts them at once instead of after the oldest send in flight settles."""
@@ -170,6 +185,8 @@ class Outbox:
         for network, room, count, top in rows:
             key = (network, room)
             self._queues.setdefault(key, deque())
+            self.backlog(network, room).earlier += int(count)
+            self._earlier[key] = int(top)
             self._spill(key, int(count), int(top))
         return sum(int(count) for _, _, count, _ in rows)
 
@@ -179,18 +196,52 @@ class Outbox:
         self._start(key)
         self._idle.clear()
 
+    def backlog(self, network: str, room: str) -> Backlog:
+        """What `network`'s `room` has waiting, by sender: the relay counts what it
+        queues there and asks it before queuing more."""
+        key = (network, room)
+        backlog = self._backlogs.get(key)
+        if backlog is None:
+            backlog = self._backlogs[key] = Backlog()
+        return backlog
+
+    def count(self, item: Item) -> None:
+        """Counts a queued item in its destination's backlog, once (the relay counts what
+        it queues in its commit, `wake` what others queue)."""
+        if not item.counted:
+            item.counted = True
+            self.backlog(item.network, item.room).add(source_of(item.event), cost_of(item.event))
+
+    def _uncount(self, item: Item) -> None:
+        if item.counted:
+            item.counted = False
+            backlog = self.backlog(item.network, item.room)
+            backlog.remove(source_of(item.event), cost_of(item.event))
+
+    def _order(self, key: tuple[str, str]) -> FairOrder:
+        order = self._orders.get(key)
+        if order is None:
+            order = self._orders[key] = FairOrder()
+        return order
+
     def depth(self, network: str | None = None) -> int:
         held = sum(len(q) for (n, _), q in self._queues.items() if network in (None, n))
         return held + sum(c for (n, _), (c, _) in self._spilled.items() if network in (None, n))
 
     def oldest_age(self, network: str | None = None) -> float:
-        heads = [q[0].created for (n, _), q in self._queues.items() if q and network in (None, n)]
+        # Fair turns reorder a queue: its oldest item need not be at its head.
+        heads = [
+            min(item.created for item in q)
+            for (n, _), q in self._queues.items()
+            if q and network in (None, n)
+        ]
         return time.time() - min(heads) if heads else 0.0
 
     def wake(self, items: list[Item]) -> None:
         """Hands committed items (in commit order) to their destination workers."""
         for item in items:
             key = (item.network, item.room)
+            self.count(item)  # once: the relay counts its own; a copy read back is not
             if item.seq and item.seq <= self._loaded.get(key, 0):
                 continue  # already read back from the database, or queued before
             queue = self._queues.get(key)
@@ -199,7 +250,7 @@ class Outbox:
             if key in self._spilled or len(queue) >= self.memory_queue:
                 self._spill(key, 1, item.seq)
                 continue
-            queue.append(item)
+            self._order(key).place(queue, item)
             if item.seq:
                 self._loaded[key] = item.seq
             arrived = self._arrivals.get(key)
@@ -233,18 +284,22 @@ class Outbox:
             ).fetchall()
 
         rows = await self.db.read(q)
+        order, backlog = self._order(key), self.backlog(*key)
+        earlier = self._earlier.get(key, 0)
         for s, t, p, a, c in rows:
-            queue.append(
-                Item(
-                    network=key[0],
-                    room=key[1],
-                    event=codec.loads(self.sealer.open(p, table="outbox", key=t)),
-                    txn_id=t,
-                    seq=s,
-                    attempts=a,
-                    created=c,
-                )
+            item = Item(
+                network=key[0],
+                room=key[1],
+                event=codec.loads(self.sealer.open(p, table="outbox", key=t)),
+                txn_id=t,
+                seq=s,
+                attempts=a,
+                created=c,
             )
+            if s <= earlier:  # a previous run's: now its sender is known
+                backlog.adopt(source_of(item.event), cost_of(item.event))
+            item.counted = True  # by `adopt`, or when this run queued it
+            order.place(queue, item)  # read in commit order, so a restart rebuilds the turns
         loaded = max(after, int(rows[-1][0])) if rows else after
         if len(rows) < limit:
             # Everything pending was read. An item noted before the read and not among
@@ -307,6 +362,7 @@ class Outbox:
                 await asyncio.sleep(OFFLINE_POLL)
                 continue
             window = adapter.capabilities.send_window
+            self._order(key).pinned = window  # what may be in flight keeps its place
             if window == 1:
                 await self._pace(key)
                 delay = await self._attempt(adapter, queue[0], bound)
@@ -460,6 +516,7 @@ class Outbox:
             outgoing = await self._outgoing(item)
             if outgoing is None:
                 await self.db.transact(lambda c: _delete(c, item))
+                self._uncount(item)
                 return None
             began = time.perf_counter()
             async with asyncio.timeout(SEND_TIMEOUT):
@@ -501,6 +558,7 @@ class Outbox:
             )
             return delay
         self._records.add(item, remote_id)
+        self._uncount(item)
         stats.sent += 1
         bound.debug("relayed", event_id=item.event.id, remote_id=remote_id)
         return None
@@ -540,6 +598,7 @@ class Outbox:
             )
 
         await self.db.transact(w)
+        self._uncount(item)
         self.stats.setdefault(item.network, OutboxStats()).failed += 1
         bound.error("send_failed", event_id=item.event.id, error=reason)
 

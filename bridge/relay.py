@@ -50,6 +50,7 @@ from imbridge.render import render
 from imbridge.router import Router
 from imbridge.sanitize import clean_text
 from imbridge.screening import OWN_ECHO, Ignored, screen
+from imbridge.shedding import Shedding
 
 log = structlog.get_logger("imbridge.relay")
 
@@ -98,6 +99,8 @@ class Relay:
         self.adapters = adapters
         self.outbox = outbox
         self.recorder = recorder
+        self.shedding = Shedding(outbox, recorder, adapters)
+        """Sheds deliveries to rooms whose backlog is full (see `shedding`)."""
         self.stats: dict[str, RelayStats] = {}
         self.on_event = on_event
         self.archived = 0
@@ -201,6 +204,8 @@ class Relay:
                         self.recorder.record_notice(
                             conn, reply.event, purpose="direct-reply", about=event.id
                         )
+            # Last: the backlog counts what this commit queues only if it gets this far.
+            items[:] = self.shedding.admit_sync(conn, event, items, setup.networks)
             enqueue_sync(conn, items, sealer=self.outbox.sealer)
             return True
 

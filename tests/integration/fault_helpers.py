@@ -196,19 +196,25 @@ class Gate:
 
 # -- the three networks ------------------------------------------------------------------
 
+# Every message the tests send must arrive, however fast they send it: no backlog limit
+# (what a flood sheds is tests/unit/test_flood.py's subject, not these).
+UNLIMITED: dict[str, Any] = {"backlog": None}
+
 
 def xmpp_network(server: Prosody, jid: str, password: str) -> dict[str, Any]:
     return testing.xmpp_network(
-        server, jid, password, ack_timeout=5, reconnect_max=2, rate_limit=FAST
+        server, jid, password, ack_timeout=5, reconnect_max=2, rate_limit=FAST, **UNLIMITED
     )
 
 
 def matrix_network(server: SynapseServer, relay: MatrixUser) -> dict[str, Any]:
-    return testing.matrix_network(server.url, relay, sync_timeout_ms=1000, rate_limit=FAST)
+    return testing.matrix_network(
+        server.url, relay, sync_timeout_ms=1000, rate_limit=FAST, **UNLIMITED
+    )
 
 
 def irc_network(server: Ircd, **extra: Any) -> dict[str, Any]:
-    return server.network(rate_limit=FAST, **extra)
+    return server.network(rate_limit=FAST, **(UNLIMITED | extra))
 
 
 def config_text(

@@ -50,7 +50,7 @@ def test_sigkill_mid_stream_then_restart_delivers_every_message_once(tmp_path: P
 bridge: {{state_dir: {tmp_path / "state"}, log: {{level: info, format: json}}}}
 networks:
   src: {{type: memory, feed_file: {feed}, feed_room: "#feed"}}
-  dst: {{type: memory, delivery_file: {out}}}
+  dst: {{type: memory, delivery_file: {out}, backlog: null}}  # one burst, all must arrive
 gateways:
   g:
     nick_format: ""
