@@ -4,6 +4,7 @@ state database so a restart continues where the previous run stopped."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from imbridge.db import Database
 from imbridge.events import EventId, RemoteId
@@ -13,10 +14,19 @@ from imbridge.idmap import IdMap
 class NetworkCursors:
     """The `Cursors` slot of one network (see `imbridge.adapter.Cursors`)."""
 
-    def __init__(self, db: Database, network: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        network: str,
+        *,
+        waiting: Callable[[str, RemoteId], EventId | None] | None = None,
+    ) -> None:
         self.db = db
         self.network = network
         self._ids = IdMap(db)
+        self._waiting = waiting
+        """Events handed to the relay and not yet committed (they wait on policy hooks):
+        an edit or reply arriving meanwhile must still find its target."""
 
     async def get(self, key: str) -> str | None:
         def q(conn: sqlite3.Connection) -> str | None:
@@ -38,4 +48,8 @@ class NetworkCursors:
         await self.db.transact(w)
 
     async def event_id(self, remote_id: RemoteId) -> EventId | None:
+        if self._waiting is not None:
+            found = self._waiting(self.network, remote_id)
+            if found is not None:
+                return found
         return await self._ids.event_for(self.network, remote_id)

@@ -88,6 +88,8 @@ class Decision:
     """What may be relayed: the event, or its redacted copy; None when denied."""
     quoted: str | None = None
     """A reply's quoted original as it may be shown there (redacted if need be)."""
+    hooks: tuple[tuple[str, str, str], ...] = ()
+    """(hook name, its answer, its reason) of every policy hook asked: see `imbridge.hooks`."""
 
     @property
     def allowed(self) -> bool:

@@ -7,6 +7,7 @@ destination tested, 1 it would be denied to at least one, 2 bad config or argume
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,16 @@ from imbridge.config.load import load_config
 from imbridge.config.schema import Config, Match, Rule
 from imbridge.errors import ConfigError
 from imbridge.events import Attachment, Edit, Event, EventId, Message, Origin, Sender
-from imbridge.policy import Action, Destination, compile_policy, decide, sender_notice
+from imbridge.policy import (
+    Action,
+    CompiledPolicy,
+    Decision,
+    Destination,
+    compile_policy,
+    decide,
+    sender_notice,
+    texts_of,
+)
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -115,14 +125,22 @@ def policy_test(
         print(f"imbridge policy test: {exc}", file=err)
         return EXIT_USAGE
     policy = compile_policy(config.policy)
+    try:
+        decided = asyncio.run(_decide_all(config, event, dests, policy, quoted))
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"{config_path}: {issue}", file=err)
+        return EXIT_USAGE
     denied = False
     for dest in dests:
-        d = decide(event, dest, policy, quoted=quoted)
+        d = decided[dest]
         denied |= d.action is Action.DENY
         where = f"{dest.network}:{dest.room}" if dest.room else dest.network
         print(f"to:       {where}", file=out)
         print(f"decision: {d.action.value}", file=out)
         print(f"rule:     {d.rule} ({d.reason})", file=out)
+        for hook, action, reason in d.hooks:
+            print(f"hook:     {hook}: {action}" + (f" ({reason})" if reason else ""), file=out)
         if d.action is Action.REDACT and isinstance(d.event, Message | Edit):
             print(f"redacted: {d.event.text}", file=out)
             if isinstance(d.event, Message) and attachments:
@@ -135,6 +153,38 @@ def policy_test(
         if len(dests) > 1:
             print(file=out)
     return EXIT_DENIED if denied else EXIT_OK
+
+
+async def _decide_all(
+    config: Config,
+    event: Event,
+    dests: list[Destination],
+    policy: CompiledPolicy,
+    quoted: str | None,
+) -> dict[Destination, Decision]:
+    """The rules' decisions, narrowed by the configured hooks exactly as the relay does
+    (`imbridge.hooks.combine`): a DLP service is really asked."""
+    from imbridge.hooks import engine  # noqa: PLC0415 - only when hooks are configured
+    from imbridge.hooks.combine import combine  # noqa: PLC0415
+    from imbridge.hooks.verdict import request_for  # noqa: PLC0415
+
+    ruled = {dest: decide(event, dest, policy, quoted=quoted) for dest in dests}
+    asked = [dest for dest, d in ruled.items() if d.event is not None]
+    if not config.policy.hooks or not asked:
+        return ruled
+    request = request_for(event, texts_of(event, quoted), quoted, asked)
+    if request is None:
+        return ruled
+    base = config.source.parent if config.source is not None else None
+    hooks = engine.Hooks(engine.build(config.policy.hooks, base))
+    try:
+        answers = await hooks.ask(engine.cache_key(event), request)
+    finally:
+        await hooks.aclose()
+    return {
+        dest: combine(event, dest, d, answers, policy, quoted=quoted) if d.event is not None else d
+        for dest, d in ruled.items()
+    }
 
 
 def _event(
