@@ -36,7 +36,8 @@ from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
 from imbridge.endpoints import make_app, serve_http
 from imbridge.errors import ConfigError
-from imbridge.events import Message, MessageKind, Origin, new_event_id
+from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new_event_id
+from imbridge.hooks import engine as hook_engine
 from imbridge.medialinks import MediaLinks
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
@@ -44,6 +45,8 @@ from imbridge.policy import compile_policy
 from imbridge.relay import NOTICE_SENDER, Relay, Setup
 from imbridge.router import Router
 from imbridge.sdnotify import Notifier
+from imbridge.sinks.feed import SINK_MIGRATIONS
+from imbridge.sinks.runner import Sinks
 
 log = structlog.get_logger("imbridge.daemon")
 
@@ -52,13 +55,23 @@ START_BACKOFF_CAP = 60.0
 DB_NAME = "imbridge.db"
 
 
-def setup_for(config: Config) -> Setup:
+def setup_for(config: Config, hooks: hook_engine.Hooks | None = None) -> Setup:
     return Setup(
         router=Router(config.gateways),
         policy=compile_policy(config.policy),
         networks=config.networks,
         log_text=config.bridge.log.message_text,
+        hooks=hooks if hooks else None,
     )
+
+
+def hooks_for(config: Config, previous: hook_engine.Hooks | None = None) -> hook_engine.Hooks:
+    """The policy hooks of `config`, their counters carried over from `previous`."""
+    base = config.source.parent if config.source is not None else None
+    hooks = hook_engine.Hooks(hook_engine.build(config.policy.hooks, base))
+    if previous is not None:
+        hooks.stats.update({k: v for k, v in previous.stats.items() if k in hooks.stats})
+    return hooks
 
 
 class Daemon:
@@ -82,7 +95,10 @@ class Daemon:
         self.media_links: MediaLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
-        self.db = Database(config.bridge.state_dir / DB_NAME, {"archive": ARCHIVE_MIGRATIONS})
+        self.db = Database(
+            config.bridge.state_dir / DB_NAME,
+            {"archive": ARCHIVE_MIGRATIONS, "sinks": SINK_MIGRATIONS},
+        )
         self.archive: ArchiveService | None = None
         if recorder is None and config.archive.enabled:
             store = ArchiveStore(config.archive, state_dir=config.bridge.state_dir)
@@ -92,6 +108,9 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.relay: Relay | None = None
         self.capture: AttachmentCapture | None = None
+        self.hooks: hook_engine.Hooks | None = None
+        self._retired_hooks: list[hook_engine.Hooks] = []
+        self.sinks: Sinks | None = None
         self._started: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -99,11 +118,14 @@ class Daemon:
 
     def _build_adapter(self, name: str) -> Adapter:
         net = self.config.networks[name]
-        cursors = NetworkCursors(self.db, name)
+        cursors = NetworkCursors(self.db, name, waiting=self._waiting_event)
         if self._factory is not None:
             return self._factory(name, net, cursors)
         cls = registry.adapter_class(net.type)
         return registry.build(cls, name, net, cursors, media_links=self.media_links)
+
+    def _waiting_event(self, network: str, remote_id: RemoteId) -> EventId | None:
+        return self.relay.waiting_event(network, remote_id) if self.relay is not None else None
 
     def _relay(self) -> Relay:
         if self.relay is None:
@@ -142,14 +164,16 @@ class Daemon:
             self.recorder,
             sealer=Sealer(key.get_secret_value() if key is not None else None),
         )
+        self.hooks = hooks_for(self.config)
         self.relay = Relay(
-            self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder
+            self.db, setup_for(self.config, self.hooks), self.adapters, self.outbox, self.recorder
         )
         self.outbox.observe_send = self.metrics.observe_send
         if self.archive is not None and self.config.archive.attachments.enabled:
             files = FileStore.for_archive(self.config.archive, self.config.bridge.state_dir)
             self.capture = AttachmentCapture(self.db, self.archive.store, files, self.adapters)
             await self.capture.__aenter__()
+        await self._start_sinks()
         pending = await self.outbox.load()
         log.info(
             "started",
@@ -176,6 +200,38 @@ class Daemon:
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="supervisor"
         )
+
+    # -- record sinks (archive.sinks) ----------------------------------------------------
+
+    async def _start_sinks(self) -> None:
+        if self.archive is None or not self.config.archive.sinks:
+            return
+        self.sinks = Sinks(
+            self.db,
+            self.archive.store,
+            self.config.archive.sinks,
+            self.config.bridge.state_dir / DB_NAME,
+        )
+        await self.sinks.__aenter__()
+
+    async def _stop_sinks(self) -> None:
+        if self.sinks is not None:
+            sinks, self.sinks = self.sinks, None
+            await sinks.__aexit__(None, None, None)
+
+    def sink_states(self) -> dict[str, dict[str, Any]]:
+        if self.sinks is None:
+            return {}
+        return {
+            name: {
+                "up": st.up,
+                "lag": st.lag,
+                "lag_seconds": round(st.lag_seconds(), 3),
+                "cursor": st.cursor,
+                "error": st.last_error,
+            }
+            for name, st in self.sinks.states().items()
+        }
 
     def is_ready(self) -> bool:
         return all(
@@ -331,8 +387,13 @@ class Daemon:
         }
         # Archive first: holds are in force before anything else moves, and rooms
         # joined below get the new notice.
+        hooks = self._hooks_on_reload(old, config)  # a ConfigError here changes nothing
         notice_changed = await self._reload_archive(old, config)
-        relay.setup = setup_for(config)
+        self.hooks = hooks
+        relay.setup = setup_for(config, hooks)
+        if old.archive.sinks != config.archive.sinks:
+            await self._stop_sinks()
+            await self._start_sinks()
         for name in changed:
             if name in self.adapters:
                 await self._drop(name)
@@ -354,6 +415,16 @@ class Daemon:
                 for room in relay.setup.router.rooms(name):
                     await self._post_notice(name, room)
         log.info("config_reloaded", reconnected=sorted(changed))
+
+    def _hooks_on_reload(self, old: Config, new: Config) -> hook_engine.Hooks:
+        """New hooks when `policy.hooks` changed; the old ones are closed at stop, since
+        events in flight may still be asking them."""
+        if self.hooks is not None and old.policy.hooks == new.policy.hooks:
+            return self.hooks
+        hooks = hooks_for(new, self.hooks)
+        if self.hooks is not None:
+            self._retired_hooks.append(self.hooks)
+        return hooks
 
     async def _reload_archive(self, old: Config, new: Config) -> bool:
         """Applies and records the archive settings; True when the notice changed."""
@@ -409,10 +480,18 @@ class Daemon:
             await self._http.cleanup()
         if self.capture is not None:
             await self.capture.__aexit__(None, None, None)
+        await self._stop_sinks()
+        await self._close_hooks()
         if self.archive is not None:
             await self.archive.__aexit__(None, None, None)
         await self.db.aclose()
         log.info("stopped")
+
+    async def _close_hooks(self) -> None:
+        for hooks in (*self._retired_hooks, self.hooks):
+            if hooks is not None:
+                await hooks.aclose()
+        self._retired_hooks.clear()
 
     async def __aenter__(self) -> Daemon:
         await self.start()

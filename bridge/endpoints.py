@@ -34,7 +34,8 @@ def make_app(daemon: Daemon, metrics: Metrics, token: str | None) -> web.Applica
     async def readyz(_: web.Request) -> web.Response:
         states = daemon.network_states()
         ready = all(s["connected"] and s["joined"] for s in states.values() if s["required"])
-        return web.json_response({"ready": ready, "networks": states}, status=200 if ready else 503)
+        body = {"ready": ready, "networks": states, "sinks": daemon.sink_states()}
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
         if token is not None:
