@@ -88,6 +88,13 @@ def status(path: Path) -> int:
         joined = "joined" if state["joined"] else "not joined"
         extra = "" if state["required"] else " (optional)"
         print(f"{name:<20} {word:<13} {joined:<11} outbox {state['outbox']}{extra}")
+    for name, sink in sorted(body.get("sinks", {}).items()):
+        word = "up" if sink["up"] else "DOWN"
+        error = f" ({sink['error']})" if sink["error"] and not sink["up"] else ""
+        print(
+            f"sink {name:<15} {word:<13} lag {sink['lag']} records, "
+            f"{sink['lag_seconds']:.1f} s{error}"
+        )
     print("ready" if body["ready"] else "NOT READY")
     return EXIT_OK if body["ready"] else EXIT_FAILURE
 

@@ -9,6 +9,7 @@ archive promises no words in clear at rest."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from imbridge.archive.sealing import Sealer
 from imbridge.db import Database
@@ -19,11 +20,21 @@ from imbridge.idmap import IdMap
 class NetworkCursors:
     """The `Cursors` slot of one network (see `imbridge.adapter.Cursors`)."""
 
-    def __init__(self, db: Database, network: str, sealer: Sealer | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        network: str,
+        sealer: Sealer | None = None,
+        *,
+        waiting: Callable[[str, RemoteId], EventId | None] | None = None,
+    ) -> None:
         self.db = db
         self.network = network
         self._ids = IdMap(db)
         self._sealer = sealer or Sealer()
+        self._waiting = waiting
+        """Events handed to the relay and not yet committed (they wait on policy hooks):
+        an edit or reply arriving meanwhile must still find its target."""
 
     async def get(self, key: str) -> str | None:
         def q(conn: sqlite3.Connection) -> str | None:
@@ -50,4 +61,8 @@ class NetworkCursors:
         await self.db.transact(w)
 
     async def event_id(self, remote_id: RemoteId) -> EventId | None:
+        if self._waiting is not None:
+            found = self._waiting(self.network, remote_id)
+            if found is not None:
+                return found
         return await self._ids.event_for(self.network, remote_id)

@@ -45,8 +45,9 @@ from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
 from imbridge.endpoints import is_public, make_app, media_limiter, serve_http
 from imbridge.errors import ConfigError
-from imbridge.events import Message, MessageKind, Origin, new_event_id
+from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new_event_id
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
+from imbridge.hooks import engine as hook_engine
 from imbridge.listener import Listener
 from imbridge.medialinks import MediaLinks
 from imbridge.metrics import Metrics
@@ -55,6 +56,8 @@ from imbridge.policy import compile_policy
 from imbridge.relay import NOTICE_SENDER, Relay, Setup
 from imbridge.router import Router
 from imbridge.sdnotify import Notifier
+from imbridge.sinks.feed import SINK_MIGRATIONS
+from imbridge.sinks.runner import Sinks
 from imbridge.tasks import TaskTree
 
 log = structlog.get_logger("imbridge.daemon")
@@ -66,13 +69,23 @@ CLOSE_TIMEOUT = 5.0
 DB_NAME = "imbridge.db"
 
 
-def setup_for(config: Config) -> Setup:
+def setup_for(config: Config, hooks: hook_engine.Hooks | None = None) -> Setup:
     return Setup(
         router=Router(config.gateways),
         policy=compile_policy(config.policy),
         networks=config.networks,
         log_text=config.bridge.log.message_text,
+        hooks=hooks if hooks else None,
     )
+
+
+def hooks_for(config: Config, previous: hook_engine.Hooks | None = None) -> hook_engine.Hooks:
+    """The policy hooks of `config`, their counters carried over from `previous`."""
+    base = config.source.parent if config.source is not None else None
+    hooks = hook_engine.Hooks(hook_engine.build(config.policy.hooks, base))
+    if previous is not None:
+        hooks.stats.update({k: v for k, v in previous.stats.items() if k in hooks.stats})
+    return hooks
 
 
 class Daemon:
@@ -96,7 +109,10 @@ class Daemon:
         self.media_links: MediaLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
-        self.db = Database(config.bridge.state_dir / DB_NAME, {"archive": ARCHIVE_MIGRATIONS})
+        self.db = Database(
+            config.bridge.state_dir / DB_NAME,
+            {"archive": ARCHIVE_MIGRATIONS, "sinks": SINK_MIGRATIONS},
+        )
         self.archive: ArchiveService | None = None
         if recorder is None and config.archive.enabled:
             store = ArchiveStore(config.archive, state_dir=config.bridge.state_dir)
@@ -106,6 +122,9 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.relay: Relay | None = None
         self.capture: AttachmentCapture | None = None
+        self.hooks: hook_engine.Hooks | None = None
+        self._retired_hooks: list[hook_engine.Hooks] = []
+        self.sinks: Sinks | None = None
         self._started: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         """Each network's connect-and-join task, a child of `_tree`."""
@@ -128,11 +147,14 @@ class Daemon:
 
     def _build_adapter(self, name: str) -> Adapter:
         net = self.config.networks[name]
-        cursors = NetworkCursors(self.db, name, self.sealer)
+        cursors = NetworkCursors(self.db, name, self.sealer, waiting=self._waiting_event)
         if self._factory is not None:
             return self._factory(name, net, cursors)
         cls = registry.adapter_class(net.type)
         return registry.build(cls, name, net, cursors, media_links=self.media_links)
+
+    def _waiting_event(self, network: str, remote_id: RemoteId) -> EventId | None:
+        return self.relay.waiting_event(network, remote_id) if self.relay is not None else None
 
     def _relay(self) -> Relay:
         if self.relay is None:
@@ -182,10 +204,13 @@ class Daemon:
         self.outbox = Outbox(
             self.db, self.adapters, self._rate_limits(), self.recorder, sealer=self.sealer
         )
+        self.hooks = hooks_for(self.config)
         self.relay = Relay(
-            self.db, setup_for(self.config), self.adapters, self.outbox, self.recorder
+            self.db, setup_for(self.config, self.hooks), self.adapters, self.outbox, self.recorder
         )
         self.outbox.observe_send = self.metrics.observe_send
+        # Closed after the outbox and the networks' tasks, which may still be asking them.
+        stack.push_async_callback(self._step, "policy_hooks", self._close_hooks)
         stack.push_async_callback(self._step, "outbox", self._close_outbox)
         if self.archive is not None and self.config.archive.attachments.enabled:
             files = FileStore.for_archive(self.config.archive, self.config.bridge.state_dir)
@@ -194,6 +219,8 @@ class Daemon:
             stack.push_async_callback(self._step, "attachment_capture", self.capture.__aexit__)
         await self._tree.__aenter__()
         stack.push_async_callback(self._step, "tasks", self._tree.aclose)
+        await self._start_sinks()
+        stack.push_async_callback(self._step, "sinks", self._stop_sinks)
         pending = await self.outbox.load()
         log.info(
             "started",
@@ -264,6 +291,38 @@ class Daemon:
             self.adapters[name] = self._build_adapter(name)
             self._outbox().rate_limits = self._rate_limits()
             self._launch(name)
+
+    # -- record sinks (archive.sinks) ----------------------------------------------------
+
+    async def _start_sinks(self) -> None:
+        if self.archive is None or not self.config.archive.sinks:
+            return
+        self.sinks = Sinks(
+            self.db,
+            self.archive.store,
+            self.config.archive.sinks,
+            self.config.bridge.state_dir / DB_NAME,
+        )
+        await self.sinks.__aenter__()
+
+    async def _stop_sinks(self) -> None:
+        if self.sinks is not None:
+            sinks, self.sinks = self.sinks, None
+            await sinks.__aexit__(None, None, None)
+
+    def sink_states(self) -> dict[str, dict[str, Any]]:
+        if self.sinks is None:
+            return {}
+        return {
+            name: {
+                "up": st.up,
+                "lag": st.lag,
+                "lag_seconds": round(st.lag_seconds(), 3),
+                "cursor": st.cursor,
+                "error": st.last_error,
+            }
+            for name, st in self.sinks.states().items()
+        }
 
     def is_ready(self) -> bool:
         """The one readiness rule (systemd READY, /readyz, `imbridge status`): every
@@ -436,8 +495,13 @@ class Daemon:
         }
         # Archive first: holds are in force before anything else moves, and rooms
         # joined below get the new notice.
+        hooks = self._hooks_on_reload(old, config)  # a ConfigError here changes nothing
         notice_changed = await self._reload_archive(old, config)
-        relay.setup = setup_for(config)
+        self.hooks = hooks
+        relay.setup = setup_for(config, hooks)
+        if old.archive.sinks != config.archive.sinks:
+            await self._stop_sinks()
+            await self._start_sinks()
         for name in changed:
             if name in self.adapters:
                 await self._drop(name)
@@ -462,6 +526,16 @@ class Daemon:
                 for room in relay.setup.router.rooms(name):
                     await self._post_notice(name, room)
         log.info("config_reloaded", reconnected=sorted(changed))
+
+    def _hooks_on_reload(self, old: Config, new: Config) -> hook_engine.Hooks:
+        """New hooks when `policy.hooks` changed; the old ones are closed at stop, since
+        events in flight may still be asking them."""
+        if self.hooks is not None and old.policy.hooks == new.policy.hooks:
+            return self.hooks
+        hooks = hooks_for(new, self.hooks)
+        if self.hooks is not None:
+            self._retired_hooks.append(self.hooks)
+        return hooks
 
     async def _reload_archive(self, old: Config, new: Config) -> bool:
         """Applies and records the archive settings; True when the notice changed."""
@@ -539,6 +613,12 @@ class Daemon:
             await close()
         except Exception:
             log.exception("close_failed", part=what)
+
+    async def _close_hooks(self) -> None:
+        for hooks in (*self._retired_hooks, self.hooks):
+            if hooks is not None:
+                await hooks.aclose()
+        self._retired_hooks.clear()
 
     async def __aenter__(self) -> Daemon:
         await self.start()

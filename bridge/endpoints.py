@@ -54,6 +54,7 @@ def make_app(
         # listener only the metrics token's bearer sees it.
         if not public or bearer(request):
             body["networks"] = states
+        body["sinks"] = daemon.sink_states()
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:

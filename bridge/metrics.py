@@ -98,3 +98,65 @@ class _DaemonCollector(Collector):
         archived.add_metric([], float(d.relay.archived if d.relay else 0))
         yield from (connected, reconnects, received, sent, denied, failed, shed, depth, age)
         yield archived
+        yield from _hook_metrics(d)
+        yield from _sink_metrics(d)
+
+
+def _hook_metrics(d: Daemon) -> Iterator[Metric]:
+    """Per policy hook: calls, failures by the `on_error` that applied, answers."""
+    requests = CounterMetricFamily(
+        "imbridge_policy_hook_requests", "Events a policy hook was asked about", labels=["hook"]
+    )
+    cached = CounterMetricFamily(
+        "imbridge_policy_hook_cached",
+        "Events answered from the per-event cache, without asking again",
+        labels=["hook"],
+    )
+    errors = CounterMetricFamily(
+        "imbridge_policy_hook_errors",
+        "Policy hook calls that failed or timed out, by the on_error applied",
+        labels=["hook", "on_error"],
+    )
+    decisions = CounterMetricFamily(
+        "imbridge_policy_hook_decisions",
+        "Policy hook answers per destination, by action",
+        labels=["hook", "action"],
+    )
+    seconds = CounterMetricFamily(
+        "imbridge_policy_hook_seconds", "Time spent waiting for policy hooks", labels=["hook"]
+    )
+    for name, st in d.hooks.stats.items() if d.hooks is not None else ():
+        requests.add_metric([name], float(st.requests))
+        cached.add_metric([name], float(st.cached))
+        seconds.add_metric([name], st.seconds)
+        for on_error in ("deny", "allow"):
+            errors.add_metric([name, on_error], float(st.errors[on_error]))
+        for action in ("allow", "deny", "redact"):
+            decisions.add_metric([name, action], float(st.decisions[action]))
+    yield from (requests, cached, errors, decisions, seconds)
+
+
+def _sink_metrics(d: Daemon) -> Iterator[Metric]:
+    """Per record sink: how far behind the archive it is, what it shipped, failures."""
+    lag = GaugeMetricFamily(
+        "imbridge_sink_lag_records", "Archive records not yet shipped", labels=["sink"]
+    )
+    lag_s = GaugeMetricFamily(
+        "imbridge_sink_lag_seconds",
+        "Age of the oldest archive record not yet shipped",
+        labels=["sink"],
+    )
+    sent = CounterMetricFamily(
+        "imbridge_sink_records_sent", "Records shipped (heads included)", labels=["sink"]
+    )
+    errors = CounterMetricFamily(
+        "imbridge_sink_errors", "Failed attempts to ship a batch", labels=["sink"]
+    )
+    up = GaugeMetricFamily("imbridge_sink_up", "1 if the last batch was shipped", labels=["sink"])
+    for name, st in d.sinks.states().items() if d.sinks is not None else ():
+        lag.add_metric([name], float(st.lag))
+        lag_s.add_metric([name], st.lag_seconds())
+        sent.add_metric([name], float(st.sent))
+        errors.add_metric([name], float(st.errors))
+        up.add_metric([name], 1.0 if st.up else 0.0)
+    yield from (lag, lag_s, sent, errors, up)

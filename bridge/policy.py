@@ -113,6 +113,8 @@ class Decision:
     """A reply's quoted original as it may be shown there (redacted if need be)."""
     flags: tuple[str, ...] = ()
     """Names of the rules that flagged the event for review (`flag`, `flag: true`)."""
+    hooks: tuple[tuple[str, str, str], ...] = ()
+    """(hook name, its answer, its reason) of every policy hook asked: see `imbridge.hooks`."""
 
     @property
     def allowed(self) -> bool:
@@ -537,6 +539,10 @@ def _kept_attachments(
     return tuple(kept)
 
 
+HOOK_RULE_PREFIX = "hook:"
+"""How a decision made by a policy hook names it (`imbridge.hooks.combine.HOOK_PREFIX`)."""
+
+
 def sender_notice(decision: Decision, event: Event) -> str | None:
     """The notice a `notify_sender` rule has the relay post in the origin room, or None
     when it posts none (nothing was held back). The one text: the relay sends it and
@@ -545,4 +551,10 @@ def sender_notice(decision: Decision, event: Event) -> str | None:
     if not decision.notify_sender or decision.event is event:
         return None
     what = "was not relayed" if decision.event is None else "was relayed with parts removed"
-    return f"{event.origin.sender.name}: your message {what} (policy rule {decision.rule!r})."
+    rule = decision.rule
+    which = (  # a policy hook's decision carries its name behind `hook:` (imbridge.hooks)
+        f"policy hook {rule.removeprefix(HOOK_RULE_PREFIX)!r}"
+        if rule.startswith(HOOK_RULE_PREFIX)
+        else f"policy rule {rule!r}"
+    )
+    return f"{event.origin.sender.name}: your message {what} ({which})."

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,6 +36,10 @@ from imbridge.events import (
     Topic,
     new_event_id,
 )
+from imbridge.hooks.combine import combine
+from imbridge.hooks.engine import cache_key
+from imbridge.hooks.turns import RoomTurns
+from imbridge.hooks.verdict import request_for
 from imbridge.idmap import confined_sync, record_sync
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import (
@@ -45,12 +50,16 @@ from imbridge.policy import (
     decide,
     policy_texts,
     sender_notice,
+    texts_of,
 )
 from imbridge.render import render
 from imbridge.router import Router
 from imbridge.sanitize import clean_text
 from imbridge.screening import OWN_ECHO, Ignored, screen
 from imbridge.shedding import Shedding
+
+if TYPE_CHECKING:
+    from imbridge.hooks.engine import Hooks
 
 log = structlog.get_logger("imbridge.relay")
 
@@ -78,6 +87,8 @@ class Setup:
     policy: CompiledPolicy
     networks: Mapping[str, NetworkConfig]
     log_text: bool = False
+    hooks: Hooks | None = None
+    """The policy hooks (`policy.hooks`), asked after the rules; None when there are none."""
 
 
 class Relay:
@@ -105,6 +116,11 @@ class Relay:
         self.on_event = on_event
         self.archived = 0
         """Events committed with their archive records, for the metrics."""
+        self._turns = RoomTurns()
+        self._waiting: dict[EventId, Message] = {}
+        """Messages asking hooks, not yet committed: a reply to one finds its quote here."""
+        self._waiting_ids: dict[tuple[str, str], EventId] = {}
+        """Remote ids of events asking hooks, for the adapters' lookups (`waiting_event`)."""
 
     async def __call__(self, event: Event) -> None:
         stats = self.stats.setdefault(event.origin.network, RelayStats())
@@ -119,6 +135,10 @@ class Relay:
             )
         finally:
             stats.handled += 1
+
+    def waiting_event(self, network: str, remote_id: str) -> EventId | None:
+        """The id of an event handed over but still asking hooks, not yet in the id map."""
+        return self._waiting_ids.get((network, remote_id))
 
     def _screen(self, event: Event) -> Ignored | None:
         """The bridge's own echoes and configured bots (see `screening`); a relay marker
@@ -137,18 +157,21 @@ class Relay:
         if ignored is not None and ignored.rule == OWN_ECHO:
             stats.dropped_echo += 1
             return
-        # Taken before the first await: events commit in the order the adapter handed
-        # them over, even when it does not wait for each one (see `Database.reserve`).
-        slot = self.db.reserve()
         try:
-            if ignored is not None:
-                committed = await self._commit_ignored(event, ignored, slot)
-                decisions: list[tuple[Destination, Decision]] = []
-                items: list[Item] = []
-            else:
-                committed, decisions, items = await self._commit(event, stats, slot)
+            event, pre, slot = await self._take_place(event, ignored)
+            try:
+                if ignored is not None:
+                    committed = await self._commit_ignored(event, ignored, slot)
+                    decisions: list[tuple[Destination, Decision]] = []
+                    items: list[Item] = []
+                else:
+                    committed, decisions, items = await self._commit(event, stats, slot, pre)
+            finally:
+                slot.release()
         finally:
-            slot.release()
+            self._waiting.pop(event.id, None)
+            if event.origin.remote_id is not None:
+                self._waiting_ids.pop((event.origin.network, event.origin.remote_id), None)
         if not committed:
             stats.duplicates += 1
             return
@@ -170,8 +193,94 @@ class Relay:
                 routes=len(decisions),
             )
 
+    async def _take_place(
+        self, event: Event, ignored: Ignored | None
+    ) -> tuple[Event, dict[Destination, Decision] | None, Slot]:
+        """The event's place in the commit order, and the hooks' decisions if any."""
+        setup = self.setup
+        if not setup.hooks:
+            # Taken before the first await: events commit in the order the adapter
+            # handed them over, even when it does not wait for each one (see
+            # `Database.reserve`).
+            return event, None, self.db.reserve()
+        # Hooks are asked before the event takes its commit place, so a slow hook holds
+        # back its own room only (see `imbridge.hooks.turns`).
+        turn = self._turns.enter((event.origin.network, event.origin.room))
+        if isinstance(event, Message):
+            self._waiting[event.id] = event
+        if event.origin.remote_id is not None:
+            self._waiting_ids[(event.origin.network, event.origin.remote_id)] = event.id
+        try:
+            pre = None
+            if ignored is None:
+                event, pre = await self._consult(event, setup)
+            await turn.wait()
+            return event, pre, self.db.reserve()
+        finally:
+            turn.done()
+
+    async def _consult(
+        self, event: Event, setup: Setup
+    ) -> tuple[Event, dict[Destination, Decision] | None]:
+        """The cleaned event and, when hooks were asked, the decision for each
+        destination: the rules', narrowed by the hooks for those the rules let through.
+        None when no hook applies (nothing to ask, or a replay the commit will drop)."""
+        hooks = setup.hooks
+        origin = event.origin
+        event = _clean(event, setup.router.canonical_room(origin.network, origin.room))
+        if hooks is None or isinstance(event, Delete) or event.origin.direct:
+            return event, None
+        target = event.reply_to if isinstance(event, Message) else None
+        waiting = self._waiting.get(target) if target is not None else None
+        remote_id = event.origin.remote_id
+
+        def look(conn: sqlite3.Connection) -> tuple[bool, str | None]:
+            seen = remote_id is not None and bool(
+                conn.execute(
+                    "SELECT 1 FROM idmap WHERE network = ? AND remote_id = ?",
+                    (event.origin.network, remote_id),
+                ).fetchone()
+            )
+            if target is None or waiting is not None or seen:
+                return seen, None
+            row = conn.execute(
+                "SELECT payload FROM messages WHERE event_id = ?", (target,)
+            ).fetchone()
+            return seen, str(row[0]) if row else None
+
+        seen, payload = await self.db.read(look)
+        if seen:  # a replay: the commit drops it, and no hook is asked twice
+            return event, None
+        quoted = (
+            _quote_copy(waiting)
+            if waiting is not None
+            else self._open_quoted(payload, target)
+            if payload and target is not None
+            else None
+        )
+        qtext = quoted.text if quoted else None
+        ruled = {
+            route.dest: decide(event, route.dest, setup.policy, quoted=qtext)
+            for route in setup.router.routes(event.origin.network, event.origin.room)
+        }
+        asked = [dest for dest, d in ruled.items() if d.event is not None]
+        request = request_for(event, texts_of(event, qtext), qtext, asked) if asked else None
+        if request is None:
+            return event, None
+        answers = await hooks.ask(cache_key(event), request)
+        return event, {
+            dest: combine(event, dest, d, answers, setup.policy, quoted=qtext)
+            if d.event is not None
+            else d
+            for dest, d in ruled.items()
+        }
+
     async def _commit(
-        self, event: Event, stats: RelayStats, slot: Slot
+        self,
+        event: Event,
+        stats: RelayStats,
+        slot: Slot,
+        pre: Mapping[Destination, Decision] | None = None,
     ) -> tuple[bool, list[tuple[Destination, Decision]], list[Item]]:
         setup = self.setup
         event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
@@ -181,7 +290,7 @@ class Relay:
             confined = event
             event = await slot.read(lambda conn: confined_sync(conn, confined))
         quoted = await self._quoted(event, slot)
-        decisions, items, notice = self._plan(event, quoted, stats)
+        decisions, items, notice = self._plan(event, quoted, stats, pre)
 
         def commit(conn: sqlite3.Connection) -> bool:
             if not _first_sighting(conn, event):
@@ -229,15 +338,18 @@ class Relay:
     def _keep_for_quoting(self, conn: sqlite3.Connection, event: Message) -> None:
         """What a reply's quote needs of its original (sender and text), sealed with the
         archive key when one is set; retention deletes it with the archive's records."""
-        text = event.text or " ".join(f"[{a.name or 'attachment'}]" for a in event.attachments)
-        kept = Message(id=event.id, origin=event.origin, text=text, kind=event.kind)
+        kept = _quote_copy(event)
         payload = self.sealer.seal(codec.dumps(kept), table="messages", key=event.id)
         conn.execute(
             "INSERT OR IGNORE INTO messages VALUES (?, ?, ?)", (event.id, payload, time.time())
         )
 
     def _plan(
-        self, event: Event, quoted: Message | None, stats: RelayStats
+        self,
+        event: Event,
+        quoted: Message | None,
+        stats: RelayStats,
+        pre: Mapping[Destination, Decision] | None = None,
     ) -> tuple[list[tuple[Destination, Decision]], list[Item], tuple[Message, Decision] | None]:
         """The decision for every destination, the deliveries they allow (with the notice
         to the sender, if one is due), and that notice with the decision it explains."""
@@ -251,7 +363,10 @@ class Relay:
         bare: PolicyTexts | None = None
         policy = self.setup.policy
         for route in self.setup.router.routes(event.origin.network, event.origin.room):
-            if quoted is not None and not decide(quoted, route.dest, policy).allowed:
+            decision = pre.get(route.dest) if pre is not None else None
+            if decision is not None:
+                pass  # the rules' decision as the policy hooks narrowed it
+            elif quoted is not None and not decide(quoted, route.dest, policy).allowed:
                 # The quote under its own origin's barriers and rules: where it may not
                 # go, the reply goes without it.
                 bare = bare or policy_texts(event)
@@ -317,8 +432,9 @@ class Relay:
             return str(row[0]) if row else None
 
         payload = await slot.read(q)
-        if not payload:
-            return None
+        return self._open_quoted(payload, target) if payload else None
+
+    def _open_quoted(self, payload: str, target: EventId) -> Message | None:
         found = codec.loads(self.sealer.open(payload, table="messages", key=target))
         return found if isinstance(found, Message) else None
 
@@ -331,6 +447,12 @@ class Relay:
             text=sender_notice(decision, event) or "",
             kind=MessageKind.NOTICE,
         )
+
+
+def _quote_copy(event: Message) -> Message:
+    """What a reply's quote needs of its original: sender and text."""
+    text = event.text or " ".join(f"[{a.name or 'attachment'}]" for a in event.attachments)
+    return Message(id=event.id, origin=event.origin, text=text, kind=event.kind)
 
 
 def _first_sighting(conn: sqlite3.Connection, event: Event) -> bool:

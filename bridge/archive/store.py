@@ -270,6 +270,8 @@ class ArchiveStore:
                 body["sent"] = codec.to_dict(d.event)
             if d.quoted is not None:
                 body["quoted"] = d.quoted
+            if d.hooks:
+                body["hooks"] = [{"hook": h, "action": a, "reason": r} for h, a, r in d.hooks]
             records.append(
                 {
                     **common,

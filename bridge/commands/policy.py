@@ -7,6 +7,7 @@ destination tested, 1 it would be denied to at least one, 2 bad config or argume
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,11 +21,14 @@ from imbridge.events import Attachment, Edit, Event, EventId, Message, Origin, S
 from imbridge.exitcodes import EXIT_DENIED, EXIT_OK, EXIT_USAGE
 from imbridge.policy import (
     Action,
+    CompiledPolicy,
+    Decision,
     Destination,
     compile_policy,
     decide,
     policy_texts,
     sender_notice,
+    texts_of,
 )
 
 
@@ -128,29 +132,97 @@ def policy_test(
     for forms in (*texts.forms, texts.name):
         if len(forms) > 1:
             print(f"read as:  {forms[1]!r} (normalised from {forms[0]!r})", file=out)
+    try:
+        decided = _decided(config, event, dests, policy, quoted)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"{config_path}: {issue}", file=err)
+        return EXIT_USAGE
     denied = False
     for dest in dests:
-        d = decide(event, dest, policy, quoted=quoted, texts=texts)
+        d = decided[dest]
         denied |= d.action is Action.DENY
-        where = f"{dest.network}:{dest.room}" if dest.room else dest.network
-        print(f"to:       {where}", file=out)
-        print(f"decision: {d.action.value}", file=out)
-        print(f"rule:     {d.rule} ({d.reason})", file=out)
-        if d.action is Action.REDACT and isinstance(d.event, Message | Edit):
-            print(f"redacted: {d.event.text}", file=out)
-            if isinstance(d.event, Message) and attachments:
-                kept = ", ".join(a.name for a in d.event.attachments) or "none"
-                print(f"kept:     {kept}", file=out)
-            if quoted is not None and d.quoted != quoted:
-                print(f"quoted:   {d.quoted}", file=out)
-        notice = sender_notice(d, event)
-        if notice is not None:
-            print(f"notice:   {notice}", file=out)
-        if d.flags:
-            print(f"flagged:  {', '.join(d.flags)} (put in the review queue)", file=out)
+        _print_decision(d, dest, event, quoted=quoted, attachments=bool(attachments), out=out)
         if len(dests) > 1:
             print(file=out)
     return EXIT_DENIED if denied else EXIT_OK
+
+
+def _print_decision(
+    d: Decision,
+    dest: Destination,
+    event: Event,
+    *,
+    quoted: str | None,
+    attachments: bool,
+    out: TextIO,
+) -> None:
+    """One destination's answer, as `policy test` prints it."""
+    where = f"{dest.network}:{dest.room}" if dest.room else dest.network
+    print(f"to:       {where}", file=out)
+    print(f"decision: {d.action.value}", file=out)
+    print(f"rule:     {d.rule} ({d.reason})", file=out)
+    for hook, action, reason in d.hooks:
+        print(f"hook:     {hook}: {action}" + (f" ({reason})" if reason else ""), file=out)
+    if d.action is Action.REDACT and isinstance(d.event, Message | Edit):
+        print(f"redacted: {d.event.text}", file=out)
+        if isinstance(d.event, Message) and attachments:
+            kept = ", ".join(a.name for a in d.event.attachments) or "none"
+            print(f"kept:     {kept}", file=out)
+        if quoted is not None and d.quoted != quoted:
+            print(f"quoted:   {d.quoted}", file=out)
+    notice = sender_notice(d, event)
+    if notice is not None:
+        print(f"notice:   {notice}", file=out)
+    if d.flags:
+        print(f"flagged:  {', '.join(d.flags)} (put in the review queue)", file=out)
+
+
+def _decided(
+    config: Config,
+    event: Event,
+    dests: list[Destination],
+    policy: CompiledPolicy,
+    quoted: str | None,
+) -> dict[Destination, Decision]:
+    """The decisions for every destination: the rules alone, or with the configured
+    hooks really asked (their own event loop, so only when there are hooks)."""
+    if not config.policy.hooks:
+        texts = policy_texts(event, quoted)
+        return {d: decide(event, d, policy, quoted=quoted, texts=texts) for d in dests}
+    return asyncio.run(_decide_all(config, event, dests, policy, quoted))
+
+
+async def _decide_all(
+    config: Config,
+    event: Event,
+    dests: list[Destination],
+    policy: CompiledPolicy,
+    quoted: str | None,
+) -> dict[Destination, Decision]:
+    """The rules' decisions, narrowed by the configured hooks exactly as the relay does
+    (`imbridge.hooks.combine`): a DLP service is really asked."""
+    from imbridge.hooks import engine  # noqa: PLC0415 - only when hooks are configured
+    from imbridge.hooks.combine import combine  # noqa: PLC0415
+    from imbridge.hooks.verdict import request_for  # noqa: PLC0415
+
+    ruled = {dest: decide(event, dest, policy, quoted=quoted) for dest in dests}
+    asked = [dest for dest, d in ruled.items() if d.event is not None]
+    if not config.policy.hooks or not asked:
+        return ruled
+    request = request_for(event, texts_of(event, quoted), quoted, asked)
+    if request is None:
+        return ruled
+    base = config.source.parent if config.source is not None else None
+    hooks = engine.Hooks(engine.build(config.policy.hooks, base))
+    try:
+        answers = await hooks.ask(engine.cache_key(event), request)
+    finally:
+        await hooks.aclose()
+    return {
+        dest: combine(event, dest, d, answers, policy, quoted=quoted) if d.event is not None else d
+        for dest, d in ruled.items()
+    }
 
 
 def _event(

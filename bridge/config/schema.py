@@ -281,12 +281,58 @@ class Barrier(Strict):
     notify_sender: bool = False
 
 
+class PolicyHook(Strict):
+    """A decision the rules cannot express, asked of code the organisation already runs:
+    an HTTP service (`url`, e.g. a DLP product) or a Python hook installed in the
+    `imbridge.policy_hooks` entry-point group (`entry_point`). See docs/hooks.md."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    url: str | None = None
+    entry_point: str | None = None
+    timeout_ms: int = Field(default=2000, ge=1, le=60_000)
+    """The time budget of one call; past it, `on_error` decides."""
+    on_error: Literal["deny", "allow"] = "deny"
+    """What a timeout or failure means: deny (fail closed, the default) or allow."""
+    headers_file: Path | None = None
+    """`Name: value` lines sent with every request (e.g. an API key), read at load."""
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Requests in flight to this hook at most; more wait their turn."""
+    notify_sender: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Passed to a Python hook's factory as keyword arguments."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PolicyHook:
+        if (self.url is None) == (self.entry_point is None):
+            raise ValueError("give exactly one of url (an HTTP hook) or entry_point (Python)")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("url must be an http:// or https:// URL")
+            if self.options:
+                raise ValueError("options apply to Python hooks (entry_point) only")
+        elif self.headers_file is not None:
+            raise ValueError("headers_file applies to HTTP hooks (url) only")
+        return self
+
+
 class Policy(Strict):
     default: Literal["allow", "deny"] = "allow"
     lexicons: dict[str, Lexicon] = Field(default_factory=dict)
     groups: dict[str, tuple[Member, ...]] = Field(default_factory=dict)
     barriers: tuple[Barrier, ...] = ()
     rules: tuple[Rule, ...] = ()
+    hooks: tuple[PolicyHook, ...] = ()
+    """Asked after barriers and rules, for the destinations they did not deny."""
+
+    @field_validator("hooks")
+    @classmethod
+    def _unique_hooks(cls, value: tuple[PolicyHook, ...]) -> tuple[PolicyHook, ...]:
+        names = [h.name for h in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"hook name {name!r} is used twice: names must be unique")
+        return value
 
     @model_validator(mode="after")
     def _known_lexicons(self) -> Policy:
@@ -331,6 +377,63 @@ class ArchiveAttachments(Strict):
         return value
 
 
+SINK_FIELDS: dict[str, frozenset[str]] = {
+    "syslog": frozenset({"address", "tls_verify", "ca_file", "app_name", "facility"}),
+    "http": frozenset({"url", "token", "auth_scheme", "format", "tls_verify", "ca_file"}),
+    "file": frozenset({"path", "max_bytes", "keep"}),
+}
+
+
+class Sink(Strict):
+    """Where every archive record is also streamed (see docs/hooks.md): a syslog server,
+    an HTTP event collector, or a rotated JSON-lines file for a log shipper."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    type: Literal["syslog", "http", "file"]
+    batch: int = Field(default=500, ge=1, le=10_000)
+    """Records per write; after an outage at most this many arrive twice."""
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    address: str | None = None
+    """syslog: `tcp://HOST:PORT`, `tls://HOST:PORT` or `unix:///dev/log`."""
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    app_name: str = Field(default="imbridge", min_length=1, max_length=48)
+    facility: int = Field(default=13, ge=0, le=23)
+    """13 is "log audit" (RFC 5424 section 6.2.1)."""
+    url: str | None = None
+    token: SecretStr | None = None
+    auth_scheme: str = Field(default="Bearer", min_length=1)
+    """`Authorization: <auth_scheme> <token>`: `Splunk` for Splunk's HEC, `ApiKey` for
+    Elasticsearch."""
+    format: Literal["lines", "hec", "bulk"] = "lines"
+    path: Path | None = None
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=4096)
+    keep: int = Field(default=5, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> Sink:
+        required = {"syslog": "address", "http": "url", "file": "path"}[self.type]
+        if getattr(self, required) is None:
+            raise ValueError(f"a {self.type} sink needs `{required}`")
+        given = self.model_fields_set - {"name", "type", "batch", "timeout_seconds"}
+        stray = sorted(given - SINK_FIELDS[self.type])
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: not a key of a {self.type} sink")
+        if self.address is not None:
+            scheme, sep, rest = self.address.partition("://")
+            if scheme not in ("tcp", "tls", "unix") or not sep or not rest:
+                raise ValueError("address must be tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH")
+            if scheme != "unix":
+                host, colon, port = rest.rpartition(":")
+                if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"address {self.address!r}: expected {scheme}://HOST:PORT")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("url must be an http:// or https:// URL")
+        return self
+
+
 class Archive(Strict):
     enabled: bool = True
     retention_days: int = Field(default=2557, ge=1)
@@ -348,6 +451,17 @@ class Archive(Strict):
     """Ed25519 key signing the chain heads; give it as `signing_key_file` (e.g. a systemd
     credential). Default: `<state_dir>/archive-signing.key`, created on first use."""
     attachments: ArchiveAttachments = ArchiveAttachments()
+    sinks: tuple[Sink, ...] = ()
+    """Streams of every record to a SIEM or log store, each with its own cursor."""
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sinks(cls, value: tuple[Sink, ...]) -> tuple[Sink, ...]:
+        names = [s.name for s in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"sink name {name!r} is used twice: names must be unique")
+        return value
 
     @field_validator("encryption_key")
     @classmethod

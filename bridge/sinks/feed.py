@@ -1,0 +1,162 @@
+"""What a sink ships and where it stands: archive records after its cursor, then the
+signed chain heads they reach, and each sink's durable cursor in the state database.
+
+Records are read by sequence number, which is the commit order (one writer appends
+them, in its transactions), so "everything after my cursor" is exactly what a sink has
+not shipped: nothing is skipped and nothing reordered, however long it was away. Reads
+use a read-only connection of their own in a worker thread (WAL lets it read while the
+relay writes), so a sink catching up on a million records never holds the relay's
+connection or the event loop. Bodies are decrypted with the archive key, as an export
+would: a sink is a copy of the archive, to be protected like one (docs/hooks.md).
+
+A head line is shipped once the records up to its `seq` are, with its exact signed text
+(`line`), so whatever receives it can keep an off-host copy for `archive verify --heads`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imbridge.archive.chain import iso
+from imbridge.archive.store import ArchiveStore, Row
+
+SINK_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sink_cursors (
+        name         TEXT PRIMARY KEY,
+        seq          INTEGER NOT NULL,
+        heads_offset INTEGER NOT NULL,
+        updated      REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+SCHEMA = "imbridge.record/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    seq: int = 0
+    """The last record shipped."""
+    heads_offset: int = 0
+    """Bytes of the head file whose lines were shipped (or skipped: not yet reached)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    records: list[dict[str, Any]]
+    cursor: Cursor
+    """Where the sink stands once this batch is shipped."""
+    tail: int
+    """The archive's last record, for the lag."""
+    oldest_us: int | None
+    """Time of the first record not shipped before this batch (None: none waiting)."""
+
+
+def load_cursor(conn: sqlite3.Connection, name: str) -> Cursor:
+    row = conn.execute(
+        "SELECT seq, heads_offset FROM sink_cursors WHERE name = ?", (name,)
+    ).fetchone()
+    return Cursor() if row is None else Cursor(int(row[0]), int(row[1]))
+
+
+def save_cursor(conn: sqlite3.Connection, name: str, cursor: Cursor) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO sink_cursors VALUES (?, ?, ?, ?)",
+        (name, cursor.seq, cursor.heads_offset, time.time()),
+    )
+
+
+def as_record(store: ArchiveStore, row: Row) -> dict[str, Any]:
+    r = row.record
+    return {
+        "schema": SCHEMA,
+        "seq": r.seq,
+        "time": iso(r.ts_us),
+        "kind": r.kind,
+        "event_id": r.event_id,
+        "network": r.network,
+        "room": r.room,
+        "sender": r.sender,
+        "dest_network": r.dest_network,
+        "dest_room": r.dest_room,
+        "action": r.action,
+        "rule": r.rule,
+        "body": store.body(r),
+        "hash": row.hash.hex(),
+    }
+
+
+class Reader:
+    """Reads batches for one sink; every method runs in a worker thread."""
+
+    def __init__(self, db_path: Path, store: ArchiveStore) -> None:
+        self._path = db_path
+        self._store = store
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = sqlite3.connect(
+                f"file:{self._path}?mode=ro", uri=True, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        return self._conn
+
+    def next_batch(self, cursor: Cursor, limit: int) -> Batch:
+        conn = self._connection()
+        with conn:  # one snapshot: the tail and the rows agree
+            conn.execute("BEGIN")
+            row = conn.execute("SELECT seq FROM archive_chain WHERE id = 1").fetchone()
+            tail = int(row[0]) if row else 0
+            rows = list(
+                self._store.rows(conn, "WHERE seq > ? ORDER BY seq LIMIT ?", (cursor.seq, limit))
+            )
+        records = [as_record(self._store, r) for r in rows]
+        seq = rows[-1].record.seq if rows else cursor.seq
+        oldest = rows[0].record.ts_us if rows else None
+        heads, offset = self._heads(cursor.heads_offset, seq, caught_up=seq >= tail)
+        return Batch(records + heads, Cursor(seq, offset), tail, oldest)
+
+    def _heads(
+        self, offset: int, upto: int, *, caught_up: bool
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Head lines after `offset` whose records are shipped with this batch; a head
+        file that shrank was replaced (a new key, a new file): read from its start."""
+        path = self._store.head_file
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                if size < offset:
+                    offset = 0
+                f.seek(offset)
+                data = f.read(1 << 20)
+        except FileNotFoundError:
+            return [], offset
+        out: list[dict[str, Any]] = []
+        for raw in data.splitlines(keepends=True):
+            if not raw.endswith(b"\n"):
+                break  # being written: next time
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            try:
+                head = json.loads(line)
+            except ValueError:
+                head = None
+            seq = head.get("seq") if isinstance(head, dict) else None
+            if isinstance(seq, int) and seq > upto and not caught_up:
+                break  # its records are not shipped yet
+            offset += len(raw)
+            if not isinstance(head, dict):
+                continue
+            out.append({"schema": SCHEMA, "kind": "head", **head, "line": line})
+        return out, offset
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
