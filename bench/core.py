@@ -1,7 +1,7 @@
 """Core throughput and memory: router + policy + render + durable outbox, memory adapters
 on both ends, in one process.
 
-    .venv/bin/python bench/core.py [--events 20000] [--rooms 50]
+    .venv/bin/python bench/core.py [--events 20000] [--rooms 50] [--hooks-only]
 
 Prints events/s for one source room (in order, each event committed before the next, as
 an adapter delivers them) and for many rooms at once (group commit), both with the state
@@ -14,6 +14,9 @@ destinations, against a baseline of a one-line message under the same rules.
 
 The destination's backlog limit is raised past what one run queues, so nothing is shed
 but its bookkeeping (fair turns, per-sender counts) is paid on every event.
+
+Last, one room with an HTTP policy hook answering in 1 ms and two record sinks (an HTTP
+collector and a JSON-lines file), against the same room without them, in this run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import socket
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -38,12 +43,30 @@ from imbridge.outbox import Item, txn_id_for
 from imbridge.policy import Destination, compile_policy, decide, policy_texts
 from imbridge.render import render
 
+SERVICE = """
+import asyncio, sys
+from aiohttp import web
+async def check(request):
+    body = await request.json()
+    await asyncio.sleep(0.001)
+    return web.json_response({"action": "allow"})
+async def ingest(request):
+    await request.read()
+    return web.json_response({})
+app = web.Application(client_max_size=1 << 26)
+app.router.add_post("/check", check)
+app.router.add_post("/ingest", ingest)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
 
 def source(room: int, sources: int) -> str:
     return "a" if sources == 1 else f"a{room % sources}"
 
 
-def config_text(state: Path, rooms: int, sources: int, archive: bool = True) -> str:
+def config_text(
+    state: Path, rooms: int, sources: int, archive: bool = True, extra: str = ""
+) -> str:
     gateways = "\n".join(
         f"  g{i}:\n    rooms:\n      - {{network: {source(i, sources)}, room: '#a{i}'}}\n"
         f"      - {{network: b, room: '#b{i}'}}"
@@ -52,7 +75,7 @@ def config_text(state: Path, rooms: int, sources: int, archive: bool = True) -> 
     nets = "\n".join(f"  {source(i, sources)}: {{type: memory}}" for i in range(sources))
     return f"""
 bridge: {{state_dir: '{state}', log: {{level: error}}}}
-archive: {{enabled: {str(archive).lower()}}}
+archive: {{enabled: {str(archive).lower()}{extra and ", " + extra}}}
 networks:
 {nets}
   b: {{type: memory, nick: relay-b, backlog: {{max_items: 1000000, max_bytes: 1073741824}}}}
@@ -62,14 +85,17 @@ gateways:
 
 
 async def start(
-    state: Path, rooms: int, sources: int = 1, archive: bool = True
+    state: Path, rooms: int, sources: int = 1, archive: bool = True, extra: str = ""
 ) -> tuple[Daemon, MemoryHub]:
     hub = MemoryHub()
 
     def build(name: str, net: NetworkConfig, cursors: Cursors) -> MemoryAdapter:
         return MemoryAdapter(name, net, cursors, hub)
 
-    daemon = Daemon(parse_config(config_text(state, rooms, sources, archive)), factory=build)
+    # `extra` is "POLICY-YAML;ARCHIVE-KEYS": a hook sits in `policy`, sinks in `archive`.
+    policy, _, keys = extra.rpartition(";")
+    config = parse_config(config_text(state, rooms, sources, archive, keys) + policy)
+    daemon = Daemon(config, factory=build)
     await daemon.start()
     await daemon.ready(10)
     return daemon, hub
@@ -94,9 +120,15 @@ def baseline(events: int) -> float:
 
 
 async def relay_rate(
-    state: Path, events: int, rooms: int, sources: int = 1, archive: bool = True
+    state: Path,
+    events: int,
+    rooms: int,
+    sources: int = 1,
+    archive: bool = True,
+    *,
+    extra: str = "",
 ) -> float:
-    daemon, hub = await start(state, rooms, sources, archive)
+    daemon, hub = await start(state, rooms, sources, archive, extra)
     try:
         b = daemon.adapters["b"]
         assert isinstance(b, MemoryAdapter)
@@ -105,6 +137,10 @@ async def relay_rate(
             hub.post(f"#a{i % rooms}", "alice", f"message {i}")
         while len(b.sent) < events:
             await asyncio.sleep(0.01)
+            relay = daemon.relay
+            assert relay is not None
+            if relay.stats["a"].denied or relay.stats["a"].errors:
+                raise SystemExit(f"events were denied or failed: {relay.stats['a']}")
         rate = events / (time.perf_counter() - t0)
         for r in range(rooms):  # in order per destination
             texts = [p.text for p in hub.in_room(f"#b{r}")]
@@ -202,12 +238,58 @@ async def queued_memory(state: Path, queued: int) -> tuple[float, int]:
         await daemon.stop(drain=0)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def hooks_and_sinks(events: int) -> None:
+    """One room, archive on, state on disk: without hooks or sinks, then with an HTTP
+    policy hook answering in 1 ms (in another process) and two sinks, twice each."""
+    port = free_port()
+    service = await asyncio.create_subprocess_exec(sys.executable, "-c", SERVICE, str(port))
+    try:
+        for _ in range(100):  # the service is up once it takes connections
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        with tempfile.TemporaryDirectory() as tmp:
+            hooked = (
+                f"\npolicy:\n  hooks:\n    - {{name: dlp, url: 'http://127.0.0.1:{port}/check',"
+                " timeout_ms: 2000, max_concurrency: 64}\n;"
+                f"sinks: [{{name: hec, type: http, url: 'http://127.0.0.1:{port}/ingest'}},"
+                f" {{name: file, type: file, path: '{tmp}/records.jsonl'}}]"
+            )
+            rates: dict[str, list[float]] = {"none": [], "hook": []}
+            for i in range(2):
+                rates["none"].append(await relay_rate(Path(tmp) / f"n{i}", events, 1))
+                rates["hook"].append(await relay_rate(Path(tmp) / f"h{i}", events, 1, extra=hooked))
+    finally:
+        service.terminate()
+        await service.wait()
+    none, hook = max(rates["none"]), max(rates["hook"])
+    print("relay, 1 room, archive, no hooks or sinks:".ljust(56) + f"{none:>9,.0f} events/s")
+    print(
+        "relay, 1 room, archive, 1 ms HTTP hook + 2 sinks:".ljust(56)
+        + f"{hook:>9,.0f} events/s  ({hook / none:.2f}x of the hook-free rate)"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rooms", type=int, default=50)
+    parser.add_argument("--hooks-only", action="store_true", help="only the hooks figure")
     args = parser.parse_args()
     logs.setup("error", "console")
+    if args.hooks_only:
+        await hooks_and_sinks(args.events // 4)
+        return
     base = baseline(args.events)
     print(f"baseline (hub only, no bridge):      {base:>10,.0f} events/s")
     pure = in_process_rate(args.events * 5)
@@ -239,6 +321,7 @@ async def main() -> None:
         f"memory per 10 000 queued events:     {per_event * 10000 / 2**20:>10.1f} MiB"
         f"  ({per_event:,.0f} B/event, {depth} queued)"
     )
+    await hooks_and_sinks(args.events // 4)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ START_BACKOFF_CAP = 60.0
 RESTART_BACKOFF_CAP = 60.0
 CLOSE_TIMEOUT = 5.0
 DB_NAME = "imbridge.db"
+BUSY_RATE = 400.0
+"""Events/s past which the relay counts as busy, and record sinks yield to it."""
 
 
 def setup_for(config: Config, hooks: hook_engine.Hooks | None = None) -> Setup:
@@ -125,6 +127,8 @@ class Daemon:
         self.hooks: hook_engine.Hooks | None = None
         self._retired_hooks: list[hook_engine.Hooks] = []
         self.sinks: Sinks | None = None
+        self._busy_sample = (0.0, 0)
+        self._busy = False
         self._started: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         """Each network's connect-and-join task, a child of `_tree`."""
@@ -302,8 +306,22 @@ class Daemon:
             self.archive.store,
             self.config.archive.sinks,
             self.config.bridge.state_dir / DB_NAME,
+            busy=self._relay_busy,
         )
         await self.sinks.__aenter__()
+
+    def _relay_busy(self) -> bool:
+        """Busy: the relay handled more than `BUSY_RATE` events/s over the last quarter
+        second (sinks then ship at their floor rate and catch up after)."""
+        if self.relay is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        done = sum(s.handled for s in self.relay.stats.values())
+        at, then = self._busy_sample
+        if now - at >= 0.25:
+            self._busy_sample = (now, done)
+            self._busy = (done - then) / (now - at) > BUSY_RATE
+        return self._busy
 
     async def _stop_sinks(self) -> None:
         if self.sinks is not None:

@@ -224,40 +224,13 @@ class Relay:
     ) -> tuple[Event, dict[Destination, Decision] | None]:
         """The cleaned event and, when hooks were asked, the decision for each
         destination: the rules', narrowed by the hooks for those the rules let through.
-        None when no hook applies (nothing to ask, or a replay the commit will drop)."""
+        None when no hook applies (nothing to ask)."""
         hooks = setup.hooks
         origin = event.origin
         event = _clean(event, setup.router.canonical_room(origin.network, origin.room))
         if hooks is None or isinstance(event, Delete) or event.origin.direct:
             return event, None
-        target = event.reply_to if isinstance(event, Message) else None
-        waiting = self._waiting.get(target) if target is not None else None
-        remote_id = event.origin.remote_id
-
-        def look(conn: sqlite3.Connection) -> tuple[bool, str | None]:
-            seen = remote_id is not None and bool(
-                conn.execute(
-                    "SELECT 1 FROM idmap WHERE network = ? AND remote_id = ?",
-                    (event.origin.network, remote_id),
-                ).fetchone()
-            )
-            if target is None or waiting is not None or seen:
-                return seen, None
-            row = conn.execute(
-                "SELECT payload FROM messages WHERE event_id = ?", (target,)
-            ).fetchone()
-            return seen, str(row[0]) if row else None
-
-        seen, payload = await self.db.read(look)
-        if seen:  # a replay: the commit drops it, and no hook is asked twice
-            return event, None
-        quoted = (
-            _quote_copy(waiting)
-            if waiting is not None
-            else self._open_quoted(payload, target)
-            if payload and target is not None
-            else None
-        )
+        quoted = await self._quote_for(event)
         qtext = quoted.text if quoted else None
         ruled = {
             route.dest: decide(event, route.dest, setup.policy, quoted=qtext)
@@ -274,6 +247,26 @@ class Relay:
             else d
             for dest, d in ruled.items()
         }
+
+    async def _quote_for(self, event: Event) -> Message | None:
+        """A reply's original, for the hooks: from the messages still asking hooks, else
+        from the database. Only replies read: a read per event would split the group
+        commits (a read runs alone in the write queue)."""
+        target = event.reply_to if isinstance(event, Message) else None
+        if target is None:
+            return None
+        waiting = self._waiting.get(target)
+        if waiting is not None:
+            return _quote_copy(waiting)
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT payload FROM messages WHERE event_id = ?", (target,)
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        payload = await self.db.read(q)
+        return self._open_quoted(payload, target) if payload else None
 
     async def _commit(
         self,

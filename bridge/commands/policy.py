@@ -274,7 +274,8 @@ def policy_explain(
     config_path: Path, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Prints the policy as it is evaluated: barriers first, then rules in order, then
-    the default, with the groups the barriers and rules name."""
+    the default, then the hooks that may narrow it, with the groups the barriers and
+    rules name."""
     out, err = out or sys.stdout, err or sys.stderr
     config = _load(config_path, err)
     if config is None:
@@ -307,6 +308,19 @@ def policy_explain(
             )
         )
     rows.append(("-", "default", policy.default, "any", "any", "no rule matched", "no"))
+    for h in policy.hooks:
+        asks = h.url if h.url is not None else f"entry point {h.entry_point}"
+        rows.append(
+            (
+                "hook",
+                h.name,
+                f"ask, else {h.on_error}",
+                "any",
+                "what the rules allowed",
+                f"{asks} within {h.timeout_ms} ms",
+                "yes" if h.notify_sender else "no",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imbridge.archive.chain import iso
+from imbridge.archive.crypto import is_encrypted
 from imbridge.archive.store import ArchiveStore, Row
 
 SINK_MIGRATIONS: tuple[str, ...] = (
@@ -48,8 +49,21 @@ class Cursor:
 
 
 @dataclass(frozen=True, slots=True)
+class Shipped:
+    """One record as shipped: its JSON text made once, in the reading thread, with the
+    body spliced in as stored (no decode and re-encode per record and sink)."""
+
+    kind: str
+    seq: int | None
+    """The record's sequence number; None for a head line (its `seq` is inside)."""
+    time: str
+    action: str | None
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    records: list[dict[str, Any]]
+    records: list[Shipped]
     cursor: Cursor
     """Where the sink stands once this batch is shipped."""
     tail: int
@@ -72,24 +86,39 @@ def save_cursor(conn: sqlite3.Connection, name: str, cursor: Cursor) -> None:
     )
 
 
-def as_record(store: ArchiveStore, row: Row) -> dict[str, Any]:
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def as_record(store: ArchiveStore, row: Row) -> Shipped:
+    """The record as a JSON object: its columns, `body` (decrypted when sealed) and its
+    chain `hash`."""
     r = row.record
-    return {
-        "schema": SCHEMA,
-        "seq": r.seq,
-        "time": iso(r.ts_us),
-        "kind": r.kind,
-        "event_id": r.event_id,
-        "network": r.network,
-        "room": r.room,
-        "sender": r.sender,
-        "dest_network": r.dest_network,
-        "dest_room": r.dest_room,
-        "action": r.action,
-        "rule": r.rule,
-        "body": store.body(r),
-        "hash": row.hash.hex(),
-    }
+    when = iso(r.ts_us)
+    meta = _ENCODER.encode(
+        {
+            "schema": SCHEMA,
+            "seq": r.seq,
+            "time": when,
+            "kind": r.kind,
+            "event_id": r.event_id,
+            "network": r.network,
+            "room": r.room,
+            "sender": r.sender,
+            "dest_network": r.dest_network,
+            "dest_room": r.dest_room,
+            "action": r.action,
+            "rule": r.rule,
+            "hash": row.hash.hex(),
+        }
+    )
+    body = r.body if not is_encrypted(r.body) else _ENCODER.encode(store.body(r))
+    return Shipped(r.kind, r.seq, when, r.action, f'{meta[:-1]},"body":{body}}}')
+
+
+def as_head(head: dict[str, Any], line: str) -> Shipped:
+    when = str(head.get("at", ""))
+    text = _ENCODER.encode({"schema": SCHEMA, "kind": "head", **head, "line": line})
+    return Shipped("head", None, when, None, text)
 
 
 class Reader:
@@ -123,9 +152,7 @@ class Reader:
         heads, offset = self._heads(cursor.heads_offset, seq, caught_up=seq >= tail)
         return Batch(records + heads, Cursor(seq, offset), tail, oldest)
 
-    def _heads(
-        self, offset: int, upto: int, *, caught_up: bool
-    ) -> tuple[list[dict[str, Any]], int]:
+    def _heads(self, offset: int, upto: int, *, caught_up: bool) -> tuple[list[Shipped], int]:
         """Head lines after `offset` whose records are shipped with this batch; a head
         file that shrank was replaced (a new key, a new file): read from its start."""
         path = self._store.head_file
@@ -138,7 +165,7 @@ class Reader:
                 data = f.read(1 << 20)
         except FileNotFoundError:
             return [], offset
-        out: list[dict[str, Any]] = []
+        out: list[Shipped] = []
         for raw in data.splitlines(keepends=True):
             if not raw.endswith(b"\n"):
                 break  # being written: next time
@@ -153,7 +180,7 @@ class Reader:
             offset += len(raw)
             if not isinstance(head, dict):
                 continue
-            out.append({"schema": SCHEMA, "kind": "head", **head, "line": line})
+            out.append(as_head(head, line))
         return out, offset
 
     def close(self) -> None:

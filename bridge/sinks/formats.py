@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from imbridge.sinks.feed import Shipped
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 SD_ID = "imbridge@32473"
 """Structured-data id: name@<private enterprise number>; 32473 is IANA's example PEN
@@ -28,44 +30,36 @@ SD_ID = "imbridge@32473"
 NILVALUE = "-"
 
 
-def dumps(record: dict[str, Any]) -> str:
-    return _ENCODER.encode(record)
+def dumps(value: Any) -> str:
+    return _ENCODER.encode(value)
 
 
-def _epoch(record: dict[str, Any]) -> float:
-    when = record.get("time") or record.get("at")
+def _epoch(when: str) -> float:
     try:
-        return datetime.fromisoformat(str(when)).timestamp()
+        return datetime.fromisoformat(when).timestamp()
     except ValueError:
         return 0.0
 
 
-def lines(records: Sequence[dict[str, Any]]) -> bytes:
-    return "".join(dumps(r) + "\n" for r in records).encode("utf-8")
+def lines(records: Sequence[Shipped]) -> bytes:
+    return "".join(r.json + "\n" for r in records).encode("utf-8")
 
 
-def hec(records: Sequence[dict[str, Any]], host: str) -> bytes:
-    return "".join(
-        dumps(
-            {
-                "time": _epoch(r),
-                "host": host,
-                "source": "imbridge",
-                "sourcetype": f"imbridge:{r['kind']}",
-                "event": r,
-            }
-        )
-        + "\n"
-        for r in records
-    ).encode("utf-8")
-
-
-def bulk(records: Sequence[dict[str, Any]]) -> bytes:
+def hec(records: Sequence[Shipped], host: str) -> bytes:
     out: list[str] = []
     for r in records:
-        ident = f"{r['kind']}-{r['seq']}" if "seq" in r else None
+        meta = dumps({"time": _epoch(r.time), "host": host, "source": "imbridge",
+                      "sourcetype": f"imbridge:{r.kind}"})  # fmt: skip
+        out.append(f'{meta[:-1]},"event":{r.json}}}\n')
+    return "".join(out).encode("utf-8")
+
+
+def bulk(records: Sequence[Shipped]) -> bytes:
+    out: list[str] = []
+    for r in records:
+        ident = f"{r.kind}-{r.seq}" if r.seq is not None else None
         out.append(dumps({"create": {"_id": ident} if ident else {}}))
-        out.append(dumps({"@timestamp": r.get("time") or r.get("at"), **r}))
+        out.append(f'{{"@timestamp":{dumps(r.time)},{r.json[1:]}')
     return "".join(line + "\n" for line in out).encode("utf-8")
 
 
@@ -75,16 +69,15 @@ def _printable(text: str, limit: int) -> str:
     return kept or NILVALUE
 
 
-def syslog_message(record: dict[str, Any], *, facility: int, app_name: str, host: str) -> bytes:
-    severity = 5 if record.get("action") in ("deny", "failed") else 6  # notice, info
-    stamp = str(record.get("time") or record.get("at") or NILVALUE).replace("+00:00", "Z")
-    seq = record.get("seq")
-    sd = f'[{SD_ID} seq="{seq}"]' if isinstance(seq, int) else NILVALUE
+def syslog_message(record: Shipped, *, facility: int, app_name: str, host: str) -> bytes:
+    severity = 5 if record.action in ("deny", "failed") else 6  # notice, info
+    stamp = (record.time or NILVALUE).replace("+00:00", "Z")
+    sd = f'[{SD_ID} seq="{record.seq}"]' if record.seq is not None else NILVALUE
     header = (
         f"<{facility * 8 + severity}>1 {stamp} {_printable(host, 255)} "
-        f"{_printable(app_name, 48)} {os.getpid()} {_printable(str(record['kind']), 32)} {sd} "
+        f"{_printable(app_name, 48)} {os.getpid()} {_printable(record.kind, 32)} {sd} "
     )
-    return header.encode("ascii") + dumps(record).encode("utf-8")
+    return header.encode("ascii") + record.json.encode("utf-8")
 
 
 def octet_counted(message: bytes) -> bytes:

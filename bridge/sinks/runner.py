@@ -5,7 +5,11 @@ Each round ships the next batch after the sink's cursor and then stores the curs
 that order: a crash or an outage between the two sends that one batch again, never
 skips one. A sink that fails retries with backoff from where it stood, so after an
 outage it catches up in order; meanwhile the relay is untouched (reads on the sink's own
-connection in a thread, one tiny cursor write per batch).
+connection in a thread, one tiny cursor write per batch), and while the relay has a
+backlog (`busy`) a sink ships at most one batch per `BUSY_FLOOR` seconds: its work would
+compete with the relay's for the one interpreter, so a burst is relayed first and shipped
+right after (the lag metric shows it), while a steady flow below the relay's capacity
+leaves no backlog and is shipped as it comes.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,8 @@ log = structlog.get_logger("imbridge.sinks")
 
 IDLE_POLL = 0.5
 BACKOFF_FIRST, BACKOFF_CAP = 0.5, 10.0
+BUSY_FLOOR = 0.25
+"""While the relay is busy, the least a sink still ships: one batch per this many seconds."""
 STOP_GRACE = 5.0
 """At stop, how long a batch in flight may take to finish and store its cursor."""
 
@@ -63,7 +69,9 @@ class SinkRunner:
         store: ArchiveStore,
         config: Sink,
         db_path: Path,
+        *,
         transport: Transport | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.db = db
         self.config = config
@@ -72,6 +80,15 @@ class SinkRunner:
         self._reader = Reader(db_path, store)
         self._transport = transport or transport_for(config)
         self.stopping = asyncio.Event()
+        self._busy = busy
+
+    async def _yield_to_relay(self, since: float) -> None:
+        """Waits while the relay has a backlog, up to `BUSY_FLOOR` after the last batch."""
+        if self._busy is None:
+            return
+        loop = asyncio.get_running_loop()
+        while self._busy() and loop.time() - since < BUSY_FLOOR and not self.stopping.is_set():
+            await self._pause(0.05)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -83,8 +100,11 @@ class SinkRunner:
         cursor = await self.db.read(lambda conn: load_cursor(conn, name))
         self.state.cursor = cursor.seq
         delay = BACKOFF_FIRST
+        last = 0.0
         try:
             while not self.stopping.is_set():
+                await self._yield_to_relay(last)
+                last = asyncio.get_running_loop().time()
                 batch = await asyncio.to_thread(self._reader.next_batch, cursor, self.config.batch)
                 self._observe(batch, cursor)
                 if not batch.records:
@@ -135,9 +155,15 @@ class Sinks:
     cancelled on exit (a batch in flight is then sent again at the next start)."""
 
     def __init__(
-        self, db: Database, store: ArchiveStore, configs: Sequence[Sink], db_path: Path
+        self,
+        db: Database,
+        store: ArchiveStore,
+        configs: Sequence[Sink],
+        db_path: Path,
+        *,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
-        self.runners = [SinkRunner(db, store, c, db_path) for c in configs]
+        self.runners = [SinkRunner(db, store, c, db_path, busy=busy) for c in configs]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Sinks:

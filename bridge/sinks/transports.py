@@ -26,13 +26,14 @@ import aiohttp
 
 from imbridge.config.schema import Sink
 from imbridge.sinks import formats
+from imbridge.sinks.feed import Shipped
 
 CONFIRM_GRACE = 0.05
 """After the peer acknowledged a batch: how long the connection must stay up."""
 
 
 class Transport(Protocol):
-    async def send(self, records: list[dict[str, object]]) -> None: ...
+    async def send(self, records: list[Shipped]) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -48,7 +49,7 @@ class FileTransport:
         self.max_bytes = config.max_bytes
         self.keep = config.keep
 
-    async def send(self, records: list[dict[str, object]]) -> None:
+    async def send(self, records: list[Shipped]) -> None:
         await asyncio.to_thread(self._write, formats.lines(records))
 
     def _write(self, data: bytes) -> None:
@@ -114,7 +115,7 @@ class HttpTransport:
             )
         return self._session
 
-    def _body(self, records: list[dict[str, object]]) -> bytes:
+    def _body(self, records: list[Shipped]) -> bytes:
         match self.config.format:
             case "hec":
                 return formats.hec(records, self._host)
@@ -123,7 +124,7 @@ class HttpTransport:
             case _:
                 return formats.lines(records)
 
-    async def send(self, records: list[dict[str, object]]) -> None:
+    async def send(self, records: list[Shipped]) -> None:
         session = self._client()
         async with (
             asyncio.timeout(self.config.timeout_seconds),
@@ -157,13 +158,13 @@ class SyslogTransport:
         self._closed = asyncio.Event()
         self._dgram: socket.socket | None = None
 
-    def _message(self, record: dict[str, object]) -> bytes:
+    def _message(self, record: Shipped) -> bytes:
         c = self.config
         return formats.syslog_message(
             record, facility=c.facility, app_name=c.app_name, host=self._host
         )
 
-    async def send(self, records: list[dict[str, object]]) -> None:
+    async def send(self, records: list[Shipped]) -> None:
         if self.scheme == "unix":
             await self._send_local(records)
             return
@@ -213,7 +214,7 @@ class SyslogTransport:
         if self._closed.is_set():
             raise ConnectionError("the syslog receiver closed the connection")
 
-    async def _send_local(self, records: list[dict[str, object]]) -> None:
+    async def _send_local(self, records: list[Shipped]) -> None:
         loop = asyncio.get_running_loop()
         if self._dgram is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

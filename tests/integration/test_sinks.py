@@ -50,7 +50,7 @@ class SyslogReceiver:
                 message = await reader.readexactly(size)
                 if not re.match(rb"<\d{1,3}>1 ", message):
                     self.malformed += 1
-                self.records.append(json.loads(message[message.index(b"] {") + 2 :]))
+                self.records.append(json.loads(message[message.index(b" {") + 1 :]))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

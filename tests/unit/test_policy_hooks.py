@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
+from imbridge.commands.policy import policy_explain
 from imbridge.config.schema import PolicyHook
 from imbridge.daemon import Daemon
 from imbridge.hooks import Destination, HookRequest, Verdict
@@ -201,3 +204,19 @@ def test_http_answer_must_cover_every_destination_and_be_understood() -> None:
         parse_answer({"version": 2, "action": "allow"}, [x])
     with pytest.raises(HookAnswerError, match="span"):
         parse_answer({"action": "redact", "spans": [[3, 1]]}, [x])
+
+
+def test_policy_explain_lists_hooks_after_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "networks: {a: {type: memory}}\n"
+        "policy:\n  hooks:\n"
+        "    - {name: dlp, url: 'https://dlp.example/v1', on_error: allow, timeout_ms: 300}\n"
+    )
+    out = io.StringIO()
+    assert policy_explain(path, out=out, err=out) == 0
+    default, hook = out.getvalue().splitlines()[1:3]
+    assert default.split()[:2] == ["-", "default"]
+    assert hook.split()[:2] == ["hook", "dlp"]
+    assert "ask, else allow" in hook
+    assert "https://dlp.example/v1 within 300 ms" in hook

@@ -11,6 +11,7 @@ from typing import Any
 from imbridge.adapters.memory import MemoryHub
 from imbridge.daemon import Daemon
 from imbridge.sinks import formats
+from imbridge.sinks.feed import Shipped
 from tests.unit.conftest import StartDaemon, settle, until
 
 ROOMS = """
@@ -96,8 +97,8 @@ async def test_file_sink_resumes_from_its_cursor_after_a_restart(
 
 
 def test_syslog_messages_are_rfc5424_and_octet_counted() -> None:
-    record = {"seq": 7, "time": "2024-05-01T12:00:00.5+00:00", "kind": "decision",
-              "action": "deny", "rule": "r"}  # fmt: skip
+    fields = {"seq": 7, "kind": "decision", "action": "deny", "rule": "r"}
+    record = Shipped("decision", 7, "2024-05-01T12:00:00.5+00:00", "deny", json.dumps(fields))
     msg = formats.syslog_message(record, facility=13, app_name="imbridge", host="gw 1")
     header, _, body = msg.partition(b' [imbridge@32473 seq="7"] ')
     assert header.startswith(b"<109>1 2024-05-01T12:00:00.5Z gw1 imbridge ")
