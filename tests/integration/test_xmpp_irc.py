@@ -75,9 +75,15 @@ async def test_irc_and_xmpp_relay_both_ways_with_emotes_and_hostile_controls(
             assert line.text == "<xavier@xm> hello irc"
             assert action.kind == "action"
             assert action.text.endswith("nods")
-            await asyncio.sleep(0.5)  # no echo back into either room
-            assert len(from_relay()) == 3
-            assert len(ivan.messages(chan)) == 2
+            # No echo back into either room: a sentinel each way comes through next.
+            ivan.say(chan, "sentinel from irc")
+            xavier.say(muc, "sentinel from xmpp")
+            await eventually(lambda: len(from_relay()) >= 4, what="the IRC sentinel in XMPP")
+            await eventually(lambda: len(ivan.messages(chan)) >= 3, what="the XMPP sentinel")
+            assert from_relay()[3] == f"<{ivan.nick}@irc> sentinel from irc"
+            assert ivan.messages(chan)[2].text == "<xavier@xm> sentinel from xmpp"
+            assert len(from_relay()) == 4
+            assert len(ivan.messages(chan)) == 3
             assert xm.connected
             assert xm._session.generation == generation  # the XMPP stream was never dropped
     finally:
