@@ -143,8 +143,9 @@ async def test_xmpp_bridge_restart_catches_up_from_history_once(
             await eventually(lambda: relayed() == expected, what="catch-up")
             alice.say(a, "live again")
             await eventually(lambda: len(relayed()) == 5, what="live after catch-up")
-            await asyncio.sleep(0.5)
-        assert relayed() == [*expected, "<alice@xm> live again"]
+            alice.say(a, "sentinel")  # a late duplicate of the catch-up would land before it
+            await eventually(lambda: len(relayed()) >= 6, what="the sentinel")
+        assert relayed() == [*expected, "<alice@xm> live again", "<alice@xm> sentinel"]
     finally:
         await alice.close()
         await bob.close()
