@@ -62,6 +62,11 @@ class Capabilities:
     """How many sends to one room may be in flight at once. Above 1 only for adapters
     whose concurrent sends keep their start order on the wire (one ordered stream) and
     whose retries are idempotent; with 1 the outbox waits for each send to finish."""
+    reactions: Literal["native", "text", "none"] = "none"
+    """How this destination shows reactions. `native`: the adapter is sent every
+    `Reaction` (added and removed, its target in this network's ids) and shows it its own
+    way; `text`: `render` turns an added reaction into a one-line notice and drops
+    removals; `none`: reactions are archived, not shown here."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:

@@ -82,6 +82,8 @@ def to_dict(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"type": _NAMES[cls]}
     for name in _FIELDS[cls]:
         value = getattr(event, name)
+        if name == "excerpt" and not value:
+            continue  # only relayed copies carry one: archived reactions read as before
         if name == "origin":
             value = encode_origin(value)
         elif name == "attachments":
@@ -140,6 +142,7 @@ def from_dict(d: dict[str, Any]) -> Event:
             target=EventId(d["target"]),
             key=d["key"],
             removed=bool(d.get("removed", False)),
+            excerpt=str(d.get("excerpt", "")),
         )
     else:  # pragma: no cover - _CLASSES is closed
         raise ValueError(f"unknown event type {d['type']!r}")

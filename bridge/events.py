@@ -188,7 +188,7 @@ class Reaction:
 
     `key` is what they reacted with: an emoji on most networks, any short text on Matrix.
     A removal names the key it removes, so the archive shows which reaction went away
-    without looking anything up. Archived like a message; not relayed yet (see render).
+    without looking anything up. Relayed as each destination can show it (see render).
     """
 
     id: EventId
@@ -196,6 +196,9 @@ class Reaction:
     target: EventId
     key: str
     removed: bool = False
+    excerpt: str = ""
+    """The start of the target's text as the destination may show it (set by `render`),
+    for a destination that shows a reaction as a line: `reacted 👍 to "…"`."""
 
     def __post_init__(self) -> None:
         if not self.key:

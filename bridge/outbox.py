@@ -39,7 +39,7 @@ from imbridge.backlog import Backlog
 from imbridge.db import Database
 from imbridge.deliveries import DeliveryRecords
 from imbridge.errors import PermanentSendError, RetryableSendError
-from imbridge.events import Delete, Edit, Event, Message, RemoteId
+from imbridge.events import Delete, Edit, Event, Message, Reaction, RemoteId
 from imbridge.fairness import FairOrder, cost_of, source_of
 from imbridge.idmap import IdMap
 from imbridge.policy import Destination
@@ -423,7 +423,7 @@ class Outbox:
         while True:
             while not delays and started < len(queue) and len(inflight) < window:
                 item = queue[started]
-                alone = _needs_lookup(item)
+                alone = _needs_lookup(item) or _target_in_flight(item, inflight)
                 if alone and inflight:
                     break
                 await self._pace(key)
@@ -580,6 +580,10 @@ class Outbox:
                 event = as_correction(event, adapter.capabilities)
         elif isinstance(event, Message) and event.reply_to is not None:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
+        elif isinstance(event, Reaction):
+            target = await self.ids.remote_for(event.target, item.network, item.room)
+            if target is None:
+                return None  # its message never reached this room: nothing to react to
         return Outgoing(
             room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id
         )
@@ -613,7 +617,20 @@ class Outbox:
 
 def _needs_lookup(item: Item) -> bool:
     event = item.event
+    if isinstance(event, Reaction):
+        # A reaction may land after a later message: it need not hold the window, and
+        # an adapter that gathers reactions into one line (IRC) needs several in flight.
+        return False
     return not isinstance(event, Message) or event.reply_to is not None
+
+
+def _target_in_flight(
+    item: Item, inflight: deque[tuple[Item, asyncio.Future[float | None]]]
+) -> bool:
+    """A reaction to a message whose copy is still being sent here: its lookup must wait
+    for that copy's id, or it would find none and be dropped."""
+    event = item.event
+    return isinstance(event, Reaction) and any(i.event.id == event.target for i, _ in inflight)
 
 
 def _delete(conn: sqlite3.Connection, item: Item) -> None:

@@ -414,9 +414,13 @@ class Relay:
         return decisions, items, notice
 
     async def _quoted(self, event: Event, slot: Slot) -> Message | None:
-        if not isinstance(event, Message) or event.reply_to is None:
+        """A reply's original, or what an added reaction reacts to (its excerpt)."""
+        if isinstance(event, Reaction) and not event.removed:
+            target = event.target
+        elif isinstance(event, Message) and event.reply_to is not None:
+            target = event.reply_to
+        else:
             return None
-        target = event.reply_to
 
         def q(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(

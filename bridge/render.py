@@ -30,6 +30,8 @@ from imbridge.sanitize import clean_nick, close_bidi, truncate_utf8
 
 CUT_MARK = " […]"
 QUOTE_CHARS = 60
+EXCERPT_CHARS = 40
+"""A reaction line quotes less than a reply: the key is what it says."""
 
 
 def prefix_for(origin: Origin, route: Route) -> str:
@@ -60,11 +62,13 @@ def short(text: str, limit: int = QUOTE_CHARS) -> str:
     return close_bidi(line if len(line) <= limit else line[: limit - 1] + "…")
 
 
-def render(
+def render(  # noqa: PLR0911 - one return per event kind
     event: Event, route: Route, caps: Capabilities, *, quoted: Message | None = None
 ) -> Event | None:
     """The event as `route.dest` should receive it, or None if it has nothing to show
-    there (a join, a reaction, or a delete where messages cannot be deleted)."""
+    there (a join, a reaction where reactions are not shown, a removed reaction where
+    they are lines, or a delete where messages cannot be deleted). `quoted` is a reply's
+    original or a reaction's target, as policy lets it be shown there."""
     prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route)
     match event:
         case Message():
@@ -81,12 +85,13 @@ def render(
         case Topic():
             text = _fit(f"{prefix}changed the topic to: {event.text}", caps)
             return Message(id=event.id, origin=event.origin, text=text, kind=MessageKind.NOTICE)
-        case Join() | Leave() | Presence() | Reaction():
-            # A reaction is archived, not relayed: showing reactions on every network
-            # (natively where it can, as a line where it cannot) is still to come.
-            return None
+        case Reaction():
+            return _reaction(event, prefix, caps, quoted)
+        case Join() | Leave() | Presence():
+            pass  # not shown as such (membership relay asks for lines elsewhere)
         case _:
             assert_never(event)
+    return None
 
 
 def as_correction(shown: Edit, caps: Capabilities) -> Message:
@@ -116,3 +121,36 @@ def _message(event: Message, prefix: str, caps: Capabilities, quoted: Message | 
     return dataclasses.replace(
         event, text=full, rich=rich, attachments=attachments, reply_to=reply_to
     )
+
+
+def _reaction(
+    event: Reaction, prefix: str, caps: Capabilities, quoted: Message | None
+) -> Event | None:
+    """Native: the reaction itself, with the excerpt an adapter needs when it has to fall
+    back to a line (IRC without message tags). Text: one line per added reaction; a
+    removal is not worth a line of its own. A key is shown as it is, on one line."""
+    excerpt = short(quoted.text, EXCERPT_CHARS) if quoted is not None else ""
+    match caps.reactions:
+        case "native":
+            return dataclasses.replace(event, excerpt=excerpt)
+        case "text":
+            if event.removed:
+                return None
+            return Message(
+                id=event.id,
+                origin=event.origin,
+                text=_fit(reaction_line(prefix, event.key, excerpt), caps),
+                kind=MessageKind.NOTICE,
+            )
+        case "none":
+            return None
+        case _:
+            assert_never(caps.reactions)
+
+
+def reaction_line(who: str, key: str, excerpt: str) -> str:
+    """`* alice reacted 👍 to "first words…"`; `who` is a sender prefix or a list of
+    nicks, used as given."""
+    key = " ".join(key.split())
+    about = f' to "{excerpt}"' if excerpt else ""
+    return f"* {who.strip()} reacted {key}{about}"

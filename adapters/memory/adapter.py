@@ -55,6 +55,7 @@ class MemoryAdapter:
             formatting=caps.formatting,
             max_text_bytes=caps.max_text_bytes,
             send_window=caps.send_window,
+            reactions=caps.reactions,
         )
         self._session = Session(self.hub)
         self._receiver = Receiver(name, config, cursors)

@@ -21,6 +21,7 @@ class MemoryCapabilities(BaseModel):
     formatting: Literal["plain", "irc", "xhtml", "html"] = "html"
     max_text_bytes: int = 65536
     send_window: int = 1
+    reactions: Literal["native", "text", "none"] = "none"
 
 
 class MemoryConfig(NetworkConfig):

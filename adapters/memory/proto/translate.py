@@ -101,4 +101,7 @@ def to_wire(item: Outgoing) -> PostWire:
         return PostWire(room=item.room, text="", kind="delete", target=item.target)
     if isinstance(event, Message):
         return PostWire(room=item.room, text=event.text, reply_to=item.reply_to)
+    if isinstance(event, Reaction):
+        kind = "unreact" if event.removed else "reaction"
+        return PostWire(room=item.room, text=event.key, kind=kind, target=item.target)
     raise NotSendable(f"cannot send {type(event).__name__}")
