@@ -64,6 +64,7 @@ class MatrixAdapter:
         attachments=True,
         formatting="html",
         max_text_bytes=30_000,  # events are capped at 64 KiB with body and formatted_body
+        reactions="native",  # m.reaction on the relayed copy, redacted when taken back
     )
 
     def __init__(
@@ -94,7 +95,7 @@ class MatrixAdapter:
             log=self._log,
         )
         self._transmitter = Transmitter(
-            config, session=self._session, rooms=self._rooms, log=self._log
+            config, session=self._session, rooms=self._rooms, cursors=cursors, log=self._log
         )
         self._tasks: TaskTree | None = None
 

@@ -18,12 +18,13 @@ from nio import (
     UploadResponse,
 )
 
-from imbridge.adapter import Outgoing
+from imbridge.adapter import Cursors, Outgoing
 from imbridge.errors import PermanentSendError, RetryableSendError
-from imbridge.events import Message, RemoteId
+from imbridge.events import Message, Reaction, RemoteId
 
 from . import media
 from .config import MatrixConfig
+from .proto.reactions import DUPLICATE, Annotation, reactor, state_key
 from .proto.translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
 from .rooms import NETWORK_ERRORS, Rooms
 from .session import Session
@@ -32,11 +33,14 @@ from .session import Session
 class Transmitter:
     """`send` of the adapter contract, through the session's client."""
 
-    def __init__(self, config: MatrixConfig, *, session: Session, rooms: Rooms, log: Any) -> None:
+    def __init__(
+        self, config: MatrixConfig, *, session: Session, rooms: Rooms, cursors: Cursors, log: Any
+    ) -> None:
         self.config = config
         self._session = session
         self._client = session.client
         self._rooms = rooms
+        self._cursors = cursors
         self._log = log
 
     async def send(self, item: Outgoing) -> RemoteId:
@@ -49,14 +53,46 @@ class Transmitter:
             raise RetryableSendError(f"matrix: not in {item.room} yet")
         if self._rooms.is_encrypted(room_id):
             raise PermanentSendError(f"matrix: {item.room} is encrypted; not bridged")
+        event = item.event
+        if isinstance(event, Reaction):
+            return await self._react(room_id, item, event)
         try:
             wire = to_wire(item)
         except ValueError as exc:
             raise PermanentSendError(f"matrix: {exc}") from exc
-        event = item.event
         if self.config.media == "upload" and isinstance(event, Message) and event.attachments:
             return await self._send_with_media(room_id, item, event)
         return await self._request(room_id, wire, item.txn_id)
+
+    async def _react(self, room_id: str, item: Outgoing, event: Reaction) -> RemoteId:
+        """Annotates the relayed copy, or redacts the annotation once nobody it stands for
+        still reacts with that key (`proto.reactions`). The state is stored after the
+        request: a retry finds the same txn id, which the homeserver deduplicates."""
+        if item.target is None:
+            raise PermanentSendError("matrix: a reaction needs the target's Matrix event id")
+        slot = state_key(room_id, item.target, event.key)
+        held = Annotation.loads(await self._cursors.get(slot))
+        who = reactor(event)
+        if not event.removed:
+            if held.posted:
+                await self._cursors.set(slot, held.adding(who).dumps())
+                return RemoteId(held.event_id)
+            try:
+                posted = await self._request(room_id, to_wire(item), item.txn_id)
+            except PermanentSendError as exc:
+                if DUPLICATE not in str(exc):
+                    raise
+                posted = RemoteId("")  # the account has that annotation already
+            await self._cursors.set(slot, Annotation(posted, (who,)).dumps())
+            return posted
+        left = held.removing(who)
+        if not left.orphaned:
+            await self._cursors.set(slot, left.dumps())
+            return RemoteId("")  # others still react with it, or it was never posted
+        undo = RedactWire(target=RemoteId(left.event_id))
+        redaction = await self._request(room_id, undo, item.txn_id)
+        await self._cursors.set(slot, Annotation().dumps())
+        return redaction
 
     async def _send_with_media(self, room_id: str, item: Outgoing, event: Message) -> RemoteId:
         """Text first (if any), then one media event per attachment, each with its own

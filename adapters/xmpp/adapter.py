@@ -56,6 +56,7 @@ CLIENT = Capabilities(
     # One ordered stream, and origin-ids make a resend harmless: several messages may
     # wait for their reflection at once instead of one per round trip.
     send_window=16,
+    reactions="native",  # XEP-0444, the relay's whole set on the relayed copy
 )
 COMPONENT = dataclasses.replace(CLIENT, send_window=1, speaks_as_sender=True)
 """One send at a time: a new sender's first message waits for its puppet to join, and
@@ -106,7 +107,7 @@ class XmppAdapter:
         self._sender = Sender(
             name, config, identity=self.identity, rooms=self._rooms, session=self._session,
             login=login, delivery=delivery, receiver=self._receiver, uploads=self._uploads,
-            voices=voices,
+            voices=voices, writes=self._writes,
         )  # fmt: skip
 
     @property

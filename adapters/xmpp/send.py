@@ -23,16 +23,21 @@ from slixmpp.xmlstream import XMLStream
 
 from imbridge.adapter import Outgoing
 from imbridge.errors import RetryableSendError
-from imbridge.events import Edit, Message, RemoteId, Topic
+from imbridge.events import Edit, Message, Reaction, RemoteId, Topic
 
 from .config import XmppConfig
 from .delivery import RESEND, Delivery, Pending
 from .media import Uploader
+from .proto.reactions import RelaySets, relay_state_key
 from .proto.translate import origin_id, to_wire
 from .receive import Receiver
 from .rooms import Room, Turn
 from .session import Login, Session
 from .voices import Voices
+from .writes import CoalescedWrites
+
+ROOMS_KEPT = 256
+"""Rooms whose reaction sets stay in memory; the others are read again when needed."""
 
 
 class Sender:
@@ -51,6 +56,7 @@ class Sender:
         receiver: Receiver,
         uploads: Uploader,
         voices: Voices,
+        writes: CoalescedWrites,
     ) -> None:
         self.name = name
         self.config = config
@@ -63,6 +69,9 @@ class Sender:
         self._uploads = uploads
         self._voices = voices
         self._uploaded: OrderedDict[str, Message] = OrderedDict()  # origin-id -> relinked
+        self._writes = writes
+        self._relay_sets: OrderedDict[str, RelaySets] = OrderedDict()
+        """The relay's own reaction sets of recent rooms, as stored (`proto.reactions`)."""
 
     async def send(self, item: Outgoing) -> RemoteId:
         client = self._session.client
@@ -108,7 +117,12 @@ class Sender:
         if (pending := self._in_flight(oid)) is not None:
             return pending
         item = await self._with_uploads(item, oid)
-        element = to_wire(item, identity=self.identity, replace_id=await self._replace_id(item))
+        element = to_wire(
+            item,
+            identity=self.identity,
+            replace_id=await self._replace_id(item),
+            reactions=await self._reaction_set(room, item),
+        )
         if (sender := self._voices.speaker(item)) is not None:
             element.set("from", sender)
         await turn.wait()
@@ -166,6 +180,25 @@ class Sender:
             while len(self._uploaded) > 1_000:
                 self._uploaded.popitem(last=False)
         return dataclasses.replace(item, event=relinked)
+
+    async def _reaction_set(self, room: Room, item: Outgoing) -> tuple[str, ...]:
+        """For a Reaction: the whole set its speaker shows on the target after it, the
+        change applied and stored (a retry applies it again, to the same set)."""
+        event = item.event
+        if not isinstance(event, Reaction) or not item.target:
+            return ()
+        sets = self._relay_sets.get(room.jid)
+        if sets is None:
+            sets = RelaySets.loads(await self._writes.get(relay_state_key(room.jid)))
+        self._relay_sets[room.jid] = sets
+        self._relay_sets.move_to_end(room.jid)
+        while len(self._relay_sets) > ROOMS_KEPT:
+            self._relay_sets.popitem(last=False)
+        speaker = self._voices.speaker(item) or ""
+        who = f"{event.origin.network}\n{event.origin.sender.id}"
+        sets.apply(speaker, item.target, who, event.key, removed=event.removed)
+        self._writes.put(relay_state_key(room.jid), sets.dumps())
+        return sets.keys(speaker, item.target)
 
     async def _replace_id(self, item: Outgoing) -> str | None:
         """For an Edit of one of our own copies: the origin-id that copy carried."""

@@ -50,6 +50,7 @@ from imbridge.sanitize import clean_nick, clean_text
 from .attachments import MediaLinker, attachment, attachment_lines, media_url, mxc_parts
 from .formatting import HTML_FORMAT, from_matrix, plain_of, to_matrix
 from .polls import POLL_TYPES, poll_text
+from .reactions import annotation_content
 
 __all__ = [
     "RELAY_KEY",
@@ -466,6 +467,11 @@ def to_wire(item: Outgoing) -> Wire:  # noqa: PLR0911 - one return per event kin
         case Presence():
             return _notice(event, f"{event.origin.sender.name} is now {event.state.value}")
         case Reaction():
-            raise ValueError("reactions are not relayed")
+            if item.target is None or event.removed:
+                # A removal redacts the annotation the relay posted, which only the
+                # adapter's state knows (`reactions`).
+                raise ValueError("a reaction needs its target, a removal its annotation")
+            content = {**annotation_content(item.target, event.key), **_marker(event)}
+            return SendWire(event_type="m.reaction", content=content)
         case _:
             assert_never(event)

@@ -137,3 +137,72 @@ def to_reactions(
         )
         for n, (key, gone) in enumerate(changed)
     ]  # fmt: skip
+
+
+def relay_state_key(room: str) -> str:
+    """State slot key of the sets the relay itself holds in one room (`RelaySets`)."""
+    return f"rxo:{room}"
+
+
+class RelaySets:
+    """The reactions the relay has shown in one room, per speaking occupant and message,
+    with who each key stands for.
+
+    XEP-0444 replaces a sender's whole set with every update, and the relay's occupant
+    speaks for everyone on the other networks (client mode): its set on a message is the
+    union of their keys, and a key leaves it only when the last of them takes it back.
+    A component's puppets speak one person each, so there each set is one person's.
+    Bounded like `ReactionSets`: the least recently changed message is forgotten first
+    (a later update for it starts from an empty set). Pure values, no I/O."""
+
+    def __init__(self, limit: int = LIMIT) -> None:
+        self._limit = limit
+        self._sets: OrderedDict[str, dict[str, list[str]]] = OrderedDict()
+
+    @staticmethod
+    def _key(speaker: str, target: str) -> str:
+        return f"{speaker}\n{target}"
+
+    def keys(self, speaker: str, target: str) -> tuple[str, ...]:
+        """The set to send for (`speaker`, `target`): keys in the order first shown."""
+        return tuple(self._sets.get(self._key(speaker, target), {}))
+
+    def apply(self, speaker: str, target: str, who: str, key: str, *, removed: bool) -> None:
+        """`who` added (or took back) `key`; a repeat changes nothing, so a retried send
+        finds the same set."""
+        slot = self._key(speaker, target)
+        held = self._sets.pop(slot, {})
+        reactors = held.get(key, [])
+        if removed:
+            reactors = [r for r in reactors if r != who]
+        elif who not in reactors:
+            reactors = [*reactors, who]
+        if reactors:
+            held[key] = reactors
+        else:
+            held.pop(key, None)
+        if held:
+            self._sets[slot] = held
+            while len(self._sets) > self._limit:
+                self._sets.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def dumps(self) -> str:
+        return json.dumps(list(self._sets.items()), ensure_ascii=False)
+
+    @classmethod
+    def loads(cls, raw: str | None, limit: int = LIMIT) -> RelaySets:
+        """The stored sets; an unreadable value reads as none (what a first run has)."""
+        sets = cls(limit)
+        try:
+            for slot, held in json.loads(raw or "[]"):
+                sets._sets[str(slot)] = {
+                    str(k): [str(r) for r in v] for k, v in dict(held).items() if v
+                }
+        except (ValueError, TypeError):
+            sets._sets.clear()
+        while len(sets._sets) > limit:
+            sets._sets.popitem(last=False)
+        return sets

@@ -50,6 +50,7 @@ from .stanzas import (
     NS_FALLBACK,
     NS_HINTS,
     NS_OOB,
+    NS_REACTIONS,
     NS_RELAY,
     NS_REPLY,
     NS_RETRACT,
@@ -223,12 +224,39 @@ def _message_type(event: Event) -> str:
     return "chat"
 
 
-def to_wire(item: Outgoing, *, identity: str, replace_id: str | None = None) -> ET.Element:
+def _retraction(message: ET.Element, target: str | None) -> None:
+    if not target:
+        raise PermanentSendError("retraction without a known target")
+    _text(message, "body", RETRACT_FALLBACK)
+    _element(message, NS_RETRACT, "retract", id=target)
+    _element(message, NS_FALLBACK, "fallback", **{"for": NS_RETRACT})
+    _element(message, NS_HINTS, "store")
+
+
+def _reactions(message: ET.Element, target: str | None, keys: tuple[str, ...]) -> None:
+    """XEP-0444 §4: the whole set on the message `target` (its stanza-id in a room), kept
+    in the room's archive like the message it annotates."""
+    if not target:
+        raise PermanentSendError("reaction without a known target")
+    held = _element(message, NS_REACTIONS, "reactions", id=target)
+    for key in keys:
+        ET.SubElement(held, q(NS_REACTIONS, "reaction")).text = xml_text(key)
+    _element(message, NS_HINTS, "store")
+
+
+def to_wire(
+    item: Outgoing,
+    *,
+    identity: str,
+    replace_id: str | None = None,
+    reactions: tuple[str, ...] = (),
+) -> ET.Element:
     """The `<message type="groupchat">` for one outgoing item (`chat`, to a person, for
     the answer to a private message: `origin.direct`). `replace_id` is the
     message id an Edit corrects (XEP-0308 names the original stanza's id, which for the
     relay's own copies is their origin-id); a Delete retracts `item.target` (XEP-0424: a
-    groupchat retraction names the room's stanza-id)."""
+    groupchat retraction names the room's stanza-id). A Reaction sends `reactions`, the
+    relay's whole set on `item.target` after it (XEP-0444 replaces the set each time)."""
     oid = origin_id(item.txn_id)
     event = item.event
     message = ET.Element(
@@ -255,15 +283,12 @@ def to_wire(item: Outgoing, *, identity: str, replace_id: str | None = None) -> 
             _rich(message, event.rich, event.text)
             _element(message, NS_CORRECT, "replace", id=target)
         case Delete():
-            if not item.target:
-                raise PermanentSendError("retraction without a known target")
-            _text(message, "body", RETRACT_FALLBACK)
-            _element(message, NS_RETRACT, "retract", id=item.target)
-            _element(message, NS_FALLBACK, "fallback", **{"for": NS_RETRACT})
-            _element(message, NS_HINTS, "store")
+            _retraction(message, item.target)
         case Topic():
             _text(message, "subject", event.text)
-        case Join() | Leave() | Presence() | Reaction():
+        case Reaction():
+            _reactions(message, item.target, reactions)
+        case Join() | Leave() | Presence():
             raise PermanentSendError(f"{type(event).__name__} is not sent to XMPP rooms")
         case _:
             assert_never(event)
