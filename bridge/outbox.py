@@ -53,6 +53,9 @@ BACKOFF_CAP = 30.0
 MAX_UNEXPECTED = 8  # an adapter bug raising something odd is retried this often, then dropped
 SEND_TIMEOUT = 60.0
 OFFLINE_POLL = 0.1
+REACTION_BURST = 64
+"""Reactions in a row that may be in flight at once even where messages go one by one:
+they do not depend on each other, and an adapter may gather them (IRC's one line)."""
 MEMORY_QUEUE = 512
 """Items per destination held in memory (about 0.7 KiB each); the rest wait on disk."""
 
@@ -362,6 +365,9 @@ class Outbox:
                 await asyncio.sleep(OFFLINE_POLL)
                 continue
             window = adapter.capabilities.send_window
+            burst = window == 1 and isinstance(queue[0].event, Reaction)
+            if burst:
+                window = REACTION_BURST  # over the run of reactions at the head only
             self._order(key).pinned = window  # what may be in flight keeps its place
             if window == 1:
                 await self._pace(key)
@@ -369,7 +375,7 @@ class Outbox:
                 if delay is None:
                     queue.popleft()
             else:
-                delay = await self._slide(key, adapter, queue, window, bound)
+                delay = await self._slide(key, adapter, queue, window, bound, burst=burst)
             await asyncio.sleep(0)  # a send that never waited must not starve the loop
             if delay is not None:
                 await asyncio.sleep(delay)
@@ -383,6 +389,8 @@ class Outbox:
         queue: deque[Item],
         window: int,
         bound: Any,
+        *,
+        burst: bool = False,
     ) -> float | None:
         """Sends from the head of `queue` with up to `window` sends in flight, each started
         as soon as there is room, in queue order (an adapter that declares a window keeps
@@ -392,11 +400,12 @@ class Outbox:
         item cannot overtake a failed one for longer than the window already in flight.
 
         An item whose send first looks up an id (edit, delete, reply) goes alone, so no
-        lookup can let a later send overtake it on the wire."""
+        lookup can let a later send overtake it on the wire. With `burst`, only the run of
+        reactions at the head is sent so (the adapter sends one at a time otherwise)."""
         inflight: deque[tuple[Item, asyncio.Future[float | None]]] = deque()
         try:
             return await self._fill(
-                key, adapter, queue, window=window, bound=bound, inflight=inflight
+                key, adapter, queue, window=window, bound=bound, inflight=inflight, burst=burst
             )
         finally:
             # The worker owns its sends: one cancelled (aclose, a reload) takes its
@@ -416,6 +425,7 @@ class Outbox:
         window: int,
         bound: Any,
         inflight: deque[tuple[Item, asyncio.Future[float | None]]],
+        burst: bool = False,
     ) -> float | None:
         finished: set[int] = set()
         delays: list[float] = []
@@ -423,6 +433,8 @@ class Outbox:
         while True:
             while not delays and started < len(queue) and len(inflight) < window:
                 item = queue[started]
+                if burst and not isinstance(item.event, Reaction):
+                    break  # a message waits for the reactions before it, as always here
                 alone = _needs_lookup(item) or _target_in_flight(item, inflight)
                 if alone and inflight:
                     break

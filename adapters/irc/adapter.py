@@ -29,12 +29,13 @@ from imbridge.adapters.irc.proto import wire
 from imbridge.adapters.irc.proto.lines import Mask, max_text_bytes
 from imbridge.adapters.irc.proto.names import irc_lower
 from imbridge.adapters.irc.proto.roster import Roster
+from imbridge.adapters.irc.reactions import ReactionSender
 from imbridge.adapters.irc.receive import Receiver
 from imbridge.adapters.irc.rooms import Rooms
 from imbridge.adapters.irc.send import Transmitter, Writer
 from imbridge.adapters.irc.session import Session, fail_all
 from imbridge.errors import AdapterError, RetryableSendError
-from imbridge.events import RemoteId
+from imbridge.events import Reaction, RemoteId
 from imbridge.sanitize import clean_nick
 from imbridge.tasks import TaskTree
 
@@ -60,11 +61,15 @@ class IrcAdapter:
             attachments=False,
             formatting="irc",
             max_text_bytes=max_text_bytes(self._link.mask, config.max_lines),
+            reactions="native",  # +draft/react, or gathered lines (`reactions`)
         )
         self._roster = Roster()
         self._writer = Writer(name, config.flood)
         self._rooms = Rooms(name, config, link=self._link, writer=self._writer, spawn=self._spawn)
         self._transmitter = Transmitter(
+            name, config, link=self._link, rooms=self._rooms, writer=self._writer
+        )
+        self._reactions = ReactionSender(
             name, config, link=self._link, rooms=self._rooms, writer=self._writer
         )
         self._receiver = Receiver(
@@ -152,6 +157,8 @@ class IrcAdapter:
         await self._rooms.join(folded)
 
     async def send(self, item: Outgoing) -> RemoteId:
+        if isinstance(item.event, Reaction):
+            return await self._reactions.send(item, item.event)
         return await self._transmitter.send(item)
 
     async def aclose(self) -> None:

@@ -140,6 +140,9 @@ class IrcConfig(NetworkConfig):
     reconnect_max_delay: float = Field(default=300.0, gt=0)
     throttled_delay: float = Field(default=60.0, ge=0)
     """Least wait after the server refused us for reconnecting too fast or banned us."""
+    reaction_window: float = Field(default=2.0, ge=0)
+    """Seconds the reactions to one message are gathered into one line, where the server
+    does not take the `+draft/react` client tag (ngircd)."""
 
     @field_validator("nick")
     @classmethod

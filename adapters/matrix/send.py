@@ -42,6 +42,9 @@ class Transmitter:
         self._rooms = rooms
         self._cursors = cursors
         self._log = log
+        self._annotating = asyncio.Lock()
+        """Reactions may be sent side by side (the outbox lets them); each reads and
+        writes the annotation state, so they take turns."""
 
     async def send(self, item: Outgoing) -> RemoteId:
         if not self._session.connected:
@@ -70,7 +73,13 @@ class Transmitter:
         request: a retry finds the same txn id, which the homeserver deduplicates."""
         if item.target is None:
             raise PermanentSendError("matrix: a reaction needs the target's Matrix event id")
-        slot = state_key(room_id, item.target, event.key)
+        async with self._annotating:
+            return await self._annotate(room_id, item, item.target, event)
+
+    async def _annotate(
+        self, room_id: str, item: Outgoing, target: RemoteId, event: Reaction
+    ) -> RemoteId:
+        slot = state_key(room_id, target, event.key)
         held = Annotation.loads(await self._cursors.get(slot))
         who = reactor(event)
         if not event.removed:

@@ -189,8 +189,8 @@ class Sender:
             return ()
         sets = self._relay_sets.get(room.jid)
         if sets is None:
-            sets = RelaySets.loads(await self._writes.get(relay_state_key(room.jid)))
-        self._relay_sets[room.jid] = sets
+            loaded = RelaySets.loads(await self._writes.get(relay_state_key(room.jid)))
+            sets = self._relay_sets.setdefault(room.jid, loaded)  # one read may have raced
         self._relay_sets.move_to_end(room.jid)
         while len(self._relay_sets) > ROOMS_KEPT:
             self._relay_sets.popitem(last=False)

@@ -5,6 +5,8 @@ redacted with its last reactor."""
 from __future__ import annotations
 
 from imbridge.adapter import Outgoing
+from imbridge.adapters.irc.proto.lines import Mask
+from imbridge.adapters.irc.proto.reactions import gathered, is_msgid, summary, summary_line, tagmsg
 from imbridge.adapters.matrix.proto.reactions import Annotation
 from imbridge.adapters.matrix.proto.translate import SendWire
 from imbridge.adapters.matrix.proto.translate import to_wire as matrix_wire
@@ -81,3 +83,32 @@ def test_matrix_annotation_is_redacted_only_with_its_last_reactor() -> None:
     assert Annotation.loads(held.dumps()) == held
     assert not Annotation.loads(None).posted
     assert not Annotation().removing("x").orphaned  # never posted: nothing to redact
+
+
+def irc_reaction(nick: str, key: str, *, removed: bool = False) -> Reaction:
+    origin = Origin(network="mx", room="!r", sender=Sender(id=f"@{nick}:hs", name=nick))
+    return Reaction(id=EventId(f"e{nick}{key}"), origin=origin, target=EventId("m"), key=key,
+                    removed=removed)  # fmt: skip
+
+
+def test_irc_summary_gathers_five_reactions_into_one_line() -> None:
+    came = [("alice", "👍"), ("bob", "👍"), ("alice", "🎉"), ("carol", "👍"), ("bob", "👍")]
+    gathered_ = [gathered(irc_reaction(n, k)) for n, k in came]
+    assert summary(gathered_, "ship it?") == '* alice, bob, carol reacted 👍 ×3, 🎉 to "ship it?"'  # noqa: RUF001 - the sign users see
+    line = summary_line(gathered_, "ship it?", "#chan", mask=Mask("relay"))
+    assert line.startswith("NOTICE #chan :* alice, bob, carol reacted")
+    crowd = [gathered(irc_reaction(f"person{i:03d}", "👍")) for i in range(200)]
+    long = summary_line(crowd, "ship it?", "#chan", mask=Mask("relay"))
+    assert long.endswith(" …")
+    assert len(long.encode()) <= 510 - Mask("relay").prefix_bytes()
+    assert "\n" not in long
+
+
+def test_irc_tagmsg_names_the_copy_by_its_msgid() -> None:
+    line = tagmsg(irc_reaction("bob", "👍"), "#chan", "abc123", {})
+    assert line == "@+draft/react=👍;+draft/reply=abc123 TAGMSG #chan"
+    gone = tagmsg(irc_reaction("bob", "👍", removed=True), "#chan", "abc123", {})
+    assert gone.startswith("@+draft/unreact=👍;+draft/reply=abc123 ")
+    assert is_msgid("abc123")
+    assert not is_msgid("imb01a2b3c4d5e6f00112233")  # the relay's own txn id, no msgid
+    assert not is_msgid(None)
