@@ -64,9 +64,10 @@ class Capabilities:
     whose retries are idempotent; with 1 the outbox waits for each send to finish."""
     reactions: Literal["native", "text", "none"] = "none"
     """How this destination shows reactions. `native`: the adapter is sent every
-    `Reaction` (added and removed, its target in this network's ids) and shows it its own
-    way; `text`: `render` turns an added reaction into a one-line notice and drops
-    removals; `none`: reactions are archived, not shown here."""
+    `Reaction` (added and removed, its target in this network's ids, or None for a
+    message said in that room that the network gave no id) and shows it its own way;
+    `text`: `render` turns an added reaction into a one-line notice and drops removals;
+    `none`: reactions are archived, not shown here."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:

@@ -594,11 +594,28 @@ class Outbox:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
         elif isinstance(event, Reaction):
             target = await self.ids.remote_for(event.target, item.network, item.room)
-            if target is None:
+            if target is None and not await self._said_in(event.target, item):
                 return None  # its message never reached this room: nothing to react to
         return Outgoing(
             room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id
         )
+
+    async def _said_in(self, event_id: str, item: Item) -> bool:
+        """Whether the message `event_id` was said in `item`'s room itself: where the
+        network gives its messages no id (ngircd), the id map cannot say so, and a
+        reaction to it is still shown there (as a line, with no target to name)."""
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT payload FROM messages WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        payload = await self.db.read(q)
+        if payload is None:
+            return False
+        said = codec.loads(self.sealer.open(payload, table="messages", key=event_id))
+        return (said.origin.network, said.origin.room) == (item.network, item.room)
 
     async def _fail(self, item: Item, reason: str, bound: Any) -> None:
         def w(conn: sqlite3.Connection) -> None:

@@ -75,7 +75,7 @@ class ReactionSender:
     async def _gather(
         self, item: Outgoing, event: Reaction, folded: str, *, tags: bool
     ) -> RemoteId:
-        key = (folded, str(item.target))
+        key = (folded, str(event.target))  # the message, even where it has no msgid
         window = self._windows.get(key)
         if window is not None:  # open: this reaction is said by its line
             window.entries.append(gathered(event))

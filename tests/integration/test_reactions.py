@@ -247,3 +247,31 @@ async def test_matrix_reaction_reaches_irc_as_a_react_tag_where_the_server_takes
         assert not [t for t in ivan.texts(chan) if " reacted " in t]
     finally:
         await ivan.close()
+
+
+async def test_matrix_reaction_to_an_irc_line_reaches_irc_where_lines_have_no_msgid(
+    synapse: SynapseServer, ngircd: Ircd, tmp_path: Path
+) -> None:
+    """ngircd gives lines no msgid, so the id map knows no IRC id for what IRC users
+    say; a reaction to it is still shown to them."""
+    relay_mx = synapse.register()
+    chan = ngircd.channel("rxi")
+    ivan = await IrcUser.connect(ngircd, "ivan")
+    try:
+        await ivan.join(chan)
+        async with Watcher(synapse, synapse.register("alice" + relay_mx.user_id[2:8])) as alice:
+            room = await alice.create_room(invite=[relay_mx.user_id])
+            rooms = [{"network": "mx", "room": room}, {"network": "irc", "room": chan}]
+            cfg = config(tmp_path, synapse, relay_mx, rooms, {"irc": ngircd.network()})
+            async with Daemon(cfg) as daemon:
+                assert await daemon.ready(30)
+                name = alice.user.user_id[1:].split(":")[0]
+                ivan.say(chan, "from irc with love")
+                (copy,) = await wait_for(
+                    lambda: alice.messages(room, sender=relay_mx.user_id), what="IRC -> Matrix"
+                )
+                await react(alice, room, copy["event_id"], "❤️")
+                said = f'* {name} reacted ❤️ to "from irc with love"'
+                await wait_for(lambda: said in ivan.texts(chan), what="❤️ line on IRC")
+    finally:
+        await ivan.close()
