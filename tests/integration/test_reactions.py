@@ -275,3 +275,34 @@ async def test_matrix_reaction_to_an_irc_line_reaches_irc_where_lines_have_no_ms
                 await wait_for(lambda: said in ivan.texts(chan), what="❤️ line on IRC")
     finally:
         await ivan.close()
+
+
+async def test_reactions_waiting_in_the_irc_window_are_not_lost_to_a_restart(
+    synapse: SynapseServer, ngircd: Ircd, tmp_path: Path
+) -> None:
+    relay_mx = synapse.register()
+    chan = ngircd.channel("rxr")
+    ivan = await IrcUser.connect(ngircd, "ivan")
+    try:
+        await ivan.join(chan)
+        async with Watcher(synapse, synapse.register("alice" + relay_mx.user_id[2:8])) as alice:
+            room = await alice.create_room(invite=[relay_mx.user_id])
+            rooms = [{"network": "mx", "room": room}, {"network": "irc", "room": chan}]
+            slow = ngircd.network(reaction_window=600)
+            async with Daemon(config(tmp_path, synapse, relay_mx, rooms, {"irc": slow})) as d:
+                assert await d.ready(30)
+                name = alice.user.user_id[1:].split(":")[0]
+                first = await alice.text(room, "before the restart")
+                await wait_for(lambda: ivan.texts(chan), what="message on IRC")
+                await react(alice, room, first, "👍")
+                await react(alice, room, first, "🎉")
+                await wait_for(lambda: d.outbox and d.outbox.depth("irc") == 2, what="queued")
+            # Stopped with both in an open window: nothing was said, nothing is lost.
+            quick = ngircd.network(reaction_window=0.5)
+            async with Daemon(config(tmp_path, synapse, relay_mx, rooms, {"irc": quick})) as d:
+                assert await d.ready(30)
+                said = f'* {name} reacted 👍, 🎉 to "before the restart"'
+                await wait_for(lambda: said in ivan.texts(chan), what="line after restart")
+        assert [t for t in ivan.texts(chan) if " reacted " in t] == [said]
+    finally:
+        await ivan.close()
