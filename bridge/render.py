@@ -88,7 +88,7 @@ def render(  # noqa: PLR0911 - one return per event kind
         case Reaction():
             return _reaction(event, prefix, caps, quoted)
         case Join() | Leave() | Presence():
-            pass  # not shown as such (membership relay asks for lines elsewhere)
+            pass  # not shown
         case _:
             assert_never(event)
     return None
