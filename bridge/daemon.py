@@ -420,7 +420,8 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await adapter.aclose()
                 await asyncio.sleep(delay)
-        log.info("connected", network=name)
+        # The adapter logs `connected` and `joined` itself (it alone sees its reconnects
+        # and rejoins): logging them here too doubled every line.
         for room in relay.setup.router.rooms(name):
             await self._join(name, adapter, room)
         self._started[name].set()
@@ -434,7 +435,6 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - one bad room must not stop the others
             log.error("join_failed", network=name, room=room, error=str(exc))
             return
-        log.info("joined", network=name, room=room)
         await self._post_notice(name, room)
 
     async def _post_notice(self, name: str, room: str) -> None:
