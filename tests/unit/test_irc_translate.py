@@ -5,6 +5,7 @@ become the events a user would expect, and the relay's own lines none."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -302,3 +303,24 @@ def test_incoming_nicks_and_text_are_sanitised() -> None:
     assert isinstance(event, Message)
     assert event.origin.sender.id == "evil"
     assert event.text == "hi there"
+
+
+def test_draft_relaymsg_lines_are_another_bridges_relayed_copies() -> None:
+    """IRCv3 draft/relaymsg (matterbridge, heisenbridge): the server tags the spoofed
+    PRIVMSG with `draft/relaymsg`, and only RELAYMSG can make a nick holding the
+    separator the server announced."""
+    roster = Roster()
+    tagged = wire.parse(b"@draft/relaymsg=mbot :alice/discord!x@y PRIVMSG #room :hi")
+    plain = wire.parse(b":carol!c@h PRIVMSG #room :hi")
+    spoofed = wire.parse(b":alice/discord!x@y PRIVMSG #room :hi")
+    assert tagged is not None
+    assert plain is not None
+    assert spoofed is not None
+    ctx = inbound()
+    with_sep = dataclasses.replace(ctx, relaymsg_separator="/")
+    [first] = to_core(tagged, ctx, roster)
+    [second] = to_core(plain, with_sep, roster)
+    [third] = to_core(spoofed, with_sep, roster)
+    assert first.origin.relayed
+    assert not second.origin.relayed
+    assert third.origin.relayed

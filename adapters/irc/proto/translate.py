@@ -62,6 +62,10 @@ REACT_TAG = "+draft/react"
 UNREACT_TAG = "+draft/unreact"
 MAX_KEY_CHARS = 64
 KNOWN_RELAY_TAGS = frozenset({RELAY_TAG, "+draft/relay", "+matterbridge/relayed"})
+RELAYMSG_TAG = "draft/relaymsg"
+"""IRCv3 draft/relaymsg: a bridge sends `RELAYMSG #chan nick/net :text` and the server
+delivers it as a PRIVMSG from the spoofed `nick/net`, tagged with the bridge's nick (a
+server tag, which clients cannot forge). Such a line is another bridge's relayed copy."""
 NAMES_PREFIXES = "~&@%+!"
 
 
@@ -81,6 +85,20 @@ class Context:
     """The server sends the `account` tag (account-tag negotiated)."""
     accounts: Mapping[str, str] = field(default_factory=dict)
     """The roster's folded nick → account."""
+    relaymsg_separator: str = ""
+    """The `RELAYMSG=<sep>` ISUPPORT value, when the server offers draft/relaymsg: a nick
+    holding it (`alice/discord`) can only be a bridge's spoofed sender."""
+
+    def is_relayed(self, line: wire.Line) -> bool:
+        """The line carries a bridge's relay marker: a known client tag, draft/relaymsg's
+        server tag, or a sender nick only RELAYMSG can produce."""
+        tags = line.tags.keys()
+        sep = self.relaymsg_separator
+        return (
+            bool(KNOWN_RELAY_TAGS & tags)
+            or RELAYMSG_TAG in tags
+            or bool(sep and line.source is not None and sep in line.nick)
+        )
 
     def sender(self, line: wire.Line, nick: str | None = None) -> Sender:
         """Who `nick` (by default the line's source) is: their account when known."""
@@ -109,7 +127,7 @@ class Context:
             sender=self.sender(line, nick),
             remote_id=RemoteId(msgid) if msgid else None,
             timestamp=wire.server_time(line.tags) or self.now(),
-            relayed=bool(KNOWN_RELAY_TAGS & line.tags.keys()),
+            relayed=self.is_relayed(line),
             direct=direct,
         )
 
