@@ -520,6 +520,7 @@ class Daemon:
         if old.archive.sinks != config.archive.sinks:
             await self._stop_sinks()
             await self._start_sinks()
+        await self._leave_removed(Router(old.gateways), relay.setup.router)
         for name in changed:
             if name in self.adapters:
                 await self._drop(name)
@@ -544,6 +545,21 @@ class Daemon:
                 for room in relay.setup.router.rooms(name):
                     await self._post_notice(name, room)
         log.info("config_reloaded", reconnected=sorted(changed))
+
+    async def _leave_removed(self, old: Router, new: Router) -> None:
+        """Leaves the rooms no gateway uses any more, before a changed network is
+        rebuilt: otherwise the relay sits on in them (a Matrix account stays a member
+        across reconnects) and they keep reaching the archive."""
+        for name, adapter in list(self.adapters.items()):
+            kept = {room.casefold() for room in new.rooms(name)}
+            for room in old.rooms(name):
+                if room.casefold() in kept:
+                    continue
+                try:
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await adapter.leave(room)
+                except Exception as exc:  # noqa: BLE001 - the other rooms still go
+                    log.warning("leave_failed", network=name, room=room, error=str(exc))
 
     def _hooks_on_reload(self, old: Config, new: Config) -> hook_engine.Hooks:
         """New hooks when `policy.hooks` changed; the old ones are closed at stop, since

@@ -151,6 +151,9 @@ class IrcAdapter:
             return
         await self._rooms.join(folded)
 
+    async def leave(self, room: str) -> None:
+        self._rooms.leave(irc_lower(room))
+
     async def send(self, item: Outgoing) -> RemoteId:
         return await self._transmitter.send(item)
 
