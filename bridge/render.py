@@ -15,9 +15,11 @@ from imbridge.events import (
     Edit,
     Event,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     Reaction,
@@ -60,7 +62,7 @@ def short(text: str, limit: int = QUOTE_CHARS) -> str:
     return close_bidi(line if len(line) <= limit else line[: limit - 1] + "…")
 
 
-def render(
+def render(  # noqa: PLR0911 - one return per event kind
     event: Event, route: Route, caps: Capabilities, *, quoted: Message | None = None
 ) -> Event | None:
     """The event as `route.dest` should receive it, or None if it has nothing to show
@@ -85,6 +87,8 @@ def render(
             # A reaction is archived, not relayed: showing reactions on every network
             # (natively where it can, as a line where it cannot) is still to come.
             return None
+        case NickChange() | Kick():
+            return None  # relayed as debounced notices, where asked (see `membership`)
         case _:
             assert_never(event)
 

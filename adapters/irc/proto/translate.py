@@ -37,9 +37,11 @@ from imbridge.events import (
     Event,
     EventId,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     PresenceState,
@@ -268,12 +270,11 @@ def _nick(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     chans = roster.rename(line.nick, new)
     if _is_self(line, ctx) or not new:
         return []
-    reason = f"now known as {clean_nick(new)}"
-    events: list[Event] = []
-    for room in _rooms(ctx, chans):
-        events.append(Leave(id=ctx.new_id(), origin=ctx.origin(line, room), reason=reason))
-        events.append(Join(id=ctx.new_id(), origin=ctx.origin(line, room, new)))
-    return events
+    name = clean_nick(new)
+    return [
+        NickChange(id=ctx.new_id(), origin=ctx.origin(line, room), new_name=name)
+        for room in _rooms(ctx, chans)
+    ]
 
 
 def _topic(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
@@ -314,9 +315,9 @@ def _kick(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
         roster.left(channel)
         return []
     roster.remove(channel, victim)
-    why = _one_line(line.param(2))
-    reason = f"kicked by {clean_nick(line.nick)}" + (f": {why}" if why else "")
-    return [Leave(id=ctx.new_id(), origin=ctx.origin(line, room, victim), reason=reason)]
+    by = clean_nick(line.nick) if line.source is not None and line.nick else ""
+    return [Kick(id=ctx.new_id(), origin=ctx.origin(line, room, victim), by=by,
+                 reason=_one_line(line.param(2)))]  # fmt: skip
 
 
 def _account(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
@@ -414,6 +415,8 @@ def to_wire(
             raise NotSendable("IRC cannot delete a line")
         case Reaction():
             raise NotSendable("reactions are not relayed")
+        case NickChange() | Kick():
+            raise NotSendable("membership is relayed as notices")
         case _:
             assert_never(event)
     return build_lines(
