@@ -50,6 +50,7 @@ from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.hooks import engine as hook_engine
 from imbridge.listener import Listener
 from imbridge.medialinks import MediaLinks
+from imbridge.membership_relay import MembershipRelay
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import compile_policy
@@ -223,6 +224,9 @@ class Daemon:
             stack.push_async_callback(self._step, "attachment_capture", self.capture.__aexit__)
         await self._tree.__aenter__()
         stack.push_async_callback(self._step, "tasks", self._tree.aclose)
+        membership = MembershipRelay(self.db, self.outbox, self.recorder, sender=NOTICE_SENDER)
+        self.relay.membership = membership
+        self._tree.spawn(membership.run(), name="membership")
         await self._start_sinks()
         stack.push_async_callback(self._step, "sinks", self._stop_sinks)
         pending = await self.outbox.load()
@@ -627,6 +631,7 @@ class Daemon:
             drain = self.config.bridge.drain_seconds if drain is None else drain
             try:
                 self.notifier.stopping()
+                await self._flush_membership()
                 if self.outbox is not None and drain > 0:
                     idle = await self.outbox.wait_idle(drain)
                     if not idle:
@@ -634,6 +639,15 @@ class Daemon:
             finally:
                 await self._close()
                 log.info("stopped")
+
+    async def _flush_membership(self) -> None:
+        """Queues the open debounce windows' lines, so a clean stop drains them too."""
+        if self.relay is None or self.relay.membership is None:
+            return
+        try:
+            await self.relay.membership.flush()
+        except Exception:  # stopping matters more than these notices
+            log.exception("membership_flush_failed")
 
     async def _close(self) -> None:
         self._stopped = True
