@@ -142,10 +142,18 @@ class Adapter(Protocol):
     def connected(self) -> bool: ...
 
     async def start(self, sink: EventSink) -> None:
-        """Connect and log in; returns once logged in, then reconnects by itself."""
+        """Connect and log in; returns once logged in, then reconnects by itself. The
+        adapter logs `connected` each time it logs in (the daemon does not)."""
         ...
 
-    async def join(self, room: str) -> None: ...
+    async def join(self, room: str) -> None:
+        """Enter `room` and stay there across reconnects; logs `joined` each time."""
+        ...
+
+    async def leave(self, room: str) -> None:
+        """Leave `room` for good (a reload removed it from every gateway): no rejoin on
+        reconnect, no more events from it; logs `left`. Safe for a room not joined."""
+        ...
 
     async def send(self, item: Outgoing) -> RemoteId:
         """Deliver one item and return the server's id for it; raise, never drop."""

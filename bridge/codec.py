@@ -18,9 +18,11 @@ from imbridge.events import (
     Event,
     EventId,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     PresenceState,
@@ -40,6 +42,8 @@ _NAMES: dict[type, str] = {
     Topic: "topic",
     Presence: "presence",
     Reaction: "reaction",
+    NickChange: "nick",
+    Kick: "kick",
 }
 _CLASSES = {v: k for k, v in _NAMES.items()}
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _NAMES}
@@ -144,6 +148,10 @@ def from_dict(d: dict[str, Any]) -> Event:
             removed=bool(d.get("removed", False)),
             excerpt=str(d.get("excerpt", "")),
         )
+    elif cls is NickChange:
+        event = NickChange(id=eid, origin=origin, new_name=d["new_name"])
+    elif cls is Kick:
+        event = Kick(id=eid, origin=origin, by=d.get("by", ""), reason=d.get("reason", ""))
     else:  # pragma: no cover - _CLASSES is closed
         raise ValueError(f"unknown event type {d['type']!r}")
     return event
@@ -160,6 +168,8 @@ def loads(text: str) -> Event:
 def kind_name(event: Event) -> str:
     match event:
         case Message() | Edit() | Delete() | Join() | Leave() | Topic() | Presence() | Reaction():
+            return _NAMES[type(event)]
+        case NickChange() | Kick():
             return _NAMES[type(event)]
         case _:
             assert_never(event)

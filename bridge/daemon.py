@@ -50,6 +50,7 @@ from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.hooks import engine as hook_engine
 from imbridge.listener import Listener
 from imbridge.medialinks import MediaLinks
+from imbridge.membership_relay import MembershipRelay
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import compile_policy
@@ -223,6 +224,9 @@ class Daemon:
             stack.push_async_callback(self._step, "attachment_capture", self.capture.__aexit__)
         await self._tree.__aenter__()
         stack.push_async_callback(self._step, "tasks", self._tree.aclose)
+        membership = MembershipRelay(self.db, self.outbox, self.recorder, sender=NOTICE_SENDER)
+        self.relay.membership = membership
+        self._tree.spawn(membership.run(), name="membership")
         await self._start_sinks()
         stack.push_async_callback(self._step, "sinks", self._stop_sinks)
         pending = await self.outbox.load()
@@ -420,7 +424,8 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await adapter.aclose()
                 await asyncio.sleep(delay)
-        log.info("connected", network=name)
+        # The adapter logs `connected` and `joined` itself (it alone sees its reconnects
+        # and rejoins): logging them here too doubled every line.
         for room in relay.setup.router.rooms(name):
             await self._join(name, adapter, room)
         self._started[name].set()
@@ -434,7 +439,6 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - one bad room must not stop the others
             log.error("join_failed", network=name, room=room, error=str(exc))
             return
-        log.info("joined", network=name, room=room)
         await self._post_notice(name, room)
 
     async def _post_notice(self, name: str, room: str) -> None:
@@ -520,6 +524,7 @@ class Daemon:
         if old.archive.sinks != config.archive.sinks:
             await self._stop_sinks()
             await self._start_sinks()
+        await self._leave_removed(Router(old.gateways), relay.setup.router)
         for name in changed:
             if name in self.adapters:
                 await self._drop(name)
@@ -544,6 +549,21 @@ class Daemon:
                 for room in relay.setup.router.rooms(name):
                     await self._post_notice(name, room)
         log.info("config_reloaded", reconnected=sorted(changed))
+
+    async def _leave_removed(self, old: Router, new: Router) -> None:
+        """Leaves the rooms no gateway uses any more, before a changed network is
+        rebuilt: otherwise the relay sits on in them (a Matrix account stays a member
+        across reconnects) and they keep reaching the archive."""
+        for name, adapter in list(self.adapters.items()):
+            kept = {room.casefold() for room in new.rooms(name)}
+            for room in old.rooms(name):
+                if room.casefold() in kept:
+                    continue
+                try:
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await adapter.leave(room)
+                except Exception as exc:  # noqa: BLE001 - the other rooms still go
+                    log.warning("leave_failed", network=name, room=room, error=str(exc))
 
     def _hooks_on_reload(self, old: Config, new: Config) -> hook_engine.Hooks:
         """New hooks when `policy.hooks` changed; the old ones are closed at stop, since
@@ -611,6 +631,7 @@ class Daemon:
             drain = self.config.bridge.drain_seconds if drain is None else drain
             try:
                 self.notifier.stopping()
+                await self._flush_membership()
                 if self.outbox is not None and drain > 0:
                     idle = await self.outbox.wait_idle(drain)
                     if not idle:
@@ -618,6 +639,15 @@ class Daemon:
             finally:
                 await self._close()
                 log.info("stopped")
+
+    async def _flush_membership(self) -> None:
+        """Queues the open debounce windows' lines, so a clean stop drains them too."""
+        if self.relay is None or self.relay.membership is None:
+            return
+        try:
+            await self.relay.membership.flush()
+        except Exception:  # stopping matters more than these notices
+            log.exception("membership_flush_failed")
 
     async def _close(self) -> None:
         self._stopped = True

@@ -205,8 +205,37 @@ class Reaction:
             raise ValueError("a reaction needs a key")
 
 
-Event = Message | Edit | Delete | Join | Leave | Topic | Presence | Reaction
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NickChange:
+    """A member of the room now goes by another name (IRC NICK, XMPP MUC status 303):
+    `origin.sender` is who they were, `new_name` what they are called now."""
+
+    id: EventId
+    origin: Origin
+    new_name: str
+
+    def __post_init__(self) -> None:
+        if not self.new_name:
+            raise ValueError("a nick change needs the new name")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Kick:
+    """`origin.sender` was removed from the room by someone else (IRC KICK, XMPP status
+    307, a Matrix leave sent by another user); `by` is that someone's name, if known."""
+
+    id: EventId
+    origin: Origin
+    by: str = ""
+    reason: str = ""
+
+
+Event = Message | Edit | Delete | Join | Leave | Topic | Presence | Reaction | NickChange | Kick
 """Closed: handlers `match` on it and end in `assert_never`."""
+
+MEMBERSHIP_EVENTS = (Join, Leave, NickChange, Kick)
+"""Who is in a room: archived always, relayed as debounced notices where a gateway has
+`relay_membership` (see `membership`)."""
 
 TEXT_EVENTS = (Message, Edit, Topic)
 """Events whose text crosses the gateway (and so meets policy and the archive's search)."""

@@ -48,8 +48,10 @@ from imbridge.events import (
     Edit,
     Event,
     Join,
+    Kick,
     Leave,
     Message,
+    NickChange,
     Presence,
     Reaction,
     RichText,
@@ -503,14 +505,14 @@ def _redact_body(  # noqa: PLR0911 - one return per event kind reads best
             return dataclasses.replace(event, text=text, rich=rich)
         case Topic():
             return dataclasses.replace(event, text=_sub(pattern, event.text))
-        case Leave():
+        case Leave() | Kick():
             return dataclasses.replace(event, reason=_sub(pattern, event.reason))
         case Presence():
             return dataclasses.replace(event, status=_sub(pattern, event.status))
         case Reaction():
             # A key is one emoji or word: a match leaves nothing worth showing.
             return event if pattern is None or not _hit(pattern, event.key) else None
-        case Delete() | Join():
+        case Delete() | Join() | NickChange():
             return event
         case _:  # pragma: no cover - the union is closed
             raise AssertionError(event)

@@ -38,8 +38,10 @@ from imbridge.events import (
     Edit,
     Event,
     Join,
+    Kick,
     Leave,
     Message,
+    NickChange,
     Presence,
     Reaction,
     RichText,
@@ -196,13 +198,13 @@ def policy_texts(event: Event, quoted: str | None = None) -> PolicyTexts:
                     texts.extend(rich_texts(event.rich))
         case Topic():
             texts.append(event.text)
-        case Leave():
+        case Leave() | Kick():
             texts.append(event.reason)
         case Presence():
             texts.append(event.status)
         case Reaction():
             texts.append(event.key)
-        case Delete() | Join():
+        case Delete() | Join() | NickChange():
             pass
         case _:  # pragma: no cover - the union is closed
             raise AssertionError(event)

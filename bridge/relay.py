@@ -24,6 +24,7 @@ from imbridge.archive import NullRecorder, Recorder
 from imbridge.archive.sealing import Sealer
 from imbridge.db import Database, Slot
 from imbridge.events import (
+    MEMBERSHIP_EVENTS,
     Delete,
     Edit,
     Event,
@@ -60,6 +61,7 @@ from imbridge.shedding import Shedding
 
 if TYPE_CHECKING:
     from imbridge.hooks.engine import Hooks
+    from imbridge.membership_relay import MembershipRelay
 
 log = structlog.get_logger("imbridge.relay")
 
@@ -121,6 +123,8 @@ class Relay:
         """Messages asking hooks, not yet committed: a reply to one finds its quote here."""
         self._waiting_ids: dict[tuple[str, str], EventId] = {}
         """Remote ids of events asking hooks, for the adapters' lookups (`waiting_event`)."""
+        self.membership: MembershipRelay | None = None
+        """Collects joins, leaves, renames and kicks for gateways with `relay_membership`."""
 
     async def __call__(self, event: Event) -> None:
         stats = self.stats.setdefault(event.origin.network, RelayStats())
@@ -180,6 +184,8 @@ class Relay:
             stats.ignored += 1
             return
         self.outbox.wake(items)
+        if isinstance(event, MEMBERSHIP_EVENTS):
+            self._collect_membership(event, decisions)
         if self.on_event is not None:
             self.on_event(event, decisions)
         if self.setup.log_text and isinstance(event, Message | Edit | Topic):
@@ -192,6 +198,20 @@ class Relay:
                 text=event.text,
                 routes=len(decisions),
             )
+
+    def _collect_membership(
+        self, event: Event, decisions: list[tuple[Destination, Decision]]
+    ) -> None:
+        """A committed membership change, toward each room policy lets it reach in a
+        gateway that relays membership (debounced there, see `membership`)."""
+        if self.membership is None:
+            return
+        router = self.setup.router
+        allowed = {dest for dest, decision in decisions if decision.event is not None}
+        for route in router.routes(event.origin.network, event.origin.room):
+            window = router.membership_window(route.gateway)
+            if window is not None and route.dest in allowed:
+                self.membership.collect(event, route.dest, window=window)
 
     async def _take_place(
         self, event: Event, ignored: Ignored | None

@@ -15,9 +15,11 @@ from imbridge.events import (
     Edit,
     Event,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     Reaction,
@@ -89,6 +91,8 @@ def render(  # noqa: PLR0911 - one return per event kind
             return _reaction(event, prefix, caps, quoted)
         case Join() | Leave() | Presence():
             pass  # not shown
+        case NickChange() | Kick():
+            pass  # relayed as debounced notices, where asked (see `membership`)
         case _:
             assert_never(event)
     return None

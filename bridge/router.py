@@ -57,6 +57,11 @@ class Router:
         """The rooms to join on `network`, as written in the config."""
         return [ref.room for (net, _), (_, ref) in self._index.items() if net == network]
 
+    def membership_window(self, gateway: str) -> float | None:
+        """Seconds of `gateway`'s membership debounce; None where it relays none."""
+        found = self._gateways.get(gateway)
+        return found.membership_window if found is not None and found.relay_membership else None
+
     def canonical_room(self, network: str, room: str) -> str:
         """The configured spelling of a room, so ids and the archive use one name."""
         found = self._index.get(room_key(network, room))

@@ -86,6 +86,27 @@ def close_bidi(text: str) -> str:
     return text + "\u202c" * embeds + "\u2069" * isolates
 
 
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+"""Letters and symbols that render as nothing (Hangul fillers, the blank braille
+pattern): the usual ways to post an "empty" message where empty ones are refused."""
+
+
+def has_visible(text: str) -> bool:
+    """Whether `text` shows anything: a character that is not whitespace, a control, a
+    format character (zero-width, bidi), a lone combining mark or a blank letter. A
+    message without one would arrive elsewhere as a bare sender prefix."""
+    for c in text:
+        if c.isascii():
+            if c.isprintable() and not c.isspace():
+                return True
+            continue
+        if c in _BLANK_LETTERS:
+            continue
+        if unicodedata.category(c)[0] not in "CZM":
+            return True
+    return False
+
+
 def truncate_utf8(text: str, limit: int) -> str:
     """The longest prefix of `text` that encodes to at most `limit` UTF-8 bytes."""
     data = text.encode("utf-8")

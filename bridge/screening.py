@@ -4,10 +4,11 @@ Three outcomes. The bridge's own echoes (its own identity on that network) are d
 they are on the record already, as the deliveries that produced them. Events from a
 configured bot (`ignore_users`: a peer bridge, a notifier) are archived as seen with the
 decision `ignored` and never relayed; a relay marker on such an event says it is another
-bridge's copy. Everything else is relayed, relay marker or not: a marker is a field any
-sender can set, so trusting it from anyone would let a person keep a message out of the
-record while the whole room reads it. Loop safety between two bridges therefore rests on
-each listing the other in `ignore_users`.
+bridge's copy. So is a message with nothing visible in it (`INVISIBLE`). Everything else
+is relayed, relay marker or not: a marker is a field any sender can set, so trusting it
+from anyone would let a person keep a message out of the record while the whole room
+reads it. Loop safety between two bridges therefore rests on each listing the other in
+`ignore_users`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Final
 
-from imbridge.events import Event
+from imbridge.events import Edit, Event, Message
+from imbridge.sanitize import has_visible
 
 OWN_ECHO: Final = "own-echo"
 RELAY_MARKER: Final = "relay-marker"
+INVISIBLE: Final = "invisible"
+"""A message or edit with nothing to show (only zero-width or blank characters): it
+would reach the other rooms as a bare sender prefix, so it is archived and not relayed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +46,18 @@ def screen(event: Event, *, identity: str | None, ignore_users: Iterable[str]) -
         return Ignored(OWN_ECHO, "the bridge's own message")
     glob = next((g for g in ignore_users if fnmatchcase(sender, g)), None)
     if glob is None:
-        return None
+        return _invisible(event)
     if origin.relayed:
         return Ignored(RELAY_MARKER, f"a copy relayed by a bot listed in ignore_users ({glob})")
     return Ignored(f"ignore_users:{glob}", f"sender listed in ignore_users ({glob})")
 
 
-__all__ = ["OWN_ECHO", "RELAY_MARKER", "Ignored", "screen"]
+def _invisible(event: Event) -> Ignored | None:
+    if isinstance(event, Message) and event.attachments:
+        return None
+    if isinstance(event, Message | Edit) and not has_visible(event.text):
+        return Ignored(INVISIBLE, "no visible character (only invisible or blank ones)")
+    return None
+
+
+__all__ = ["INVISIBLE", "OWN_ECHO", "RELAY_MARKER", "Ignored", "screen"]

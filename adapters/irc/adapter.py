@@ -156,6 +156,9 @@ class IrcAdapter:
             return
         await self._rooms.join(folded)
 
+    async def leave(self, room: str) -> None:
+        self._rooms.leave(irc_lower(room))
+
     async def send(self, item: Outgoing) -> RemoteId:
         if isinstance(item.event, Reaction):
             return await self._reactions.send(item, item.event)

@@ -93,6 +93,8 @@ class ConnectionState:
     error: str = ""
     whox: bool = False
     """The server announced WHOX (ISUPPORT): the relay asks it who holds which account."""
+    relaymsg: str = ""
+    """The separator of the server's RELAYMSG ISUPPORT token (IRCv3 draft/relaymsg)."""
 
 
 @dataclass(slots=True)

@@ -125,6 +125,10 @@ class Receiver:
             link.mask = Mask(link.nick, link.mask.user, link.mask.host)
         elif cmd == "005" and link.current is not None:
             link.current.whox |= any(t.split("=")[0] == "WHOX" for t in line.params[1:])
+            for token in line.params[1:-1]:
+                name, _, value = token.partition("=")
+                if name == "RELAYMSG":
+                    link.current.relaymsg = value or "/"
         elif cmd in JOIN_ERRORS:
             self._rooms.join_refused(line)
         elif cmd in _SEND_ERRORS:
@@ -168,6 +172,7 @@ class Receiver:
             reply_to=reply_to,
             account_tag=self._link.enabled("account-tag"),
             accounts=self._roster.accounts,
+            relaymsg_separator=self._link.current.relaymsg if self._link.current else "",
         )
         for event in to_core(line, ctx, self._roster):
             await intake.put(event)

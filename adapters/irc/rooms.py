@@ -67,6 +67,21 @@ class Rooms:
             raise AdapterError(f"{self.name}: no answer to JOIN {room}") from None
         log.info("joined", network=self.name, room=room)
 
+    def leave(self, folded: str) -> None:
+        """Forgets `folded` (no rejoin, no more events from it) and PARTs it if in it."""
+        room = self.rooms.pop(folded, None)
+        if room is None:
+            return
+        waiter = self._waiters.pop(folded, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(AdapterError(f"{self.name}: left {room} before joining it"))
+            waiter.exception()
+        if folded in self.joined:
+            self.joined.discard(folded)
+            if self._link.connected:
+                self._writer.put(wire.build("PART", room))
+        log.info("left", network=self.name, room=room)
+
     async def rejoin_all(self) -> None:
         """After registration: every room not joined yet; a refusal is logged, not fatal."""
         rooms = [f for f in self.rooms if f not in self.joined]

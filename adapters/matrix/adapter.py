@@ -124,6 +124,9 @@ class MatrixAdapter:
     async def join(self, room: str) -> None:
         await self._rooms.join(room)
 
+    async def leave(self, room: str) -> None:
+        await self._rooms.leave(room)
+
     async def send(self, item: Outgoing) -> RemoteId:
         return await self._transmitter.send(item)
 

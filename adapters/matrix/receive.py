@@ -210,7 +210,7 @@ class Receiver:
         if parsed is None:
             return
         direct = room_id not in self._rooms.names
-        if direct and parsed.action in ("join", "leave", "topic"):
+        if direct and parsed.action in ("join", "leave", "topic", "kick"):
             return  # a direct chat's membership is nobody's business but the archive's
         target = await self._cursors.event_id(parsed.target) if parsed.target else None
         reply = await self._cursors.event_id(parsed.reply_to) if parsed.reply_to else None
@@ -219,7 +219,7 @@ class Receiver:
             event_id=new_event_id(),
             network=self.name,
             room=room_id if direct else self._rooms.names[room_id],
-            sender_name=self._rooms.display_name(room_id, sender),
+            sender_name=self._rooms.display_name(room_id, parsed.sender),  # a kick's member
             target=target,
             reply_to=reply,
             direct=direct,

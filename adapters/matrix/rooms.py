@@ -21,6 +21,7 @@ from nio import (
     InviteMemberEvent,
     JoinedRoomsResponse,
     JoinError,
+    RoomLeaveError,
     RoomResolveAliasResponse,
     RoomSendResponse,
 )
@@ -107,6 +108,24 @@ class Rooms:
             raise AdapterError(f"matrix: joining {room} failed: {resp}")
         self.joined.add(room_id)
         self._log.info("joined", room=room, room_id=room_id)
+
+    async def leave(self, room: str) -> None:
+        """Stops relaying `room` (forgotten here and in the stored names, so a restart
+        does not take it up again) and leaves it on the homeserver."""
+        room_id = self.ids.pop(room, None)
+        if room_id is None:
+            return
+        self.names.pop(room_id, None)
+        self.pending_join.discard(room_id)
+        self._awaiting_invite.discard(room_id)
+        await self._cursors.set("rooms", json.dumps(self.names))
+        if room_id in self.joined:
+            async with asyncio.timeout(self.config.request_timeout):
+                resp = await self._session.client.room_leave(room_id)
+            if isinstance(resp, RoomLeaveError):
+                raise AdapterError(f"matrix: leaving {room} failed: {resp}")
+            self.joined.discard(room_id)
+        self._log.info("left", room=room, room_id=room_id)
 
     async def _resolve(self, room: str) -> str:
         if room.startswith("!"):

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import deque
 from typing import ClassVar
 
+import structlog
+
 from imbridge.adapter import (
     Capabilities,
     Cursors,
@@ -29,6 +31,8 @@ from imbridge.adapters.memory.send import Transmitter
 from imbridge.adapters.memory.session import Session
 from imbridge.events import Event, RemoteId
 from imbridge.tasks import TaskTree
+
+log = structlog.get_logger("imbridge.adapters.memory")
 
 
 class MemoryAdapter:
@@ -83,9 +87,15 @@ class MemoryAdapter:
                 name=f"memory:{self.name}:feed",
                 network=self.name,
             )
+        log.info("connected", network=self.name)
 
     async def join(self, room: str) -> None:
         self._session.join(room)
+        log.info("joined", network=self.name, room=room)
+
+    async def leave(self, room: str) -> None:
+        self._session.leave(room)
+        log.info("left", network=self.name, room=room)
 
     async def send(self, item: Outgoing) -> RemoteId:
         return await self._transmitter.send(item)

@@ -29,3 +29,6 @@ class Session:
 
     def join(self, room: str) -> None:
         self.joined.add(room)
+
+    def leave(self, room: str) -> None:
+        self.joined.discard(room)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from imbridge.adapters.xmpp.config import XmppConfig
+from imbridge.adapters.xmpp.quiet import silence_import_advice
+
+silence_import_advice()  # before any module of this package imports slixmpp
 
 if TYPE_CHECKING:
     from imbridge.adapters.xmpp.adapter import XmppAdapter

@@ -149,6 +149,17 @@ class XmppAdapter:
         if self._session.alive:
             await self._session.join(state)
 
+    async def leave(self, room: str) -> None:
+        state = self._rooms.pop(room.lower(), None)
+        if state is None:
+            return
+        client = self._session.client
+        if client is not None and self._session.alive and state.joined:
+            self._voices.leave(client, state)
+        state.joined = False
+        state.set_catching_up(False)  # sends waiting on it fail on the missing room
+        log.info("left", network=self.name, room=state.jid)
+
     async def send(self, item: Outgoing) -> RemoteId:
         return await self._sender.send(item)
 

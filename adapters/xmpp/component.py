@@ -275,6 +275,14 @@ class Component:
             if room.joined:
                 self._leave(client, room.jid, room.nick, None)
 
+    def leave(self, client: Any, room: Room) -> None:
+        for (room_jid, jid), puppet in self._puppets.items():
+            if room_jid == room.jid and puppet.joined:
+                self._leave(client, room_jid, puppet.nick, jid)
+                puppet.joined = False
+        if room.joined:
+            self._leave(client, room.jid, room.nick, None)
+
     def _leave(self, client: Any, room_jid: str, nick: str, jid: str | None) -> None:
         presence = client.make_presence(
             pto=JID(f"{room_jid}/{nick}"), ptype="unavailable", pfrom=JID(jid) if jid else None

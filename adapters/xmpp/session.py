@@ -464,11 +464,15 @@ class Session:
 
     async def _rejoin(self, room: Room) -> None:
         await asyncio.sleep(random.uniform(1.0, 3.0))  # noqa: S311 - jitter, not crypto
-        if self._alive and not room.joined and not self._closing:
+        if self._alive and not room.joined and not self._closing and self._wanted(room):
             try:
                 await self.join(room)
             except Exception as exc:  # noqa: BLE001 - retried on the next kick or session
                 self._log.error("join_failed", room=room.jid, error=str(exc))
+
+    def _wanted(self, room: Room) -> bool:
+        """Still one of the adapter's rooms (`leave` removes it)."""
+        return self._rooms.get(room.jid) is room
 
     async def keep_alive(self) -> None:
         """XEP-0199 keep-alive: a connection that stopped answering is dropped, so the

@@ -34,6 +34,10 @@ class Voices(Protocol):
         its end would not (a component's occupants outlive its stream)."""
         ...
 
+    def leave(self, client: Any, room: Room) -> None:
+        """Takes the relay's occupants out of `room` (a reload removed it)."""
+        ...
+
 
 class OwnVoice:
     """Client mode: the relay's account says everything, from its one occupant."""
@@ -49,3 +53,6 @@ class OwnVoice:
 
     def leave_all(self, client: Any) -> None:
         return None
+
+    def leave(self, client: Any, room: Room) -> None:
+        client.make_presence(pto=f"{room.jid}/{room.nick}", ptype="unavailable").send()

@@ -127,6 +127,11 @@ class RoomRef(Strict):
 class Gateway(Strict):
     nick_format: str = "<{nick}@{network}> "
     rooms: tuple[RoomRef, ...] = Field(min_length=2)
+    relay_membership: bool = False
+    """Joins, leaves, nick changes and kicks reach the gateway's other rooms as notices,
+    one line per room per `membership_window` (see `imbridge.membership`)."""
+    membership_window: float = Field(default=15.0, gt=0, le=3600)
+    """Seconds a room's membership changes collect before their one notice line."""
 
     @field_validator("nick_format")
     @classmethod

@@ -20,8 +20,10 @@ from imbridge.events import (
     Edit,
     Event,
     Join,
+    Kick,
     Leave,
     Message,
+    NickChange,
     Origin,
     Presence,
     Reaction,
@@ -93,13 +95,13 @@ def main_text(event: Event) -> str | None:
     match event:
         case Message() | Edit() | Topic():
             return event.text
-        case Leave():
+        case Leave() | Kick():
             return event.reason
         case Presence():
             return event.status
         case Reaction():
             return event.key
-        case Delete() | Join():
+        case Delete() | Join() | NickChange():
             return None
         case _:  # pragma: no cover - the union is closed
             raise AssertionError(event)
@@ -166,13 +168,13 @@ def with_spans_redacted(  # noqa: PLR0911 - one return per event kind reads best
             return dataclasses.replace(event, text=new, rich=None)
         case Topic():
             return dataclasses.replace(event, text=new)
-        case Leave():
+        case Leave() | Kick():
             return dataclasses.replace(event, reason=new)
         case Presence():
             return dataclasses.replace(event, status=new)
         case Reaction():
             return None  # a key is one emoji or word: a redacted one says nothing
-        case Delete() | Join():
+        case Delete() | Join() | NickChange():
             return event
         case _:  # pragma: no cover - the union is closed
             raise AssertionError(event)

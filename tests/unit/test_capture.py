@@ -294,3 +294,23 @@ async def test_adapter_state_is_sealed_with_the_archive_key(tmp_path: Path) -> N
         )
         with pytest.raises(SealError):
             await NetworkCursors(db, "mx", Sealer(KEY)).get("next_batch")
+
+
+@pytest.mark.parametrize(
+    "text", ["\u200b", "\u200b\u200d \ufeff", "\u3164", " \u2800\u034f\u2060 "]
+)
+async def test_message_of_invisible_characters_only_is_archived_as_ignored_never_relayed(
+    start_daemon: StartDaemon, text: str
+) -> None:
+    """A Matrix message of U+200B reached IRC as a bare `<alice@matrix> ` line."""
+    daemon, hub = await start_daemon(body())
+    hub.post("#x", "alice", text)
+    hub.post("#x", "alice", "sentinel\u200b")
+    await until(lambda: len(texts(hub, "#y")) == 1)
+    await settle(daemon)
+    assert texts(hub, "#y") == ["<alice@a> sentinel\u200b"]
+    decided = await rows(
+        daemon, "SELECT action, rule FROM archive_records WHERE kind = 'decision' ORDER BY seq"
+    )
+    assert decided[0] == ("ignored", "invisible")
+    assert [action for action, _ in decided[1:]] == ["allow"]

@@ -164,3 +164,24 @@ async def test_task_tree_logs_a_failure_and_tells_its_owner() -> None:
     assert [(e["event"], e["task"], e["network"]) for e in logs] == [("task_failed", "boom", "n1")]
     with pytest.raises(RuntimeError, match="closed"):
         tree.spawn(asyncio.sleep(0), name="late")
+
+
+async def test_reload_leaves_the_rooms_no_gateway_uses_any_more(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """A removed room used to keep its relay (and its traffic reaching the archive)."""
+    two_gateways = """
+networks: {a: {type: memory}, b: {type: memory}}
+gateways:
+  keep: {rooms: [{network: a, room: "#x"}, {network: b, room: "#y"}]}
+  gone: {rooms: [{network: a, room: "#old"}, {network: b, room: "#OLD-b"}]}
+"""
+    daemon, _ = await start_daemon(two_gateways)
+    a, b = daemon.adapters["a"], daemon.adapters["b"]
+    assert isinstance(a, MemoryAdapter)
+    assert isinstance(b, MemoryAdapter)
+    assert a.joined == {"#x", "#old"}
+    one_gateway = two_gateways.split("  gone:", maxsplit=1)[0]
+    assert await daemon.reload(config_for(tmp_path, one_gateway))
+    assert a.joined == {"#x"}
+    assert b.joined == {"#y"}

@@ -5,6 +5,7 @@ become the events a user would expect, and the relay's own lines none."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,9 +25,11 @@ from imbridge.events import (
     Edit,
     EventId,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     PresenceState,
@@ -234,8 +237,8 @@ def test_recorded_channel_traffic_becomes_the_expected_events(server: str) -> No
     assert messages[1].kind is MessageKind.EMOTE
     assert messages[1].text == "waves"
     assert messages[2].kind is MessageKind.NOTICE
-    assert ("Leave", "alice") in kinds
-    assert ("Join", "alice2") in kinds
+    (renamed,) = [e for e in events if isinstance(e, NickChange)]
+    assert (renamed.origin.sender.name, renamed.new_name) == ("alice", "alice2")
     assert kinds[-1] == ("Leave", "alice2")
     if server == "inspircd":
         tagged = messages[3]
@@ -266,7 +269,7 @@ def test_the_relays_own_lines_and_other_channels_give_no_event() -> None:
         assert to_core(line, inbound(), roster) == [], raw
 
 
-def test_quit_and_kick_become_leaves_in_the_shared_channels_only() -> None:
+def test_quit_becomes_leaves_and_kick_a_kick_in_the_shared_channels_only() -> None:
     roster = Roster()
     ctx = inbound()
     for raw in (":irc 353 bob = #room :@bob +carol dave", ":carol!c@h QUIT :gone",
@@ -279,10 +282,10 @@ def test_quit_and_kick_become_leaves_in_the_shared_channels_only() -> None:
         elif "erin" in raw:
             assert events == []
         elif "KICK" in raw:
-            (leave,) = events
-            assert isinstance(leave, Leave)
-            assert leave.origin.sender.id == "dave"
-            assert leave.reason == "kicked by bob: spam"
+            (kick,) = events
+            assert isinstance(kick, Kick)
+            assert kick.origin.sender.id == "dave"
+            assert (kick.by, kick.reason) == ("bob", "spam")
 
 
 def test_reply_tag_resolved_by_the_adapter_lands_on_the_message() -> None:
@@ -302,3 +305,24 @@ def test_incoming_nicks_and_text_are_sanitised() -> None:
     assert isinstance(event, Message)
     assert event.origin.sender.id == "evil"
     assert event.text == "hi there"
+
+
+def test_draft_relaymsg_lines_are_another_bridges_relayed_copies() -> None:
+    """IRCv3 draft/relaymsg (matterbridge, heisenbridge): the server tags the spoofed
+    PRIVMSG with `draft/relaymsg`, and only RELAYMSG can make a nick holding the
+    separator the server announced."""
+    roster = Roster()
+    tagged = wire.parse(b"@draft/relaymsg=mbot :alice/discord!x@y PRIVMSG #room :hi")
+    plain = wire.parse(b":carol!c@h PRIVMSG #room :hi")
+    spoofed = wire.parse(b":alice/discord!x@y PRIVMSG #room :hi")
+    assert tagged is not None
+    assert plain is not None
+    assert spoofed is not None
+    ctx = inbound()
+    with_sep = dataclasses.replace(ctx, relaymsg_separator="/")
+    [first] = to_core(tagged, ctx, roster)
+    [second] = to_core(plain, with_sep, roster)
+    [third] = to_core(spoofed, with_sep, roster)
+    assert first.origin.relayed
+    assert not second.origin.relayed
+    assert third.origin.relayed

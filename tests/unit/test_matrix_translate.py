@@ -26,6 +26,7 @@ from imbridge.events import (
     Delete,
     Edit,
     EventId,
+    Kick,
     Leave,
     Message,
     MessageKind,
@@ -154,6 +155,21 @@ def test_membership_and_topic() -> None:
     assert isinstance(leave, Leave)
     assert leave.reason == "bye\u202e"  # text, not a nick: kept, controls only are dropped
     assert isinstance(core("topic"), Topic)
+
+
+def test_a_leave_sent_by_someone_else_is_a_kick_of_the_member() -> None:
+    kicked = {**SAMPLES["leave"], "sender": "@mod:localhost", "state_key": "@bob:localhost"}
+    inbound = parse_event(kicked, HS)
+    assert inbound is not None
+    assert (inbound.action, inbound.sender, inbound.by) == (
+        "kick",
+        "@bob:localhost",
+        "@mod:localhost",
+    )
+    kick = to_core(inbound, event_id=new_event_id(), network="mx", room="!r", sender_name="Bob")
+    assert isinstance(kick, Kick)
+    assert (kick.origin.sender.id, kick.by, kick.reason) == ("@bob:localhost", "@mod:localhost",
+                                                             "bye\u202e")  # fmt: skip
 
 
 def test_strip_reply_fallback_leaves_normal_quotes_alone_without_reply() -> None:

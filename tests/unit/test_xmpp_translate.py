@@ -31,9 +31,11 @@ from imbridge.events import (
     Edit,
     EventId,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     RemoteId,
     RichText,
@@ -158,9 +160,11 @@ def test_occupants_arriving_leaving_and_renamed_are_joins_and_leaves() -> None:
     assert (arrived.id, arrived.origin.room, arrived.origin.sender.name) == ("p", ROOM, "carol")
     assert presence_to_core(parse_presence(presence("available")), occupancy(known=True)) is None
     renamed = parse_presence(presence("unavailable", "303", new_nick="caz"))
-    left = presence_to_core(renamed, occupancy(known=True))
+    change = presence_to_core(renamed, occupancy(known=True))
+    assert isinstance(change, NickChange)
+    assert (change.origin.sender.name, change.new_name) == ("carol", "caz")
+    left = presence_to_core(parse_presence(presence("unavailable")), occupancy(known=True))
     assert isinstance(left, Leave)
-    assert left.reason == "now known as caz"
     unseen = parse_presence(presence("unavailable"))
     assert presence_to_core(unseen, occupancy(known=False)) is None
 
@@ -169,6 +173,11 @@ def test_kick_presence_is_read_with_its_status_codes() -> None:
     presence = parse_presence(sample("presence_kick.xml"))
     assert (presence.nick, presence.type) == ("relay", "unavailable")
     assert {307, 110} <= presence.codes
+    assert presence.reason == "bye"
+    kick = presence_to_core(presence, Occupancy(network="xm", event_id=EventId("k"),
+                                                sender_id="s", known=True))  # fmt: skip
+    assert isinstance(kick, Kick)
+    assert (kick.origin.sender.name, kick.reason) == ("relay", "bye")
 
 
 def test_emote_round_trips_as_me() -> None:

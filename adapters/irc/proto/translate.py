@@ -37,9 +37,11 @@ from imbridge.events import (
     Event,
     EventId,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     PresenceState,
@@ -62,6 +64,10 @@ REACT_TAG = "+draft/react"
 UNREACT_TAG = "+draft/unreact"
 MAX_KEY_CHARS = 64
 KNOWN_RELAY_TAGS = frozenset({RELAY_TAG, "+draft/relay", "+matterbridge/relayed"})
+RELAYMSG_TAG = "draft/relaymsg"
+"""IRCv3 draft/relaymsg: a bridge sends `RELAYMSG #chan nick/net :text` and the server
+delivers it as a PRIVMSG from the spoofed `nick/net`, tagged with the bridge's nick (a
+server tag, which clients cannot forge). Such a line is another bridge's relayed copy."""
 NAMES_PREFIXES = "~&@%+!"
 
 
@@ -81,6 +87,20 @@ class Context:
     """The server sends the `account` tag (account-tag negotiated)."""
     accounts: Mapping[str, str] = field(default_factory=dict)
     """The roster's folded nick → account."""
+    relaymsg_separator: str = ""
+    """The `RELAYMSG=<sep>` ISUPPORT value, when the server offers draft/relaymsg: a nick
+    holding it (`alice/discord`) can only be a bridge's spoofed sender."""
+
+    def is_relayed(self, line: wire.Line) -> bool:
+        """The line carries a bridge's relay marker: a known client tag, draft/relaymsg's
+        server tag, or a sender nick only RELAYMSG can produce."""
+        tags = line.tags.keys()
+        sep = self.relaymsg_separator
+        return (
+            bool(KNOWN_RELAY_TAGS & tags)
+            or RELAYMSG_TAG in tags
+            or bool(sep and line.source is not None and sep in line.nick)
+        )
 
     def sender(self, line: wire.Line, nick: str | None = None) -> Sender:
         """Who `nick` (by default the line's source) is: their account when known."""
@@ -109,7 +129,7 @@ class Context:
             sender=self.sender(line, nick),
             remote_id=RemoteId(msgid) if msgid else None,
             timestamp=wire.server_time(line.tags) or self.now(),
-            relayed=bool(KNOWN_RELAY_TAGS & line.tags.keys()),
+            relayed=self.is_relayed(line),
             direct=direct,
         )
 
@@ -250,12 +270,11 @@ def _nick(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
     chans = roster.rename(line.nick, new)
     if _is_self(line, ctx) or not new:
         return []
-    reason = f"now known as {clean_nick(new)}"
-    events: list[Event] = []
-    for room in _rooms(ctx, chans):
-        events.append(Leave(id=ctx.new_id(), origin=ctx.origin(line, room), reason=reason))
-        events.append(Join(id=ctx.new_id(), origin=ctx.origin(line, room, new)))
-    return events
+    name = clean_nick(new)
+    return [
+        NickChange(id=ctx.new_id(), origin=ctx.origin(line, room), new_name=name)
+        for room in _rooms(ctx, chans)
+    ]
 
 
 def _topic(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
@@ -296,9 +315,9 @@ def _kick(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
         roster.left(channel)
         return []
     roster.remove(channel, victim)
-    why = _one_line(line.param(2))
-    reason = f"kicked by {clean_nick(line.nick)}" + (f": {why}" if why else "")
-    return [Leave(id=ctx.new_id(), origin=ctx.origin(line, room, victim), reason=reason)]
+    by = clean_nick(line.nick) if line.source is not None and line.nick else ""
+    return [Kick(id=ctx.new_id(), origin=ctx.origin(line, room, victim), by=by,
+                 reason=_one_line(line.param(2)))]  # fmt: skip
 
 
 def _account(line: wire.Line, ctx: Context, roster: Roster) -> list[Event]:
@@ -396,6 +415,8 @@ def to_wire(
             raise NotSendable("IRC cannot delete a line")
         case Reaction():
             raise NotSendable("reactions are not relayed")
+        case NickChange() | Kick():
+            raise NotSendable("membership is relayed as notices")
         case _:
             assert_never(event)
     return build_lines(

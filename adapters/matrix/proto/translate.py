@@ -33,9 +33,11 @@ from imbridge.events import (
     Event,
     EventId,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     Reaction,
@@ -84,7 +86,7 @@ FOREIGN_RELAY_KEYS = ("org.imbridge.relay", "fi.mau.double_puppet_source", "m.br
 class ParsedEvent:
     """What one Matrix event means, with its targets still Matrix event ids."""
 
-    action: Literal["message", "edit", "delete", "join", "leave", "topic", "reaction"]
+    action: Literal["message", "edit", "delete", "join", "leave", "topic", "reaction", "kick"]
     remote_id: RemoteId
     sender: str
     timestamp: datetime
@@ -97,6 +99,8 @@ class ParsedEvent:
     reply_to: RemoteId | None = None
     native_type: str = ""
     archive_only: bool = False
+    by: str = ""
+    """A kick's (or ban's) author: the member who removed `sender`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,7 +298,9 @@ def direct_inviter(invite_state: list[dict[str, Any]], own_id: str) -> str | Non
 def _member(
     source: dict[str, Any], content: dict[str, Any], base: dict[str, Any]
 ) -> ParsedEvent | None:
-    """Joins and leaves; profile changes (a join after a join) are not news."""
+    """Joins, leaves, and kicks or bans (a leave whose sender is not the member it
+    removes: the member is then the event's `sender`, the remover `by`); profile
+    changes (a join after a join) are not news."""
     membership = content.get("membership")
     before = _dict(_dict(source.get("unsigned")).get("prev_content")).get("membership")
     if membership == "join" and before != "join":
@@ -302,6 +308,10 @@ def _member(
     if membership in ("leave", "ban") and before == "join":
         reason = content.get("reason")
         text = clean_text(reason) if isinstance(reason, str) else ""
+        member = source.get("state_key")
+        if isinstance(member, str) and member and member != base["sender"]:
+            kicked = {**base, "sender": member}
+            return ParsedEvent(action="kick", text=text, by=base["sender"], **kicked)
         return ParsedEvent(action="leave", text=text, **base)
     return None
 
@@ -394,6 +404,8 @@ def to_core(  # noqa: PLR0911 - one return per event kind
             return Join(id=event_id, origin=origin)
         case "leave":
             return Leave(id=event_id, origin=origin, reason=inbound.text)
+        case "kick":
+            return Kick(id=event_id, origin=origin, by=clean_nick(inbound.by), reason=inbound.text)
         case "topic":
             return Topic(id=event_id, origin=origin, text=inbound.text)
         case _:
@@ -473,5 +485,7 @@ def to_wire(item: Outgoing) -> Wire:  # noqa: PLR0911 - one return per event kin
                 raise ValueError("a reaction needs its target, a removal its annotation")
             content = {**annotation_content(item.target, event.key), **_marker(event)}
             return SendWire(event_type="m.reaction", content=content)
+        case NickChange() | Kick():
+            raise ValueError("membership is relayed as notices")
         case _:
             assert_never(event)

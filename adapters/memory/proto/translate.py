@@ -17,7 +17,11 @@ from imbridge.events import (
     Edit,
     Event,
     EventId,
+    Join,
+    Kick,
+    Leave,
     Message,
+    NickChange,
     Origin,
     Reaction,
     RemoteId,
@@ -55,6 +59,8 @@ def to_core(post: Post, ctx: Context) -> Event | None:
         relayed=post.relayed,
         direct=direct,
     )
+    if post.kind in MEMBERSHIP_KINDS:
+        return _membership(post, ctx, origin)
     if post.kind != "message":  # an edit, delete or reaction: its target must be known
         target = ctx.target
         if target is None:
@@ -68,6 +74,23 @@ def to_core(post: Post, ctx: Context) -> Event | None:
                         key=post.text or "?", removed=post.kind == "unreact")  # fmt: skip
     return Message(id=ctx.event_id, origin=origin, text=clean_text(post.text),
                    reply_to=ctx.reply_to)  # fmt: skip
+
+
+MEMBERSHIP_KINDS = frozenset({"join", "leave", "nick", "kick"})
+"""Posts that say who is in the room: `nick` carries the new name as its text, `kick`
+the kicker's."""
+
+
+def _membership(post: Post, ctx: Context, origin: Origin) -> Event:
+    match post.kind:
+        case "join":
+            return Join(id=ctx.event_id, origin=origin)
+        case "nick":
+            return NickChange(id=ctx.event_id, origin=origin, new_name=clean_nick(post.text))
+        case "kick":
+            return Kick(id=ctx.event_id, origin=origin, by=clean_nick(post.text))
+        case _:
+            return Leave(id=ctx.event_id, origin=origin, reason=clean_text(post.text))
 
 
 def feed_to_core(number: int, text: str, *, network: str, room: str, event_id: EventId) -> Message:

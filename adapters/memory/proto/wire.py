@@ -18,5 +18,6 @@ class Post:
     text: str
     relayed: bool
     kind: str = "message"  # message | edit | delete | reaction | unreact (text: the key)
+    # | join | leave | nick (text: the new name) | kick (text: by whom)
     target: RemoteId | None = None
     reply_to: RemoteId | None = None

@@ -92,6 +92,8 @@ class WirePresence:
     real_jid: str | None = None
     new_nick: str | None = None  # status 303: nick change
     error: str | None = None
+    actor: str = ""  # status 307 (kick): the moderator's nick, where the room says it
+    reason: str = ""  # status 307: the moderator's reason
 
 
 def _stamp(element: ET.Element) -> datetime | None:
@@ -242,6 +244,7 @@ def parse_presence(element: ET.Element) -> WirePresence:
     room, nick = split_jid(element.get("from", ""))
     codes: set[int] = set()
     real_jid = new_nick = None
+    actor = reason = ""
     x = element.find(q(NS_MUC_USER, "x"))
     if x is not None:
         for status in x.findall(q(NS_MUC_USER, "status")):
@@ -252,6 +255,9 @@ def parse_presence(element: ET.Element) -> WirePresence:
         if item is not None:
             real_jid = item.get("jid") or None
             new_nick = item.get("nick") or None
+            found = item.find(q(NS_MUC_USER, "actor"))
+            actor = found.get("nick", "") if found is not None else ""
+            reason = item.findtext(q(NS_MUC_USER, "reason")) or ""
     kind = element.get("type", "available")
     return WirePresence(
         room=room,
@@ -261,4 +267,6 @@ def parse_presence(element: ET.Element) -> WirePresence:
         real_jid=real_jid,
         new_nick=new_nick,
         error=_error(element) if kind == "error" else None,
+        actor=actor,
+        reason=reason,
     )

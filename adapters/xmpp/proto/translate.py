@@ -28,9 +28,11 @@ from imbridge.events import (
     Event,
     EventId,
     Join,
+    Kick,
     Leave,
     Message,
     MessageKind,
+    NickChange,
     Origin,
     Presence,
     Reaction,
@@ -175,18 +177,27 @@ class Occupancy:
     """The nick was an occupant already: its presence is an update, not an arrival."""
 
 
-def presence_to_core(presence: WirePresence, ctx: Occupancy) -> Join | Leave | None:
+def presence_to_core(
+    presence: WirePresence, ctx: Occupancy
+) -> Join | Leave | NickChange | Kick | None:
     """An occupant of a room the relay is in arriving or leaving (XEP-0045 §7.2.3,
-    §7.14), a nick change (status 303, §7.6) read as leaving under the old nick; None
-    for a presence update of someone already there, or for someone never seen."""
+    §7.14), changing nick (status 303, §7.6; the adapter then counts the new nick as
+    present, so its arrival is no join) or kicked (status 307, §8.2); None for a
+    presence update of someone already there, or for someone never seen."""
     origin = Origin(
         network=ctx.network,
         room=presence.room,
         sender=Sender(id=ctx.sender_id, name=clean_nick(presence.nick)),
     )
     if presence.type == "unavailable" and ctx.known:
-        reason = f"now known as {presence.new_nick}" if 303 in presence.codes else ""
-        return Leave(id=ctx.event_id, origin=origin, reason=clean_text(reason))
+        if 303 in presence.codes and presence.new_nick:
+            return NickChange(
+                id=ctx.event_id, origin=origin, new_name=clean_nick(presence.new_nick)
+            )
+        if 307 in presence.codes:
+            return Kick(id=ctx.event_id, origin=origin, by=clean_nick(presence.actor)
+                        if presence.actor else "", reason=clean_text(presence.reason))  # fmt: skip
+        return Leave(id=ctx.event_id, origin=origin)
     if presence.type == "available" and not ctx.known:
         return Join(id=ctx.event_id, origin=origin)
     return None
@@ -244,7 +255,7 @@ def _reactions(message: ET.Element, target: str | None, keys: tuple[str, ...]) -
     _element(message, NS_HINTS, "store")
 
 
-def to_wire(
+def to_wire(  # noqa: C901, PLR0912 - one branch per event kind
     item: Outgoing,
     *,
     identity: str,
@@ -289,6 +300,8 @@ def to_wire(
         case Reaction():
             _reactions(message, item.target, reactions)
         case Join() | Leave() | Presence():
+            raise PermanentSendError(f"{type(event).__name__} is not sent to XMPP rooms")
+        case NickChange() | Kick():
             raise PermanentSendError(f"{type(event).__name__} is not sent to XMPP rooms")
         case _:
             assert_never(event)
