@@ -62,6 +62,9 @@ class Capabilities:
     """How many sends to one room may be in flight at once. Above 1 only for adapters
     whose concurrent sends keep their start order on the wire (one ordered stream) and
     whose retries are idempotent; with 1 the outbox waits for each send to finish."""
+    threads: bool = False
+    """The network shows threads (Matrix `m.thread`, XMPP `<thread>`): a threaded message
+    keeps its thread; elsewhere `render` names the thread root in a short prefix."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:
@@ -79,6 +82,7 @@ class Outgoing:
     target: RemoteId | None = None  # an Edit's or Delete's target, in this network's ids
     reply_to: RemoteId | None = None
     txn_id: str  # identical on every retry: the idempotency key where the protocol has one
+    thread: RemoteId | None = None  # a threaded message's root, in this network's ids
 
 
 class RateLimit(BaseModel):

@@ -580,9 +580,13 @@ class Outbox:
                 event = as_correction(event, adapter.capabilities)
         elif isinstance(event, Message) and event.reply_to is not None:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
+        thread: RemoteId | None = None
+        if isinstance(event, Message) and event.thread is not None:
+            thread = await self.ids.remote_for(event.thread, item.network, item.room)
         return Outgoing(
-            room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id
-        )
+            room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id,
+            thread=thread,
+        )  # fmt: skip
 
     async def _fail(self, item: Item, reason: str, bound: Any) -> None:
         def w(conn: sqlite3.Connection) -> None:
@@ -613,7 +617,7 @@ class Outbox:
 
 def _needs_lookup(item: Item) -> bool:
     event = item.event
-    return not isinstance(event, Message) or event.reply_to is not None
+    return not isinstance(event, Message) or event.reply_to is not None or event.thread is not None
 
 
 def _delete(conn: sqlite3.Connection, item: Item) -> None:

@@ -252,7 +252,8 @@ class Relay:
         """A reply's original, for the hooks: from the messages still asking hooks, else
         from the database. Only replies read: a read per event would split the group
         commits (a read runs alone in the write queue)."""
-        target = event.reply_to if isinstance(event, Message) else None
+        # A thread's root is quoted like a reply's original: its words name the thread.
+        target = (event.reply_to or event.thread) if isinstance(event, Message) else None
         if target is None:
             return None
         waiting = self._waiting.get(target)
@@ -414,9 +415,11 @@ class Relay:
         return decisions, items, notice
 
     async def _quoted(self, event: Event, slot: Slot) -> Message | None:
-        if not isinstance(event, Message) or event.reply_to is None:
+        if not isinstance(event, Message):
             return None
-        target = event.reply_to
+        target = event.reply_to or event.thread
+        if target is None:
+            return None
 
         def q(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(

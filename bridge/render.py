@@ -16,6 +16,7 @@ from imbridge.events import (
     Event,
     Join,
     Leave,
+    Mention,
     Message,
     MessageKind,
     Origin,
@@ -32,9 +33,24 @@ CUT_MARK = " […]"
 QUOTE_CHARS = 60
 
 
+NOPING = "\u200b"
+"""Zero-width space, put inside a relayed nick by `{nick_noping}`: IRC clients highlight
+a nick only as a whole word, and this splits the word without changing what is shown
+(the same character matterbridge's `{NOPINGNICK}` uses). `clean_text`, which every
+adapter applies to text, keeps it; only `clean_nick` would drop it, and it runs before."""
+THREAD_CHARS = 30
+
+
+def noping(nick: str) -> str:
+    """`nick` as shown, but no longer the word an IRC client highlights."""
+    return nick[:1] + NOPING + nick[1:] if len(nick) > 1 else nick
+
+
 def prefix_for(origin: Origin, route: Route) -> str:
+    nick = clean_nick(origin.sender.name)
     return route.nick_format.format(
-        nick=clean_nick(origin.sender.name),
+        nick=nick,
+        nick_noping=noping(nick),
         network=origin.network,
         room=origin.room,
         gateway=route.gateway,
@@ -73,9 +89,13 @@ def render(
             if caps.edits:
                 text = _fit(prefix + event.text, caps)
                 return dataclasses.replace(
-                    event, text=text, rich=_rich(prefix, text, event.rich, caps)
-                )
-            return as_correction(dataclasses.replace(event, text=prefix + event.text), caps)
+                    event, text=text, rich=_rich(prefix, text, event.rich, caps),
+                    mentions=shifted(event.mentions, len(prefix), text),
+                    body_start=min(len(prefix), len(text)),
+                )  # fmt: skip
+            return as_correction(
+                dataclasses.replace(event, text=prefix + event.text, mentions=()), caps
+            )
         case Delete():
             return event if caps.deletes else None
         case Topic():
@@ -98,6 +118,13 @@ def as_correction(shown: Edit, caps: Capabilities) -> Message:
     return Message(id=shown.id, origin=shown.origin, text=text)
 
 
+def shifted(mentions: tuple[Mention, ...], by: int, text: str) -> tuple[Mention, ...]:
+    """`mentions` moved `by` characters to the right, as the text is once prefixed, and
+    only those still whole in `text` (which `_fit` may have cut)."""
+    moved = (dataclasses.replace(m, start=m.start + by, end=m.end + by) for m in mentions)
+    return tuple(m for m in moved if m.end <= len(text) and text[m.start : m.end] == m.name)
+
+
 def _message(event: Message, prefix: str, caps: Capabilities, quoted: Message | None) -> Message:
     text = event.text
     attachments = event.attachments
@@ -105,14 +132,23 @@ def _message(event: Message, prefix: str, caps: Capabilities, quoted: Message | 
         links = "\n".join(f"{a.name}: {a.url}" if a.name else a.url for a in attachments)
         text = f"{text}\n{links}" if text else links
         attachments = ()
-    reply_to = event.reply_to
+    reply_to, thread = event.reply_to, event.thread
+    lead = ""  # what render says before the sender's words
     if reply_to is not None and not caps.replies:
         if quoted is not None:
             who = clean_nick(quoted.origin.sender.name)
-            text = f'(re {who}: "{short(quoted.text)}") {text}'
+            lead = f'(re {who}: "{short(quoted.text)}") '
         reply_to = None
+    if thread is not None and not caps.threads:
+        if not lead:  # a reply's quote already says where it belongs
+            root = quoted if quoted is not None and event.reply_to is None else None
+            lead = f'[thread: "{short(root.text, THREAD_CHARS)}"] ' if root else "[thread] "
+        thread = None
+    text = lead + text
     full = _fit(prefix + text, caps)
     rich = _rich(prefix, full, event.rich, caps) if text == event.text else None
+    start = min(len(prefix) + len(lead), len(full))
     return dataclasses.replace(
-        event, text=full, rich=rich, attachments=attachments, reply_to=reply_to
-    )
+        event, text=full, rich=rich, attachments=attachments, reply_to=reply_to,
+        thread=thread, mentions=shifted(event.mentions, start, full), body_start=start,
+    )  # fmt: skip

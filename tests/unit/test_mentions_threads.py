@@ -1,0 +1,87 @@
+"""Mentions and threads in the core: what render makes of them for each destination, and
+that they survive the outbox and the archive (the codec)."""
+
+from __future__ import annotations
+
+import pytest
+
+from imbridge import codec
+from imbridge.adapter import Capabilities
+from imbridge.events import EventId, Mention, Message, Origin, Sender
+from imbridge.policy import Destination
+from imbridge.render import NOPING, render
+from imbridge.router import Route
+
+CAPS = Capabilities(edits=False, deletes=False, replies=False, attachments=False,
+                    formatting="irc", max_text_bytes=400)  # fmt: skip
+THREADED = Capabilities(edits=True, deletes=True, replies=True, attachments=True,
+                        formatting="html", max_text_bytes=60000, threads=True)  # fmt: skip
+ALICE = Origin(network="matrix", room="!r", sender=Sender(id="@alice:hs", name="alice"))
+
+
+def route(fmt: str = "<{nick}@{network}> ") -> Route:
+    return Route("g", Destination("irc", "#c"), fmt)
+
+
+def test_nick_noping_reads_the_same_but_is_not_the_nick_as_a_word() -> None:
+    shown = render(Message(id=EventId("e"), origin=ALICE, text="hi"),
+                   route("<{nick_noping}@{network}> "), CAPS)  # fmt: skip
+    assert isinstance(shown, Message)
+    assert shown.text == f"<a{NOPING}lice@matrix> hi"
+    assert shown.text.replace(NOPING, "") == "<alice@matrix> hi"
+    assert "alice" not in shown.text
+
+
+def test_a_mention_moves_with_the_prefix_and_marks_where_the_words_begin() -> None:
+    bob = Mention(network="matrix", user="@bob:hs", name="Bob", start=4, end=7)
+    msg = Message(id=EventId("e"), origin=ALICE, text="hey Bob, lunch?", mentions=(bob,))
+    shown = render(msg, route(), CAPS)
+    assert isinstance(shown, Message)
+    (moved,) = shown.mentions
+    assert shown.text[moved.start : moved.end] == "Bob"
+    assert shown.text[shown.body_start :] == "hey Bob, lunch?"
+
+
+def test_a_mention_cut_off_by_the_size_limit_is_dropped() -> None:
+    bob = Mention(network="matrix", user="@bob:hs", name="Bob", start=300, end=303)
+    msg = Message(id=EventId("e"), origin=ALICE, text="x" * 300 + "Bob", mentions=(bob,))
+    small = Capabilities(edits=False, deletes=False, replies=False, attachments=False,
+                         formatting="plain", max_text_bytes=200)  # fmt: skip
+    shown = render(msg, route(), small)
+    assert isinstance(shown, Message)
+    assert shown.mentions == ()
+
+
+def test_a_thread_reply_names_its_root_where_threads_cannot_be_shown() -> None:
+    root = Message(
+        id=EventId("root"), origin=ALICE, text="Where do we meet for the offsite next week?"
+    )
+    reply = Message(id=EventId("e"), origin=ALICE, text="at the lobby", thread=root.id)
+    shown = render(reply, route(), CAPS, quoted=root)
+    assert isinstance(shown, Message)
+    assert shown.text == '<alice@matrix> [thread: "Where do we meet for the offs…"] at the lobby'
+    assert shown.thread is None
+    kept = render(reply, route(), THREADED, quoted=root)
+    assert isinstance(kept, Message)
+    assert (kept.thread, kept.text) == (root.id, "<alice@matrix> at the lobby")
+
+
+def test_a_thread_reply_to_an_unknown_root_still_says_it_is_in_a_thread() -> None:
+    reply = Message(id=EventId("e"), origin=ALICE, text="at the lobby", thread=EventId("gone"))
+    shown = render(reply, route(""), CAPS)
+    assert isinstance(shown, Message)
+    assert shown.text == "[thread] at the lobby"
+
+
+def test_mentions_and_thread_survive_the_codec() -> None:
+    bob = Mention(network="irc", user="bob", name="bob", start=0, end=3)
+    msg = Message(id=EventId("e"), origin=ALICE, text="bob: hi", mentions=(bob,),
+                  thread=EventId("root"), body_start=0)  # fmt: skip
+    assert codec.loads(codec.dumps(msg)) == msg
+    assert codec.to_dict(msg)["thread"] == "root"
+
+
+def test_a_mention_outside_its_text_is_refused() -> None:
+    bob = Mention(network="irc", user="bob", name="bob", start=5, end=8)
+    with pytest.raises(ValueError, match="span"):
+        Message(id=EventId("e"), origin=ALICE, text="bob", mentions=(bob,))
