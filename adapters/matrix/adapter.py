@@ -64,6 +64,7 @@ class MatrixAdapter:
         attachments=True,
         formatting="html",
         max_text_bytes=30_000,  # events are capped at 64 KiB with body and formatted_body
+        threads=True,  # m.thread
     )
 
     def __init__(

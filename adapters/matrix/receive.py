@@ -214,6 +214,7 @@ class Receiver:
             return  # a direct chat's membership is nobody's business but the archive's
         target = await self._cursors.event_id(parsed.target) if parsed.target else None
         reply = await self._cursors.event_id(parsed.reply_to) if parsed.reply_to else None
+        thread = await self._cursors.event_id(parsed.thread) if parsed.thread else None
         event = to_core(
             parsed,
             event_id=new_event_id(),
@@ -223,6 +224,7 @@ class Receiver:
             target=target,
             reply_to=reply,
             direct=direct,
+            thread=thread,
         )
         if event is not None:
             await self._inbound().put(event)

@@ -180,6 +180,15 @@ class Rooms:
             return str(user.display_name)
         return user_id[1:].split(":", 1)[0] or user_id
 
+    def members(self, room_id: str) -> dict[str, str]:
+        """Who else is in the room, user id -> display name (empty when unset): the
+        people a relayed message may mention."""
+        room = self._session.client.rooms.get(room_id)
+        if room is None:
+            return {}
+        own = self._session.identity
+        return {uid: str(u.display_name or "") for uid, u in room.users.items() if uid != own}
+
     def is_encrypted(self, room_id: str) -> bool:
         room = self._session.client.rooms.get(room_id)
         return room_id in self._encrypted or bool(room is not None and room.encrypted)

@@ -20,10 +20,11 @@ from nio import (
 
 from imbridge.adapter import Outgoing
 from imbridge.errors import PermanentSendError, RetryableSendError
-from imbridge.events import Message, RemoteId
+from imbridge.events import Edit, Event, Message, RemoteId
 
 from . import media
 from .config import MatrixConfig
+from .proto.mentions import with_mentions
 from .proto.translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
 from .rooms import NETWORK_ERRORS, Rooms
 from .session import Session
@@ -50,13 +51,29 @@ class Transmitter:
         if self._rooms.is_encrypted(room_id):
             raise PermanentSendError(f"matrix: {item.room} is encrypted; not bridged")
         try:
-            wire = to_wire(item)
+            wire = self._mentioning(to_wire(item), item.event, room_id)
         except ValueError as exc:
             raise PermanentSendError(f"matrix: {exc}") from exc
         event = item.event
         if self.config.media == "upload" and isinstance(event, Message) and event.attachments:
             return await self._send_with_media(room_id, item, event)
         return await self._request(room_id, wire, item.txn_id)
+
+    def _mentioning(self, wire: Wire, event: Event, room_id: str) -> Wire:
+        """`wire` with the pills and `m.mentions` of the members `event` mentions."""
+        if not isinstance(wire, SendWire) or not isinstance(event, Message | Edit):
+            return wire
+        if wire.event_type != "m.room.message":
+            return wire
+        members = self._rooms.members(room_id)
+        content = wire.content
+        new = content.get("m.new_content")
+        if isinstance(event, Edit) and isinstance(new, dict):
+            marked = with_mentions(new, event, members)
+            content = {**content, "m.new_content": marked, "m.mentions": marked["m.mentions"]}
+        else:
+            content = with_mentions(content, event, members)
+        return SendWire(event_type=wire.event_type, content=content)
 
     async def _send_with_media(self, room_id: str, item: Outgoing, event: Message) -> RemoteId:
         """Text first (if any), then one media event per attachment, each with its own

@@ -56,6 +56,7 @@ CLIENT = Capabilities(
     # One ordered stream, and origin-ids make a resend harmless: several messages may
     # wait for their reflection at once instead of one per round trip.
     send_window=16,
+    threads=True,  # XEP-0201 <thread>
 )
 COMPONENT = dataclasses.replace(CLIENT, send_window=1, speaks_as_sender=True)
 """One send at a time: a new sender's first message waits for its puppet to join, and

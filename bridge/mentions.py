@@ -1,0 +1,118 @@
+"""Finding the people a relayed text names, and marking them in its formatted twin.
+
+A mention crosses networks in two ways: explicitly, as a `Mention` the sender's client
+marked (a Matrix pill), and implicitly, as a name in the text: an IRC user writes
+"bob: lunch?" and means whoever is called bob on the other side. Only the destination
+knows who is there (its room members), so each adapter asks `find` for the names of
+its members in the sender's words, and `mark_rich` for the formatted body with its own
+ping markup around them. Names are matched as whole words, case-insensitively, the way
+IRC clients highlight. Pure functions, no I/O; the adapters own the markup.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from imbridge.events import Mention, RichText
+
+MIN_NAME = 2
+"""Shorter names are letters in ordinary words: never matched implicitly."""
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A name found in the text: `text[start:end]`, meaning `user`."""
+
+    user: str
+    start: int
+    end: int
+
+
+def _pattern(names: Iterable[str]) -> re.Pattern[str] | None:
+    usable = sorted({n for n in names if len(n) >= MIN_NAME}, key=len, reverse=True)
+    if not usable:
+        return None
+    alternatives = "|".join(re.escape(n) for n in usable)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def find(text: str, names: Mapping[str, str], start: int = 0) -> list[Found]:
+    """Where any of `names` (name -> user) stands as a word in `text[start:]`; the longest
+    name wins where two overlap, and each user is found once (at their first place)."""
+    pattern = _pattern(names)
+    if pattern is None:
+        return []
+    folded = {n.casefold(): user for n, user in names.items()}
+    found: list[Found] = []
+    seen: set[str] = set()
+    for match in pattern.finditer(text, start):
+        user = folded.get(match.group(0).casefold())
+        if user is None or user in seen:
+            continue
+        seen.add(user)
+        found.append(Found(user, match.start(), match.end()))
+    return found
+
+
+def explicit(mentions: Iterable[Mention], start: int) -> list[Found]:
+    """The sender's own marked mentions, as `find` gives names (from `start` on)."""
+    return [Found(m.user, m.start, m.end) for m in mentions if m.start >= start]
+
+
+def merge(first: list[Found], then: list[Found]) -> list[Found]:
+    """`first`, plus those of `then` that overlap none of them and name someone new;
+    in text order."""
+    users = {f.user for f in first}
+    kept = list(first)
+    for f in then:
+        if f.user in users or any(f.start < k.end and k.start < f.end for k in kept):
+            continue
+        users.add(f.user)
+        kept.append(f)
+    return sorted(kept, key=lambda f: f.start)
+
+
+def mark_rich(
+    rich: RichText, lead: str, names: list[tuple[str, str]], markup: Callable[[str, str], str]
+) -> RichText:
+    """`rich` with the first whole-word occurrence of each shown name, after the escaped
+    `lead` (the sender prefix, which must not ping) and outside any link, replaced by
+    `markup(shown, user)`. `names` is (shown, user) in text order."""
+    head = html.escape(lead, quote=False)
+    body = rich[len(head) :] if lead and rich.startswith(head) else rich
+    head = rich[: len(rich) - len(body)]
+    parts = _TAG.split(body)
+    in_link = 0
+    pending = list(names)
+    for i, part in enumerate(parts):
+        if i % 2:  # a tag
+            low = part.lower()
+            if low.startswith("<a ") or low == "<a>":
+                in_link += 1
+            elif low.startswith("</a"):
+                in_link = max(0, in_link - 1)
+            continue
+        if in_link or not pending:
+            continue
+        parts[i] = _mark_text(part, pending, markup)
+    return RichText(head + "".join(parts))
+
+
+def _mark_text(part: str, pending: list[tuple[str, str]], markup: Callable[[str, str], str]) -> str:
+    """Marks names of `pending` in one text node, in order, each after the last, so no
+    search looks inside markup it put there; marked names leave `pending`."""
+    done, rest = "", part
+    while pending:
+        shown, user = pending[0]
+        escaped = html.escape(shown, quote=False)
+        match = re.search(rf"(?<!\w){re.escape(escaped)}(?!\w)", rest, re.IGNORECASE)
+        if match is None:
+            break  # perhaps in a later text node
+        done += rest[: match.start()] + markup(shown, user)
+        rest = rest[match.end() :]
+        pending.pop(0)
+    return done + rest
