@@ -108,7 +108,9 @@ class Sender:
         if (pending := self._in_flight(oid)) is not None:
             return pending
         item = await self._with_uploads(item, oid)
-        element = to_wire(item, identity=self.identity, replace_id=await self._replace_id(item))
+        others = [nick for nick in room.occupants if nick != room.nick]
+        element = to_wire(item, identity=self.identity, replace_id=await self._replace_id(item),
+                          occupants=others)  # fmt: skip
         if (sender := self._voices.speaker(item)) is not None:
             element.set("from", sender)
         await turn.wait()
