@@ -7,6 +7,9 @@ import pytest
 
 from imbridge import codec
 from imbridge.adapter import Capabilities
+from imbridge.archive.chain import Record
+from imbridge.archive.export import Item, to_email
+from imbridge.archive.store import Row
 from imbridge.events import EventId, Mention, Message, Origin, Sender
 from imbridge.policy import Destination
 from imbridge.render import NOPING, render
@@ -85,3 +88,14 @@ def test_a_mention_outside_its_text_is_refused() -> None:
     bob = Mention(network="irc", user="bob", name="bob", start=5, end=8)
     with pytest.raises(ValueError, match="span"):
         Message(id=EventId("e"), origin=ALICE, text="bob", mentions=(bob,))
+
+
+def test_an_exported_thread_message_names_its_root_for_mail_readers_too() -> None:
+    msg = Message(id=EventId("e2"), origin=ALICE, text="at the lobby", thread=EventId("root"))
+    record = Record(seq=2, ts_us=1, kind="event", event_id="e2", network="matrix", room="!r")
+    item = Item(row=Row(record, b"\0" * 32), event=codec.to_dict(msg), decisions=[],
+                deliveries=[])  # fmt: skip
+    assert item.as_json()["event"]["thread"] == "root"
+    mail = to_email(item)
+    assert mail["X-Imbridge-Thread"] == "root"
+    assert mail["References"] == mail["In-Reply-To"] == "<root@imbridge.invalid>"
