@@ -140,7 +140,7 @@ class Message:
     def __post_init__(self) -> None:
         if not self.text and not self.attachments:
             raise ValueError("a message needs text or an attachment")
-        _check_mentions(self.text, self.mentions, self.body_start)
+        _fit_mentions(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +160,7 @@ class Edit:
     def __post_init__(self) -> None:
         if not self.text:
             raise ValueError("an edit needs text")
-        _check_mentions(self.text, self.mentions, self.body_start)
+        _fit_mentions(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,9 +247,15 @@ class Mention:
             raise ValueError("a mention needs a non-empty span")
 
 
-def _check_mentions(text: str, mentions: tuple[Mention, ...], body_start: int) -> None:
-    if not 0 <= body_start <= len(text):
-        raise ValueError("body_start must fall within the text")
-    for m in mentions:
-        if m.end > len(text):
-            raise ValueError("a mention's span must fall within the text")
+def _fit_mentions(event: Message | Edit) -> None:
+    """Keeps only the mentions whose span still shows their name in the text, and
+    `body_start` within it: policy and hooks rewrite text (a redaction, a hook's verdict)
+    without knowing about spans, and a mention of words no longer there means nothing."""
+    if event.body_start < 0:
+        raise ValueError("body_start must not be negative")
+    text = event.text
+    if event.body_start > len(text):
+        object.__setattr__(event, "body_start", len(text))  # frozen: set once, at birth
+    kept = tuple(m for m in event.mentions if text[m.start : m.end] == m.name)
+    if len(kept) != len(event.mentions):
+        object.__setattr__(event, "mentions", kept)

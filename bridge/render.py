@@ -94,7 +94,10 @@ def render(
                     body_start=min(len(prefix), len(text)),
                 )  # fmt: skip
             return as_correction(
-                dataclasses.replace(event, text=prefix + event.text, mentions=()), caps
+                dataclasses.replace(
+                    event, text=prefix + event.text, mentions=(), body_start=len(prefix)
+                ),
+                caps,
             )
         case Delete():
             return event if caps.deletes else None
@@ -114,8 +117,10 @@ def as_correction(shown: Edit, caps: Capabilities) -> Message:
     `shown` is the edit as the destination would show it (its sender prefix included),
     so the line is the same whether the destination cannot edit at all (here) or the
     outbox finds the edited message never reached it."""
-    text = _fit(f"* corrected: {shown.text}", caps)
-    return Message(id=shown.id, origin=shown.origin, text=text)
+    lead = "* corrected: "
+    text = _fit(lead + shown.text, caps)
+    return Message(id=shown.id, origin=shown.origin, text=text,
+                   body_start=min(len(lead) + shown.body_start, len(text)))  # fmt: skip
 
 
 def shifted(mentions: tuple[Mention, ...], by: int, text: str) -> tuple[Mention, ...]:
