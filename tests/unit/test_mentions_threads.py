@@ -4,6 +4,10 @@ that they survive the outbox and the archive (the codec)."""
 from __future__ import annotations
 
 import dataclasses
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imbridge import codec
 from imbridge.adapter import Capabilities
@@ -11,6 +15,7 @@ from imbridge.archive.chain import Record
 from imbridge.archive.export import Item, to_email
 from imbridge.archive.store import Row
 from imbridge.events import EventId, Mention, Message, Origin, Sender
+from imbridge.mentions import find
 from imbridge.policy import Destination
 from imbridge.render import NOPING, render
 from imbridge.router import Route
@@ -103,3 +108,31 @@ def test_an_exported_thread_message_names_its_root_for_mail_readers_too() -> Non
     mail = to_email(item)
     assert mail["X-Imbridge-Thread"] == "root"
     assert mail["References"] == mail["In-Reply-To"] == "<root@imbridge.invalid>"
+
+
+def test_names_are_found_as_whole_words_longest_first_once_each() -> None:
+    names = {"Alice": "@a", "Bob (IRC)": "@b", "bob": "@c", "bobby": "@d", "x": "@x"}
+    found = find("Alice: hi alice, Bob (IRC)! bobby x xalice", names)
+    assert [(f.user, f.start, f.end) for f in found] == [
+        ("@a", 0, 5), ("@b", 17, 26), ("@d", 28, 33)
+    ]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    names=st.lists(st.text("ab_", min_size=2, max_size=4), max_size=6),
+    text=st.text("ab_ :", max_size=40),
+)
+def test_find_agrees_with_a_whole_word_regex(names: list[str], text: str) -> None:
+    """Against the obvious (slow) definition: each name as a `\\w` word, any case."""
+    table = {n: n.lower() for n in names}
+    got = find(text, table)
+    for f in got:
+        assert text[f.start : f.end].lower() == f.user
+        assert re.fullmatch(r"\w+", text[f.start : f.end])
+        assert f.start == 0 or not re.match(r"\w", text[f.start - 1])
+        assert f.end == len(text) or not re.match(r"\w", text[f.end])
+    users = {f.user for f in got}
+    for n in table.values():
+        if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text, re.IGNORECASE):
+            assert n in users
