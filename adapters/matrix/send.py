@@ -82,7 +82,8 @@ class Transmitter:
         if event.text:
             text_item = Outgoing(room=item.room, event=_without_attachments(event),
                                  reply_to=item.reply_to, txn_id=item.txn_id)  # fmt: skip
-            first = await self._request(room_id, to_wire(text_item), item.txn_id)
+            wire = self._mentioning(to_wire(text_item), text_item.event, room_id)
+            first = await self._request(room_id, wire, item.txn_id)
         marker = to_wire(item)
         assert isinstance(marker, SendWire)  # noqa: S101 - a Message always sends
         marks = {k: v for k, v in marker.content.items() if k.startswith("org.imbridge")}

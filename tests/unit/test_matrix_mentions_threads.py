@@ -93,3 +93,11 @@ def test_a_pill_in_formatted_text_keeps_the_formatting() -> None:
     assert out["formatted_body"] == (
         '&lt;c@irc&gt; <b>hi</b> <a href="https://matrix.to/#/@alice:hs">alice</a>'
     )
+
+
+def test_a_pill_whose_body_shows_the_user_id_spans_the_id() -> None:
+    msg = incoming({
+        "msgtype": "m.text", "body": "@bob:hs look", "format": "org.matrix.custom.html",
+        "formatted_body": '<a href="https://matrix.to/#/%40bob%3Ahs">Bob</a> look',
+    })  # fmt: skip
+    assert [(m.user, m.name) for m in msg.mentions] == [("@bob:hs", "@bob:hs")]

@@ -55,8 +55,12 @@ def read_pills(
         user = _user(match.group(1))
         if user is None:
             return match.group(0)  # a room or event link: a link it stays
-        shown = html.unescape(_TAGS.sub("", inner)).strip()
-        at = text.find(shown, cursor) if shown else -1
+        # The body shows the pill as its text, as clients write it; some write the id
+        # or its localpart instead.
+        for shown in (html.unescape(_TAGS.sub("", inner)).strip(), user, user[1:].split(":")[0]):
+            at = text.find(shown, cursor) if shown else -1
+            if at >= 0:
+                break
         if at >= 0:
             mentions.append(Mention(network=network, user=user, name=shown, start=at,
                                     end=at + len(shown)))  # fmt: skip
