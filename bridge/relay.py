@@ -250,9 +250,9 @@ class Relay:
 
     async def _quote_for(self, event: Event) -> Message | None:
         """A reply's original, for the hooks: from the messages still asking hooks, else
-        from the database. Only replies read: a read per event would split the group
-        commits (a read runs alone in the write queue)."""
-        # A thread's root is quoted like a reply's original: its words name the thread.
+        from the database. Only replies and thread messages read (a thread's root is
+        quoted like a reply's original: its words name the thread): a read per event
+        would split the group commits (a read runs alone in the write queue)."""
         target = (event.reply_to or event.thread) if isinstance(event, Message) else None
         if target is None:
             return None
