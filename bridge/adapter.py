@@ -65,6 +65,10 @@ class Capabilities:
     threads: bool = False
     """The network shows threads (Matrix `m.thread`, XMPP `<thread>`): a threaded message
     keeps its thread; elsewhere `render` names the thread root in a short prefix."""
+    pings_by_name: bool = True
+    """Clients notify a user whose name stands in a message's text (IRC, XMPP MUC):
+    `{nick_noping}` breaks the relayed sender's name up there, and only there. False
+    where a message says whom it notifies (Matrix `m.mentions`)."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:

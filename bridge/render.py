@@ -46,11 +46,11 @@ def noping(nick: str) -> str:
     return nick[:1] + NOPING + nick[1:] if len(nick) > 1 else nick
 
 
-def prefix_for(origin: Origin, route: Route) -> str:
+def prefix_for(origin: Origin, route: Route, caps: Capabilities | None = None) -> str:
     nick = clean_nick(origin.sender.name)
     return route.nick_format.format(
         nick=nick,
-        nick_noping=noping(nick),
+        nick_noping=noping(nick) if caps is None or caps.pings_by_name else nick,
         network=origin.network,
         room=origin.room,
         gateway=route.gateway,
@@ -81,7 +81,7 @@ def render(
 ) -> Event | None:
     """The event as `route.dest` should receive it, or None if it has nothing to show
     there (a join, a reaction, or a delete where messages cannot be deleted)."""
-    prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route)
+    prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route, caps)
     match event:
         case Message():
             return None if event.archive_only else _message(event, prefix, caps, quoted)

@@ -136,3 +136,13 @@ def test_find_agrees_with_a_whole_word_regex(names: list[str], text: str) -> Non
     for n in table.values():
         if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text, re.IGNORECASE):
             assert n in users
+
+
+def test_nick_noping_leaves_the_name_whole_where_names_in_text_ping_nobody() -> None:
+    # Matrix notifies whom `m.mentions` names, so the prefix there can stay copyable.
+    matrix = Capabilities(edits=True, deletes=True, replies=True, attachments=True,
+                          formatting="html", max_text_bytes=60000, pings_by_name=False)  # fmt: skip
+    shown = render(Message(id=EventId("e"), origin=ALICE, text="hi"),
+                   route("<{nick_noping}@{network}> "), matrix)  # fmt: skip
+    assert isinstance(shown, Message)
+    assert shown.text == "<alice@matrix> hi"
