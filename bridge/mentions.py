@@ -21,6 +21,7 @@ from imbridge.events import Mention, RichText
 MIN_NAME = 2
 """Shorter names are letters in ordinary words: never matched implicitly."""
 _TAG = re.compile(r"(<[^>]*>)")
+_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,50 +34,70 @@ class Found:
 
 
 def _is_word(c: str) -> bool:
-    return c.isalnum() or c == "_"
+    return c.isalnum() or c == "_"  # as the regex `\w`, a character at a time
 
 
-def _index(names: Mapping[str, str]) -> dict[str, list[tuple[str, str]]]:
-    """Names by their first two characters (lower case), longest first in each list."""
-    index: dict[str, list[tuple[str, str]]] = {}
-    for name, user in names.items():
-        if len(name) >= MIN_NAME:
-            index.setdefault(name[:2].lower(), []).append((name.lower(), user))
-    for group in index.values():
-        group.sort(key=lambda entry: len(entry[0]), reverse=True)
-    return index
+def _key(text: str, i: int) -> str:
+    """What names starting at `i` are filed under: their first word, or their first
+    character when that is no word character ("[dave]", "@bob")."""
+    word = _WORD.match(text, i)
+    return word.group(0) if word else text[i : i + 1]
 
 
-def find(text: str, names: Mapping[str, str], start: int = 0) -> list[Found]:
-    """Where any of `names` (name -> user) stands as a word in `text[start:]`; the longest
-    name wins where two start together, and each user is found once (at their first
-    place). Looks names up by where words start rather than trying each name everywhere,
-    so a room of thousands costs what a room of ten does."""
-    index = _index(names)
-    found: list[Found] = []
-    seen: set[str] = set()
-    i, end = start, len(text)
-    while i < end - 1:
-        if i > 0 and _is_word(text[i - 1]) and _is_word(text[i]):
-            i += 1  # inside a word: no name starts here
-            continue
-        hit = None
-        for name, user in index.get(text[i : i + 2].lower(), ()):
+class Names:
+    """Names to find (name -> user), indexed once: a destination keeps one per room and
+    builds it again only when the room's members change."""
+
+    __slots__ = ("_index", "users")
+
+    def __init__(self, names: Mapping[str, str]) -> None:
+        index: dict[str, list[tuple[str, str]]] = {}
+        for name, user in names.items():
+            if len(name) >= MIN_NAME:
+                low = name.lower()
+                index.setdefault(_key(low, 0), []).append((low, user))
+        for group in index.values():
+            group.sort(key=lambda entry: len(entry[0]), reverse=True)
+        self._index = index  # by first word (lower case), longest name first
+        self.users = frozenset(names.values())
+
+    def find(self, text: str, start: int = 0) -> list[Found]:
+        """Where any name stands as a word in `text[start:]`; the longest name wins
+        where two start together, and each user is found once (at their first place).
+        Looks names up by where words start rather than trying each name everywhere, so
+        a room of thousands costs what a room of ten does."""
+        found: list[Found] = []
+        seen: set[str] = set()
+        i, end = start, len(text)
+        while i < end - 1:
+            if i > 0 and _is_word(text[i - 1]) and _is_word(text[i]):
+                i += 1  # inside a word: no name starts here
+                continue
+            hit = self._at(text, i)
+            if hit is None:
+                i += 1
+                continue
+            user, stop = hit
+            if user not in seen:
+                seen.add(user)
+                found.append(Found(user, i, stop))
+            i = stop
+        return found
+
+    def _at(self, text: str, i: int) -> tuple[str, int] | None:
+        end = len(text)
+        for name, user in self._index.get(_key(text, i).lower(), ()):
             stop = i + len(name)
             if text[i:stop].lower() == name and not (
                 stop < end and _is_word(text[stop]) and _is_word(text[stop - 1])
             ):
-                hit = (user, stop)
-                break
-        if hit is None:
-            i += 1
-            continue
-        user, stop = hit
-        if user not in seen:
-            seen.add(user)
-            found.append(Found(user, i, stop))
-        i = stop
-    return found
+                return user, stop
+        return None
+
+
+def find(text: str, names: Mapping[str, str], start: int = 0) -> list[Found]:
+    """`Names(names).find(text, start)`, for a set of names used once."""
+    return Names(names).find(text, start)
 
 
 def explicit(mentions: Iterable[Mention], start: int) -> list[Found]:

@@ -137,6 +137,10 @@ class Receiver:
                 continue
             self._rooms.seen_in(room_id)
             events = [e.source for e in info.timeline.events]
+            if any(e.source.get("type") == "m.room.member" for e in info.state) or any(
+                e.get("type") == "m.room.member" for e in events
+            ):
+                self._rooms.members_changed(room_id)  # nio has the new members by now
             if (
                 info.timeline.limited
                 and info.timeline.prev_batch

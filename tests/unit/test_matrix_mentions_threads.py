@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from imbridge.adapter import Outgoing
-from imbridge.adapters.matrix.proto.mentions import with_mentions
+from imbridge.adapters.matrix.proto.mentions import Members, with_mentions
 from imbridge.adapters.matrix.proto.translate import SendWire, parse_event, to_core, to_wire
 from imbridge.events import EventId, Mention, Message, Origin, RemoteId, Sender
 
@@ -71,7 +71,7 @@ def test_an_irc_line_naming_a_member_pings_them_and_the_prefix_pings_nobody() ->
     text = "<bob@irc> Alice: lunch?"
     msg = Message(id=EventId("e"), origin=origin, text=text, body_start=10)
     members = {"@alice:hs": "Alice", "@bob:hs": "bob"}
-    content = with_mentions({"msgtype": "m.text", "body": text}, msg, members)
+    content = with_mentions({"msgtype": "m.text", "body": text}, msg, Members.of(members))
     assert content["m.mentions"] == {"user_ids": ["@alice:hs"]}
     assert content["formatted_body"] == (
         '&lt;bob@irc&gt; <a href="https://matrix.to/#/@alice:hs">Alice</a>: lunch?'
@@ -80,7 +80,9 @@ def test_an_irc_line_naming_a_member_pings_them_and_the_prefix_pings_nobody() ->
 
 def test_a_message_naming_no_member_still_says_it_mentions_nobody() -> None:
     msg = Message(id=EventId("e"), origin=IRC, text="<bob@irc> hi all", body_start=10)
-    content = with_mentions({"msgtype": "m.text", "body": msg.text}, msg, {"@bob:hs": "bob"})
+    content = with_mentions(
+        {"msgtype": "m.text", "body": msg.text}, msg, Members.of({"@bob:hs": "bob"})
+    )
     assert content["m.mentions"] == {}
     assert "formatted_body" not in content
 
@@ -89,7 +91,7 @@ def test_a_pill_in_formatted_text_keeps_the_formatting() -> None:
     msg = Message(id=EventId("e"), origin=IRC, text="<c@irc> hi alice", body_start=8)
     content = {"msgtype": "m.text", "body": msg.text, "format": "org.matrix.custom.html",
                "formatted_body": "&lt;c@irc&gt; <b>hi</b> alice"}  # fmt: skip
-    out = with_mentions(content, msg, {"@alice:hs": "Alice"})
+    out = with_mentions(content, msg, Members.of({"@alice:hs": "Alice"}))
     assert out["formatted_body"] == (
         '&lt;c@irc&gt; <b>hi</b> <a href="https://matrix.to/#/@alice:hs">alice</a>'
     )

@@ -18,11 +18,12 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
 from imbridge.events import Edit, Mention, Message, RichText
-from imbridge.mentions import Found, explicit, find, mark_rich, merge
+from imbridge.mentions import Found, Names, explicit, mark_rich, merge
 
 _PILL = re.compile(
     r'<a href="(?:https://matrix\.to/#/|matrix:u/)([^"?#]+)[^"]*">(.*?)</a>', re.DOTALL
@@ -85,13 +86,24 @@ def _names(members: Mapping[str, str]) -> dict[str, str]:
     return names
 
 
-def mentioned(event: Message | Edit, members: Mapping[str, str]) -> list[Found]:
-    """Whom of `members` (user id -> display name) `event` mentions, in text order: a
-    marked mention of a member is theirs whatever network marked it, as user ids are
-    global."""
-    own = [m for m in event.mentions if m.user in members]
+@dataclass(frozen=True, slots=True)
+class Members:
+    """A room's members as mentions need them: built once, again when they change."""
+
+    names: Names
+
+    @classmethod
+    def of(cls, members: Mapping[str, str]) -> Members:
+        """From user id -> display name (empty when unset)."""
+        return cls(Names(_names(members)))
+
+
+def mentioned(event: Message | Edit, members: Members) -> list[Found]:
+    """Whom of `members` `event` mentions, in text order: a marked mention of a member
+    is theirs whatever network marked it, as user ids are global."""
+    own = [m for m in event.mentions if m.user in members.names.users]
     return merge(explicit(own, event.body_start),
-                 find(event.text, _names(members), event.body_start))  # fmt: skip
+                 members.names.find(event.text, event.body_start))  # fmt: skip
 
 
 def _formatted(content: dict[str, Any], event: Message | Edit, found: list[Found]) -> str:
@@ -108,7 +120,7 @@ def _formatted(content: dict[str, Any], event: Message | Edit, found: list[Found
 
 
 def with_mentions(
-    content: dict[str, Any], event: Message | Edit, members: Mapping[str, str]
+    content: dict[str, Any], event: Message | Edit, members: Members
 ) -> dict[str, Any]:
     """`content` of a relayed message (or the new content of an edit) with its pills
     and its `m.mentions`, which are there even when empty (see the module's note)."""
