@@ -28,6 +28,12 @@ def highlights(line: str, nick: str) -> bool:
                      re.IGNORECASE) is not None  # fmt: skip
 
 
+def ending(user: XmppUser, suffix: str) -> list[Any]:
+    """The messages `user` saw whose body ends with `suffix`."""
+    return [m for m in user.messages
+            if (m.findtext("{jabber:client}body") or "").endswith(suffix)]  # fmt: skip
+
+
 def matrix(synapse: SynapseServer, relay: MatrixUser) -> dict[str, Any]:
     return {"type": "matrix", "homeserver": synapse.url, "user_id": relay.user_id,
             "access_token": relay.access_token, "sync_timeout_ms": 1000}  # fmt: skip
@@ -124,23 +130,16 @@ async def test_a_matrix_thread_stays_one_thread_on_xmpp_and_back_and_is_named_on
                 assert await d.ready(30)
                 root = await alice.text(room, "Where do we meet tomorrow?")
 
-                def copies() -> list[Any]:
-                    return [m for m in xavier.messages
-                            if (m.findtext("{jabber:client}body") or "").endswith("?")]  # fmt: skip
-
-                (root_copy,) = await wait_for(copies, what="root on XMPP")
+                (root_copy,) = await wait_for(lambda: ending(xavier, "?"), what="root on XMPP")
                 sid = next(s.get("id") for s in root_copy.findall("{urn:xmpp:sid:0}stanza-id")
                            if s.get("by") == muc)  # fmt: skip
                 await alice.text(room, "in the lobby", **{"m.relates_to": {
                     "rel_type": "m.thread", "event_id": root, "is_falling_back": True,
                     "m.in_reply_to": {"event_id": root}}})  # fmt: skip
 
-                def in_thread() -> list[Any]:
-                    return [m for m in xavier.messages
-                            if (m.findtext("{jabber:client}body") or "").endswith(
-                                "lobby")]  # fmt: skip
-
-                (reply,) = await wait_for(in_thread, what="thread reply on XMPP")
+                (reply,) = await wait_for(
+                    lambda: ending(xavier, "lobby"), what="thread reply on XMPP"
+                )
                 assert reply.findtext("{jabber:client}thread") == sid
 
                 # Xavier answers in that thread: on Matrix it is in the root's thread.
@@ -158,6 +157,18 @@ async def test_a_matrix_thread_stays_one_thread_on_xmpp_and_back_and_is_named_on
                 lobby = await wait_for(lambda: [t for t in ivan.texts(chan) if "lobby" in t],
                                        what="thread reply on IRC")  # fmt: skip
                 assert '[thread: "Where do we meet tomorrow?"] in the lobby' in lobby[0]
+
+                # Ivan addresses Xavier from IRC: XMPP gets a XEP-0372 mention of him.
+                ivan.say(chan, "xavier: see you at noon")
+
+                (noon,) = await wait_for(lambda: ending(xavier, "noon"), what="IRC mention on XMPP")
+                body = noon.findtext("{jabber:client}body") or ""
+                refs = noon.findall("{urn:xmpp:reference:0}reference")
+                assert [(r.get("type"), r.get("uri")) for r in refs] == [
+                    ("mention", f"xmpp:{muc}/xavier")
+                ]
+                assert body[int(refs[0].get("begin", "")) : int(refs[0].get("end", ""))] == "xavier"
+                assert not highlights(body.split(">")[0], ivan.nick)  # {nick_noping} on XMPP
     finally:
         await ivan.close()
         await xavier.close()
