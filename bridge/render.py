@@ -93,12 +93,12 @@ def render(
                     mentions=shifted(event.mentions, len(prefix), text),
                     body_start=min(len(prefix), len(text)),
                 )  # fmt: skip
+            shown = prefix + event.text
             return as_correction(
-                dataclasses.replace(
-                    event, text=prefix + event.text, mentions=(), body_start=len(prefix)
-                ),
+                dataclasses.replace(event, text=shown, body_start=len(prefix),
+                                    mentions=shifted(event.mentions, len(prefix), shown)),
                 caps,
-            )
+            )  # fmt: skip
         case Delete():
             return event if caps.deletes else None
         case Topic():
@@ -120,7 +120,8 @@ def as_correction(shown: Edit, caps: Capabilities) -> Message:
     lead = "* corrected: "
     text = _fit(lead + shown.text, caps)
     return Message(id=shown.id, origin=shown.origin, text=text,
-                   body_start=min(len(lead) + shown.body_start, len(text)))  # fmt: skip
+                   body_start=min(len(lead) + shown.body_start, len(text)),
+                   mentions=shifted(shown.mentions, len(lead), text))  # fmt: skip
 
 
 def shifted(mentions: tuple[Mention, ...], by: int, text: str) -> tuple[Mention, ...]:

@@ -51,3 +51,23 @@ def test_a_pill_of_someone_not_in_the_channel_keeps_their_name() -> None:
     line = line_on_irc('<a href="https://matrix.to/#/@erin:hs">Erin</a>: hi',
                        "Erin: hi", {"dave"})  # fmt: skip
     assert line == "PRIVMSG #c :<alice@mx> Erin: hi"
+
+
+def test_a_corrected_pill_still_reaches_irc_as_the_nick() -> None:
+    source: dict[str, Any] = {
+        "type": "m.room.message", "event_id": "$f", "sender": "@alice:hs",
+        "content": {"msgtype": "m.text", "body": "* Dave (IRC): now?",
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": "$e"},
+                    "m.new_content": {"msgtype": "m.text", "body": "Dave (IRC): now?",
+                                      "format": "org.matrix.custom.html",
+                                      "formatted_body": '<a href="https://matrix.to/#/'
+                                                        '@irc_dave:hs">Dave (IRC)</a>: now?'}},
+    }  # fmt: skip
+    parsed = parse_event(source, "http://hs")
+    assert parsed is not None
+    edit = to_core(parsed, event_id=EventId("f"), network="mx", room="!r", sender_name="alice",
+                   target=EventId("e"))  # fmt: skip
+    shown = render(edit, ROUTE, IRC) if edit is not None else None
+    assert isinstance(shown, Message)
+    out = to_wire(with_nicks(shown, {"dave"}), "#c", mask=Mask("relay"), max_lines=5)
+    assert out.lines[0] == "PRIVMSG #c :* corrected: <alice@mx> dave: now?"
