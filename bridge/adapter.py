@@ -68,6 +68,13 @@ class Capabilities:
     message said in that room that the network gave no id) and shows it its own way;
     `text`: `render` turns an added reaction into a one-line notice and drops removals;
     `none`: reactions are archived, not shown here."""
+    threads: bool = False
+    """The network shows threads (Matrix `m.thread`, XMPP `<thread>`): a threaded message
+    keeps its thread; elsewhere `render` names the thread root in a short prefix."""
+    pings_by_name: bool = True
+    """Clients notify a user whose name stands in a message's text (IRC, XMPP MUC):
+    `{nick_noping}` breaks the relayed sender's name up there, and only there. False
+    where a message says whom it notifies (Matrix `m.mentions`)."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:
@@ -85,6 +92,7 @@ class Outgoing:
     target: RemoteId | None = None  # an Edit's or Delete's target, in this network's ids
     reply_to: RemoteId | None = None
     txn_id: str  # identical on every retry: the idempotency key where the protocol has one
+    thread: RemoteId | None = None  # a threaded message's root, in this network's ids
 
 
 class RateLimit(BaseModel):

@@ -20,6 +20,7 @@ from imbridge.events import (
     Join,
     Kick,
     Leave,
+    Mention,
     Message,
     MessageKind,
     NickChange,
@@ -81,6 +82,15 @@ def decode_origin(d: dict[str, Any]) -> Origin:
     )
 
 
+def encode_mention(m: Mention) -> dict[str, Any]:
+    return {"network": m.network, "user": m.user, "name": m.name, "start": m.start,
+            "end": m.end}  # fmt: skip
+
+
+def decode_mentions(items: Any) -> tuple[Mention, ...]:
+    return tuple(Mention(**m) for m in items or ())
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     cls = type(event)
     out: dict[str, Any] = {"type": _NAMES[cls]}
@@ -95,6 +105,8 @@ def to_dict(event: Event) -> dict[str, Any]:
                 {"url": a.url, "name": a.name, "mimetype": a.mimetype, "size": a.size}
                 for a in value
             ]
+        elif name == "mentions":
+            value = [encode_mention(m) for m in value]
         out[name] = value
     return out
 
@@ -117,6 +129,9 @@ def from_dict(d: dict[str, Any]) -> Event:
             attachments=tuple(Attachment(**a) for a in d.get("attachments", ())),
             native_type=str(d.get("native_type", "")),
             archive_only=bool(d.get("archive_only", False)),
+            mentions=decode_mentions(d.get("mentions")),
+            thread=EventId(d["thread"]) if d.get("thread") else None,
+            body_start=int(d.get("body_start", 0)),
         )
     elif cls is Edit:
         rich = d.get("rich")
@@ -126,6 +141,8 @@ def from_dict(d: dict[str, Any]) -> Event:
             target=EventId(d["target"]),
             text=d["text"],
             rich=RichText(rich) if rich is not None else None,
+            mentions=decode_mentions(d.get("mentions")),
+            body_start=int(d.get("body_start", 0)),
         )
     elif cls is Delete:
         event = Delete(id=eid, origin=origin, target=EventId(d["target"]))

@@ -126,10 +126,21 @@ class Message:
     archive_only: bool = False
     """Kept in the archive, shown nowhere: what has no text worth relaying (a poll vote
     is answer ids only). `render` gives nothing for it."""
+    mentions: tuple[Mention, ...] = ()
+    """Whom the sender meant to ping, as their network marked it (a Matrix pill): each
+    destination turns them into what pings there (a nick, a pill, a XEP-0372 reference)."""
+    thread: EventId | None = None
+    """The root of the thread this message belongs to (Matrix `m.thread`, XMPP
+    `<thread>`); None outside threads."""
+    body_start: int = 0
+    """Where the sender's own words begin in `text`: render puts the sender prefix (and a
+    quote) before them, and a destination looks for names to ping only from here, so a
+    relayed sender's name never pings anyone."""
 
     def __post_init__(self) -> None:
         if not self.text and not self.attachments:
             raise ValueError("a message needs text or an attachment")
+        _fit_mentions(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,10 +152,15 @@ class Edit:
     target: EventId
     text: str
     rich: RichText | None = None
+    mentions: tuple[Mention, ...] = ()
+    """As on `Message`, for the new text."""
+    body_start: int = 0
+    """As on `Message`."""
 
     def __post_init__(self) -> None:
         if not self.text:
             raise ValueError("an edit needs text")
+        _fit_mentions(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,3 +255,39 @@ MEMBERSHIP_EVENTS = (Join, Leave, NickChange, Kick)
 
 TEXT_EVENTS = (Message, Edit, Topic)
 """Events whose text crosses the gateway (and so meets policy and the archive's search)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mention:
+    """A person the sender meant to ping: `user` is their id on `network` (a Matrix user
+    id, an occupant JID, a nick), `name` how the text shows them, `text[start:end]`.
+
+    The span lets a destination put its own ping markup exactly where the name stands
+    (a pill around it on Matrix, a XEP-0372 `begin`/`end`), or swap the display name for
+    the nick that pings on IRC."""
+
+    network: str
+    user: str
+    name: str
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not self.user:
+            raise ValueError("a mention needs a user")
+        if not 0 <= self.start < self.end:
+            raise ValueError("a mention needs a non-empty span")
+
+
+def _fit_mentions(event: Message | Edit) -> None:
+    """Keeps only the mentions whose span still shows their name in the text, and
+    `body_start` within it: policy and hooks rewrite text (a redaction, a hook's verdict)
+    without knowing about spans, and a mention of words no longer there means nothing."""
+    if event.body_start < 0:
+        raise ValueError("body_start must not be negative")
+    text = event.text
+    if event.body_start > len(text):
+        object.__setattr__(event, "body_start", len(text))  # frozen: set once, at birth
+    kept = tuple(m for m in event.mentions if text[m.start : m.end] == m.name)
+    if len(kept) != len(event.mentions):
+        object.__setattr__(event, "mentions", kept)

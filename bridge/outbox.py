@@ -596,9 +596,13 @@ class Outbox:
             target = await self.ids.remote_for(event.target, item.network, item.room)
             if target is None and not await self._said_in(event.target, item):
                 return None  # its message never reached this room: nothing to react to
+        thread: RemoteId | None = None
+        if isinstance(event, Message) and event.thread is not None:
+            thread = await self.ids.remote_for(event.thread, item.network, item.room)
         return Outgoing(
-            room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id
-        )
+            room=item.room, event=event, target=target, reply_to=reply_to, txn_id=item.txn_id,
+            thread=thread,
+        )  # fmt: skip
 
     async def _said_in(self, event_id: str, item: Item) -> bool:
         """Whether the message `event_id` was said in `item`'s room itself: where the
@@ -650,7 +654,7 @@ def _needs_lookup(item: Item) -> bool:
         # A reaction may land after a later message: it need not hold the window, and
         # an adapter that gathers reactions into one line (IRC) needs several in flight.
         return False
-    return not isinstance(event, Message) or event.reply_to is not None
+    return not isinstance(event, Message) or event.reply_to is not None or event.thread is not None
 
 
 def _target_in_flight(

@@ -270,9 +270,10 @@ class Relay:
 
     async def _quote_for(self, event: Event) -> Message | None:
         """A reply's original, for the hooks: from the messages still asking hooks, else
-        from the database. Only replies read: a read per event would split the group
-        commits (a read runs alone in the write queue)."""
-        target = event.reply_to if isinstance(event, Message) else None
+        from the database. Only replies and thread messages read (a thread's root is
+        quoted like a reply's original: its words name the thread): a read per event
+        would split the group commits (a read runs alone in the write queue)."""
+        target = (event.reply_to or event.thread) if isinstance(event, Message) else None
         if target is None:
             return None
         waiting = self._waiting.get(target)
@@ -434,12 +435,16 @@ class Relay:
         return decisions, items, notice
 
     async def _quoted(self, event: Event, slot: Slot) -> Message | None:
-        """A reply's original, or what an added reaction reacts to (its excerpt)."""
+        """A reply's original, a thread message's root, or what an added reaction reacts
+        to (its excerpt)."""
+        target: EventId | None
         if isinstance(event, Reaction) and not event.removed:
             target = event.target
-        elif isinstance(event, Message) and event.reply_to is not None:
-            target = event.reply_to
+        elif isinstance(event, Message):
+            target = event.reply_to or event.thread
         else:
+            target = None
+        if target is None:
             return None
 
         def q(conn: sqlite3.Connection) -> str | None:

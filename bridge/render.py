@@ -17,6 +17,7 @@ from imbridge.events import (
     Join,
     Kick,
     Leave,
+    Mention,
     Message,
     MessageKind,
     NickChange,
@@ -36,9 +37,24 @@ EXCERPT_CHARS = 40
 """A reaction line quotes less than a reply: the key is what it says."""
 
 
-def prefix_for(origin: Origin, route: Route) -> str:
+NOPING = "\u200b"
+"""Zero-width space, put inside a relayed nick by `{nick_noping}`: IRC clients highlight
+a nick only as a whole word, and this splits the word without changing what is shown
+(the same character matterbridge's `{NOPINGNICK}` uses). `clean_text`, which every
+adapter applies to text, keeps it; only `clean_nick` would drop it, and it runs before."""
+THREAD_CHARS = 30
+
+
+def noping(nick: str) -> str:
+    """`nick` as shown, but no longer the word an IRC client highlights."""
+    return nick[:1] + NOPING + nick[1:] if len(nick) > 1 else nick
+
+
+def prefix_for(origin: Origin, route: Route, caps: Capabilities | None = None) -> str:
+    nick = clean_nick(origin.sender.name)
     return route.nick_format.format(
-        nick=clean_nick(origin.sender.name),
+        nick=nick,
+        nick_noping=noping(nick) if caps is None or caps.pings_by_name else nick,
         network=origin.network,
         room=origin.room,
         gateway=route.gateway,
@@ -71,7 +87,7 @@ def render(  # noqa: PLR0911 - one return per event kind
     there (a join, a reaction where reactions are not shown, a removed reaction where
     they are lines, or a delete where messages cannot be deleted). `quoted` is a reply's
     original or a reaction's target, as policy lets it be shown there."""
-    prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route)
+    prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route, caps)
     match event:
         case Message():
             return None if event.archive_only else _message(event, prefix, caps, quoted)
@@ -79,9 +95,16 @@ def render(  # noqa: PLR0911 - one return per event kind
             if caps.edits:
                 text = _fit(prefix + event.text, caps)
                 return dataclasses.replace(
-                    event, text=text, rich=_rich(prefix, text, event.rich, caps)
-                )
-            return as_correction(dataclasses.replace(event, text=prefix + event.text), caps)
+                    event, text=text, rich=_rich(prefix, text, event.rich, caps),
+                    mentions=shifted(event.mentions, len(prefix), text),
+                    body_start=min(len(prefix), len(text)),
+                )  # fmt: skip
+            shown = prefix + event.text
+            return as_correction(
+                dataclasses.replace(event, text=shown, body_start=len(prefix),
+                                    mentions=shifted(event.mentions, len(prefix), shown)),
+                caps,
+            )  # fmt: skip
         case Delete():
             return event if caps.deletes else None
         case Topic():
@@ -103,8 +126,18 @@ def as_correction(shown: Edit, caps: Capabilities) -> Message:
     `shown` is the edit as the destination would show it (its sender prefix included),
     so the line is the same whether the destination cannot edit at all (here) or the
     outbox finds the edited message never reached it."""
-    text = _fit(f"* corrected: {shown.text}", caps)
-    return Message(id=shown.id, origin=shown.origin, text=text)
+    lead = "* corrected: "
+    text = _fit(lead + shown.text, caps)
+    return Message(id=shown.id, origin=shown.origin, text=text,
+                   body_start=min(len(lead) + shown.body_start, len(text)),
+                   mentions=shifted(shown.mentions, len(lead), text))  # fmt: skip
+
+
+def shifted(mentions: tuple[Mention, ...], by: int, text: str) -> tuple[Mention, ...]:
+    """`mentions` moved `by` characters to the right, as the text is once prefixed, and
+    only those still whole in `text` (which `_fit` may have cut)."""
+    moved = (dataclasses.replace(m, start=m.start + by, end=m.end + by) for m in mentions)
+    return tuple(m for m in moved if m.end <= len(text) and text[m.start : m.end] == m.name)
 
 
 def _message(event: Message, prefix: str, caps: Capabilities, quoted: Message | None) -> Message:
@@ -114,17 +147,26 @@ def _message(event: Message, prefix: str, caps: Capabilities, quoted: Message | 
         links = "\n".join(f"{a.name}: {a.url}" if a.name else a.url for a in attachments)
         text = f"{text}\n{links}" if text else links
         attachments = ()
-    reply_to = event.reply_to
+    reply_to, thread = event.reply_to, event.thread
+    lead = ""  # what render says before the sender's words
     if reply_to is not None and not caps.replies:
         if quoted is not None:
             who = clean_nick(quoted.origin.sender.name)
-            text = f'(re {who}: "{short(quoted.text)}") {text}'
+            lead = f'(re {who}: "{short(quoted.text)}") '
         reply_to = None
+    if thread is not None and not caps.threads:
+        if not lead:  # a reply's quote already says where it belongs
+            root = quoted if quoted is not None and event.reply_to is None else None
+            lead = f'[thread: "{short(root.text, THREAD_CHARS)}"] ' if root else "[thread] "
+        thread = None
+    text = lead + text
     full = _fit(prefix + text, caps)
     rich = _rich(prefix, full, event.rich, caps) if text == event.text else None
+    start = min(len(prefix) + len(lead), len(full))
     return dataclasses.replace(
-        event, text=full, rich=rich, attachments=attachments, reply_to=reply_to
-    )
+        event, text=full, rich=rich, attachments=attachments, reply_to=reply_to,
+        thread=thread, mentions=shifted(event.mentions, start, full), body_start=start,
+    )  # fmt: skip
 
 
 def _reaction(

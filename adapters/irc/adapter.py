@@ -67,8 +67,9 @@ class IrcAdapter:
         self._writer = Writer(name, config.flood)
         self._rooms = Rooms(name, config, link=self._link, writer=self._writer, spawn=self._spawn)
         self._transmitter = Transmitter(
-            name, config, link=self._link, rooms=self._rooms, writer=self._writer
-        )
+            name, config, link=self._link, rooms=self._rooms, writer=self._writer,
+            roster=self._roster,
+        )  # fmt: skip
         self._reactions = ReactionSender(
             name, config, link=self._link, rooms=self._rooms, writer=self._writer
         )

@@ -25,10 +25,12 @@ from imbridge.adapters.irc.config import FloodConfig, IrcConfig
 from imbridge.adapters.irc.connection import Connection, ConnectionState, Link
 from imbridge.adapters.irc.proto import wire
 from imbridge.adapters.irc.proto.floodcontrol import AckWindow
+from imbridge.adapters.irc.proto.mentions import with_nicks
 from imbridge.adapters.irc.proto.names import CHANNEL_PREFIXES, irc_lower
+from imbridge.adapters.irc.proto.roster import Roster
 from imbridge.adapters.irc.proto.translate import RELAY_TAG, NotSendable, to_wire
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
-from imbridge.events import RemoteId
+from imbridge.events import Edit, Message, RemoteId
 from imbridge.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -272,9 +274,19 @@ class Transmitter:
     the id the server gave the first of them."""
 
     def __init__(
-        self, name: str, config: IrcConfig, *, link: Link, rooms: Rooms, writer: Writer
+        self,
+        name: str,
+        config: IrcConfig,
+        *,
+        link: Link,
+        rooms: Rooms,
+        writer: Writer,
+        roster: Roster | None = None,
     ) -> None:
         self.name = name
+        self._roster = (
+            roster if roster is not None else Roster()
+        )  # who is in each channel: the nicks to ping
         self.config = config
         self._link = link
         self._rooms = rooms
@@ -288,9 +300,12 @@ class Transmitter:
         if folded not in self._rooms.joined and not item.event.origin.direct:
             raise RetryableSendError(f"{self.name}: not in {item.room}")
         tags = {RELAY_TAG: ""} if self._link.enabled("message-tags") else None
+        event = item.event
+        if isinstance(event, Message | Edit) and event.mentions:
+            event = with_nicks(event, self._roster.members.get(folded, set()))
         try:
             out = to_wire(
-                item.event,
+                event,
                 item.room,
                 mask=self._link.mask,
                 max_lines=self.config.max_lines,

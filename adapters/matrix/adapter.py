@@ -65,6 +65,8 @@ class MatrixAdapter:
         formatting="html",
         max_text_bytes=30_000,  # events are capped at 64 KiB with body and formatted_body
         reactions="native",  # m.reaction on the relayed copy, redacted when taken back
+        threads=True,  # m.thread
+        pings_by_name=False,  # every relayed message says whom it notifies: m.mentions
     )
 
     def __init__(

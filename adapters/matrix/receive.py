@@ -137,6 +137,10 @@ class Receiver:
                 continue
             self._rooms.seen_in(room_id)
             events = [e.source for e in info.timeline.events]
+            if any(e.source.get("type") == "m.room.member" for e in info.state) or any(
+                e.get("type") == "m.room.member" for e in events
+            ):
+                self._rooms.members_changed(room_id)  # nio has the new members by now
             if (
                 info.timeline.limited
                 and info.timeline.prev_batch
@@ -214,6 +218,7 @@ class Receiver:
             return  # a direct chat's membership is nobody's business but the archive's
         target = await self._cursors.event_id(parsed.target) if parsed.target else None
         reply = await self._cursors.event_id(parsed.reply_to) if parsed.reply_to else None
+        thread = await self._cursors.event_id(parsed.thread) if parsed.thread else None
         event = to_core(
             parsed,
             event_id=new_event_id(),
@@ -223,6 +228,7 @@ class Receiver:
             target=target,
             reply_to=reply,
             direct=direct,
+            thread=thread,
         )
         if event is not None:
             await self._inbound().put(event)

@@ -30,6 +30,7 @@ from imbridge.adapter import Cursors
 from imbridge.errors import AdapterError
 
 from .config import MatrixConfig
+from .proto.mentions import Members
 from .proto.translate import direct_inviter
 from .session import Session
 
@@ -58,6 +59,7 @@ class Rooms:
         self._awaiting_invite: set[str] = set()
         self._encrypted: set[str] = set()
         self.direct: set[str] = set()  # direct chats the relay accepted (room ids)
+        self._members: dict[str, Members] = {}  # room id -> who may be mentioned there
 
     async def load(self) -> None:
         """What the homeserver says the account is in, and the rooms and direct chats
@@ -198,6 +200,24 @@ class Rooms:
         if user is not None and user.display_name:
             return str(user.display_name)
         return user_id[1:].split(":", 1)[0] or user_id
+
+    def members(self, room_id: str) -> Members:
+        """Who else is in the room: the people a relayed message may mention. Kept per
+        room until `members_changed`, as indexing thousands of names per message would
+        cost more than the message."""
+        known = self._members.get(room_id)
+        if known is not None:
+            return known
+        room = self._session.client.rooms.get(room_id)
+        own = self._session.identity
+        users = room.users.items() if room is not None else ()
+        made = Members.of({uid: str(u.display_name or "") for uid, u in users if uid != own})
+        if room is not None:
+            self._members[room_id] = made
+        return made
+
+    def members_changed(self, room_id: str) -> None:
+        self._members.pop(room_id, None)
 
     def is_encrypted(self, room_id: str) -> bool:
         room = self._session.client.rooms.get(room_id)

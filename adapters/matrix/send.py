@@ -20,10 +20,11 @@ from nio import (
 
 from imbridge.adapter import Cursors, Outgoing
 from imbridge.errors import PermanentSendError, RetryableSendError
-from imbridge.events import Message, Reaction, RemoteId
+from imbridge.events import Edit, Event, Message, Reaction, RemoteId
 
 from . import media
 from .config import MatrixConfig
+from .proto.mentions import with_mentions
 from .proto.reactions import DUPLICATE, Annotation, reactor, state_key
 from .proto.translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
 from .rooms import NETWORK_ERRORS, Rooms
@@ -60,7 +61,7 @@ class Transmitter:
         if isinstance(event, Reaction):
             return await self._react(room_id, item, event)
         try:
-            wire = to_wire(item)
+            wire = self._mentioning(to_wire(item), item.event, room_id)
         except ValueError as exc:
             raise PermanentSendError(f"matrix: {exc}") from exc
         if self.config.media == "upload" and isinstance(event, Message) and event.attachments:
@@ -103,6 +104,22 @@ class Transmitter:
         await self._cursors.set(slot, Annotation().dumps())
         return redaction
 
+    def _mentioning(self, wire: Wire, event: Event, room_id: str) -> Wire:
+        """`wire` with the pills and `m.mentions` of the members `event` mentions."""
+        if not isinstance(wire, SendWire) or not isinstance(event, Message | Edit):
+            return wire
+        if wire.event_type != "m.room.message":
+            return wire
+        members = self._rooms.members(room_id)
+        content = wire.content
+        new = content.get("m.new_content")
+        if isinstance(event, Edit) and isinstance(new, dict):
+            marked = with_mentions(new, event, members)
+            content = {**content, "m.new_content": marked, "m.mentions": marked["m.mentions"]}
+        else:
+            content = with_mentions(content, event, members)
+        return SendWire(event_type=wire.event_type, content=content)
+
     async def _send_with_media(self, room_id: str, item: Outgoing, event: Message) -> RemoteId:
         """Text first (if any), then one media event per attachment, each with its own
         txn id derived from the item's, so a retry re-sends none of them twice."""
@@ -110,7 +127,8 @@ class Transmitter:
         if event.text:
             text_item = Outgoing(room=item.room, event=_without_attachments(event),
                                  reply_to=item.reply_to, txn_id=item.txn_id)  # fmt: skip
-            first = await self._request(room_id, to_wire(text_item), item.txn_id)
+            wire = self._mentioning(to_wire(text_item), text_item.event, room_id)
+            first = await self._request(room_id, wire, item.txn_id)
         marker = to_wire(item)
         assert isinstance(marker, SendWire)  # noqa: S101 - a Message always sends
         marks = {k: v for k, v in marker.content.items() if k.startswith("org.imbridge")}

@@ -57,6 +57,7 @@ CLIENT = Capabilities(
     # wait for their reflection at once instead of one per round trip.
     send_window=16,
     reactions="native",  # XEP-0444, the relay's whole set on the relayed copy
+    threads=True,  # XEP-0201 <thread>
 )
 COMPONENT = dataclasses.replace(CLIENT, send_window=1, speaks_as_sender=True)
 """One send at a time: a new sender's first message waits for its puppet to join, and

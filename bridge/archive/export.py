@@ -145,9 +145,13 @@ def to_email(item: Item, read_file: FileReader | None = None) -> EmailMessage:
     msg["To"] = _address(room, room, network)
     msg["Date"] = format_datetime(item.time)
     msg["Message-ID"] = f"<{r.event_id}@imbridge.invalid>"
-    target = event.get("reply_to") or event.get("target")
+    thread = event.get("thread")
+    target = event.get("reply_to") or event.get("target") or thread
     if target:
         msg["In-Reply-To"] = f"<{target}@imbridge.invalid>"
+    if thread:  # mail readers thread by References, as chat clients by the root
+        msg["References"] = f"<{thread}@imbridge.invalid>"
+        msg["X-Imbridge-Thread"] = str(thread)
     first = _CONTROL.sub(" ", text.strip().split("\n", 1)[0])[:70]
     kind = "" if event.get("type") == "message" else f"({event.get('type')}) "
     msg["Subject"] = f"[{network} {_CONTROL.sub(' ', room)}] {kind}{first}"

@@ -28,7 +28,7 @@ from pydantic import (
 from imbridge.adapter import NetworkConfig
 
 Direction = Literal["both", "in", "out"]
-NICK_FIELDS = frozenset({"nick", "network", "room", "gateway", "user"})
+NICK_FIELDS = frozenset({"nick", "nick_noping", "network", "room", "gateway", "user"})
 
 
 class Strict(BaseModel):

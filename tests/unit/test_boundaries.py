@@ -25,6 +25,7 @@ VALUE_MODULES = (
     "imbridge.sanitize",
     "imbridge.errors",
     "imbridge.adapter",
+    "imbridge.mentions",
 )
 """What a translator may take from the core: values and pure functions, no I/O."""
 

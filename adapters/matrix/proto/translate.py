@@ -21,6 +21,7 @@ by redacting it, which the core recognises through the id map.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, assert_never
@@ -35,6 +36,7 @@ from imbridge.events import (
     Join,
     Kick,
     Leave,
+    Mention,
     Message,
     MessageKind,
     NickChange,
@@ -51,6 +53,7 @@ from imbridge.sanitize import clean_nick, clean_text
 
 from .attachments import MediaLinker, attachment, attachment_lines, media_url, mxc_parts
 from .formatting import HTML_FORMAT, from_matrix, plain_of, to_matrix
+from .mentions import read_pills
 from .polls import POLL_TYPES, poll_text
 from .reactions import annotation_content
 
@@ -101,6 +104,8 @@ class ParsedEvent:
     archive_only: bool = False
     by: str = ""
     """A kick's (or ban's) author: the member who removed `sender`."""
+    thread: RemoteId | None = None  # the root of the `m.thread` it belongs to
+    mentions: tuple[Mention, ...] = ()  # from its pills, network still unnamed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,7 +201,9 @@ def _message(  # noqa: PLR0911 - one early exit per malformed shape
         text, rich = _text_and_rich(new, reply=False)
         if not text and rich is None:
             return None
-        return ParsedEvent(action="edit", target=related, text=text, rich=rich, **base)
+        rich, mentions = read_pills(rich, text, "")
+        return ParsedEvent(action="edit", target=related, text=text, rich=rich,
+                           mentions=mentions, **base)  # fmt: skip
     msgtype = content.get("msgtype")
     if msgtype in MEDIA_MSGTYPES:
         att = attachment(content, homeserver, link)
@@ -217,8 +224,10 @@ def _message(  # noqa: PLR0911 - one early exit per malformed shape
         if rich is None:
             return None
         text = clean_text(plain_of(rich))  # reduce to visible text, never drop
+    rich, mentions = read_pills(rich, text, "")
+    thread = related if rel_type == "m.thread" else None
     return ParsedEvent(action="message", text=text, rich=rich, kind=kind, reply_to=reply_to,
-                   native_type=native, **base)  # fmt: skip
+                   native_type=native, thread=thread, mentions=mentions, **base)  # fmt: skip
 
 
 def _reaction(content: dict[str, Any], base: dict[str, Any]) -> ParsedEvent | None:
@@ -368,6 +377,7 @@ def to_core(  # noqa: PLR0911 - one return per event kind
     target: EventId | None = None,
     reply_to: EventId | None = None,
     direct: bool = False,
+    thread: EventId | None = None,
 ) -> Event | None:
     """The core event for a parsed Matrix event whose targets the adapter has resolved.
 
@@ -383,21 +393,24 @@ def to_core(  # noqa: PLR0911 - one return per event kind
         relayed=inbound.relayed,
         direct=direct,
     )
+    mentions = tuple(dataclasses.replace(m, network=network) for m in inbound.mentions)
     match inbound.action:
         case "message":
             return Message(id=event_id, origin=origin, text=inbound.text, rich=inbound.rich,
                            kind=inbound.kind, reply_to=reply_to,
                            attachments=inbound.attachments, native_type=inbound.native_type,
-                           archive_only=inbound.archive_only)  # fmt: skip
+                           archive_only=inbound.archive_only, mentions=mentions,
+                           thread=thread)  # fmt: skip
         case "reaction":
             if target is None:  # a reaction to what the bridge never saw: nothing to name
                 return None
             return Reaction(id=event_id, origin=origin, target=target, key=inbound.text)
         case "edit":
             if target is None:
-                return Message(id=event_id, origin=origin, text=inbound.text, rich=inbound.rich)
+                return Message(id=event_id, origin=origin, text=inbound.text, rich=inbound.rich,
+                               mentions=mentions)  # fmt: skip
             return Edit(id=event_id, origin=origin, target=target, text=inbound.text,
-                        rich=inbound.rich)  # fmt: skip
+                        rich=inbound.rich, mentions=mentions)  # fmt: skip
         case "delete":
             return None if target is None else Delete(id=event_id, origin=origin, target=target)
         case "join":
@@ -429,6 +442,19 @@ def _notice(event: Event, text: str) -> SendWire:
     return SendWire(event_type="m.room.message", content=content)
 
 
+def thread_relation(root: RemoteId, reply_to: RemoteId | None) -> dict[str, Any]:
+    """`m.relates_to` of a message in the thread of `root` (Matrix spec, "Threading"):
+    with a reply fallback for clients without threads, marked as such unless the
+    message really replies to `reply_to`. The fallback should name the thread's latest
+    event, which the relay does not track; the root keeps it in the conversation."""
+    return {
+        "rel_type": "m.thread",
+        "event_id": root,
+        "is_falling_back": reply_to is None,
+        "m.in_reply_to": {"event_id": reply_to or root},
+    }
+
+
 def _message_wire(item: Outgoing, event: Message) -> SendWire:
     text, rich = event.text, event.rich
     if event.attachments:
@@ -437,7 +463,9 @@ def _message_wire(item: Outgoing, event: Message) -> SendWire:
         if rich is not None:
             rich = RichText(f"{rich}<br>{escape(links)}")
     content = _body(text, rich, event.kind)
-    if item.reply_to:
+    if item.thread:
+        content["m.relates_to"] = thread_relation(item.thread, item.reply_to)
+    elif item.reply_to:
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": item.reply_to}}
     return SendWire(event_type="m.room.message", content={**content, **_marker(event)})
 

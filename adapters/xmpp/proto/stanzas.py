@@ -33,6 +33,7 @@ NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_XHTML_IM = "http://jabber.org/protocol/xhtml-im"
 NS_REACTIONS = "urn:xmpp:reactions:0"  # XEP-0444
 NS_CONFERENCE = "jabber:x:conference"  # XEP-0249 direct invitation
+NS_REFERENCE = "urn:xmpp:reference:0"  # XEP-0372
 NS_RELAY = "urn:imbridge:relay:0"
 """imbridge's own marker on every message it relays, so no bridge relays it again."""
 
@@ -75,6 +76,8 @@ class WireMessage:
     account_stanza_id: str | None = None  # XEP-0359 `by` the recipient's own bare JID
     muc_user: bool = False  # carries a MUC <x/>: a private message through a room
     invitation: bool = False  # a room invitation (XEP-0045 mediated or XEP-0249)
+    thread: str | None = None  # XEP-0201 thread id
+    mention_refs: tuple[tuple[str, int, int], ...] = ()  # XEP-0372 (uri, begin, end)
 
     @property
     def remote_id(self) -> str | None:
@@ -169,6 +172,26 @@ def _invitation(message: ET.Element) -> bool:
     return message.find(q(NS_CONFERENCE, "x")) is not None
 
 
+def read_references(element: ET.Element) -> tuple[tuple[str, int, int], ...]:
+    """(uri, begin, end) of each well-formed mention reference, unvalidated otherwise."""
+    found: list[tuple[str, int, int]] = []
+    for ref in element.findall(q(NS_REFERENCE, "reference")):
+        if ref.get("type") != "mention" or not ref.get("uri", "").startswith("xmpp:"):
+            continue
+        try:
+            begin, end = int(ref.get("begin", "")), int(ref.get("end", ""))
+        except ValueError:
+            continue
+        found.append((ref.get("uri", ""), begin, end))
+    return tuple(found)
+
+
+def thread_of(element: ET.Element) -> str | None:
+    """The XEP-0201 thread id of a message, if any."""
+    thread = element.findtext(q(NS_CLIENT, "thread"))
+    return thread.strip() or None if thread is not None else None
+
+
 def parse_message(
     element: ET.Element, *, archive_id: str | None = None, stamp: datetime | None = None
 ) -> WireMessage:
@@ -223,6 +246,8 @@ def parse_message(
         account_stanza_id=account_stanza_id,
         muc_user=element.find(q(NS_MUC_USER, "x")) is not None,
         invitation=_invitation(element),
+        thread=thread_of(element),
+        mention_refs=read_references(element),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import assert_never
@@ -30,6 +30,7 @@ from imbridge.events import (
     Join,
     Kick,
     Leave,
+    Mention,
     Message,
     MessageKind,
     NickChange,
@@ -45,6 +46,7 @@ from imbridge.richtext import escape
 from imbridge.sanitize import clean_nick, clean_text
 
 from .formatting import rich_to_xhtml, xhtml_to_rich
+from .mentions import add_references, add_thread, to_mentions
 from .private import Private
 from .stanzas import (
     NS_CLIENT,
@@ -92,7 +94,7 @@ class Inbound:
 
 def references(wire: WireMessage) -> tuple[str, ...]:
     """The remote ids `wire` points at, for the adapter to resolve through the id map."""
-    refs = (wire.replace_id, wire.retract_id, wire.reply_id, wire.reaction_id)
+    refs = (wire.replace_id, wire.retract_id, wire.reply_id, wire.reaction_id, wire.thread)
     return tuple(i for i in refs if i)
 
 
@@ -162,7 +164,22 @@ def to_core(wire: WireMessage, ctx: Inbound) -> Event | None:
         kind=kind,
         reply_to=reply_to,
         attachments=attachments,
+        mentions=_mentions(wire, text, kind, ctx.network),
+        thread=ctx.resolved.get(wire.thread) if wire.thread else None,
     )
+
+
+def _mentions(wire: WireMessage, text: str, kind: MessageKind, network: str) -> tuple[Mention, ...]:
+    """XEP-0372 mentions, where their offsets still count in `text`: the body as sent,
+    less a `/me `; a body the core had to change (a reply fallback cut out, controls
+    dropped) would move them, so they are left out then."""
+    shift = len(ME) if kind is MessageKind.EMOTE else 0
+    if wire.mention_refs == () or wire.reply_fallback is not None:
+        return ()
+    if wire.body not in (text, ME + text):
+        return ()
+    refs = tuple((uri, begin - shift, end - shift) for uri, begin, end in wire.mention_refs)
+    return to_mentions(refs, text, network)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,19 +272,41 @@ def _reactions(message: ET.Element, target: str | None, keys: tuple[str, ...]) -
     _element(message, NS_HINTS, "store")
 
 
-def to_wire(  # noqa: C901, PLR0912 - one branch per event kind
+def _message_parts(
+    message: ET.Element, item: Outgoing, event: Message, occupants: Collection[str]
+) -> None:
+    _text(message, "body", _message_body(event))
+    if event.kind is not MessageKind.EMOTE:
+        _rich(message, event.rich, event.text)
+    offset = len(ME) if event.kind is MessageKind.EMOTE else 0
+    add_references(message, event, item.room, occupants, offset=offset)
+    if item.thread:
+        add_thread(message, item.thread)
+    if item.reply_to:
+        _element(message, NS_REPLY, "reply", id=item.reply_to)
+    if event.attachments:
+        x = _element(message, NS_OOB, "x")
+        ET.SubElement(x, q(NS_OOB, "url")).text = xml_text(event.attachments[0].url)
+        if event.attachments[0].name:
+            ET.SubElement(x, q(NS_OOB, "desc")).text = xml_text(event.attachments[0].name)
+
+
+def to_wire(
     item: Outgoing,
     *,
     identity: str,
     replace_id: str | None = None,
     reactions: tuple[str, ...] = (),
+    occupants: Collection[str] = (),
 ) -> ET.Element:
     """The `<message type="groupchat">` for one outgoing item (`chat`, to a person, for
     the answer to a private message: `origin.direct`). `replace_id` is the
     message id an Edit corrects (XEP-0308 names the original stanza's id, which for the
     relay's own copies is their origin-id); a Delete retracts `item.target` (XEP-0424: a
-    groupchat retraction names the room's stanza-id). A Reaction sends `reactions`, the
-    relay's whole set on `item.target` after it (XEP-0444 replaces the set each time)."""
+    groupchat retraction names the room's stanza-id). The `occupants` (nicks) the text
+    names get a XEP-0372 mention each; a threaded message its `<thread>`. A Reaction
+    sends `reactions`, the relay's whole set on `item.target` after it (XEP-0444 replaces
+    the set each time)."""
     oid = origin_id(item.txn_id)
     event = item.event
     message = ET.Element(
@@ -276,16 +315,7 @@ def to_wire(  # noqa: C901, PLR0912 - one branch per event kind
     )
     match event:
         case Message():
-            _text(message, "body", _message_body(event))
-            if event.kind is not MessageKind.EMOTE:
-                _rich(message, event.rich, event.text)
-            if item.reply_to:
-                _element(message, NS_REPLY, "reply", id=item.reply_to)
-            if event.attachments:
-                x = _element(message, NS_OOB, "x")
-                ET.SubElement(x, q(NS_OOB, "url")).text = xml_text(event.attachments[0].url)
-                if event.attachments[0].name:
-                    ET.SubElement(x, q(NS_OOB, "desc")).text = xml_text(event.attachments[0].name)
+            _message_parts(message, item, event, occupants)
         case Edit():
             target = replace_id or item.target
             if not target:
@@ -293,15 +323,14 @@ def to_wire(  # noqa: C901, PLR0912 - one branch per event kind
             _text(message, "body", event.text)
             _rich(message, event.rich, event.text)
             _element(message, NS_CORRECT, "replace", id=target)
+            add_references(message, event, item.room, occupants)
         case Delete():
             _retraction(message, item.target)
         case Topic():
             _text(message, "subject", event.text)
         case Reaction():
             _reactions(message, item.target, reactions)
-        case Join() | Leave() | Presence():
-            raise PermanentSendError(f"{type(event).__name__} is not sent to XMPP rooms")
-        case NickChange() | Kick():
+        case Join() | Leave() | Presence() | NickChange() | Kick():
             raise PermanentSendError(f"{type(event).__name__} is not sent to XMPP rooms")
         case _:
             assert_never(event)
