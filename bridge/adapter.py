@@ -62,6 +62,15 @@ class Capabilities:
     """How many sends to one room may be in flight at once. Above 1 only for adapters
     whose concurrent sends keep their start order on the wire (one ordered stream) and
     whose retries are idempotent; with 1 the outbox waits for each send to finish."""
+    max_lines: int = 0
+    """Lines a message may take here before the core sends its first lines and a link to
+    its full text instead (when `bridge.http.public_url` is set; `imbridge.textlinks`);
+    0 where a message is one unit whatever its length."""
+    line_bytes: int = 0
+    """Text bytes one of those lines surely carries, so the core can count them."""
+    edit_window: float = 0.0
+    """Seconds the outbox holds a correction line (a destination without `edits`) so
+    quick further edits of the same message become one line; 0 sends each at once."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:
