@@ -84,6 +84,8 @@ def to_dict(event: Event) -> dict[str, Any]:
         value = getattr(event, name)
         if name == "origin":
             value = encode_origin(value)
+        elif name == "previous" and not value:
+            continue  # absent means unknown: records from before it read alike
         elif name == "attachments":
             value = [
                 {"url": a.url, "name": a.name, "mimetype": a.mimetype, "size": a.size}
@@ -120,6 +122,7 @@ def from_dict(d: dict[str, Any]) -> Event:
             target=EventId(d["target"]),
             text=d["text"],
             rich=RichText(rich) if rich is not None else None,
+            previous=str(d.get("previous", "")),
         )
     elif cls is Delete:
         event = Delete(id=eid, origin=origin, target=EventId(d["target"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import assert_never
 
+from imbridge import corrections
 from imbridge.adapter import Capabilities
 from imbridge.events import (
     Delete,
@@ -61,10 +62,20 @@ def short(text: str, limit: int = QUOTE_CHARS) -> str:
 
 
 def render(
-    event: Event, route: Route, caps: Capabilities, *, quoted: Message | None = None
+    event: Event,
+    route: Route,
+    caps: Capabilities,
+    *,
+    quoted: Message | None = None,
+    previous: str | None = None,
 ) -> Event | None:
     """The event as `route.dest` should receive it, or None if it has nothing to show
-    there (a join, a reaction, or a delete where messages cannot be deleted)."""
+    there (a join, a reaction, or a delete where messages cannot be deleted).
+
+    An edit for a destination that cannot edit stays an Edit here, carrying `previous`
+    (what its target read before, when the core knows it): the outbox turns it into a
+    correction line when it sends it (`as_correction`), after coalescing the quick edits
+    of one message that wait behind it (`Capabilities.edit_window`)."""
     prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route)
     match event:
         case Message():
@@ -75,7 +86,12 @@ def render(
                 return dataclasses.replace(
                     event, text=text, rich=_rich(prefix, text, event.rich, caps)
                 )
-            return as_correction(dataclasses.replace(event, text=prefix + event.text), caps)
+            return dataclasses.replace(
+                event,
+                text=prefix + event.text,
+                rich=None,
+                previous=prefix + previous if previous else "",
+            )
         case Delete():
             return event if caps.deletes else None
         case Topic():
@@ -89,11 +105,22 @@ def render(
             assert_never(event)
 
 
-def as_correction(shown: Edit, caps: Capabilities) -> Message:
-    """An edit that cannot be shown as one, as a line saying what the message now reads.
-    `shown` is the edit as the destination would show it (its sender prefix included),
-    so the line is the same whether the destination cannot edit at all (here) or the
-    outbox finds the edited message never reached it."""
+def as_correction(shown: Edit, caps: Capabilities) -> Message | None:
+    """An edit that cannot be shown as one, as a line saying what changed: the changed
+    words for a small change (`* nick corrected: "teh" -> "the"`), else what the message
+    now reads; None for an edit that changes nothing visible, which is not sent.
+    `shown` is the edit as the destination would show it (its sender prefix included,
+    and `previous` with the same prefix when known), so the line is the same whether the
+    destination cannot edit at all or the outbox finds the edited message never reached
+    it."""
+    if shown.previous:
+        found = corrections.changes(shown.previous, shown.text)
+        if found == []:
+            return None
+        if found is not None:
+            who = clean_nick(shown.origin.sender.name or shown.origin.sender.id)
+            text = _fit(f"* {who} corrected: {corrections.describe(found)}", caps)
+            return Message(id=shown.id, origin=shown.origin, text=text)
     text = _fit(f"* corrected: {shown.text}", caps)
     return Message(id=shown.id, origin=shown.origin, text=text)
 

@@ -66,6 +66,7 @@ class IrcAdapter:
             max_text_bytes=LONGEST_TEXT,
             max_lines=config.max_lines,
             line_bytes=line_bytes(self._link.mask),
+            edit_window=config.edit_window,
         )
         self._roster = Roster()
         self._writer = Writer(name, config.flood)

@@ -21,6 +21,9 @@ class MemoryCapabilities(BaseModel):
     formatting: Literal["plain", "irc", "xhtml", "html"] = "html"
     max_text_bytes: int = 65536
     send_window: int = 1
+    edit_window: float = 0.0
+    max_lines: int = 0
+    line_bytes: int = 0
 
 
 class MemoryConfig(NetworkConfig):
