@@ -195,12 +195,12 @@ class Writer:
             self._queue.popleft()
             conn.send_raw(entry.line)
             self.window.sent(size)
-            if self.window.wants_mark():
-                self.mark(conn)
             if entry.echo:
                 self._echoes.append(entry)
             elif entry.future is not None:
                 self._unmarked.append(entry)
+            if self.window.wants_mark():  # after the line is counted: the mark covers it
+                self.mark(conn)
         if self._unmarked and conn.connected:
             self.mark(conn)  # ask the server to confirm what was just written
         return 0.0
