@@ -294,8 +294,12 @@ class Relay:
             return await self._commit_refused(event, previous, stats, slot), [], []
         previous = previous if isinstance(previous, Message) else None
         quoted = await self._quoted(event, slot)
+        # A correction line quotes the words an edit changed: only where the rules alone
+        # decide what crossed (`decide` below), since hooks are not asked about the
+        # earlier text, and one that redacted it would otherwise see its words quoted.
+        diffable = isinstance(event, Edit) and not self.setup.hooks
         decisions, items, notice = self._plan(
-            event, quoted, stats, pre, previous=previous if isinstance(event, Edit) else None
+            event, quoted, stats, pre, previous=previous if diffable else None
         )
         long_texts = self._link_long(items)
 
