@@ -155,6 +155,23 @@ async def test_a_5000_character_message_reaches_irc_whole_from_matrix_and_from_x
         )
 
 
+async def test_a_long_message_is_paced_whole_through_a_stock_inspircd(
+    synapse: SynapseServer, prosody: Prosody, inspircd_stock: Ircd, tmp_path: Path
+) -> None:
+    """InspIRCd's stock limits disconnect a client with 8 KiB unprocessed: the adapter's
+    default flood control paces the lines, and every one arrives."""
+    async with world(synapse, prosody, inspircd_stock, tmp_path) as w:
+        await w.alice.text(w.room, LONG)
+        await wait_for(
+            lambda: " ".join(w.irc_lines()).split()[-1:] == LONG.split()[-1:],
+            timeout=120,
+            what="the last word of the Matrix message on IRC",
+        )
+        assert " ".join(w.irc_lines()).split() == f"<{w.name}@mx> {LONG}".split()
+        assert all(fits_the_wire(line, w) for line in w.irc_lines())
+        assert w.daemon.reconnects.get("irc", 0) == 0  # never flooded off the server
+
+
 async def test_with_a_public_url_irc_gets_the_first_lines_and_a_link_to_the_whole(
     synapse: SynapseServer, prosody: Prosody, ngircd: Ircd, tmp_path: Path
 ) -> None:
