@@ -4,8 +4,11 @@ to the full text (`textlinks`), kept beside the archive and purged with it."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+import time
 
 from imbridge.adapter import Capabilities
+from imbridge.archive.retention import purge_relay_state
 from imbridge.archive.sealing import Sealer
 from imbridge.daemon import Daemon
 from imbridge.textlinks import TextLinks, head, lines_needed, load_sync, too_long
@@ -105,3 +108,24 @@ async def test_without_a_public_url_every_line_is_sent(start_daemon: StartDaemon
     hub.post("#x", "alice", long)
     await until(lambda: len(hub.in_room("#i")) == 1)
     assert hub.in_room("#i")[0].text == f"[alice] {long}"
+
+
+async def test_the_full_text_goes_with_the_archives_retention_unless_held(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon, hub = await start_daemon(LINKED)
+    assert daemon.relay is not None
+    daemon.relay.text_links = TextLinks(KEY, "https://bridge.example/", lifetime_days=1)
+    long = " ".join(f"w{i}" for i in range(200))
+    hub.post("#x", "alice", long)
+    hub.post("#x", "alice", "kept " + long)
+    await until(lambda: len(hub.in_room("#i")) == 2)
+
+    def rows(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+        return conn.execute("SELECT key, event_id FROM long_texts ORDER BY event_id").fetchall()
+
+    _, (kept_key, held) = await daemon.db.read(rows)  # event ids sort by creation
+    later = time.time() + 1
+    gone = await daemon.db.transact(lambda c: purge_relay_state(c, later, {held}))
+    assert gone >= 1
+    assert [k for k, _ in await daemon.db.read(rows)] == [kept_key]
