@@ -75,6 +75,15 @@ class Capabilities:
     """Clients notify a user whose name stands in a message's text (IRC, XMPP MUC):
     `{nick_noping}` breaks the relayed sender's name up there, and only there. False
     where a message says whom it notifies (Matrix `m.mentions`)."""
+    max_lines: int = 0
+    """Lines a message may take here before the core sends its first lines and a link to
+    its full text instead (when `bridge.http.public_url` is set; `imbridge.textlinks`);
+    0 where a message is one unit whatever its length."""
+    line_bytes: int = 0
+    """Text bytes one of those lines surely carries, so the core can count them."""
+    edit_window: float = 0.0
+    """Seconds the outbox holds a correction line (a destination without `edits`) so
+    quick further edits of the same message become one line; 0 sends each at once."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:

@@ -100,6 +100,8 @@ def to_dict(event: Event) -> dict[str, Any]:
             continue  # only relayed copies carry one: archived reactions read as before
         if name == "origin":
             value = encode_origin(value)
+        elif name == "previous" and not value:
+            continue  # absent means unknown: records from before it read alike
         elif name == "attachments":
             value = [
                 {"url": a.url, "name": a.name, "mimetype": a.mimetype, "size": a.size}
@@ -143,6 +145,7 @@ def from_dict(d: dict[str, Any]) -> Event:
             rich=RichText(rich) if rich is not None else None,
             mentions=decode_mentions(d.get("mentions")),
             body_start=int(d.get("body_start", 0)),
+            previous=str(d.get("previous", "")),
         )
     elif cls is Delete:
         event = Delete(id=eid, origin=origin, target=EventId(d["target"]))

@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from imbridge import logs, registry
+from imbridge import logs, registry, textlinks
 from imbridge.adapter import Adapter, Cursors, NetworkConfig, RateLimit
 from imbridge.archive import NullRecorder, Recorder
 from imbridge.archive.capture import AttachmentCapture
@@ -49,7 +49,7 @@ from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.hooks import engine as hook_engine
 from imbridge.listener import Listener
-from imbridge.medialinks import MediaLinks
+from imbridge.medialinks import MediaLinks, load_key
 from imbridge.membership_relay import MembershipRelay
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
@@ -60,6 +60,7 @@ from imbridge.sdnotify import Notifier
 from imbridge.sinks.feed import SINK_MIGRATIONS
 from imbridge.sinks.runner import Sinks
 from imbridge.tasks import TaskTree
+from imbridge.textlinks import TextLinks
 
 log = structlog.get_logger("imbridge.daemon")
 
@@ -79,6 +80,7 @@ def setup_for(config: Config, hooks: hook_engine.Hooks | None = None) -> Setup:
         networks=config.networks,
         log_text=config.bridge.log.message_text,
         hooks=hooks if hooks else None,
+        moderator_deletes=config.policy.relay_moderator_deletes,
     )
 
 
@@ -110,11 +112,16 @@ class Daemon:
         """What the supervisor last saw of each network (from its first connection on)."""
         self._http: Listener | None = None
         self.media_links: MediaLinks | None = None
+        self.text_links: TextLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
         self.db = Database(
             config.bridge.state_dir / DB_NAME,
-            {"archive": ARCHIVE_MIGRATIONS, "sinks": SINK_MIGRATIONS},
+            {
+                "archive": ARCHIVE_MIGRATIONS,
+                "sinks": SINK_MIGRATIONS,
+                "textlinks": textlinks.MIGRATIONS,
+            },
         )
         self.archive: ArchiveService | None = None
         if recorder is None and config.archive.enabled:
@@ -203,6 +210,7 @@ class Daemon:
                 public_url,
                 lifetime_days=self.config.bridge.http.media_link_days,
             )
+            self.text_links = self._text_links(public_url)
         for name in self.config.networks:
             self.adapters[name] = self._build_adapter(name)
         stack.push_async_callback(self._close_adapters)
@@ -211,7 +219,12 @@ class Daemon:
         )
         self.hooks = hooks_for(self.config)
         self.relay = Relay(
-            self.db, setup_for(self.config, self.hooks), self.adapters, self.outbox, self.recorder
+            self.db,
+            setup_for(self.config, self.hooks),
+            self.adapters,
+            self.outbox,
+            self.recorder,
+            text_links=self.text_links,
         )
         self.outbox.observe_send = self.metrics.observe_send
         # Closed after the outbox and the networks' tasks, which may still be asking them.
@@ -648,6 +661,15 @@ class Daemon:
             await self.relay.membership.flush()
         except Exception:  # stopping matters more than these notices
             log.exception("membership_flush_failed")
+
+    def _text_links(self, public_url: str) -> TextLinks:
+        """Long messages' full text lives as long as the archive keeps its records."""
+        archive = self.config.archive
+        days = (
+            archive.retention_days if archive.enabled else self.config.bridge.http.media_link_days
+        )
+        key = load_key(self.config.bridge.state_dir)
+        return TextLinks(key, public_url, lifetime_days=days)
 
     async def _close(self) -> None:
         self._stopped = True

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from imbridge import textlinks
 from imbridge.adapter import MediaGone, MediaSource, MediaUnavailable
 from imbridge.config.schema import HttpConfig
 from imbridge.hosts import is_loopback_host
@@ -26,6 +27,7 @@ from imbridge.httplimits import ClientLimiter, proxies
 from imbridge.listener import Listener, ListenerLimits, serve
 from imbridge.medialinks import PROXY_TIMEOUT, MediaLinks, MediaRequest
 from imbridge.metrics import Metrics
+from imbridge.textlinks import TextLinks
 
 if TYPE_CHECKING:
     from imbridge.daemon import Daemon
@@ -76,6 +78,11 @@ def make_app(
         if media_limiter is not None:
             view = media_limiter.limited(view)
         app.router.add_get("/media/{network}/{sig}/{tail:.+}", view)
+    if daemon.text_links is not None:
+        text = _text_view(daemon, daemon.text_links)
+        if media_limiter is not None:
+            text = media_limiter.limited(text)
+        app.router.add_get("/text/{sig}/{name}", text)
     return app
 
 
@@ -121,6 +128,36 @@ def _media_view(
             raise web.HTTPBadGateway(text="the media could not be fetched\n") from None
 
     return media
+
+
+def _text_view(
+    daemon: Daemon, links: TextLinks
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The full text of a long message (`textlinks`), as plain text that no browser
+    takes for a page."""
+
+    async def text(request: web.Request) -> web.StreamResponse:
+        wanted = links.verify(request.match_info["sig"], request.match_info["name"])
+        if wanted is None:
+            raise web.HTTPNotFound(text="no such text\n")
+        if wanted.expired:
+            raise web.HTTPGone(text="this link has expired\n")
+        sealer = daemon.sealer
+        body = await daemon.db.read(lambda c: textlinks.load_sync(c, wanted.key, sealer))
+        if body is None:  # purged with the archive's retention
+            raise web.HTTPGone(text="this text is no longer kept\n")
+        return web.Response(
+            text=body,
+            content_type="text/plain",
+            charset="utf-8",
+            headers={
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "private, max-age=3600",
+            },
+        )
+
+    return text
 
 
 async def _stream(

@@ -156,6 +156,10 @@ class Edit:
     """As on `Message`, for the new text."""
     body_start: int = 0
     """As on `Message`."""
+    previous: str = ""
+    """What the target read before this edit, as its destination last showed it: set by
+    `render` on the copy for a destination that shows edits as correction lines, which
+    says only what changed (`render.as_correction`); empty where it is not known."""
 
     def __post_init__(self) -> None:
         if not self.text:

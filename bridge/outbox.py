@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import sqlite3
@@ -30,7 +31,7 @@ from typing import Any, cast
 
 import structlog
 
-from imbridge import codec
+from imbridge import codec, editwindow
 from imbridge.adapter import Adapter, Outgoing, RateLimit
 from imbridge.archive import Recorder
 from imbridge.archive.keyuse import require_openable
@@ -82,6 +83,9 @@ class Item:
     """Its place in the destination's fair order (`fairness`)."""
     counted: bool = False
     """Counted in its destination's backlog by this run (see `Outbox.count`)."""
+    replaces: list[Any] = field(default_factory=list)
+    """Earlier edits of the same message this one stands for (`editwindow`): their rows
+    leave the table, recorded as delivered with it, only once it is."""
 
     @property
     def dest(self) -> Destination:
@@ -370,6 +374,8 @@ class Outbox:
                 window = REACTION_BURST  # over the run of reactions at the head only
             self._order(key).pinned = window  # what may be in flight keeps its place
             if window == 1:
+                if await self._gather_edits(key, adapter, queue):
+                    continue
                 await self._pace(key)
                 delay = await self._attempt(adapter, queue[0], bound)
                 if delay is None:
@@ -381,6 +387,30 @@ class Outbox:
                 await asyncio.sleep(delay)
         if not self.depth() and not self._records:
             self._idle.set()
+
+    async def _gather_edits(
+        self, key: tuple[str, str], adapter: Adapter, queue: deque[Item]
+    ) -> bool:
+        """Merges the head correction into a later edit of the same message, or holds it
+        for one (see `editwindow`); True when the queue changed or time passed, so the
+        worker looks at its head again."""
+        if adapter.capabilities.edits:
+            return False
+        if editwindow.merge_head(queue):
+            return True
+        wait = (
+            0.0
+            if key in self._spilled
+            else editwindow.hold(queue, adapter.capabilities, time.time())
+        )
+        if wait <= 0:
+            return False
+        arrived = self._arrivals.setdefault(key, asyncio.Event())
+        arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await arrived.wait()
+        return True
 
     async def _slide(
         self,
@@ -527,8 +557,10 @@ class Outbox:
         try:
             outgoing = await self._outgoing(item)
             if outgoing is None:
-                await self.db.transact(lambda c: _delete(c, item))
-                self._uncount(item)
+                done = [item, *item.replaces]
+                await self.db.transact(lambda c: _delete(c, *done))
+                for i in done:
+                    self._uncount(i)
                 return None
             began = time.perf_counter()
             async with asyncio.timeout(SEND_TIMEOUT):
@@ -571,6 +603,9 @@ class Outbox:
             return delay
         self._records.add(item, remote_id)
         self._uncount(item)
+        for earlier in item.replaces:  # said by this one's line (`editwindow`)
+            self._records.add(earlier, "")
+            self._uncount(earlier)
         stats.sent += 1
         bound.debug("relayed", event_id=item.event.id, remote_id=remote_id)
         return None
@@ -583,13 +618,21 @@ class Outbox:
         event = item.event
         target: RemoteId | None = None
         reply_to: RemoteId | None = None
-        if isinstance(event, Edit | Delete):
+        caps = self.adapters[item.network].capabilities
+        if isinstance(event, Edit) and not caps.edits:
+            correction = as_correction(event, caps)
+            if correction is None:
+                return None  # nothing visible changed: nothing to say
+            event = correction
+        elif isinstance(event, Edit | Delete):
             target = await self.ids.remote_for(event.target, item.network, item.room)
             if target is None:
                 if isinstance(event, Delete):
                     return None  # its message never reached this room: nothing to delete
-                adapter = self.adapters[item.network]
-                event = as_correction(event, adapter.capabilities)
+                correction = as_correction(event, caps)
+                if correction is None:
+                    return None
+                event = correction
         elif isinstance(event, Message) and event.reply_to is not None:
             reply_to = await self.ids.remote_for(event.reply_to, item.network, item.room)
         elif isinstance(event, Reaction):
@@ -622,20 +665,24 @@ class Outbox:
         return (said.origin.network, said.origin.room) == (item.network, item.room)
 
     async def _fail(self, item: Item, reason: str, bound: Any) -> None:
+        done = [item, *item.replaces]
+
         def w(conn: sqlite3.Connection) -> None:
             # The payload goes: the archive holds the event and this failure, and a copy
             # kept here would outlive the archive's retention and encryption.
-            conn.execute(
-                "UPDATE outbox SET state = 'failed', payload = '', attempts = ?, last_error = ?"
-                " WHERE seq = ?",
-                (item.attempts, reason, item.seq),
-            )
-            self.recorder.record_delivery(
-                conn, item.event.id, item.dest, remote_id=None, error=reason
-            )
+            for i in done:
+                conn.execute(
+                    "UPDATE outbox SET state = 'failed', payload = '', attempts = ?,"
+                    " last_error = ? WHERE seq = ?",
+                    (item.attempts, reason, i.seq),
+                )
+                self.recorder.record_delivery(
+                    conn, i.event.id, i.dest, remote_id=None, error=reason
+                )
 
         await self.db.transact(w)
-        self._uncount(item)
+        for i in done:
+            self._uncount(i)
         self.stats.setdefault(item.network, OutboxStats()).failed += 1
         bound.error("send_failed", event_id=item.event.id, error=reason)
 
@@ -666,5 +713,7 @@ def _target_in_flight(
     return isinstance(event, Reaction) and any(i.event.id == event.target for i, _ in inflight)
 
 
-def _delete(conn: sqlite3.Connection, item: Item) -> None:
-    conn.execute("DELETE FROM outbox WHERE seq = ? AND txn_id = ?", (item.seq, item.txn_id))
+def _delete(conn: sqlite3.Connection, *items: Item) -> None:
+    conn.executemany(
+        "DELETE FROM outbox WHERE seq = ? AND txn_id = ?", [(i.seq, i.txn_id) for i in items]
+    )

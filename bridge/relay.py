@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from imbridge import codec, direct, reactions
+from imbridge import authorship, codec, direct, reactions, textlinks
 from imbridge.adapter import Adapter, NetworkConfig
 from imbridge.archive import NullRecorder, Recorder
 from imbridge.archive.sealing import Sealer
@@ -62,6 +62,7 @@ from imbridge.shedding import Shedding
 if TYPE_CHECKING:
     from imbridge.hooks.engine import Hooks
     from imbridge.membership_relay import MembershipRelay
+    from imbridge.textlinks import TextLinks
 
 log = structlog.get_logger("imbridge.relay")
 
@@ -91,6 +92,8 @@ class Setup:
     log_text: bool = False
     hooks: Hooks | None = None
     """The policy hooks (`policy.hooks`), asked after the rules; None when there are none."""
+    moderator_deletes: bool = False
+    """`policy.relay_moderator_deletes`: a deletion by another sender crosses too."""
 
 
 class Relay:
@@ -104,8 +107,12 @@ class Relay:
         *,
         on_event: Callable[[Event, list[tuple[Destination, Decision]]], None] | None = None,
         sealer: Sealer | None = None,
+        text_links: TextLinks | None = None,
     ) -> None:
         self.db = db
+        self.text_links = text_links
+        """Links long messages' full text for networks that read in lines (`textlinks`);
+        None without `bridge.http.public_url`: every line is sent then."""
         self.sealer = sealer or outbox.sealer
         """Seals the quoting copies in `messages` (the outbox's sealer by default)."""
         self.setup = setup
@@ -303,14 +310,26 @@ class Relay:
         if isinstance(event, Message | Edit):
             confined = event
             event = await slot.read(lambda conn: confined_sync(conn, confined))
+        previous = await self._original(event, slot)
+        if isinstance(previous, Ignored) and isinstance(event, Edit | Delete):
+            return await self._commit_refused(event, previous, stats, slot), [], []
+        previous = previous if isinstance(previous, Message) else None
         quoted = await self._quoted(event, slot)
-        decisions, items, notice = self._plan(event, quoted, stats, pre)
+        # A correction line quotes the words an edit changed: only where the rules alone
+        # decide what crossed (`decide` below), since hooks are not asked about the
+        # earlier text, and one that redacted it would otherwise see its words quoted.
+        diffable = isinstance(event, Edit) and not self.setup.hooks
+        decisions, items, notice = self._plan(
+            event, quoted, stats, pre, previous=previous if diffable else None
+        )
+        long_texts = self._link_long(items)
 
         def commit(conn: sqlite3.Connection) -> bool:
             if not _first_sighting(conn, event):
                 return False  # replayed by the adapter after a restart, or our own echo
-            if isinstance(event, Message):
-                self._keep_for_quoting(conn, event)
+            self._keep_sync(conn, event, previous)
+            for key, text in long_texts:
+                textlinks.store_sync(conn, key, event.id, text, self.sealer)
             if isinstance(event, Reaction):
                 reactions.record_sync(conn, event, self.sealer)
             self.recorder.record_event(conn, event, decisions)
@@ -349,6 +368,67 @@ class Relay:
 
         return await slot.run(commit)
 
+    def _link_long(self, items: list[Item]) -> list[tuple[str, str]]:
+        """Turns each message too long for its destination's lines into its first lines
+        and a link (see `textlinks`); returns the full texts to keep, by key."""
+        links = self.text_links
+        kept: list[tuple[str, str]] = []
+        if links is None:
+            return kept
+        for item in items:
+            adapter = self.adapters.get(item.network)
+            shown = item.event
+            if adapter is None or not isinstance(shown, Message):
+                continue
+            caps = adapter.capabilities
+            if not textlinks.too_long(shown.text, caps):
+                continue
+            key = textlinks.key_for(item.txn_id)
+            text = textlinks.head(shown.text, caps, links.link(key))
+            item.event = dataclasses.replace(shown, text=text, rich=None)
+            kept.append((key, shown.text))
+        return kept
+
+    async def _commit_refused(
+        self, event: Edit | Delete, refused: Ignored, stats: RelayStats, slot: Slot
+    ) -> bool:
+        """An edit or deletion of someone else's message (see `authorship`): archived
+        with the decision `ignored` and why, relayed nowhere."""
+        committed = await self._commit_ignored(event, refused, slot)
+        if committed:
+            stats.ignored += 1
+            origin = event.origin
+            log.info(
+                "edit_not_relayed",
+                network=origin.network,
+                room=origin.room,
+                event_id=event.id,
+                rule=refused.rule,
+                reason=refused.reason,
+            )
+        return committed
+
+    async def _original(self, event: Event, slot: Slot) -> Message | Ignored | None:
+        """For an edit or deletion, the message it targets, or why it may not cross (see
+        `authorship`); None for other events."""
+        if not isinstance(event, Edit | Delete):
+            return None
+        changed = event
+        original = await slot.read(lambda c: authorship.original(c, changed, self.sealer))
+        moderated = self.setup.moderator_deletes
+        return authorship.check(changed, original, moderator_deletes=moderated) or original
+
+    def _keep_sync(self, conn: sqlite3.Connection, event: Event, edited: Message | None) -> None:
+        """A message's quoting copy; for an edit, its target's copy updated to the new
+        text, so a reply quotes what it reads now and the next edit's correction line
+        says what changed since this one."""
+        if isinstance(event, Message):
+            self._keep_for_quoting(conn, event)
+        elif isinstance(event, Edit) and edited is not None:
+            now = dataclasses.replace(edited, text=event.text)
+            payload = self.sealer.seal(codec.dumps(now), table="messages", key=now.id)
+            conn.execute("UPDATE messages SET payload = ? WHERE event_id = ?", (payload, now.id))
+
     def _keep_for_quoting(self, conn: sqlite3.Connection, event: Message) -> None:
         """What a reply's quote needs of its original (sender and text), sealed with the
         archive key when one is set; retention deletes it with the archive's records."""
@@ -364,6 +444,8 @@ class Relay:
         quoted: Message | None,
         stats: RelayStats,
         pre: Mapping[Destination, Decision] | None = None,
+        *,
+        previous: Message | None = None,
     ) -> tuple[list[tuple[Destination, Decision]], list[Item], tuple[Message, Decision] | None]:
         """The decision for every destination, the deliveries they allow (with the notice
         to the sender, if one is due), and that notice with the decision it explains."""
@@ -409,7 +491,15 @@ class Relay:
                 shown = (
                     dataclasses.replace(quoted, text=decision.quoted) if decision.quoted else None
                 )
-            shaped = adapter and render(decision.event, route, adapter.capabilities, quoted=shown)
+            before = None
+            if previous is not None:
+                # What the edited message read there: under policy too, so a correction
+                # line never quotes words a rule kept from that destination.
+                was = decide(previous, route.dest, policy).event
+                before = was.text if isinstance(was, Message) else None
+            shaped = adapter and render(
+                decision.event, route, adapter.capabilities, quoted=shown, previous=before
+            )
             if shaped:
                 items.append(
                     Item(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import assert_never
 
+from imbridge import corrections
 from imbridge.adapter import Capabilities
 from imbridge.events import (
     Delete,
@@ -81,12 +82,22 @@ def short(text: str, limit: int = QUOTE_CHARS) -> str:
 
 
 def render(  # noqa: PLR0911 - one return per event kind
-    event: Event, route: Route, caps: Capabilities, *, quoted: Message | None = None
+    event: Event,
+    route: Route,
+    caps: Capabilities,
+    *,
+    quoted: Message | None = None,
+    previous: str | None = None,
 ) -> Event | None:
     """The event as `route.dest` should receive it, or None if it has nothing to show
     there (a join, a reaction where reactions are not shown, a removed reaction where
     they are lines, or a delete where messages cannot be deleted). `quoted` is a reply's
-    original or a reaction's target, as policy lets it be shown there."""
+    original or a reaction's target, as policy lets it be shown there.
+
+    An edit for a destination that cannot edit stays an Edit here, carrying `previous`
+    (what its target read before, when the core knows it): the outbox turns it into a
+    correction line when it sends it (`as_correction`), after coalescing the quick edits
+    of one message that wait behind it (`Capabilities.edit_window`)."""
     prefix = "" if caps.speaks_as_sender else prefix_for(event.origin, route, caps)
     match event:
         case Message():
@@ -100,11 +111,14 @@ def render(  # noqa: PLR0911 - one return per event kind
                     body_start=min(len(prefix), len(text)),
                 )  # fmt: skip
             shown = prefix + event.text
-            return as_correction(
-                dataclasses.replace(event, text=shown, body_start=len(prefix),
-                                    mentions=shifted(event.mentions, len(prefix), shown)),
-                caps,
-            )  # fmt: skip
+            return dataclasses.replace(
+                event,
+                text=shown,
+                rich=None,
+                previous=prefix + previous if previous else "",
+                body_start=len(prefix),
+                mentions=shifted(event.mentions, len(prefix), shown),
+            )
         case Delete():
             return event if caps.deletes else None
         case Topic():
@@ -121,11 +135,22 @@ def render(  # noqa: PLR0911 - one return per event kind
     return None
 
 
-def as_correction(shown: Edit, caps: Capabilities) -> Message:
-    """An edit that cannot be shown as one, as a line saying what the message now reads.
-    `shown` is the edit as the destination would show it (its sender prefix included),
-    so the line is the same whether the destination cannot edit at all (here) or the
-    outbox finds the edited message never reached it."""
+def as_correction(shown: Edit, caps: Capabilities) -> Message | None:
+    """An edit that cannot be shown as one, as a line saying what changed: the changed
+    words for a small change (`* nick corrected: "teh" -> "the"`), else what the message
+    now reads; None for an edit that changes nothing visible, which is not sent.
+    `shown` is the edit as the destination would show it (its sender prefix included,
+    and `previous` with the same prefix when known), so the line is the same whether the
+    destination cannot edit at all or the outbox finds the edited message never reached
+    it."""
+    if shown.previous:
+        found = corrections.changes(shown.previous, shown.text)
+        if found == []:
+            return None
+        if found is not None:
+            who = clean_nick(shown.origin.sender.name or shown.origin.sender.id)
+            text = _fit(f"* {who} corrected: {corrections.describe(found)}", caps)
+            return Message(id=shown.id, origin=shown.origin, text=text)
     lead = "* corrected: "
     text = _fit(lead + shown.text, caps)
     return Message(id=shown.id, origin=shown.origin, text=text,

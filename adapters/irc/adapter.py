@@ -26,7 +26,7 @@ from imbridge.adapter import Capabilities, Cursors, EventSink, NetworkConfig, Ou
 from imbridge.adapters.irc.config import IrcConfig
 from imbridge.adapters.irc.connection import ConnectionState, Link
 from imbridge.adapters.irc.proto import wire
-from imbridge.adapters.irc.proto.lines import Mask, max_text_bytes
+from imbridge.adapters.irc.proto.lines import Mask, line_bytes
 from imbridge.adapters.irc.proto.names import irc_lower
 from imbridge.adapters.irc.proto.roster import Roster
 from imbridge.adapters.irc.reactions import ReactionSender
@@ -38,6 +38,10 @@ from imbridge.errors import AdapterError, RetryableSendError
 from imbridge.events import Reaction, RemoteId
 from imbridge.sanitize import clean_nick
 from imbridge.tasks import TaskTree
+
+LONGEST_TEXT = 65_536
+"""Bytes of one relayed message: above what any other network sends in one (a Matrix
+event is at most 64 KiB), so nothing is cut on its way to IRC (see `proto.lines`)."""
 
 
 class IrcAdapter:
@@ -60,7 +64,10 @@ class IrcAdapter:
             replies=False,
             attachments=False,
             formatting="irc",
-            max_text_bytes=max_text_bytes(self._link.mask, config.max_lines),
+            max_text_bytes=LONGEST_TEXT,
+            max_lines=config.max_lines,
+            line_bytes=line_bytes(self._link.mask),
+            edit_window=config.edit_window,
             reactions="native",  # +draft/react, or gathered lines (`reactions`)
         )
         self._roster = Roster()

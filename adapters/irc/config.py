@@ -115,7 +115,12 @@ class IrcConfig(NetworkConfig):
     rejoin_on_kick: bool = True
     rejoin_delay: float = Field(default=5.0, ge=0)
     max_lines: int = Field(default=5, ge=1, le=100)
-    """Most wire lines one relayed message may take; the rest is replaced by a notice."""
+    """Wire lines one relayed message may take before, when `bridge.http.public_url` is
+    set, it is sent as its first lines and a link to its full text; without a public URL
+    every line is sent, paced by flood control. Nothing is ever cut."""
+    edit_window: float = Field(default=3.0, ge=0, le=60)
+    """Seconds a correction line waits for further edits of the same message, so quick
+    fixes become one line (nothing else waiting behind it is delayed); 0: at once."""
     flood: FloodConfig = FloodConfig()
     capabilities: tuple[str, ...] = (
         "server-time",

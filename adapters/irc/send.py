@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Container, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -113,10 +113,13 @@ class Writer:
         target: str,
         conn: Connection | None,
         timeout: float,
+        delivered: Callable[[str], None] | None = None,
     ) -> list[str]:
         """Queues `lines` for channel `target` (folded) and returns, for each, the id the
-        server gave it ("" without one) once all are delivered. Lines not yet written
-        when `timeout` runs out are withdrawn and RetryableSendError raised."""
+        server gave it ("" without one) once all are delivered; `delivered` hears of each
+        line as it is, in order. Lines not yet written when `timeout` passes without a
+        line delivered are withdrawn and RetryableSendError raised: a long message paced
+        by flood control takes as long as it takes, a stalled one does not."""
         loop = asyncio.get_running_loop()
         entries = [
             OutLine(line, echo=echo, target=target, future=loop.create_future()) for line in lines
@@ -127,9 +130,17 @@ class Writer:
             pass  # all written already
         else:
             self._wake.set()
+        ids: list[str] = []
         try:
-            async with asyncio.timeout(timeout):
-                return [await e.future for e in entries if e.future is not None]
+            async with asyncio.timeout(timeout) as deadline:
+                for e in entries:
+                    if e.future is None:
+                        continue
+                    ids.append(await e.future)
+                    deadline.reschedule(loop.time() + timeout)
+                    if delivered is not None:
+                        delivered(ids[-1])
+                return ids
         except TimeoutError:
             for e in entries:
                 e.cancelled = True
@@ -186,12 +197,12 @@ class Writer:
             self._queue.popleft()
             conn.send_raw(entry.line)
             self.window.sent(size)
-            if self.window.wants_mark():
-                self.mark(conn)
             if entry.echo:
                 self._echoes.append(entry)
             elif entry.future is not None:
                 self._unmarked.append(entry)
+            if self.window.wants_mark():  # after the line is counted: the mark covers it
+                self.mark(conn)
         if self._unmarked and conn.connected:
             self.mark(conn)  # ask the server to confirm what was just written
         return 0.0
@@ -269,6 +280,25 @@ class Writer:
         self._echoes.clear()
 
 
+@dataclass(slots=True)
+class Progress:
+    """How far a long item got before its send was cut (timeout, lost connection): its
+    retry goes on from the first line not delivered instead of repeating the others."""
+
+    lines: tuple[str, ...]
+    done: int = 0
+    first_id: str = ""
+
+    def delivered(self, remote_id: str) -> None:
+        self.done += 1
+        self.first_id = self.first_id or remote_id
+
+
+PROGRESS_KEPT = 64
+"""Items cut mid-way whose progress is remembered; the oldest is forgotten (and then
+sent again whole) past it, so a network that refuses everything costs no memory."""
+
+
 class Transmitter:
     """`send` of the adapter contract: where the item may go, the lines that say it, and
     the id the server gave the first of them."""
@@ -291,6 +321,7 @@ class Transmitter:
         self._link = link
         self._rooms = rooms
         self._writer = writer
+        self._progress: OrderedDict[str, Progress] = OrderedDict()
 
     async def send(self, item: Outgoing) -> RemoteId:
         if not self._link.connected:
@@ -308,21 +339,25 @@ class Transmitter:
                 event,
                 item.room,
                 mask=self._link.mask,
-                max_lines=self.config.max_lines,
                 tags=tags,
             )
         except (NotSendable, wire.UnsafeLine) as exc:
             raise PermanentSendError(f"{self.name}: {exc}") from None
-        if out.truncated_lines:
-            log.info(
-                "message_truncated", network=self.name, room=item.room, lines=out.truncated_lines
-            )
+        progress = self._progress.pop(item.txn_id, None) or Progress(out.lines)
         s = self._link.current
-        ids = await self._writer.send(
-            out.lines,
-            echo=self._link.enabled("echo-message") and out.is_message,
-            target=folded,
-            conn=s.conn if s is not None else None,
-            timeout=self.config.send_timeout,
-        )
-        return RemoteId(next((i for i in ids if i), item.txn_id))
+        try:
+            await self._writer.send(
+                progress.lines[progress.done :],
+                echo=self._link.enabled("echo-message") and out.is_message,
+                target=folded,
+                conn=s.conn if s is not None else None,
+                timeout=self.config.send_timeout,
+                delivered=progress.delivered,
+            )
+        except BaseException:
+            if 0 < progress.done < len(progress.lines):
+                self._progress[item.txn_id] = progress
+                while len(self._progress) > PROGRESS_KEPT:
+                    self._progress.popitem(last=False)
+            raise
+        return RemoteId(progress.first_id or item.txn_id)

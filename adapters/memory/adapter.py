@@ -60,6 +60,9 @@ class MemoryAdapter:
             max_text_bytes=caps.max_text_bytes,
             send_window=caps.send_window,
             reactions=caps.reactions,
+            edit_window=caps.edit_window,
+            max_lines=caps.max_lines,
+            line_bytes=caps.line_bytes,
         )
         self._session = Session(self.hub)
         self._receiver = Receiver(name, config, cursors)

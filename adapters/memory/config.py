@@ -22,6 +22,9 @@ class MemoryCapabilities(BaseModel):
     max_text_bytes: int = 65536
     send_window: int = 1
     reactions: Literal["native", "text", "none"] = "none"
+    edit_window: float = 0.0
+    max_lines: int = 0
+    line_bytes: int = 0
 
 
 class MemoryConfig(NetworkConfig):

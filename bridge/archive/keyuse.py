@@ -28,6 +28,7 @@ RELAY_TABLES = (
     ("messages", "event_id", "payload"),
     ("outbox", "txn_id", "payload"),
     ("reactions", "event_id", "key"),
+    ("long_texts", "key", "payload"),
 )
 """Each sealed column of the relay's tables, with the row key its seal is bound to."""
 

@@ -12,12 +12,12 @@ A hold covers an event whose origin (network, room, sender) or one of whose dest
 deliveries) is kept.
 
 The purge also deletes what the relay keeps beside the archive (the quoting copies in
-`messages`, the id map, failed outbox rows) past the same cutoff, except a held event's,
-in the same transaction; and it leaves no word behind: the state database runs with
-`secure_delete` (deleted rows are zeroed), the full-text index is optimised (FTS5 keeps
-deleted documents' words in its segments until they merge; SQLite 3.40 has no FTS5
-secure-delete), and the caller truncates the WAL after the commit (`truncate_wal`), which
-otherwise still holds the pages as they were.
+`messages`, the id map, failed outbox rows, long messages' full text) past the same
+cutoff, except a held event's, in the same transaction; and it leaves no word behind:
+the state database runs with `secure_delete` (deleted rows are zeroed), the full-text
+index is optimised (FTS5 keeps deleted documents' words in its segments until they
+merge; SQLite 3.40 has no FTS5 secure-delete), and the caller truncates the WAL after
+the commit (`truncate_wal`), which otherwise still holds the pages as they were.
 """
 
 from __future__ import annotations
@@ -202,6 +202,12 @@ def purge_relay_state(conn: sqlite3.Connection, cutoff_s: float, held: set[str])
         deleted += conn.execute(
             "DELETE FROM direct_replies WHERE replied < ?", (cutoff_s,)
         ).rowcount
+    if "long_texts" in names:  # long messages' full text behind their links
+        rows = conn.execute(
+            "SELECT key, event_id FROM long_texts WHERE created < ?", (cutoff_s,)
+        ).fetchall()
+        texts = [(k,) for k, e in rows if e not in held]
+        deleted += conn.executemany("DELETE FROM long_texts WHERE key = ?", texts).rowcount
     return deleted
 
 

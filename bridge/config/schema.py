@@ -71,7 +71,9 @@ class HttpConfig(Strict):
     public_url: str | None = None
     """The address by which chat users reach `listen` (often through a reverse proxy).
     Set, attachments from networks whose media needs credentials (Matrix authenticated
-    media) are relayed as signed links to the bridge's own `/media/` route."""
+    media) are relayed as signed links to the bridge's own `/media/` route, and a message
+    past an IRC network's `max_lines` as its first lines and a signed `/text/` link to its
+    full text (kept as long as the archive keeps its records)."""
 
     @field_validator("listen")
     @classmethod
@@ -329,6 +331,10 @@ class Policy(Strict):
     rules: tuple[Rule, ...] = ()
     hooks: tuple[PolicyHook, ...] = ()
     """Asked after barriers and rules, for the destinations they did not deny."""
+    relay_moderator_deletes: bool = False
+    """Whether a deletion by someone other than a message's author (a Matrix moderator's
+    redaction) removes the message's copies elsewhere too; by default it is archived
+    only, since a moderator of one room has no say over the others (`authorship`)."""
 
     @field_validator("hooks")
     @classmethod

@@ -24,7 +24,7 @@ from imbridge.events import (
     Sender,
 )
 from imbridge.policy import Destination
-from imbridge.render import render, short
+from imbridge.render import as_correction, render, short
 from imbridge.richtext import clean, escape, to_plain
 from imbridge.router import Route
 from imbridge.sanitize import clean_nick, clean_text, decode_wire, truncate_utf8
@@ -159,8 +159,10 @@ def test_a_destination_that_speaks_as_the_sender_gets_no_prefix() -> None:
     shown = render(hello, route, puppets)
     assert isinstance(shown, Message)
     assert (shown.text, shown.rich) == ("hi", "<b>hi</b>")
-    corrected = render(fix, route, puppets)
-    assert isinstance(corrected, Message)
+    shaped = render(fix, route, puppets)
+    assert isinstance(shaped, Edit)  # the outbox makes the line, after the edit window
+    corrected = as_correction(shaped, puppets)
+    assert corrected is not None
     assert corrected.text == "* corrected: hi!"
     prefixed = render(hello, route, caps)
     assert isinstance(prefixed, Message)

@@ -25,6 +25,7 @@ gateways:
     rooms:
       - {{network: a, room: "#x"}}
       - {{network: b, room: "#y"}}
+policy: {{relay_moderator_deletes: true}}
 """
 
 

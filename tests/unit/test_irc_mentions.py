@@ -9,9 +9,9 @@ from imbridge.adapters.irc.proto.lines import Mask
 from imbridge.adapters.irc.proto.mentions import with_nicks
 from imbridge.adapters.irc.proto.translate import to_wire
 from imbridge.adapters.matrix.proto.translate import parse_event, to_core
-from imbridge.events import EventId, Message
+from imbridge.events import Edit, EventId, Message
 from imbridge.policy import Destination
-from imbridge.render import render
+from imbridge.render import as_correction, render
 from imbridge.router import Route
 
 IRC = Capabilities(edits=False, deletes=False, replies=False, attachments=False,
@@ -31,7 +31,7 @@ def line_on_irc(formatted_body: str, body: str, nicks: set[str]) -> str:
     assert isinstance(event, Message)
     shown = render(event, ROUTE, IRC)
     assert isinstance(shown, Message)
-    out = to_wire(with_nicks(shown, nicks), "#c", mask=Mask("relay"), max_lines=5)
+    out = to_wire(with_nicks(shown, nicks), "#c", mask=Mask("relay"))
     return out.lines[0]
 
 
@@ -67,7 +67,9 @@ def test_a_corrected_pill_still_reaches_irc_as_the_nick() -> None:
     assert parsed is not None
     edit = to_core(parsed, event_id=EventId("f"), network="mx", room="!r", sender_name="alice",
                    target=EventId("e"))  # fmt: skip
-    shown = render(edit, ROUTE, IRC) if edit is not None else None
+    rendered = render(edit, ROUTE, IRC) if edit is not None else None
+    assert isinstance(rendered, Edit)  # the outbox words it when it sends it
+    shown = as_correction(rendered, IRC)
     assert isinstance(shown, Message)
-    out = to_wire(with_nicks(shown, {"dave"}), "#c", mask=Mask("relay"), max_lines=5)
+    out = to_wire(with_nicks(shown, {"dave"}), "#c", mask=Mask("relay"))
     assert out.lines[0] == "PRIVMSG #c :* corrected: <alice@mx> dave: now?"

@@ -68,27 +68,26 @@ def check_wire_safe(lines: tuple[str, ...], mask: Mask = MASK) -> None:
 
 
 def test_text_emote_and_notice_become_privmsg_action_and_notice() -> None:
-    out = to_wire(msg("<alice@xm> hi"), "#c", mask=MASK, max_lines=5)
+    out = to_wire(msg("<alice@xm> hi"), "#c", mask=MASK)
     assert out.lines == ("PRIVMSG #c :<alice@xm> hi",)
     emote = to_wire(msg("<alice@xm> waves", kind=MessageKind.EMOTE), "#c",
-                             mask=MASK, max_lines=5)  # fmt: skip
+                             mask=MASK)  # fmt: skip
     assert emote.lines == ("PRIVMSG #c :\x01ACTION <alice@xm> waves\x01",)
-    notice = to_wire(msg("note", kind=MessageKind.NOTICE), "#c", mask=MASK,
-                              max_lines=5)  # fmt: skip
+    notice = to_wire(msg("note", kind=MessageKind.NOTICE), "#c", mask=MASK)  # fmt: skip
     assert notice.lines == ("NOTICE #c :note",)
 
 
 def test_rich_text_becomes_mirc_codes_and_attachments_their_urls() -> None:
     event = msg("<alice@xm> hi bold", rich=RichText("&lt;alice@xm&gt; hi <b>bold</b>"),
                 attachments=(Attachment(url="https://f.example/cat.png"),))  # fmt: skip
-    out = to_wire(event, "#c", mask=MASK, max_lines=5)
+    out = to_wire(event, "#c", mask=MASK)
     assert out.lines == ("PRIVMSG #c :<alice@xm> hi \x02bold",
                          "PRIVMSG #c :https://f.example/cat.png")  # fmt: skip
 
 
 def test_injection_attempts_stay_inside_the_text() -> None:
     text = "hi\r\nQUIT :bye\rJOIN #evil\0\x01ACTION x\x01 PRIVMSG #other :pwned"
-    out = to_wire(msg(text), "#c", mask=MASK, max_lines=5)
+    out = to_wire(msg(text), "#c", mask=MASK)
     check_wire_safe(out.lines)
     assert all(line.startswith("PRIVMSG #c :") for line in out.lines)
     assert trailing_texts(out.lines) == ["hi", "QUIT :bye", "JOIN #evilACTION x PRIVMSG "
@@ -97,7 +96,7 @@ def test_injection_attempts_stay_inside_the_text() -> None:
 
 def test_long_text_splits_on_word_boundaries_and_reopens_formatting() -> None:
     words = " ".join(f"word{i}" for i in range(200))
-    out = build_lines("\x02" + words, "#c", mask=MASK, max_lines=50)
+    out = build_lines("\x02" + words, "#c", mask=MASK)
     check_wire_safe(out.lines)
     texts = trailing_texts(out.lines)
     assert len(texts) > 2
@@ -108,19 +107,16 @@ def test_long_text_splits_on_word_boundaries_and_reopens_formatting() -> None:
 
 def test_multibyte_text_is_never_cut_inside_a_character_or_before_a_combining_mark() -> None:
     text = "e\u0301" * 400 + "👍🏽" * 100
-    out = build_lines(text, "#c", mask=MASK, max_lines=50)
+    out = build_lines(text, "#c", mask=MASK)
     check_wire_safe(out.lines)
     texts = trailing_texts(out.lines)
     assert "".join(texts) == text
     assert not any(t[0] == "\u0301" for t in texts)
 
 
-def test_lines_past_the_limit_are_replaced_by_a_notice() -> None:
-    out = to_wire(msg("\n".join(f"l{i}" for i in range(12))), "#c", mask=MASK,
-                           max_lines=5)  # fmt: skip
-    assert out.lines[:5] == tuple(f"PRIVMSG #c :l{i}" for i in range(5))
-    assert out.lines[5] == "NOTICE #c :[7 more lines not shown]"
-    assert out.truncated_lines == 7
+def test_every_line_of_a_long_message_is_sent() -> None:
+    out = to_wire(msg("\n".join(f"l{i}" for i in range(120))), "#c", mask=MASK)
+    assert out.lines == tuple(f"PRIVMSG #c :l{i}" for i in range(120))
 
 
 def test_a_known_host_leaves_more_room_per_line() -> None:
@@ -134,22 +130,20 @@ def test_a_known_host_leaves_more_room_per_line() -> None:
 def test_delete_cannot_be_sent_and_other_events_have_a_text_form() -> None:
     with pytest.raises(NotSendable):
         to_wire(Delete(id=EventId("d"), origin=ORIGIN, target=EventId("e1")), "#c",
-                         mask=MASK, max_lines=5)  # fmt: skip
+                         mask=MASK)  # fmt: skip
     edit = Edit(id=EventId("x"), origin=ORIGIN, target=EventId("e1"), text="fixed")
-    assert to_wire(edit, "#c", mask=MASK, max_lines=5).lines == ("PRIVMSG #c :fixed",)
+    assert to_wire(edit, "#c", mask=MASK).lines == ("PRIVMSG #c :fixed",)
     topic = Topic(id=EventId("t"), origin=ORIGIN, text="new\ntopic")
-    assert to_wire(topic, "#c", mask=MASK, max_lines=5).lines == ("TOPIC #c :new topic",)
+    assert to_wire(topic, "#c", mask=MASK).lines == ("TOPIC #c :new topic",)
     join = Join(id=EventId("j"), origin=ORIGIN)
-    assert to_wire(join, "#c", mask=MASK, max_lines=5).lines == (
-        "NOTICE #c :*** alice joined on xm",
-    )
+    assert to_wire(join, "#c", mask=MASK).lines == ("NOTICE #c :*** alice joined on xm",)
     away = Presence(id=EventId("p"), origin=ORIGIN, state=PresenceState.AWAY, status="lunch")
-    assert "is away: lunch" in to_wire(away, "#c", mask=MASK, max_lines=5).lines[0]
+    assert "is away: lunch" in to_wire(away, "#c", mask=MASK).lines[0]
 
 
 def test_unsafe_target_is_refused() -> None:
     with pytest.raises(wire.UnsafeLine):
-        to_wire(msg("x"), "#c QUIT", mask=MASK, max_lines=5)
+        to_wire(msg("x"), "#c QUIT", mask=MASK)
 
 
 def test_sasl_plain_payload_is_chunked_at_400_bytes() -> None:
@@ -180,7 +174,7 @@ def test_any_text_gives_wire_safe_lines_that_carry_it_whole_and_in_order(
 ) -> None:
     if not text:
         return
-    out = to_wire(msg(text, kind=kind), target, mask=MASK, max_lines=1_000)
+    out = to_wire(msg(text, kind=kind), target, mask=MASK)
     check_wire_safe(out.lines)
     carried = []
     for seen in trailing_texts(out.lines):
@@ -200,13 +194,11 @@ def test_any_text_gives_wire_safe_lines_that_carry_it_whole_and_in_order(
 
 
 @settings(max_examples=2_000, deadline=None)
-@given(text=NASTY, max_lines=st.integers(1, 6))
-def test_line_limit_holds_for_any_text(text: str, max_lines: int) -> None:
-    out = build_lines(text, "#c", mask=MASK, max_lines=max_lines)
+@given(text=NASTY)
+def test_every_line_of_any_text_is_a_message(text: str) -> None:
+    out = build_lines(text, "#c", mask=MASK)
     check_wire_safe(out.lines)
-    assert len(out.lines) <= max_lines + 1
-    if out.truncated_lines:
-        assert out.lines[-1].startswith("NOTICE #c :[")
+    assert all(line.startswith("PRIVMSG #c :") for line in out.lines)
 
 
 # --- inbound ----------------------------------------------------------------------------

@@ -220,3 +220,20 @@ def test_policy_explain_lists_hooks_after_the_default(tmp_path: Path) -> None:
     assert hook.split()[:2] == ["hook", "dlp"]
     assert "ask, else allow" in hook
     assert "https://dlp.example/v1 within 300 ms" in hook
+
+
+async def test_a_correction_line_never_quotes_words_a_hook_redacted(
+    start_daemon: StartDaemon,
+) -> None:
+    """Only the rules are asked about the text an edit changes: with hooks, a correction
+    line toward a network without edits gives the new text as the hook let it cross."""
+    body = ROOMS.replace("b: {type: memory}", "b: {type: memory, capabilities: {edits: false}}")
+    daemon, hub = await start_daemon(body)
+    use_hooks(daemon, python_hook(Marker()))
+    first = hub.post("#x", "alice", "card 4111 ok")
+    await until(lambda: len(texts(hub, "#y")) == 1)
+    hub.post("#x", "alice", "card 4111 fine", kind="edit", target=first.remote_id)
+    await until(lambda: len(texts(hub, "#y")) == 2)
+    await settle(daemon)
+    assert not any("4111" in t for t in texts(hub, "#y"))
+    assert texts(hub, "#y")[1] == "* corrected: [alice] card [redacted] fine"

@@ -70,7 +70,7 @@ async def test_edit_follows_its_message_or_becomes_a_correction_line(
     assert edit_in_y.target == copy_in_y.remote_id
     assert edit_in_y.text == "[alice] the plan"
     await until(lambda: len(texts(hub, "#z")) == 2)
-    assert texts(hub, "#z")[1] == "* corrected: [alice] the plan"
+    assert texts(hub, "#z")[1] == '* alice corrected: "teh" -> "the"'
 
 
 HELD_BACK = """
@@ -91,18 +91,19 @@ policy:
 """
 
 
-async def test_a_correction_line_reads_the_same_wherever_it_is_made(
+async def test_a_correction_line_says_the_whole_text_where_the_message_never_arrived(
     start_daemon: StartDaemon,
 ) -> None:
-    """#z cannot edit (render makes the line); #y can, but the message never reached
-    it (the outbox makes the line): both read alike."""
+    """#z cannot edit and saw the message: its line names the changed word; #y can
+    edit, but the message never reached it: its line gives the whole text, and never
+    quotes the word the rule kept from it."""
     _, hub = await start_daemon(HELD_BACK)
     original = hub.post("#x", "alice", "teh plan")
     await until(lambda: len(texts(hub, "#z")) == 1)
     hub.post("#x", "alice", "the plan", kind="edit", target=original.remote_id)
     await until(lambda: len(texts(hub, "#z")) == 2 and len(texts(hub, "#y")) == 1)
     assert texts(hub, "#y") == ["* corrected: [alice] the plan"]
-    assert texts(hub, "#z")[1] == "* corrected: [alice] the plan"
+    assert texts(hub, "#z")[1] == '* alice corrected: "teh" -> "the"'
 
 
 async def test_delete_removes_the_relayed_copy_where_deletes_exist(

@@ -65,10 +65,10 @@ async def run_bridges(count: int, conversation: list[tuple[str, str, int]]) -> M
                 target = targets[pick % len(targets)] if targets else None
                 if op == "post" or target is None:
                     originals.append(hub.post(room, "alice", f"text {len(hub.posts)}"))
-                elif op == "edit":
-                    hub.post(room, "alice", "edited", kind="edit", target=target.remote_id)
+                elif op == "edit":  # by its author: nobody else's edit crosses
+                    hub.post(room, target.sender, "edited", kind="edit", target=target.remote_id)
                 elif op == "delete":
-                    hub.post(room, "alice", "", kind="delete", target=target.remote_id)
+                    hub.post(room, target.sender, "", kind="delete", target=target.remote_id)
                 else:
                     originals.append(hub.post(room, "bob", "reply", reply_to=target.remote_id))
                 await quiet(daemons, hub)  # this step relays before the next refers to it

@@ -1,11 +1,14 @@
 """Text → IRC lines that fit the wire: each line cut to the bytes left once the server
-has put the relay's prefix in front of it (RFC 1459 §2.3), at most `max_lines` of them.
+has put the relay's prefix in front of it (RFC 1459 §2.3).
 
 The invariant the hypothesis tests hold this module to: whatever the text, every line
 built holds no CR, LF or NUL, fits 512 bytes with the prefix the server will add, and the
 lines carry the cleaned text whole and in order (aside from formatting codes reopened at
-each split, and blank runs that would fill a line on their own), up to `max_lines`, after
-which a notice says how much was cut. No I/O here.
+each split, and blank runs that would fill a line on their own). Nothing is ever cut:
+IRC users asked for years to read long messages in full (matterbridge #1766,
+matrix-appservice-irc #488). A message too long for `max_lines` reaches IRC as its first
+lines and a link to the full text, made by the core (`imbridge.textlinks`) before the
+message is queued, or as every line, paced by flood control. No I/O here.
 """
 
 from __future__ import annotations
@@ -104,7 +107,6 @@ class Outbound:
     commands that are not."""
 
     lines: tuple[str, ...]
-    truncated_lines: int = 0
     is_message: bool = True
 
 
@@ -115,25 +117,20 @@ def build_lines(
     command: str = "PRIVMSG",
     action: bool = False,
     mask: Mask,
-    max_lines: int,
     tags: dict[str, str] | None = None,
 ) -> Outbound:
-    """Splits `body` into at most `max_lines` wire lines (plus one notice saying how
-    many were cut); `body` may hold LF and mIRC codes, any other control is dropped."""
+    """Splits `body` into as many wire lines as it takes; `body` may hold LF and mIRC
+    codes, any other control is dropped."""
     budget = text_budget(mask, command, target, action=action)
     pieces: list[str] = []
     for raw in body.split("\n"):
         text = _clean_keeping_codes(raw)
         pieces.extend(split_line(text, budget))
-    kept, cut = pieces[:max_lines], len(pieces) - max_lines
     lines = []
-    for piece in kept:
+    for piece in pieces:
         text = f"\x01ACTION {piece}\x01" if action else piece
         lines.append(wire.build(command, target, trailing=text, tags=tags))
-    if cut > 0:
-        note = f"[{cut} more line{'s' if cut != 1 else ''} not shown]"
-        lines.append(wire.build("NOTICE", target, trailing=note, tags=tags))
-    return Outbound(tuple(lines), truncated_lines=max(cut, 0))
+    return Outbound(tuple(lines))
 
 
 def _clean_keeping_codes(text: str) -> str:
@@ -144,6 +141,7 @@ def _clean_keeping_codes(text: str) -> str:
     )
 
 
-def max_text_bytes(mask: Mask, max_lines: int, longest_channel: int = 50) -> int:
-    """What a relayed message may hold before this adapter cuts it (Capabilities)."""
-    return max_lines * text_budget(mask, "PRIVMSG", "#" * longest_channel)
+def line_bytes(mask: Mask, longest_channel: int = 50) -> int:
+    """Text bytes one line surely carries (Capabilities.line_bytes): the core counts the
+    lines a message will take with it, to decide when to link the full text instead."""
+    return text_budget(mask, "PRIVMSG", "#" * longest_channel)

@@ -389,7 +389,6 @@ def to_wire(
     target: str,
     *,
     mask: Mask,
-    max_lines: int,
     tags: dict[str, str] | None = None,
 ) -> Outbound:
     """The lines that carry `event` into channel `target`. Raises NotSendable for what
@@ -425,7 +424,6 @@ def to_wire(
         command=command,
         action=action,
         mask=mask,
-        max_lines=max_lines,
         tags=tags,
     )
 
