@@ -24,6 +24,7 @@ from imbridge.events import Message, RemoteId
 
 from . import media
 from .config import MatrixConfig
+from .ghosts import Ghosts
 from .proto.translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
 from .rooms import NETWORK_ERRORS, Rooms
 from .session import Session
@@ -32,8 +33,19 @@ from .session import Session
 class Transmitter:
     """`send` of the adapter contract, through the session's client."""
 
-    def __init__(self, config: MatrixConfig, *, session: Session, rooms: Rooms, log: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: MatrixConfig,
+        *,
+        session: Session,
+        rooms: Rooms,
+        log: Any,
+        ghosts: Ghosts | None = None,
+    ) -> None:
+        self.name = name
         self.config = config
+        self._ghosts = ghosts
         self._session = session
         self._client = session.client
         self._rooms = rooms
@@ -54,18 +66,31 @@ class Transmitter:
         except ValueError as exc:
             raise PermanentSendError(f"matrix: {exc}") from exc
         event = item.event
+        as_user = await self._speaker(item, room_id)
         if self.config.media == "upload" and isinstance(event, Message) and event.attachments:
-            return await self._send_with_media(room_id, item, event)
-        return await self._request(room_id, wire, item.txn_id)
+            return await self._send_with_media(room_id, item, event, as_user)
+        return await self._request(room_id, wire, item.txn_id, as_user)
 
-    async def _send_with_media(self, room_id: str, item: Outgoing, event: Message) -> RemoteId:
+    async def _speaker(self, item: Outgoing, room_id: str) -> str | None:
+        """The ghost an item is sent as in appservice mode: anything said by someone on
+        another network (notices of this network's own, and answers in direct chats,
+        come from the bot)."""
+        origin = item.event.origin
+        if self._ghosts is None or origin.network == self.name or origin.direct:
+            return None
+        sender = origin.sender
+        return await self._ghosts.ready(origin.network, sender.id, sender.name, room_id)
+
+    async def _send_with_media(
+        self, room_id: str, item: Outgoing, event: Message, as_user: str | None
+    ) -> RemoteId:
         """Text first (if any), then one media event per attachment, each with its own
         txn id derived from the item's, so a retry re-sends none of them twice."""
         first: RemoteId | None = None
         if event.text:
             text_item = Outgoing(room=item.room, event=_without_attachments(event),
                                  reply_to=item.reply_to, txn_id=item.txn_id)  # fmt: skip
-            first = await self._request(room_id, to_wire(text_item), item.txn_id)
+            first = await self._request(room_id, to_wire(text_item), item.txn_id, as_user)
         marker = to_wire(item)
         assert isinstance(marker, SendWire)  # noqa: S101 - a Message always sends
         marks = {k: v for k, v in marker.content.items() if k.startswith("org.imbridge")}
@@ -79,7 +104,7 @@ class Transmitter:
                 self._log.warning("attachment_linked", reason=str(exc))
                 link = {"msgtype": "m.text", "body": attachment_lines((att,)), **marks}
                 wire = SendWire(event_type="m.room.message", content=link)
-                rid = await self._request(room_id, wire, f"{item.txn_id}.{i}")
+                rid = await self._request(room_id, wire, f"{item.txn_id}.{i}", as_user)
                 first = first or rid
                 continue
             async with asyncio.timeout(self.config.request_timeout * 3):
@@ -97,12 +122,22 @@ class Transmitter:
                 **marks,
             }
             wire = SendWire(event_type="m.room.message", content=content)
-            rid = await self._request(room_id, wire, f"{item.txn_id}.{i}")
+            rid = await self._request(room_id, wire, f"{item.txn_id}.{i}", as_user)
             first = first or rid
         assert first is not None  # noqa: S101 - a message has text or attachments
         return first
 
-    async def _request(self, room_id: str, wire: Wire, txn_id: str) -> RemoteId:
+    async def _request(
+        self, room_id: str, wire: Wire, txn_id: str, as_user: str | None = None
+    ) -> RemoteId:
+        if as_user is not None and self._ghosts is not None:
+            match wire:
+                case SendWire():
+                    return await self._ghosts.send(
+                        as_user, room_id, wire.event_type, wire.content, txn_id
+                    )
+                case RedactWire():
+                    return await self._ghosts.redact(as_user, room_id, wire.target, txn_id)
         resp: Any
         try:
             async with asyncio.timeout(self.config.request_timeout):
