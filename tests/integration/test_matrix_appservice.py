@@ -1,0 +1,141 @@
+"""Matrix in appservice mode against real Synapse, started with the registration the
+bridge prints: remote senders speak as ghosts of their own, and the transactions the
+homeserver pushes are checked and applied exactly once."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from imbridge.config.load import parse_config
+from imbridge.daemon import Daemon
+from tests.servers.ircd import Ircd, IrcUser
+from tests.servers.synapse import Appservice, SynapseServer, Watcher, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _config(setup: Appservice, ngircd: Ircd, room: str, chan: str, state: Path) -> str:
+    return json.dumps({
+        "bridge": {"state_dir": str(state), "log": {"level": "warning"},
+                   "http": {"listen": setup.listen}},
+        "networks": {"mx": setup.network(), "irc": ngircd.network()},
+        "gateways": {"g": {"rooms": [{"network": "mx", "room": room},
+                                     {"network": "irc", "room": chan}]}},
+        "archive": {"enabled": False},
+    })  # fmt: skip
+
+
+@asynccontextmanager
+async def _bridged(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path, tag: str
+) -> AsyncIterator[tuple[Daemon, Watcher, IrcUser, str, str]]:
+    synapse, setup = synapse_appservice
+    chan = ngircd.channel(tag)
+    ivan = await IrcUser.connect(ngircd, "ivan")
+    try:
+        await ivan.join(chan)
+        async with Watcher(synapse, synapse.register()) as alice:
+            room = await alice.create_room(invite=[setup.bot])
+            config = parse_config(_config(setup, ngircd, room, chan, tmp_path))
+            async with Daemon(config) as daemon:
+                assert await daemon.ready(30)
+                # The bridge relays what follows its own join, which the homeserver
+                # pushes to it: one message through first says it has arrived.
+                await alice.text(room, "warm-up")
+                await wait_for(lambda: ivan.messages(chan), what="warm-up -> IRC")
+                ivan.seen.clear()
+                yield daemon, alice, ivan, room, chan
+    finally:
+        await ivan.close()
+
+
+async def test_irc_message_arrives_on_matrix_from_its_ghost_named_after_the_nick(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    _, setup = synapse_appservice
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "asghost") as (_, alice, ivan,
+                                                                              room, chan):  # fmt: skip
+        ghost = setup.ghost("irc", ivan.nick)
+        ivan.say(chan, "hello from irc")
+        got = await wait_for(lambda: alice.messages(room, sender=ghost), what="IRC -> ghost")
+        assert got[0]["content"]["body"] == "hello from irc"  # no <nick@irc> prefix
+        profile = alice.server.api("GET", f"/_matrix/client/v3/profile/{ghost}",
+                                   token=alice.user.access_token)  # fmt: skip
+        assert profile["displayname"] == ivan.nick
+        # The Matrix side still reaches IRC as before, named after its sender.
+        await alice.text(room, "hi ivan")
+        seen = await wait_for(lambda: ivan.messages(chan), what="Matrix -> IRC")
+        assert seen[0].text.endswith("> hi ivan")
+        # A Matrix reply to the ghost's message reaches IRC as a reply to ivan's line.
+        await alice.send(room, {"msgtype": "m.text", "body": "> <x> hello from irc\n\nwelcome",
+                                "m.relates_to": {"m.in_reply_to": {"event_id":
+                                                                   got[0]["event_id"]}}})  # fmt: skip
+        lines = await wait_for(lambda: ivan.messages(chan)[1:], what="reply -> IRC")
+        assert "welcome" in lines[0].text
+        assert "hello from irc" in lines[0].text or ivan.nick in lines[0].text
+
+
+async def _push(
+    setup: Appservice, txn: str, events: list[dict[str, Any]], token: str | None
+) -> int:
+    url = f"http://{setup.listen}/networks/mx/_matrix/app/v1/transactions/{txn}"
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(url, json={"events": events}, headers=headers) as resp,
+    ):
+        return resp.status
+
+
+def _event(room: str, sender: str, body: str) -> dict[str, Any]:
+    return {
+        "type": "m.room.message", "room_id": room, "sender": sender,
+        "event_id": f"$test{secrets.token_hex(8)}",
+        "origin_server_ts": int(time.time() * 1000),
+        "content": {"msgtype": "m.text", "body": body},
+    }  # fmt: skip
+
+
+async def test_a_transaction_with_a_wrong_hs_token_is_refused_and_changes_nothing(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    _, setup = synapse_appservice
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "astoken") as (_, alice, ivan,
+                                                                              room, chan):  # fmt: skip
+        sender = alice.user.user_id
+        assert await _push(setup, "t1", [_event(room, sender, "forged")], "wrong") == 403
+        assert await _push(setup, "t2", [_event(room, sender, "forged too")], None) == 401
+        # Nor does a refused id count as seen: the real one with that id is applied.
+        assert await _push(setup, "t1", [_event(room, sender, "sentinel")], setup.hs_token) == 200
+        seen = await wait_for(lambda: ivan.messages(chan), what="sentinel -> IRC")
+        assert [s.text.split("> ", 1)[1] for s in seen] == ["sentinel"]
+
+
+async def test_a_retried_transaction_is_applied_once(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    _, setup = synapse_appservice
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "asretry") as (_, alice, ivan,
+                                                                             room, chan):  # fmt: skip
+        sender = alice.user.user_id
+        first = [_event(room, sender, "once"), _event(room, sender, "twice?")]
+        txn = f"r{secrets.token_hex(4)}"
+        assert await _push(setup, txn, first, setup.hs_token) == 200
+        assert await _push(setup, txn, first, setup.hs_token) == 200
+        # The same events in a new transaction (a homeserver that lost its record of
+        # sending them): recognised by their event ids.
+        assert await _push(setup, txn + "b", first, setup.hs_token) == 200
+        last = [_event(room, sender, "sentinel")]
+        assert await _push(setup, txn + "c", last, setup.hs_token) == 200
+        seen = await wait_for(lambda: ivan.messages(chan)[2:], what="sentinel -> IRC")
+        texts = [s.text.split("> ", 1)[1] for s in ivan.messages(chan)]
+        assert texts == ["once", "twice?", "sentinel"], seen
