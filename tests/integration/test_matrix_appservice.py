@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,19 @@ def _config(setup: Appservice, ngircd: Ircd, room: str, chan: str, state: Path) 
     })  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Scene:
+    daemon: Daemon
+    alice: Watcher
+    ivan: IrcUser
+    room: str
+    chan: str
+
+
 @asynccontextmanager
 async def _bridged(
     synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path, tag: str
-) -> AsyncIterator[tuple[Daemon, Watcher, IrcUser, str, str]]:
+) -> AsyncIterator[Scene]:
     synapse, setup = synapse_appservice
     chan = ngircd.channel(tag)
     ivan = await IrcUser.connect(ngircd, "ivan")
@@ -53,7 +63,7 @@ async def _bridged(
                 await alice.text(room, "warm-up")
                 await wait_for(lambda: ivan.messages(chan), what="warm-up -> IRC")
                 ivan.seen.clear()
-                yield daemon, alice, ivan, room, chan
+                yield Scene(daemon, alice, ivan, room, chan)
     finally:
         await ivan.close()
 
@@ -62,8 +72,8 @@ async def test_irc_message_arrives_on_matrix_from_its_ghost_named_after_the_nick
     synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
 ) -> None:
     _, setup = synapse_appservice
-    async with _bridged(synapse_appservice, ngircd, tmp_path, "asghost") as (_, alice, ivan,
-                                                                              room, chan):  # fmt: skip
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "asghost") as scene:
+        alice, ivan, room, chan = scene.alice, scene.ivan, scene.room, scene.chan
         ghost = setup.ghost("irc", ivan.nick)
         ivan.say(chan, "hello from irc")
         got = await wait_for(lambda: alice.messages(room, sender=ghost), what="IRC -> ghost")
@@ -76,12 +86,11 @@ async def test_irc_message_arrives_on_matrix_from_its_ghost_named_after_the_nick
         seen = await wait_for(lambda: ivan.messages(chan), what="Matrix -> IRC")
         assert seen[0].text.endswith("> hi ivan")
         # A Matrix reply to the ghost's message reaches IRC as a reply to ivan's line.
-        await alice.send(room, {"msgtype": "m.text", "body": "> <x> hello from irc\n\nwelcome",
-                                "m.relates_to": {"m.in_reply_to": {"event_id":
-                                                                   got[0]["event_id"]}}})  # fmt: skip
+        reply_to = {"m.in_reply_to": {"event_id": got[0]["event_id"]}}
+        await alice.send(room, {"msgtype": "m.text", "m.relates_to": reply_to,
+                                "body": "> <x> hello from irc\n\nwelcome"})  # fmt: skip
         lines = await wait_for(lambda: ivan.messages(chan)[1:], what="reply -> IRC")
-        assert "welcome" in lines[0].text
-        assert "hello from irc" in lines[0].text or ivan.nick in lines[0].text
+        assert lines[0].text.endswith(f'(re {ivan.nick}: "hello from irc") welcome')
 
 
 async def _push(
@@ -109,8 +118,8 @@ async def test_a_transaction_with_a_wrong_hs_token_is_refused_and_changes_nothin
     synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
 ) -> None:
     _, setup = synapse_appservice
-    async with _bridged(synapse_appservice, ngircd, tmp_path, "astoken") as (_, alice, ivan,
-                                                                              room, chan):  # fmt: skip
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "astoken") as scene:
+        alice, ivan, room, chan = scene.alice, scene.ivan, scene.room, scene.chan
         sender = alice.user.user_id
         assert await _push(setup, "t1", [_event(room, sender, "forged")], "wrong") == 403
         assert await _push(setup, "t2", [_event(room, sender, "forged too")], None) == 401
@@ -124,8 +133,8 @@ async def test_a_retried_transaction_is_applied_once(
     synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
 ) -> None:
     _, setup = synapse_appservice
-    async with _bridged(synapse_appservice, ngircd, tmp_path, "asretry") as (_, alice, ivan,
-                                                                             room, chan):  # fmt: skip
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "asretry") as scene:
+        alice, ivan, room, chan = scene.alice, scene.ivan, scene.room, scene.chan
         sender = alice.user.user_id
         first = [_event(room, sender, "once"), _event(room, sender, "twice?")]
         txn = f"r{secrets.token_hex(4)}"
