@@ -4,6 +4,7 @@ homeserver pushes are checked and applied exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
+from tests.integration.fault_helpers import BridgeProcess, exactly_once_in_order, matrix_bodies
 from tests.servers.ircd import Ircd, IrcUser
 from tests.servers.synapse import Appservice, SynapseServer, Watcher, wait_for
 
@@ -148,3 +150,44 @@ async def test_a_retried_transaction_is_applied_once(
         seen = await wait_for(lambda: ivan.messages(chan)[2:], what="sentinel -> IRC")
         texts = [s.text.split("> ", 1)[1] for s in ivan.messages(chan)]
         assert texts == ["once", "twice?", "sentinel"], seen
+
+
+async def test_sigkill_during_a_stream_of_irc_messages_into_matrix_posts_each_once(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    """The bridge process is killed while ghosts post 200 IRC lines; after a restart
+    every line is in the room once, in order: what was queued survives on disk, and the
+    send that was in flight is repeated with its transaction id, which Synapse knows."""
+    synapse, setup = synapse_appservice
+    chan = ngircd.channel("askill")
+    ivan = await IrcUser.connect(ngircd, "ivan")
+    bridge = BridgeProcess(tmp_path / "bridge.yaml", tmp_path / "bridge.log")
+    try:
+        await ivan.join(chan)
+        async with Watcher(synapse, synapse.register()) as alice:
+            room = await alice.create_room(invite=[setup.bot])
+            config = json.loads(_config(setup, ngircd, room, chan, tmp_path / "state"))
+            config["bridge"]["log"] = {"level": "info", "format": "json"}
+            config["networks"]["mx"]["rate_limit"] = {"per_second": 20, "burst": 20}
+            bridge.config.write_text(json.dumps(config))
+            bridge.start()
+            await bridge.ready()
+            ghost = setup.ghost("irc", ivan.nick)
+            for n in range(1, 201):
+                ivan.say(chan, f"i{n}")
+                await asyncio.sleep(0.002)  # pace: ngircd's flood control
+
+            def posted() -> list[str]:
+                return matrix_bodies(synapse, alice.user.access_token, room, ghost)
+
+            await wait_for(lambda: len(posted()) >= 60, timeout=60, what="60 posted")
+            bridge.kill()
+            bridge.start()
+            await bridge.ready(times=2)
+            await wait_for(lambda: len(posted()) >= 200, timeout=60,
+                           what="all 200 posted")  # fmt: skip
+            got = [int(b[1:]) for b in posted() if b.startswith("i")]
+            assert exactly_once_in_order(got, list(range(1, 201))) == ""
+    finally:
+        bridge.terminate()
+        await ivan.close()
