@@ -25,6 +25,11 @@ from .proto.ghostnames import display_name, ghost_id, ghost_localpart
 CS = "/_matrix/client/v3"
 
 
+def _q(part: str) -> str:
+    """One path segment: ids hold `:`, `!`, `$` and, in room ids of version 12, `/`."""
+    return quote(part, safe="")
+
+
 class Ghosts:
     """Registration, profile, membership and sending of ghosts; the only writer of what
     it knows about them."""
@@ -70,7 +75,7 @@ class Ghosts:
                 self._registered.add(user)
             shown = display_name(name)
             if self._names.get(user) != shown:
-                await self._call("PUT", f"/profile/{quote(user)}/displayname",
+                await self._call("PUT", f"/profile/{_q(user)}/displayname",
                                  {"displayname": shown}, as_user=user)  # fmt: skip
                 self._names[user] = shown
             if (room_id, user) not in self._in_room:
@@ -83,7 +88,7 @@ class Ghosts:
         homeserver reached the bridge."""
         if self._http is None:
             self._http = aiohttp.ClientSession()
-        url = f"{self._homeserver}/_matrix/client/v1/appservice/{quote(app_id)}/ping"
+        url = f"{self._homeserver}/_matrix/client/v1/appservice/{_q(app_id)}/ping"
         headers = {"Authorization": f"Bearer {self._token}"}
         async with self._http.post(url, json={}, headers=headers) as resp:
             return resp.status == 200
@@ -98,14 +103,14 @@ class Ghosts:
         _raise_for(status, body, "register")
 
     async def _join(self, user: str, room_id: str) -> None:
-        path = f"/join/{quote(room_id)}"
+        path = f"/join/{_q(room_id)}"
         status, body = await self._raw("POST", path, {}, as_user=user)
         if status == 200:
             return
         if status != 403:
             _raise_for(status, body, "join")
         # Not an open room: the bot, which is in it, invites the ghost first.
-        status, body = await self._raw("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": user})
+        status, body = await self._raw("POST", f"/rooms/{_q(room_id)}/invite", {"user_id": user})
         if status != 200 and "already in the room" not in str(body.get("error", "")):
             _raise_for(status, body, "invite")
         await self._call("POST", path, {}, as_user=user)
@@ -113,12 +118,12 @@ class Ghosts:
     async def send(
         self, user: str, room_id: str, event_type: str, content: dict[str, Any], txn_id: str
     ) -> RemoteId:
-        path = f"/rooms/{quote(room_id)}/send/{quote(event_type)}/{quote(txn_id, safe='')}"
+        path = f"/rooms/{_q(room_id)}/send/{_q(event_type)}/{_q(txn_id)}"
         body = await self._call("PUT", path, content, as_user=user)
         return RemoteId(str(body["event_id"]))
 
     async def redact(self, user: str, room_id: str, target: str, txn_id: str) -> RemoteId:
-        path = f"/rooms/{quote(room_id)}/redact/{quote(target)}/{quote(txn_id, safe='')}"
+        path = f"/rooms/{_q(room_id)}/redact/{_q(target)}/{_q(txn_id)}"
         body = await self._call("PUT", path, {}, as_user=user)
         return RemoteId(str(body["event_id"]))
 

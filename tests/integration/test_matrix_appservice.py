@@ -17,10 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from imbridge import testing
 from imbridge.config.load import parse_config
 from imbridge.daemon import Daemon
 from tests.integration.fault_helpers import BridgeProcess, exactly_once_in_order, matrix_bodies
 from tests.servers.ircd import Ircd, IrcUser
+from tests.servers.prosody import Prosody, XmppUser
 from tests.servers.synapse import Appservice, SynapseServer, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
@@ -191,3 +193,47 @@ async def test_sigkill_during_a_stream_of_irc_messages_into_matrix_posts_each_on
     finally:
         bridge.terminate()
         await ivan.close()
+
+
+async def test_xmpp_message_and_its_correction_come_from_one_ghost_named_after_the_nick(
+    synapse_appservice: tuple[SynapseServer, Appservice], prosody: Prosody, tmp_path: Path
+) -> None:
+    synapse, setup = synapse_appservice
+    relay_jid, relay_pw = await asyncio.to_thread(prosody.register)
+    muc = prosody.room("asx")
+    xavier = await XmppUser.login(prosody)
+    try:
+        await xavier.join(muc, "xavier")
+        async with Watcher(synapse, synapse.register()) as alice:
+            room = await alice.create_room(invite=[setup.bot])
+            config = parse_config(json.dumps({
+                "bridge": {"state_dir": str(tmp_path), "log": {"level": "warning"},
+                           "http": {"listen": setup.listen}},
+                "networks": {"mx": setup.network(),
+                             "xm": testing.xmpp_network(prosody, relay_jid, relay_pw)},
+                "gateways": {"g": {"rooms": [{"network": "mx", "room": room},
+                                             {"network": "xm", "room": muc}]}},
+                "archive": {"enabled": False},
+            }))  # fmt: skip
+            async with Daemon(config) as daemon:
+                assert await daemon.ready(30)
+
+                def from_ghosts() -> list[dict[str, Any]]:
+                    return [e for e in alice.messages(room)
+                            if e["sender"].startswith("@_imb_xm_")]  # fmt: skip
+
+                first = xavier.say(muc, "helo matrix")
+                got = await wait_for(from_ghosts, what="XMPP -> ghost")
+                assert got[0]["content"]["body"] == "helo matrix"
+                ghost = got[0]["sender"]
+                profile = synapse.api("GET", f"/_matrix/client/v3/profile/{ghost}",
+                                      token=alice.user.access_token)  # fmt: skip
+                assert profile["displayname"] == "xavier"
+                xavier.say(muc, "hello matrix", replace=first)
+                edits = await wait_for(lambda: from_ghosts()[1:], what="correction -> ghost")
+                assert edits[0]["sender"] == ghost  # the ghost edits its own message
+                assert edits[0]["content"]["m.new_content"]["body"] == "hello matrix"
+                assert edits[0]["content"]["m.relates_to"] == {
+                    "rel_type": "m.replace", "event_id": got[0]["event_id"]}  # fmt: skip
+    finally:
+        await xavier.close()

@@ -6,7 +6,8 @@ A Matrix localpart may hold only `a-z 0-9 . _ = - /` (the spec's "User Identifie
 while nicks are case-insensitive on IRC and almost anything on XMPP; the mapping is the
 one the spec suggests ("Mapping from other character sets"): `_` becomes `__`, an
 upper-case letter `_` plus its lower-case form, and every other character `=xx` per
-UTF-8 byte. It is injective, so two senders never share a ghost, and reversible.
+UTF-8 byte (`/`, which localparts allow, included: it breaks URL paths). It is
+injective, so two senders never share a ghost, and reversible.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import re
 
 from imbridge.sanitize import clean_nick
 
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-/")
-LOCALPART_MAX = 255 - 1 - 1  # the whole user id is at most 255 bytes, with @ and :
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 
 
 def escape_localpart(text: str) -> str:
