@@ -237,3 +237,26 @@ async def test_xmpp_message_and_its_correction_come_from_one_ghost_named_after_t
                     "rel_type": "m.replace", "event_id": got[0]["event_id"]}  # fmt: skip
     finally:
         await xavier.close()
+
+
+async def test_the_homeserver_reaches_the_bridge_and_learns_which_users_are_ghosts(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    synapse, setup = synapse_appservice
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "asping") as scene:
+        # Synapse's own reachability check (Matrix 1.7), which pings the bridge.
+        pong = synapse.api("POST", "/_matrix/client/v1/appservice/imbridge-mx/ping", {},
+                           token=setup.as_token)  # fmt: skip
+        assert "duration_ms" in pong
+        base = f"http://{setup.listen}/networks/mx/_matrix/app/v1/users/"
+        auth = {"Authorization": f"Bearer {setup.hs_token}"}
+        newcomer = setup.ghost("irc", "Newcomer")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + newcomer, headers=auth) as resp:
+                assert resp.status == 200
+            async with http.get(base + scene.alice.user.user_id, headers=auth) as resp:
+                assert resp.status == 404
+        # Asked about, the ghost now exists: its profile can be read.
+        profile = synapse.api("GET", f"/_matrix/client/v3/profile/{newcomer}",
+                              token=scene.alice.user.access_token)  # fmt: skip
+        assert isinstance(profile, dict)

@@ -236,20 +236,18 @@ class Appservice:
         return ghost_id("_imb_", network, sender, SERVER_NAME)
 
 
-@pytest.fixture(scope="session")
-def synapse_appservice(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[SynapseServer, Appservice]]:
-    """Synapse with the bridge's appservice registration loaded, as an operator installs
-    it: written by the bridge's own `registration` (what `imbridge matrix registration`
-    prints) before Synapse starts. Bridges under test listen on `Appservice.listen`."""
+def with_appservice(
+    state: Path, tokens: Path, overrides: dict[str, Any]
+) -> tuple[SynapseServer, Appservice]:
+    """A Synapse (not started) whose config loads the bridge's appservice registration,
+    written by the bridge's own `registration` (what `imbridge matrix registration`
+    prints); bridges under test listen on `Appservice.listen`."""
     from imbridge.adapters.matrix import registration  # noqa: PLC0415
     from imbridge.adapters.matrix.config import MatrixConfig  # noqa: PLC0415
     from imbridge.config.load import parse_config  # noqa: PLC0415
 
-    state = tmp_path_factory.mktemp("synapse-as")
-    tokens = tmp_path_factory.mktemp("as-tokens")
-    server = SynapseServer(state, dict(RELAXED_LIMITS))
+    state.mkdir(parents=True, exist_ok=True)
+    server = SynapseServer(state, dict(overrides))
     listen = f"{HOST}:{free_port()}"
     as_token, hs_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     testing.write_secret(tokens / "as.token", as_token)
@@ -264,6 +262,19 @@ def synapse_appservice(
     body = registration.registration(setup.name, net, state_dir=state, listen=listen)
     (state / "appservice.yaml").write_text(json.dumps(body))
     server.overrides["app_service_config_files"] = [str(state / "appservice.yaml")]
+    return server, setup
+
+
+@pytest.fixture(scope="session")
+def synapse_appservice(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[SynapseServer, Appservice]]:
+    """Synapse (relaxed limits) with the bridge's appservice registration loaded, as an
+    operator installs it, written before Synapse starts."""
+    server, setup = with_appservice(
+        tmp_path_factory.mktemp("synapse-as"), tmp_path_factory.mktemp("as-tokens"),
+        RELAXED_LIMITS,
+    )  # fmt: skip
     server.start()
     try:
         yield server, setup
