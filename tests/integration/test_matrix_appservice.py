@@ -245,8 +245,10 @@ async def test_the_homeserver_reaches_the_bridge_and_learns_which_users_are_ghos
     synapse, setup = synapse_appservice
     async with _bridged(synapse_appservice, ngircd, tmp_path, "asping") as scene:
         # Synapse's own reachability check (Matrix 1.7), which pings the bridge.
-        pong = synapse.api("POST", "/_matrix/client/v1/appservice/imbridge-mx/ping", {},
-                           token=setup.as_token)  # fmt: skip
+        pong = await asyncio.to_thread(
+            synapse.api, "POST", "/_matrix/client/v1/appservice/imbridge-mx/ping", {},
+            token=setup.as_token,
+        )  # fmt: skip
         assert "duration_ms" in pong
         base = f"http://{setup.listen}/networks/mx/_matrix/app/v1/users/"
         auth = {"Authorization": f"Bearer {setup.hs_token}"}
