@@ -32,6 +32,9 @@ from imbridge.adapter import Cursors
 APP = "/_matrix/app/v1"
 TXN_MEMORY = 1000
 """Transaction ids remembered; homeservers retry only the latest few."""
+MAX_TXN_BYTES = 32 * 1024 * 1024
+"""A transaction holds up to 100 events (Synapse) of up to 64 KiB each, and a refused
+one would be retried forever: the listener's 1 MiB default for bodies cannot apply."""
 
 Apply = Callable[[list[dict[str, Any]]], Awaitable[None]]
 KnowsUser = Callable[[str], Awaitable[bool]]
@@ -99,21 +102,38 @@ class AppserviceApi:
         if not self.open or not self._loaded:
             # The homeserver keeps the transaction and retries it.
             return _error(503, "M_UNKNOWN", "not started")
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "M_NOT_JSON", "body is not JSON")
-        events = body.get("events") if isinstance(body, dict) else None
-        if not isinstance(events, list):
-            return _error(400, "M_BAD_JSON", "events must be a list")
+        events = await _events(request)
+        if isinstance(events, web.Response):
+            return events
         async with self._lock:
             if txn_id in self._done:
                 return web.json_response({})
             try:
-                await self._apply([e for e in events if isinstance(e, dict)])
+                await self._apply(events)
             except Exception as exc:  # noqa: BLE001 - the homeserver retries the transaction
                 self._log.warning("appservice_txn_failed", txn=txn_id, error=repr(exc)[:300])
                 return _error(500, "M_UNKNOWN", "not applied; retry")
             self._done.append(txn_id)
             await self._cursors.set("as_txns", json.dumps(list(self._done)))
         return web.json_response({})
+
+
+async def _events(request: web.Request) -> list[dict[str, Any]] | web.Response:
+    """A transaction body's events, or the error answer."""
+    if (request.content_length or 0) > MAX_TXN_BYTES:
+        return _error(413, "M_TOO_LARGE", "transaction too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > MAX_TXN_BYTES:
+            return _error(413, "M_TOO_LARGE", "transaction too large")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except ValueError:
+        return _error(400, "M_NOT_JSON", "body is not JSON")
+    events = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(events, list):
+        return _error(400, "M_BAD_JSON", "events must be a list")
+    return [e for e in events if isinstance(e, dict)]

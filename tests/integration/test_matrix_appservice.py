@@ -5,6 +5,7 @@ homeserver pushes are checked and applied exactly once."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import secrets
 import time
@@ -101,11 +102,11 @@ async def _push(
     setup: Appservice, txn: str, events: list[dict[str, Any]], token: str | None
 ) -> int:
     url = f"http://{setup.listen}/networks/mx/_matrix/app/v1/transactions/{txn}"
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(url, json={"events": events}, headers=headers) as resp,
-    ):
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = io.BytesIO(json.dumps({"events": events}).encode())
+    async with aiohttp.ClientSession() as http, http.put(url, data=body, headers=headers) as resp:
         return resp.status
 
 
@@ -262,3 +263,19 @@ async def test_the_homeserver_reaches_the_bridge_and_learns_which_users_are_ghos
         profile = synapse.api("GET", f"/_matrix/client/v3/profile/{newcomer}",
                               token=scene.alice.user.access_token)  # fmt: skip
         assert isinstance(profile, dict)
+
+
+async def test_a_transaction_of_a_hundred_large_events_is_taken_whole(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    """Synapse sends up to 100 events of up to 64 KiB in one transaction; refused, it
+    would be retried forever and the bridge would hear nothing more from Matrix."""
+    _, setup = synapse_appservice
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "asbig") as scene:
+        sender = scene.alice.user.user_id
+        elsewhere = "!notbridged:localhost"  # big, but in a room the bridge does not relay
+        big = [_event(elsewhere, sender, "x" * 40_000) for _ in range(99)]
+        events = [*big, _event(scene.room, sender, "after the big ones")]
+        assert await _push(setup, "big1", events, setup.hs_token) == 200
+        seen = await wait_for(lambda: scene.ivan.messages(scene.chan), what="-> IRC")
+        assert seen[0].text.endswith("> after the big ones")
