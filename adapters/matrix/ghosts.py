@@ -119,13 +119,24 @@ class Ghosts:
         self, user: str, room_id: str, event_type: str, content: dict[str, Any], txn_id: str
     ) -> RemoteId:
         path = f"/rooms/{_q(room_id)}/send/{_q(event_type)}/{_q(txn_id)}"
-        body = await self._call("PUT", path, content, as_user=user)
-        return RemoteId(str(body["event_id"]))
+        return await self._post_as(user, room_id, path, content)
 
     async def redact(self, user: str, room_id: str, target: str, txn_id: str) -> RemoteId:
         path = f"/rooms/{_q(room_id)}/redact/{_q(target)}/{_q(txn_id)}"
-        body = await self._call("PUT", path, {}, as_user=user)
-        return RemoteId(str(body["event_id"]))
+        return await self._post_as(user, room_id, path, {})
+
+    async def _post_as(
+        self, user: str, room_id: str, path: str, content: dict[str, Any]
+    ) -> RemoteId:
+        status, body = await self._raw("PUT", path, content, as_user=user)
+        if status == 200 and isinstance(body.get("event_id"), str):
+            return RemoteId(body["event_id"])
+        if status == 403 and (room_id, user) in self._in_room:
+            # Kicked since it joined: the retry joins it again (and fails for good if
+            # it was banned, when the invite is refused).
+            self._in_room.discard((room_id, user))
+            raise RetryableSendError(f"matrix: {user} is no longer in {room_id}")
+        _raise_for(status, body, "send")
 
     async def _call(
         self, method: str, path: str, body: dict[str, Any], *, as_user: str | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nio
 import pytest
 
 from imbridge import testing
@@ -279,3 +280,19 @@ async def test_a_transaction_of_a_hundred_large_events_is_taken_whole(
         assert await _push(setup, "big1", events, setup.hs_token) == 200
         seen = await wait_for(lambda: scene.ivan.messages(scene.chan), what="-> IRC")
         assert seen[0].text.endswith("> after the big ones")
+
+
+async def test_a_kicked_ghost_is_brought_back_for_its_next_message(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    _, setup = synapse_appservice
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "askick") as scene:
+        alice, ivan, room, chan = scene.alice, scene.ivan, scene.room, scene.chan
+        ghost = setup.ghost("irc", ivan.nick)
+        ivan.say(chan, "first")
+        await wait_for(lambda: alice.messages(room, sender=ghost), what="first -> Matrix")
+        kicked = await alice.client.room_kick(room, ghost, reason="test")
+        assert not isinstance(kicked, nio.ErrorResponse), kicked
+        ivan.say(chan, "second")
+        got = await wait_for(lambda: alice.bodies(room, sender=ghost)[1:], what="second")
+        assert got == ["second"]
