@@ -72,11 +72,14 @@ class Transmitter:
         return await self._request(room_id, wire, item.txn_id, as_user)
 
     async def _speaker(self, item: Outgoing, room_id: str) -> str | None:
-        """The ghost an item is sent as in appservice mode: anything said by someone on
-        another network (notices of this network's own, and answers in direct chats,
-        come from the bot)."""
+        """The ghost an item is sent as in appservice mode: whoever said it, from any
+        other room (a Matrix room on this homeserver too: with no prefix in appservice
+        mode, only a ghost says who spoke). The bridge's own notices, which stay in
+        the room they concern, and answers in direct chats come from the bot."""
         origin = item.event.origin
-        if self._ghosts is None or origin.network == self.name or origin.direct:
+        if self._ghosts is None or origin.direct:
+            return None
+        if origin.network == self.name and origin.room == item.room:
             return None
         sender = origin.sender
         return await self._ghosts.ready(origin.network, sender.id, sender.name, room_id)

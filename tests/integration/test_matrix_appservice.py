@@ -296,3 +296,33 @@ async def test_a_kicked_ghost_is_brought_back_for_its_next_message(
         ivan.say(chan, "second")
         got = await wait_for(lambda: alice.bodies(room, sender=ghost)[1:], what="second")
         assert got == ["second"]
+
+
+async def test_two_rooms_of_the_homeserver_show_each_other_through_ghosts(
+    synapse_appservice: tuple[SynapseServer, Appservice], tmp_path: Path
+) -> None:
+    """Without a nick prefix in appservice mode, a message relayed between two Matrix
+    rooms must still say who wrote it: it comes from a ghost named after them."""
+    synapse, setup = synapse_appservice
+    async with Watcher(synapse, synapse.register()) as alice:
+        room_a = await alice.create_room(invite=[setup.bot])
+        room_b = await alice.create_room(invite=[setup.bot])
+        config = parse_config(json.dumps({
+            "bridge": {"state_dir": str(tmp_path), "log": {"level": "warning"},
+                       "http": {"listen": setup.listen}},
+            "networks": {"mx": setup.network()},
+            "gateways": {"g": {"rooms": [{"network": "mx", "room": room_a},
+                                         {"network": "mx", "room": room_b}]}},
+            "archive": {"enabled": False},
+        }))  # fmt: skip
+        async with Daemon(config) as daemon:
+            assert await daemon.ready(30)
+            ghost = setup.ghost("mx", alice.user.user_id)
+
+            await alice.text(room_a, "ping")
+            got = await wait_for(lambda: alice.bodies(room_b, sender=ghost), what="A -> B")
+            assert got == ["ping"]
+            profile = synapse.api("GET", f"/_matrix/client/v3/profile/{ghost}",
+                                  token=alice.user.access_token)  # fmt: skip
+            assert profile["displayname"] == alice.user.user_id[1:].split(":")[0]
+            assert not alice.bodies(room_b, sender=setup.bot)
