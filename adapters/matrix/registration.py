@@ -56,6 +56,12 @@ def push_url(name: str, config: MatrixConfig, listen: str | None) -> str:
             f"networks.{name}.appservice.url is not set and neither is bridge.http.listen: "
             "the homeserver needs an address to push events to"
         )
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - recognised, not bound
+        raise ValueError(
+            f"bridge.http.listen ({listen}) is every address, which the homeserver cannot "
+            f"dial: set networks.{name}.appservice.url to the address it should use"
+        )
     return f"http://{listen}{ROUTE_PREFIX}/{name}"
 
 

@@ -95,6 +95,15 @@ def test_registration_without_an_appservice_network_is_bad_input(
     assert "mode: appservice" in capsys.readouterr().err
 
 
+def test_registration_refuses_a_wildcard_listen_without_a_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("127.0.0.1:8080", "0.0.0.0:8080"))
+    assert main(["matrix", "registration", "-c", str(path)]) == 2
+    assert "appservice.url" in capsys.readouterr().err
+
+
 def test_appservice_mode_refuses_an_access_token() -> None:
     text = json.dumps({
         "networks": {"mx": {"type": "matrix", "homeserver": "http://h", "user_id": "@b:h",
