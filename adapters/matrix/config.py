@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from imbridge.adapter import NetworkConfig
 from imbridge.safefetch import check_origins
 
-GHOST_PREFIX = re.compile(r"[a-z0-9._=/-]+")
+GHOST_PREFIX = re.compile(r"[a-z0-9._=-]+")
 
 
 class AppserviceConfig(BaseModel):
@@ -39,7 +39,7 @@ class AppserviceConfig(BaseModel):
     @classmethod
     def _prefix(cls, value: str) -> str:
         if not value or not GHOST_PREFIX.fullmatch(value):
-            raise ValueError("must be lower-case letters, digits and . _ = - / only")
+            raise ValueError("must be lower-case letters, digits and . _ = - only")
         return value
 
     @field_validator("url")
