@@ -8,6 +8,11 @@ items into requests, `media` reads the homeserver's media for signed links and t
 archive. Translation lives in `proto` (pure). The adapter owns the sync task in one
 `TaskTree` and closes it in `aclose`.
 
+Two modes (docs/matrix.md). *client*: one relay account that syncs. *appservice*: the
+homeserver pushes events (`appservice`, served through the daemon's listener as an
+`HttpService`) instead of the sync loop, and remote senders speak as ghosts (`ghosts`),
+so the core leaves out the nick prefix (`speaks_as_sender`).
+
 Three promises. *No loss, no repeats:* the sync `next_batch` is stored only after the
 sink returned for every event of its batch, a gap in a limited timeline is back-filled,
 and an event the core already knows (by its Matrix event id) is never handed over twice,
@@ -231,12 +236,15 @@ class MatrixAdapter:
         while not self._session.closed:
             try:
                 async with asyncio.timeout(self.config.request_timeout):
-                    ok = await self._ghosts.ping(app_id)
+                    status = await self._ghosts.ping(app_id)
             except (*NETWORK_ERRORS,) as exc:
-                ok = False
+                status = 0
                 self._log.debug("appservice_ping_failed", error=repr(exc))
-            if ok:
+            if status == 200:
                 self._log.info("appservice_pinged")
+                return
+            if status in (400, 404, 405):  # before Matrix 1.7: its own backoff it is
+                self._log.info("appservice_ping_unsupported", status=status)
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -83,15 +83,15 @@ class Ghosts:
                 self._in_room.add((room_id, user))
         return user
 
-    async def ping(self, app_id: str) -> bool:
-        """`POST /_matrix/client/v1/appservice/{id}/ping` (Matrix 1.7): true once the
-        homeserver reached the bridge."""
+    async def ping(self, app_id: str) -> int:
+        """`POST /_matrix/client/v1/appservice/{id}/ping` (Matrix 1.7): 200 once the
+        homeserver reached the bridge, 404 from a homeserver without the endpoint."""
         if self._http is None:
             self._http = aiohttp.ClientSession()
         url = f"{self._homeserver}/_matrix/client/v1/appservice/{_q(app_id)}/ping"
         headers = {"Authorization": f"Bearer {self._token}"}
         async with self._http.post(url, json={}, headers=headers) as resp:
-            return resp.status == 200
+            return resp.status
 
     async def register(self, localpart: str) -> None:
         status, body = await self._raw("POST", "/register", {
