@@ -9,6 +9,7 @@ import io
 import json
 import secrets
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from tests.servers.prosody import Prosody, XmppUser
 from tests.servers.synapse import Appservice, SynapseServer, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
+
+REPLY = "urn:xmpp:reply:0"  # XEP-0461
+SID = "urn:xmpp:sid:0"  # XEP-0359
 
 
 def _config(setup: Appservice, ngircd: Ircd, room: str, chan: str, state: Path) -> str:
@@ -237,6 +241,22 @@ async def test_xmpp_message_and_its_correction_come_from_one_ghost_named_after_t
                 assert edits[0]["content"]["m.new_content"]["body"] == "hello matrix"
                 assert edits[0]["content"]["m.relates_to"] == {
                     "rel_type": "m.replace", "event_id": got[0]["event_id"]}  # fmt: skip
+                # A Matrix reply to the ghost's message is a reply to xavier's on XMPP.
+                reply_to = {"m.in_reply_to": {"event_id": got[0]["event_id"]}}
+                await alice.send(room, {"msgtype": "m.text", "body": "welcome",
+                                        "m.relates_to": reply_to})  # fmt: skip
+
+                def replies() -> list[ET.Element]:
+                    return [m for m in xavier.messages if m.find(f"{{{REPLY}}}reply") is not None]
+
+                answer = (await wait_for(replies, what="reply -> XMPP"))[0]
+                assert (answer.findtext("{jabber:client}body") or "").endswith("welcome")
+                own = [m for m in xavier.messages
+                       if m.findtext("{jabber:client}body") == "helo matrix"]  # fmt: skip
+                ids = {first, *(s.get("id") for m in own for s in m.iter(f"{{{SID}}}stanza-id"))}
+                reply = answer.find(f"{{{REPLY}}}reply")
+                assert reply is not None
+                assert reply.get("id") in ids
     finally:
         await xavier.close()
 
