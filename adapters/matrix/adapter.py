@@ -61,6 +61,11 @@ from .session import Session
 
 log = structlog.get_logger("imbridge.adapters.matrix")
 
+PINGS = 5
+PING_AGAIN = 2.0
+"""Seconds between pings until the first transaction arrives (Synapse's first retry of
+a failed push comes after 2 s)."""
+
 
 class MatrixAdapter:
     """One Matrix account, relaying the rooms the core joins."""
@@ -229,11 +234,15 @@ class MatrixAdapter:
 
     async def _ping(self) -> None:
         """Asks the homeserver to ping us: it then sends at once the transactions it
-        kept while the bridge was down, instead of at the end of its backoff."""
+        kept while the bridge was down, instead of at the end of its backoff (up to
+        eight minutes in Synapse). A push that failed just before the bridge listened
+        may only be noticed after the first ping, so the ping is repeated until a
+        transaction has come through, a few times at most."""
         assert self._ghosts is not None  # noqa: S101 - spawned in appservice mode only
+        assert self._api is not None  # noqa: S101 - likewise
         app_id = registration.appservice_id(self.name, self.config)
-        delay = 0.5
-        while not self._session.closed:
+        delay, pinged = 0.5, 0
+        while not self._session.closed and pinged < PINGS and not self._api.received:
             try:
                 async with asyncio.timeout(self.config.request_timeout):
                     status = await self._ghosts.ping(app_id)
@@ -241,13 +250,16 @@ class MatrixAdapter:
                 status = 0
                 self._log.debug("appservice_ping_failed", error=repr(exc))
             if status == 200:
-                self._log.info("appservice_pinged")
-                return
-            if status in (400, 404, 405):  # before Matrix 1.7: its own backoff it is
+                if not pinged:
+                    self._log.info("appservice_pinged")
+                pinged += 1
+                delay = PING_AGAIN
+            elif status in (400, 404, 405):  # before Matrix 1.7: its own backoff it is
                 self._log.info("appservice_ping_unsupported", status=status)
                 return
+            else:
+                delay = min(delay * 2, 30.0)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
     # --- media for the bridge's links and the archive (`AttachmentSource`) -------------
 

@@ -61,6 +61,8 @@ class AppserviceApi:
         self._loaded = False
         self.open = False
         """Whether transactions are taken: the adapter is started and its sink attached."""
+        self.received = False
+        """Whether a transaction has been applied since start (the homeserver sees us)."""
 
     async def load(self) -> None:
         self._done.extend(json.loads(await self._cursors.get("as_txns") or "[]"))
@@ -115,6 +117,7 @@ class AppserviceApi:
                 return _error(500, "M_UNKNOWN", "not applied; retry")
             self._done.append(txn_id)
             await self._cursors.set("as_txns", json.dumps(list(self._done)))
+            self.received = True
         return web.json_response({})
 
 
