@@ -21,6 +21,8 @@ from imbridge.errors import AdapterError
 from imbridge.events import Attachment, Event, EventId, RemoteId
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from imbridge.medialinks import MediaLinks
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Capabilities",
     "Cursors",
     "EventSink",
+    "HttpService",
     "Media",
     "MediaGone",
     "MediaSource",
@@ -238,3 +241,14 @@ class AttachmentSource(Protocol):
         """Read an attachment this adapter put in an event; None when its URL is not one
         of this adapter's own, and the archive fetches it as a plain public URL."""
         ...
+
+
+@runtime_checkable
+class HttpService(Protocol):
+    """Optional: an adapter whose server pushes to it over HTTP (a Matrix appservice's
+    transactions). The daemon's listener hands it every request under
+    `/networks/<name>/`, `path` being the rest (`/_matrix/app/v1/ping`); the adapter
+    answers, checking the caller's credentials itself. Looked up per request, so an
+    adapter rebuilt by a reload or a restart takes over at once."""
+
+    async def handle_http(self, request: web.Request, path: str) -> web.StreamResponse: ...

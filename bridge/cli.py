@@ -133,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.config)
         case "status":
             return status(args.config)
+        case "matrix":
+            from imbridge.commands import matrix
+
+            return matrix.matrix_registration(args.config, network=args.network)
         case "policy" | "archive" | "console":
             from imbridge import commands
 

@@ -163,7 +163,14 @@ class Daemon:
         if self._factory is not None:
             return self._factory(name, net, cursors)
         cls = registry.adapter_class(net.type)
-        return registry.build(cls, name, net, cursors, media_links=self.media_links)
+        return registry.build(
+            cls,
+            name,
+            net,
+            cursors,
+            media_links=self.media_links,
+            state_dir=self.config.bridge.state_dir,
+        )
 
     def _waiting_event(self, network: str, remote_id: RemoteId) -> EventId | None:
         return self.relay.waiting_event(network, remote_id) if self.relay is not None else None

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imbridge import textlinks
-from imbridge.adapter import MediaGone, MediaSource, MediaUnavailable
+from imbridge.adapter import HttpService, MediaGone, MediaSource, MediaUnavailable
 from imbridge.config.schema import HttpConfig
 from imbridge.hosts import is_loopback_host
 from imbridge.httplimits import ClientLimiter, proxies
@@ -83,7 +83,26 @@ def make_app(
         if media_limiter is not None:
             text = media_limiter.limited(text)
         app.router.add_get("/text/{sig}/{name}", text)
+    app.router.add_route("*", "/networks/{network}/{tail:.*}", _network_view(daemon))
     return app
+
+
+def _network_view(daemon: Daemon) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Requests a network's server pushes to its adapter (`HttpService`); 404 for a
+    network that takes none, 503 while it is being rebuilt (the server retries)."""
+
+    async def network(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["network"]
+        if name not in daemon.config.networks:
+            raise web.HTTPNotFound(text="no such network\n")
+        adapter: object = daemon.adapters.get(name)
+        if adapter is None:
+            raise web.HTTPServiceUnavailable(text="network not running\n")
+        if not isinstance(adapter, HttpService):
+            raise web.HTTPNotFound(text="no such network\n")
+        return await adapter.handle_http(request, "/" + request.match_info["tail"])
+
+    return network
 
 
 log = structlog.get_logger("imbridge.endpoints")

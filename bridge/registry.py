@@ -12,10 +12,12 @@ An adapter that does not is asked for its `config_model`, which imports it whole
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
-from imbridge.adapter import Adapter, AdapterFactory, Cursors, MediaAdapterFactory, NetworkConfig
+from imbridge.adapter import Adapter, AdapterFactory, Cursors, NetworkConfig
 from imbridge.medialinks import MediaLinks
 
 GROUP = "imbridge.adapters"
@@ -56,10 +58,18 @@ def build(
     cursors: Cursors,
     *,
     media_links: MediaLinks | None = None,
+    state_dir: Path | None = None,
 ) -> Adapter:
     """An adapter, given `media_links` only if its class declares `links_media = True`
-    (`MediaAdapterFactory`): one declared switch, not a guess from its signature, so an
-    adapter that never links media is built as `cls(name, config, cursors)`."""
+    (`MediaAdapterFactory`), and `state_dir` only if it declares `uses_state_dir = True`
+    (files it keeps beside the database, e.g. tokens shared with a homeserver): declared
+    switches, not guesses from its signature, so an adapter that needs neither is built
+    as `cls(name, config, cursors)`."""
+    extra: dict[str, Any] = {}
     if media_links is not None and getattr(cls, "links_media", False):
-        return cast(MediaAdapterFactory, cls)(name, config, cursors, media_links=media_links)
+        extra["media_links"] = media_links
+    if state_dir is not None and getattr(cls, "uses_state_dir", False):
+        extra["state_dir"] = state_dir
+    if extra:
+        return cast(Callable[..., Adapter], cls)(name, config, cursors, **extra)
     return cls(name, config, cursors)

@@ -8,6 +8,11 @@ items into requests, `media` reads the homeserver's media for signed links and t
 archive. Translation lives in `proto` (pure). The adapter owns the sync task in one
 `TaskTree` and closes it in `aclose`.
 
+Two modes (docs/matrix.md). *client*: one relay account that syncs. *appservice*: the
+homeserver pushes events (`appservice`, served through the daemon's listener as an
+`HttpService`) instead of the sync loop, and remote senders speak as ghosts (`ghosts`),
+so the core leaves out the nick prefix (`speaks_as_sender`).
+
 Three promises. *No loss, no repeats:* the sync `next_batch` is stored only after the
 sink returned for every event of its batch, a gap in a limited timeline is back-filled,
 and an event the core already knows (by its Matrix event id) is never handed over twice,
@@ -20,10 +25,14 @@ by the homeserver instead of posted twice.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AbstractAsyncContextManager
-from typing import ClassVar
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
 
 import structlog
+from aiohttp import web
 
 from imbridge.adapter import (
     Capabilities,
@@ -39,14 +48,23 @@ from imbridge.events import Attachment, RemoteId
 from imbridge.medialinks import MediaLinks
 from imbridge.tasks import TaskTree
 
+from . import registration
+from .appservice import AppserviceApi
 from .config import MatrixConfig
+from .ghosts import Ghosts
 from .media import MatrixMedia
+from .proto.ghostnames import is_ghost, server_of
 from .receive import Receiver
-from .rooms import Rooms
+from .rooms import NETWORK_ERRORS, Rooms
 from .send import Transmitter
 from .session import Session
 
 log = structlog.get_logger("imbridge.adapters.matrix")
+
+PINGS = 5
+PING_AGAIN = 2.0
+"""Seconds between pings until the first transaction arrives (Synapse's first retry of
+a failed push comes after 2 s)."""
 
 
 class MatrixAdapter:
@@ -57,6 +75,7 @@ class MatrixAdapter:
     # usually exempt it. 429s are honoured either way (RetryableSendError.retry_after).
     default_rate_limit: ClassVar[RateLimit] = RateLimit(per_second=10.0, burst=50)
     links_media: ClassVar[bool] = True  # built with `media_links=` (see registry.build)
+    uses_state_dir: ClassVar[bool] = True  # appservice tokens live there (`registration`)
     capabilities = Capabilities(
         edits=True,
         deletes=True,
@@ -76,13 +95,20 @@ class MatrixAdapter:
         cursors: Cursors,
         *,
         media_links: MediaLinks | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         if not isinstance(config, MatrixConfig):
             raise TypeError(f"expected MatrixConfig, got {type(config).__name__}")
         self.name = name
         self.config = config
         self._log = log.bind(network=name)
-        self._session = Session(name, config, cursors, self._log)
+        self._api: AppserviceApi | None = None
+        self._ghosts: Ghosts | None = None
+        as_token: str | None = None
+        if config.mode == "appservice":
+            as_token, hs_token = registration.tokens(name, config, state_dir or Path())
+            self.capabilities = replace(self.capabilities, speaks_as_sender=True)
+        self._session = Session(name, config, cursors, self._log, as_token=as_token)
         self._rooms = Rooms(name, config, cursors, session=self._session, log=self._log)
         self._media = MatrixMedia(
             name, config, session=self._session, links=media_links, log=self._log
@@ -96,8 +122,31 @@ class MatrixAdapter:
             media=self._media,
             log=self._log,
         )
+        if as_token is not None:
+            self._ghosts = Ghosts(
+                homeserver=config.homeserver,
+                as_token=as_token,
+                bot=config.user_id,
+                server=server_of(config.user_id),
+                prefix=config.appservice.ghost_prefix,
+                timeout=config.request_timeout,
+                log=self._log,
+            )
+            self._api = AppserviceApi(
+                hs_token,
+                cursors,
+                apply=self._apply_transaction,
+                knows_user=self._knows_user,
+                log=self._log,
+            )
         self._transmitter = Transmitter(
-            config, session=self._session, rooms=self._rooms, cursors=cursors, log=self._log
+            name,
+            config,
+            session=self._session,
+            rooms=self._rooms,
+            cursors=cursors,
+            log=self._log,
+            ghosts=self._ghosts,
         )
         self._tasks: TaskTree | None = None
 
@@ -116,12 +165,22 @@ class MatrixAdapter:
         self._receiver.attach(sink)
         await self._session.login()
         await self._rooms.load()
-        resumed = await self._receiver.resume()
+        if self._api is not None:
+            await self._api.load()
+            resumed = True
+        else:
+            resumed = await self._receiver.resume()
         await self._media.check_links()
         self._session.online()
         self._tasks = await TaskTree(f"matrix:{self.name}").__aenter__()
-        self._tasks.spawn(self._receiver.run(), name=f"matrix-sync-{self.name}", network=self.name)
-        self._log.info("connected", user_id=self.identity, resumed=resumed)
+        if self._api is not None:
+            self._api.open = True
+            self._tasks.spawn(self._ping(), name=f"matrix-ping-{self.name}", network=self.name)
+        else:
+            self._tasks.spawn(
+                self._receiver.run(), name=f"matrix-sync-{self.name}", network=self.name
+            )
+        self._log.info("connected", user_id=self.identity, resumed=resumed, mode=self.config.mode)
 
     async def join(self, room: str) -> None:
         await self._rooms.join(room)
@@ -133,13 +192,81 @@ class MatrixAdapter:
         return await self._transmitter.send(item)
 
     async def aclose(self) -> None:
+        if self._api is not None:
+            self._api.open = False
         self._session.closing()
         tasks, self._tasks = self._tasks, None
         if tasks is not None:
             await tasks.aclose()
         await self._receiver.aclose()
         await self._media.aclose()
+        if self._ghosts is not None:
+            await self._ghosts.aclose()
         await self._session.aclose()
+
+    # --- appservice mode ------------------------------------------------------------------
+
+    @classmethod
+    def registration(
+        cls, name: str, config: NetworkConfig, *, state_dir: Path, listen: str | None
+    ) -> dict[str, Any]:
+        """The registration `imbridge matrix registration` prints (see `registration`)."""
+        if not isinstance(config, MatrixConfig):
+            raise TypeError(f"expected MatrixConfig, got {type(config).__name__}")
+        return registration.registration(name, config, state_dir=state_dir, listen=listen)
+
+    async def handle_http(self, request: web.Request, path: str) -> web.StreamResponse:
+        """The appservice API (`HttpService`); 404 in client mode."""
+        if self._api is None:
+            raise web.HTTPNotFound(text="not an appservice\n")
+        return await self._api.handle(request, path)
+
+    async def _apply_transaction(self, events: list[dict[str, Any]]) -> None:
+        await self._receiver.apply_pushed(events, self._is_ghost)
+
+    def _is_ghost(self, user_id: str) -> bool:
+        prefix = self.config.appservice.ghost_prefix
+        return is_ghost(user_id, prefix, server_of(self.config.user_id))
+
+    async def _knows_user(self, user_id: str) -> bool:
+        """A ghost id the homeserver asks about is ours: registered on the spot."""
+        if self._ghosts is None or not self._is_ghost(user_id):
+            return False
+        try:
+            await self._ghosts.register(user_id[1:].split(":", 1)[0])
+        except AdapterError as exc:
+            self._log.warning("ghost_register_failed", user_id=user_id, error=str(exc))
+            return False
+        return True
+
+    async def _ping(self) -> None:
+        """Asks the homeserver to ping us: it then sends at once the transactions it
+        kept while the bridge was down, instead of at the end of its backoff (up to
+        eight minutes in Synapse). A push that failed just before the bridge listened
+        may only be noticed after the first ping, so the ping is repeated until a
+        transaction has come through, a few times at most."""
+        assert self._ghosts is not None  # noqa: S101 - spawned in appservice mode only
+        assert self._api is not None  # noqa: S101 - likewise
+        app_id = registration.appservice_id(self.name, self.config)
+        delay, pinged = 0.5, 0
+        while not self._session.closed and pinged < PINGS and not self._api.received:
+            try:
+                async with asyncio.timeout(self.config.request_timeout):
+                    status = await self._ghosts.ping(app_id)
+            except (*NETWORK_ERRORS,) as exc:
+                status = 0
+                self._log.debug("appservice_ping_failed", error=repr(exc))
+            if status == 200:
+                if not pinged:
+                    self._log.info("appservice_pinged")
+                pinged += 1
+                delay = PING_AGAIN
+            elif status in (400, 404, 405):  # before Matrix 1.7: its own backoff it is
+                self._log.info("appservice_ping_unsupported", status=status)
+                return
+            else:
+                delay = min(delay * 2, 30.0)
+            await asyncio.sleep(delay)
 
     # --- media for the bridge's links and the archive (`AttachmentSource`) -------------
 

@@ -6,16 +6,58 @@ login at 3 a.m. Secrets are `SecretStr`: they never show in a repr or a log line
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from imbridge.adapter import NetworkConfig
 from imbridge.safefetch import check_origins
 
+GHOST_PREFIX = re.compile(r"[a-z0-9._=-]+")
+
+
+class AppserviceConfig(BaseModel):
+    """How the bridge registers with the homeserver as an application service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    id: str | None = None
+    """The registration's `id`; default `imbridge-<network>`."""
+    url: str | None = None
+    """Where the homeserver pushes transactions; default the bridge's own listener,
+    `http://<bridge.http.listen>/networks/<network>`."""
+    ghost_prefix: str = "_imb_"
+    """Ghosts are `@<ghost_prefix><network>_<nick>:<server>`."""
+    as_token: SecretStr | None = None
+    """The bridge's token towards the homeserver; with neither this nor `as_token_file`,
+    one is made once and kept in `state_dir` (0600)."""
+    hs_token: SecretStr | None = None
+    """The homeserver's token towards the bridge; same default as `as_token`."""
+
+    @field_validator("ghost_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or not GHOST_PREFIX.fullmatch(value):
+            raise ValueError("must be lower-case letters, digits and . _ = - only")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value is not None else None
+
 
 class MatrixConfig(NetworkConfig):
     type: Literal["matrix"]
+    mode: Literal["client", "appservice"] = "client"
+    """`client`: one relay account, each message prefixed with its sender. `appservice`:
+    the bridge registers with the homeserver (`imbridge matrix registration`) and every
+    remote sender speaks as a Matrix user of their own (a ghost); `user_id` is then the
+    appservice's bot (its `sender_localpart`)."""
+    appservice: AppserviceConfig = AppserviceConfig()
     homeserver: str
     """Client-server API base URL, e.g. https://matrix.example.org."""
     user_id: str
@@ -64,6 +106,13 @@ class MatrixConfig(NetworkConfig):
 
     @model_validator(mode="after")
     def _credentials(self) -> MatrixConfig:
+        if self.mode == "appservice":
+            if self.access_token is not None or self.password is not None:
+                raise ValueError(
+                    "mode appservice logs in with the appservice's as_token: "
+                    "leave out access_token and password"
+                )
+            return self
         if (self.access_token is None) == (self.password is None):
             raise ValueError(
                 "give exactly one of access_token (or access_token_file) "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+from collections.abc import Callable
 from typing import Any
 
 from nio import MessageDirection, RoomMessagesResponse, SyncResponse
@@ -37,6 +38,7 @@ SYNC_FILTER = {
     "account_data": {"types": []},
 }
 FIRST_SYNC_FILTER = {**SYNC_FILTER, "room": {"timeline": {"limit": 1}}}
+IsGhost = Callable[[str], bool]
 BACKFILL_MAX = 5000  # events fetched to close one gap; beyond, the gap is logged
 
 
@@ -232,6 +234,51 @@ class Receiver:
         )
         if event is not None:
             await self._inbound().put(event)
+
+    # --- appservice mode: events pushed by the homeserver ---------------------------------
+
+    async def apply_pushed(self, events: list[dict[str, Any]], is_ghost: IsGhost) -> None:
+        """One appservice transaction's events, in order, handed to the core like a sync
+        batch's; returns once all are on disk. Ghosts' own events are the bridge's echoes."""
+        for source in events:
+            room_id = source.get("room_id")
+            sender = source.get("sender")
+            if not isinstance(room_id, str) or not isinstance(sender, str):
+                continue
+            if source.get("type") == "m.room.member":
+                await self._pushed_member(room_id, source)
+            if not self._rooms.relayed(room_id) or is_ghost(sender):
+                continue
+            if room_id in self._rooms.pending_join:
+                if _own_join(source, self._session.identity):
+                    self._rooms.arrived(room_id)
+                continue  # before our join: history, not relayed
+            self._rooms.seen_in(room_id)
+            if sender != self._session.identity:
+                await self._rooms.learn_name(room_id, sender)
+            await self._handle_event(room_id, source)
+        await self._inbound().drain()
+
+    async def _pushed_member(self, room_id: str, source: dict[str, Any]) -> None:
+        content = source.get("content")
+        user = source.get("state_key")
+        if not isinstance(content, dict) or not isinstance(user, str):
+            return
+        name = content.get("displayname")
+        if isinstance(name, str) and name:
+            self._rooms.remember_name(room_id, user, name)
+        if user == self._session.identity and content.get("membership") == "invite":
+            await self._rooms.invite_pushed(room_id)
+
+
+def _own_join(source: dict[str, Any], own: str) -> bool:
+    content = source.get("content")
+    return (
+        source.get("type") == "m.room.member"
+        and source.get("state_key") == own
+        and isinstance(content, dict)
+        and content.get("membership") == "join"
+    )
 
 
 class SyncFailed(Exception):

@@ -21,6 +21,7 @@ from nio import (
     InviteMemberEvent,
     JoinedRoomsResponse,
     JoinError,
+    RoomGetStateEventResponse,
     RoomLeaveError,
     RoomResolveAliasResponse,
     RoomSendResponse,
@@ -60,6 +61,7 @@ class Rooms:
         self._encrypted: set[str] = set()
         self.direct: set[str] = set()  # direct chats the relay accepted (room ids)
         self._members: dict[str, Members] = {}  # room id -> who may be mentioned there
+        self._member_names: dict[tuple[str, str], str] = {}  # appservice mode: no sync state
 
     async def load(self) -> None:
         """What the homeserver says the account is in, and the rooms and direct chats
@@ -194,7 +196,34 @@ class Rooms:
 
     # --- what the client knows of a room ----------------------------------------------
 
+    def remember_name(self, room_id: str, user_id: str, name: str) -> None:
+        self._member_names[(room_id, user_id)] = name
+
+    async def learn_name(self, room_id: str, user_id: str) -> None:
+        """In appservice mode no sync keeps room state: a sender's display name is read
+        from their membership once, then follows their pushed member events."""
+        if (room_id, user_id) in self._member_names:
+            return
+        name = user_id[1:].split(":", 1)[0] or user_id
+        with contextlib.suppress(*NETWORK_ERRORS):
+            async with asyncio.timeout(self.config.request_timeout):
+                resp = await self._session.client.room_get_state_event(
+                    room_id, "m.room.member", user_id
+                )
+            if isinstance(resp, RoomGetStateEventResponse):
+                shown = resp.content.get("displayname")
+                name = shown if isinstance(shown, str) and shown else name
+        self._member_names[(room_id, user_id)] = name
+
+    async def invite_pushed(self, room_id: str) -> None:
+        """Appservice mode: the bot was invited to a configured room waiting for it."""
+        if room_id in self._awaiting_invite:
+            await self._accept_invite(room_id)
+
     def display_name(self, room_id: str, user_id: str) -> str:
+        known = self._member_names.get((room_id, user_id))
+        if known is not None:
+            return known
         room = self._session.client.rooms.get(room_id)
         user = room.users.get(user_id) if room is not None else None
         if user is not None and user.display_name:

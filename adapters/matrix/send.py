@@ -24,6 +24,7 @@ from imbridge.events import Edit, Event, Message, Reaction, RemoteId
 
 from . import media
 from .config import MatrixConfig
+from .ghosts import Ghosts
 from .proto.mentions import with_mentions
 from .proto.reactions import DUPLICATE, Annotation, reactor, state_key
 from .proto.translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
@@ -35,9 +36,19 @@ class Transmitter:
     """`send` of the adapter contract, through the session's client."""
 
     def __init__(
-        self, config: MatrixConfig, *, session: Session, rooms: Rooms, cursors: Cursors, log: Any
+        self,
+        name: str,
+        config: MatrixConfig,
+        *,
+        session: Session,
+        rooms: Rooms,
+        cursors: Cursors,
+        log: Any,
+        ghosts: Ghosts | None = None,
     ) -> None:
+        self.name = name
         self.config = config
+        self._ghosts = ghosts
         self._session = session
         self._client = session.client
         self._rooms = rooms
@@ -59,28 +70,33 @@ class Transmitter:
             raise PermanentSendError(f"matrix: {item.room} is encrypted; not bridged")
         event = item.event
         if isinstance(event, Reaction):
-            return await self._react(room_id, item, event)
+            return await self._react(room_id, item, event, await self._speaker(item, room_id))
         try:
             wire = self._mentioning(to_wire(item), item.event, room_id)
         except ValueError as exc:
             raise PermanentSendError(f"matrix: {exc}") from exc
+        as_user = await self._speaker(item, room_id)
         if self.config.media == "upload" and isinstance(event, Message) and event.attachments:
-            return await self._send_with_media(room_id, item, event)
-        return await self._request(room_id, wire, item.txn_id)
+            return await self._send_with_media(room_id, item, event, as_user)
+        return await self._request(room_id, wire, item.txn_id, as_user)
 
-    async def _react(self, room_id: str, item: Outgoing, event: Reaction) -> RemoteId:
+    async def _react(
+        self, room_id: str, item: Outgoing, event: Reaction, as_user: str | None
+    ) -> RemoteId:
         """Annotates the relayed copy, or redacts the annotation once nobody it stands for
         still reacts with that key (`proto.reactions`). The state is stored after the
         request: a retry finds the same txn id, which the homeserver deduplicates."""
         if item.target is None:
             raise PermanentSendError("matrix: a reaction needs the target's Matrix event id")
         async with self._annotating:
-            return await self._annotate(room_id, item, item.target, event)
+            return await self._annotate(room_id, item, item.target, event, as_user)
 
     async def _annotate(
-        self, room_id: str, item: Outgoing, target: RemoteId, event: Reaction
+        self, room_id: str, item: Outgoing, target: RemoteId, event: Reaction, as_user: str | None
     ) -> RemoteId:
-        slot = state_key(room_id, target, event.key)
+        # A ghost (appservice mode) reacts for itself alone; the relay account's one
+        # annotation per key stands for everyone it relays.
+        slot = state_key(room_id, target, event.key) + (f"\n{as_user}" if as_user else "")
         held = Annotation.loads(await self._cursors.get(slot))
         who = reactor(event)
         if not event.removed:
@@ -88,7 +104,7 @@ class Transmitter:
                 await self._cursors.set(slot, held.adding(who).dumps())
                 return RemoteId(held.event_id)
             try:
-                posted = await self._request(room_id, to_wire(item), item.txn_id)
+                posted = await self._request(room_id, to_wire(item), item.txn_id, as_user)
             except PermanentSendError as exc:
                 if DUPLICATE not in str(exc):
                     raise
@@ -100,7 +116,7 @@ class Transmitter:
             await self._cursors.set(slot, left.dumps())
             return RemoteId("")  # others still react with it, or it was never posted
         undo = RedactWire(target=RemoteId(left.event_id))
-        redaction = await self._request(room_id, undo, item.txn_id)
+        redaction = await self._request(room_id, undo, item.txn_id, as_user)
         await self._cursors.set(slot, Annotation().dumps())
         return redaction
 
@@ -120,7 +136,22 @@ class Transmitter:
             content = with_mentions(content, event, members)
         return SendWire(event_type=wire.event_type, content=content)
 
-    async def _send_with_media(self, room_id: str, item: Outgoing, event: Message) -> RemoteId:
+    async def _speaker(self, item: Outgoing, room_id: str) -> str | None:
+        """The ghost an item is sent as in appservice mode: whoever said it, from any
+        other room (a Matrix room on this homeserver too: with no prefix in appservice
+        mode, only a ghost says who spoke). The bridge's own notices, which stay in
+        the room they concern, and answers in direct chats come from the bot."""
+        origin = item.event.origin
+        if self._ghosts is None or origin.direct:
+            return None
+        if origin.network == self.name and origin.room == item.room:
+            return None
+        sender = origin.sender
+        return await self._ghosts.ready(origin.network, sender.id, sender.name, room_id)
+
+    async def _send_with_media(
+        self, room_id: str, item: Outgoing, event: Message, as_user: str | None
+    ) -> RemoteId:
         """Text first (if any), then one media event per attachment, each with its own
         txn id derived from the item's, so a retry re-sends none of them twice."""
         first: RemoteId | None = None
@@ -128,7 +159,7 @@ class Transmitter:
             text_item = Outgoing(room=item.room, event=_without_attachments(event),
                                  reply_to=item.reply_to, txn_id=item.txn_id)  # fmt: skip
             wire = self._mentioning(to_wire(text_item), text_item.event, room_id)
-            first = await self._request(room_id, wire, item.txn_id)
+            first = await self._request(room_id, wire, item.txn_id, as_user)
         marker = to_wire(item)
         assert isinstance(marker, SendWire)  # noqa: S101 - a Message always sends
         marks = {k: v for k, v in marker.content.items() if k.startswith("org.imbridge")}
@@ -142,7 +173,7 @@ class Transmitter:
                 self._log.warning("attachment_linked", reason=str(exc))
                 link = {"msgtype": "m.text", "body": attachment_lines((att,)), **marks}
                 wire = SendWire(event_type="m.room.message", content=link)
-                rid = await self._request(room_id, wire, f"{item.txn_id}.{i}")
+                rid = await self._request(room_id, wire, f"{item.txn_id}.{i}", as_user)
                 first = first or rid
                 continue
             async with asyncio.timeout(self.config.request_timeout * 3):
@@ -160,12 +191,22 @@ class Transmitter:
                 **marks,
             }
             wire = SendWire(event_type="m.room.message", content=content)
-            rid = await self._request(room_id, wire, f"{item.txn_id}.{i}")
+            rid = await self._request(room_id, wire, f"{item.txn_id}.{i}", as_user)
             first = first or rid
         assert first is not None  # noqa: S101 - a message has text or attachments
         return first
 
-    async def _request(self, room_id: str, wire: Wire, txn_id: str) -> RemoteId:
+    async def _request(
+        self, room_id: str, wire: Wire, txn_id: str, as_user: str | None = None
+    ) -> RemoteId:
+        if as_user is not None and self._ghosts is not None:
+            match wire:
+                case SendWire():
+                    return await self._ghosts.send(
+                        as_user, room_id, wire.event_type, wire.content, txn_id
+                    )
+                case RedactWire():
+                    return await self._ghosts.redact(as_user, room_id, wire.target, txn_id)
         resp: Any
         try:
             async with asyncio.timeout(self.config.request_timeout):

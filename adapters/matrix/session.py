@@ -23,8 +23,19 @@ from .config import MatrixConfig
 class Session:
     """The `AsyncClient` and the account's state; the only writer of both."""
 
-    def __init__(self, name: str, config: MatrixConfig, cursors: Cursors, log: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: MatrixConfig,
+        cursors: Cursors,
+        log: Any,
+        *,
+        as_token: str | None = None,
+    ) -> None:
+        """`as_token`: appservice mode, where the bot is the appservice's sender and
+        its token is the one the registration holds."""
         self.name = name
+        self._as_token = as_token
         self.config = config
         self._cursors = cursors
         self._log = log
@@ -74,7 +85,7 @@ class Session:
         """Token login; with a password, reuse the token stored by an earlier login so
         the device (and its transaction-id scope) stays the same across restarts."""
         cfg = self.config
-        token = cfg.access_token.get_secret_value() if cfg.access_token else None
+        token = cfg.access_token.get_secret_value() if cfg.access_token else self._as_token
         if token is None:
             token = await self._cursors.get("access_token")
         if token is not None:
@@ -86,7 +97,8 @@ class Session:
                 self.client.device_id = who.device_id or ""
                 return
             if cfg.password is None:
-                raise AdapterError(f"matrix: access token rejected: {who}")
+                what = "as_token" if self._as_token else "access token"
+                raise AdapterError(f"matrix: {what} rejected: {who}")
         assert cfg.password is not None  # noqa: S101 - the config requires one of the two
         async with asyncio.timeout(cfg.request_timeout):
             resp = await self.client.login(

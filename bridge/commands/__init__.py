@@ -98,6 +98,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     from imbridge.commands import console  # noqa: PLC0415 - the console's own parsers
 
     console.add_parsers(sub)
+    matrix = sub.add_parser("matrix", help="Matrix appservice setup")
+    msub = matrix.add_subparsers(dest="action", required=True, metavar="ACTION")
+    reg = with_config(
+        msub, "registration", "print the appservice registration YAML for the homeserver"
+    )
+    reg.add_argument("--network", help="the appservice network, when the config has several")
 
 
 def dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per subcommand

@@ -38,7 +38,7 @@ wait_for = testing.eventually  # the name these tests knew; the helper is imbrid
 
 T = TypeVar("T")
 
-__all__ = ["synapse", "synapse_limited"]
+__all__ = ["synapse", "synapse_appservice", "synapse_limited"]
 
 HOST = "127.0.0.1"
 SERVER_NAME = "localhost"
@@ -204,6 +204,80 @@ def synapse_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synaps
     server.start()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Appservice:
+    """The bridge's side of the appservice registration Synapse was started with: a
+    bridge listening on `listen` with `network()` as its `mx` network is the appservice."""
+
+    homeserver: str
+    listen: str
+    bot: str
+    as_token: str
+    hs_token: str
+    token_dir: Path
+    name: str = "mx"
+
+    def network(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "type": "matrix", "homeserver": self.homeserver, "user_id": self.bot,
+            "mode": "appservice",
+            "appservice": {"as_token_file": str(self.token_dir / "as.token"),
+                           "hs_token_file": str(self.token_dir / "hs.token")},
+            **extra,
+        }  # fmt: skip
+
+    def ghost(self, network: str, sender: str) -> str:
+        from imbridge.adapters.matrix.proto.ghostnames import ghost_id  # noqa: PLC0415
+
+        return ghost_id("_imb_", network, sender, SERVER_NAME)
+
+
+def with_appservice(
+    state: Path, tokens: Path, overrides: dict[str, Any]
+) -> tuple[SynapseServer, Appservice]:
+    """A Synapse (not started) whose config loads the bridge's appservice registration,
+    written by the bridge's own `registration` (what `imbridge matrix registration`
+    prints); bridges under test listen on `Appservice.listen`."""
+    from imbridge.adapters.matrix import registration  # noqa: PLC0415
+    from imbridge.adapters.matrix.config import MatrixConfig  # noqa: PLC0415
+    from imbridge.config.load import parse_config  # noqa: PLC0415
+
+    state.mkdir(parents=True, exist_ok=True)
+    server = SynapseServer(state, dict(overrides))
+    listen = f"{HOST}:{free_port()}"
+    as_token, hs_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    testing.write_secret(tokens / "as.token", as_token)
+    testing.write_secret(tokens / "hs.token", hs_token)
+    setup = Appservice(server.url, listen, f"@imbridge:{SERVER_NAME}", as_token, hs_token, tokens)
+    config = parse_config(json.dumps({
+        "bridge": {"state_dir": str(state / "bridge"), "http": {"listen": listen}},
+        "networks": {setup.name: setup.network()},
+    }))  # fmt: skip
+    net = config.networks[setup.name]
+    assert isinstance(net, MatrixConfig)
+    body = registration.registration(setup.name, net, state_dir=state, listen=listen)
+    (state / "appservice.yaml").write_text(json.dumps(body))
+    server.overrides["app_service_config_files"] = [str(state / "appservice.yaml")]
+    return server, setup
+
+
+@pytest.fixture(scope="session")
+def synapse_appservice(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[SynapseServer, Appservice]]:
+    """Synapse (relaxed limits) with the bridge's appservice registration loaded, as an
+    operator installs it, written before Synapse starts."""
+    server, setup = with_appservice(
+        tmp_path_factory.mktemp("synapse-as"), tmp_path_factory.mktemp("as-tokens"),
+        RELAXED_LIMITS,
+    )  # fmt: skip
+    server.start()
+    try:
+        yield server, setup
     finally:
         server.stop()
 
