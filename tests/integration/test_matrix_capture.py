@@ -100,13 +100,14 @@ async def test_matrix_reaction_is_archived_with_its_target_and_its_removal(
                 lambda: any("sentinel" in t for t in bob.bodies(b, sender=relay.user_id)),
                 what="sentinel in B",
             )
-        # Nothing but the two messages crossed: the reaction is not relayed (yet).
+        # The message, its reaction on the relayed copy, the reaction taken back (its
+        # redaction), then the sentinel: each crossed once, in that order.
         relayed = [
             e["type"]
             for e in bob.events.get(b, [])
             if e["sender"] == relay.user_id and e["type"] != "m.room.member"
         ]
-        assert relayed == ["m.room.message"] * 2
+        assert relayed == ["m.room.message", "m.reaction", "m.room.redaction", "m.room.message"]
 
     message_hit, *_ = await asyncio.to_thread(search, path, "ship friday")
     hits = await asyncio.to_thread(search, path, "🚀")

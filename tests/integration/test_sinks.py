@@ -105,14 +105,16 @@ def seqs(records: list[dict[str, Any]]) -> list[int]:
 
 
 def check_complete(got: list[int], last: int) -> int:
-    """Every record 1..last, in order, each repeat only a re-send; returns the repeats."""
+    """Every record 1..last (and any after it), in order, each repeat only a re-send;
+    returns the repeats."""
     seen: set[int] = set()
     firsts = []
     for s in got:
         if s not in seen:
             seen.add(s)
             firsts.append(s)
-    assert firsts == list(range(1, last + 1))
+    assert len(firsts) >= last
+    assert firsts == list(range(1, len(firsts) + 1))
     return len(got) - len(firsts)
 
 
@@ -179,14 +181,23 @@ async def test_syslog_and_http_collector_get_every_record_across_a_20s_outage_ea
 
             last = await last_seq()
             await eventually(
-                lambda: seqs(syslog.records)[-1:] == seqs(collector.records)[-1:] == [last],
+                lambda: min(max(seqs(r.records), default=0) for r in (syslog, collector)) >= last,
                 timeout=60,
                 what="both sinks caught up",
+                explain=lambda: (
+                    f"head {last}, sinks {daemon.sink_states()}, received "
+                    f"{[r['seq'] for r in syslog.records[-3:]]} and "
+                    f"{[(r['seq'], r['kind']) for r in collector.records[-3:]]}"
+                ),
             )
-            assert tail() == last
-            states = daemon.sink_states()
-            assert states["siem"]["lag"] == 0
-            assert states["hec"]["lag"] == 0
+            assert tail() >= last
+            # Records may still be appended (the last deliveries' outcomes): the lag each
+            # sink reports comes down to nothing once they are shipped too.
+            await eventually(
+                lambda: all(daemon.sink_states()[n]["lag"] == 0 for n in ("siem", "hec")),
+                timeout=30,
+                what="no lag left on either sink",
+            )
     finally:
         for task in restarts:
             task.cancel()
