@@ -82,12 +82,17 @@ def addressed(message: Message, adapters: Mapping[str, Adapter]) -> Message | No
 
 
 def peer_sync(conn: sqlite3.Connection, origin: Origin) -> Recipient | None:
-    """The person `origin`'s sender last wrote to or heard from across networks."""
-    row = conn.execute(
-        "SELECT peer_network, peer_user FROM direct_peers WHERE network = ? AND address = ?",
-        (origin.network, origin.room),
-    ).fetchone()
-    return Recipient(network=row[0], user=row[1]) if row else None
+    """The person `origin`'s sender last wrote to or heard from across networks. They
+    are known by where an answer goes (their conversation: a nick, a full JID) or, as
+    they were addressed (a bare JID), by their id."""
+    for address in (origin.room, origin.sender.id):
+        row = conn.execute(
+            "SELECT peer_network, peer_user FROM direct_peers WHERE network = ? AND address = ?",
+            (origin.network, address),
+        ).fetchone()
+        if row:
+            return Recipient(network=row[0], user=row[1])
+    return None
 
 
 def remember_sync(conn: sqlite3.Connection, event: Event) -> None:

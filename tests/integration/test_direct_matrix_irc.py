@@ -190,3 +190,26 @@ async def test_a_deny_policy_keeps_a_direct_message_back_and_tells_the_sender(
     (dm,) = await asyncio.to_thread(search, scene.config, "must")
     decisions = [o for o in dm["outcomes"] if o["kind"] == "decision"]
     assert [(o["action"], o["rule"]) for o in decisions] == [("deny", "default")]
+
+
+async def test_the_next_direct_message_after_a_restart_reuses_the_portal(
+    synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
+) -> None:
+    _, setup = synapse_appservice
+    async with _bridged(synapse_appservice, ngircd, tmp_path, "dmagain") as scene:
+        alice, ivan, relay = scene.alice, scene.ivan, scene.relay
+        me = alice.user.user_id
+        ghost = setup.ghost("irc", ivan.nick)
+        ivan.say(relay, f"{me} before the restart")
+        portal = await _accept_invite(alice)
+        await wait_for(lambda: alice.bodies(portal, sender=ghost), what="DM -> portal")
+        await scene.daemon.stop()
+        async with Daemon(load_config(scene.config)) as daemon:
+            assert await daemon.ready(30)
+            ivan.say(relay, f"{me} after the restart")
+            got = await wait_for(
+                lambda: alice.bodies(portal, sender=ghost)[1:], what="DM -> same portal"
+            )
+            assert got == ["after the restart"]
+            assert list(alice.client.invited_rooms) == []
+            assert portal in alice.client.rooms
