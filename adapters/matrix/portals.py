@@ -65,9 +65,13 @@ class Portals:
                 found = self._by_room[room_id] = Portal(**json.loads(raw))
         return found
 
-    async def remember_ghost(self, ghost: str, person: Recipient) -> None:
-        """Notes whom `ghost` stands for, so an invite to it can reach them."""
+    async def remember_ghost(self, ghost: str, person: Recipient, *, keep: bool = False) -> None:
+        """Notes whom `ghost` stands for, so an invite to it can reach them. With `keep`
+        (what a room message says: the sender's id), an address learnt from a direct
+        message (where their answers go) is kept instead."""
         if self._stands_for.get(ghost) == person:
+            return
+        if keep and await self._person(ghost) is not None:
             return
         self._stands_for[ghost] = person
         value = json.dumps({"network": person.network, "user": person.user})

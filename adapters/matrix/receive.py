@@ -269,8 +269,8 @@ class Receiver:
         """A Matrix user's invite of a ghost (a new portal), or what they wrote in a
         portal: a direct message to the person the ghost stands for. True when the
         event belonged to a portal (handled here, or nothing to hand over)."""
-        if self._portals is None:
-            return False
+        if self._portals is None or self._rooms.relayed(room_id):
+            return False  # a bridged room (or a direct chat with the bot) is no portal
         sender = source["sender"]
         invited = source.get("state_key")
         content = source.get("content")
@@ -279,6 +279,7 @@ class Receiver:
             and isinstance(invited, str)
             and is_ghost(invited)
             and not is_ghost(sender)
+            and sender != self._session.identity  # the bot letting a ghost into a room
             and isinstance(content, dict)
             and content.get("membership") == "invite"
         ):

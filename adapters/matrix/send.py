@@ -154,9 +154,10 @@ class Transmitter:
             return None
         sender = origin.sender
         ghost = await self._ghosts.ready(origin.network, sender.id, sender.name, room_id)
-        if self._portals is not None:  # a Matrix user may invite the ghost to a portal
-            await self._portals.remember_ghost(ghost, Recipient(network=origin.network,
-                                                                user=sender.id))  # fmt: skip
+        if self._portals is not None and origin.network != self.name:
+            # a Matrix user may invite the ghost to a portal with this person
+            person = Recipient(network=origin.network, user=sender.id)
+            await self._portals.remember_ghost(ghost, person, keep=True)
         return ghost
 
     async def _send_direct(self, item: Outgoing, to: str) -> RemoteId:
