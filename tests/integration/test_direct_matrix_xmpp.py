@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from imbridge import testing
 from imbridge.adapters.xmpp.puppets import localpart
 from imbridge.config.load import load_config
 from imbridge.daemon import Daemon
@@ -45,12 +46,16 @@ class Scene:
     alice: Watcher
     carol: Person
     puppet: str
-    """The JID alice is on XMPP: her component puppet."""
+    """The JID alice is on XMPP: her component puppet (in client mode, the relay's)."""
 
 
 @asynccontextmanager
 async def _bridged(
-    synapse_appservice: tuple[SynapseServer, Appservice], prosody: Prosody, tmp_path: Path
+    synapse_appservice: tuple[SynapseServer, Appservice],
+    prosody: Prosody,
+    tmp_path: Path,
+    *,
+    client_mode: bool = False,
 ) -> AsyncIterator[Scene]:
     synapse, setup = synapse_appservice
     muc = prosody.room("dmxmpp")
@@ -65,6 +70,9 @@ async def _bridged(
             xmpp = {"type": "xmpp", "mode": "component", "component": prosody.component_domain,
                     "secret": prosody.component_secret, "host": prosody.host,
                     "port": prosody.component_port, "nick": "relay", "ack_timeout": 5}  # fmt: skip
+            if client_mode:
+                relay_jid, relay_password = await asyncio.to_thread(prosody.register)
+                xmpp = testing.xmpp_network(prosody, relay_jid, relay_password, ack_timeout=5)
             path.write_text(json.dumps({
                 "bridge": {"state_dir": str(tmp_path / "state"), "log": {"level": "warning"},
                            "http": {"listen": setup.listen}},
@@ -78,6 +86,8 @@ async def _bridged(
                 await alice.text(room, "warm-up")
                 await wait_for(lambda: carol.bodies(muc), what="warm-up -> XMPP", timeout=PUSHED)
                 puppet = f"{localpart(alice.user.user_id, 'mx')}@{prosody.component_domain}"
+                if client_mode:
+                    puppet = daemon.adapters["xm"].identity.partition("/")[0]
                 yield Scene(path, alice, carol, puppet)
     finally:
         await carol.close()
@@ -124,3 +134,24 @@ async def test_xmpp_user_writes_to_a_matrix_users_puppet_and_the_answer_comes_fr
         ("mx", alice.user.user_id, "allow")
     ]
     assert len(await asyncio.to_thread(search, scene.config, "own room")) == 1
+
+
+async def test_in_client_mode_an_xmpp_user_names_a_matrix_user_to_the_relay(
+    synapse_appservice: tuple[SynapseServer, Appservice], prosody: Prosody, tmp_path: Path
+) -> None:
+    _, setup = synapse_appservice
+    async with _bridged(synapse_appservice, prosody, tmp_path, client_mode=True) as scene:
+        alice, carol, relay = scene.alice, scene.carol, scene.puppet
+        ghost = setup.ghost("xm", str(carol.client.boundjid.bare))
+        carol.chat(relay, f"{alice.user.user_id} hello from the relay's chat")
+        invited = await wait_for(
+            lambda: list(alice.client.invited_rooms), what="portal invite", timeout=PUSHED
+        )
+        portal = await alice.join(invited[0])
+        got = await wait_for(lambda: alice.bodies(portal, sender=ghost), what="chat -> portal")
+        assert got == ["hello from the relay's chat"]
+
+        await alice.text(portal, "hi carol")
+        answers = await wait_for(lambda: carol.answers(relay), what="portal -> relay chat")
+        localpart_ = alice.user.user_id[1:].split(":")[0]
+        assert answers == [f"<{localpart_}@mx> hi carol"]  # the relay names who wrote
