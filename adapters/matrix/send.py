@@ -67,6 +67,12 @@ class Transmitter:
         to = item.event.origin.recipient
         if to is not None and to.network == self.name:
             return await self._send_direct(item, to.user)
+        if item.event.origin.direct and self._portals is not None:
+            portal = await self._portals.portal(item.room)
+            if portal is not None:  # the bridge's answer in a portal (a refusal): the
+                # bot is not in it, so the ghost the user talks to says it
+                return await self._request(portal.room_id, to_wire(item), item.txn_id,
+                                           portal.ghost)  # fmt: skip
         room_id = self._rooms.ids.get(item.room)
         if room_id is None and item.event.origin.direct and item.room in self._rooms.direct:
             room_id = item.room  # an answer in a direct chat, which is named by its id

@@ -170,9 +170,19 @@ async def test_matrix_user_invites_an_irc_ghost_and_writes_to_that_nick(
         assert got == ["sure thing"]
 
 
+def _joined(alice: Watcher, room: str, user: str) -> bool:
+    return any(
+        e.get("type") == "m.room.member"
+        and e.get("state_key") == user
+        and e["content"].get("membership") == "join"
+        for e in alice.events.get(room, [])
+    )
+
+
 async def test_a_deny_policy_keeps_a_direct_message_back_and_tells_the_sender(
     synapse_appservice: tuple[SynapseServer, Appservice], ngircd: Ircd, tmp_path: Path
 ) -> None:
+    _, setup = synapse_appservice
     policy = {
         "default": "deny",
         "rules": [{"name": "rooms", "action": "allow", "to": {"direct": False}}],
@@ -187,9 +197,22 @@ async def test_a_deny_policy_keeps_a_direct_message_back_and_tells_the_sender(
         await wait_for(lambda: alice.bodies(scene.room)[1:], what="sentinel", timeout=PUSHED)
         assert list(alice.client.invited_rooms) == []  # no portal was opened
 
-    (dm,) = await asyncio.to_thread(search, scene.config, "must")
-    decisions = [o for o in dm["outcomes"] if o["kind"] == "decision"]
-    assert [(o["action"], o["rule"]) for o in decisions] == [("deny", "default")]
+        # From Matrix too: alice's portal with ivan's ghost opens, her words stay there
+        ghost = setup.ghost("irc", ivan.nick)
+        portal = await alice.create_room(invite=[ghost], is_direct=True)
+        await wait_for(lambda: _joined(alice, portal, ghost), what="ghost joins", timeout=PUSHED)
+        await alice.text(portal, "nor must this")
+        told = await wait_for(lambda: alice.bodies(portal, sender=ghost), what="refusal")
+        assert "was not delivered" in told[0]
+        ivan.say(relay, "sentinel to nobody")  # the relay answers it: IRC still hears the relay
+        await wait_for(lambda: private_lines(ivan, relay)[1:], what="ivan's sentinel answer")
+        assert not any("nor must" in line for line in private_lines(ivan, relay))
+
+    hits = await asyncio.to_thread(search, scene.config, "must")
+    assert sorted(h["text"] for h in hits) == ["nor must this", "this must not pass"]
+    for dm in hits:
+        decisions = [o for o in dm["outcomes"] if o["kind"] == "decision"]
+        assert [(o["action"], o["rule"]) for o in decisions] == [("deny", "default")]
 
 
 async def test_the_next_direct_message_after_a_restart_reuses_the_portal(
