@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -260,14 +260,24 @@ class Relay:
         hooks = setup.hooks
         origin = event.origin
         event = _clean(event, setup.router.canonical_room(origin.network, origin.room))
-        if hooks is None or isinstance(event, Delete) or event.origin.direct:
+        if hooks is None or isinstance(event, Delete):
             return event, None
         quoted = await self._quote_for(event)
         qtext = quoted.text if quoted else None
-        ruled = {
-            route.dest: decide(event, route.dest, setup.policy, quoted=qtext)
-            for route in setup.router.routes(event.origin.network, event.origin.room)
-        }
+        if event.origin.direct:
+            # A direct message to a person meets the hooks as a room message does: a
+            # private channel is no way around a DLP check.
+            if not isinstance(event, Message):
+                return event, None
+            if event.origin.recipient is None:
+                event = await self._address(event, self.db.read)
+            to = event.origin.recipient
+            if to is None or not self._reaches(to):
+                return event, None
+            dests = [direct.destination(to)]
+        else:
+            dests = [r.dest for r in setup.router.routes(event.origin.network, event.origin.room)]
+        ruled = {dest: decide(event, dest, setup.policy, quoted=qtext) for dest in dests}
         asked = [dest for dest, d in ruled.items() if d.event is not None]
         request = request_for(event, texts_of(event, qtext), qtext, asked) if asked else None
         if request is None:
@@ -311,7 +321,7 @@ class Relay:
         setup = self.setup
         event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
         if isinstance(event, Message) and event.origin.direct and event.origin.recipient is None:
-            event = await self._address(event, slot)
+            event = await self._address(event, slot.read)
         if isinstance(event, Delete):
             event = await slot.read(lambda conn: reactions.as_removal(conn, event, self.sealer))
         if isinstance(event, Message | Edit):
@@ -476,7 +486,7 @@ class Relay:
             to = event.origin.recipient
             if to is None or not isinstance(event, Message):
                 return direct.decisions(event), [], None
-            return self._plan_direct(event, to, stats)
+            return self._plan_direct(event, to, stats, pre)
         decisions: list[tuple[Destination, Decision]] = []
         items: list[Item] = []
         notify: list[Decision] = []
@@ -550,7 +560,14 @@ class Relay:
             notice = (note, notify[0])
         return decisions, items, notice
 
-    async def _address(self, event: Message, slot: Slot) -> Message:
+    def _reaches(self, to: Recipient) -> bool:
+        """Whether an adapter can send a direct message to `to`."""
+        adapter = self.adapters.get(to.network)
+        return adapter is not None and adapter.capabilities.direct_sends
+
+    async def _address(
+        self, event: Message, read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+    ) -> Message:
         """A private message to the relay, as one to the person it names or, naming no
         one, to the person its sender last exchanged direct messages with (`direct`);
         unchanged when neither applies."""
@@ -558,21 +575,27 @@ class Relay:
         if named is not None:
             return named
         origin = event.origin
-        peer = await slot.read(lambda conn: direct.peer_sync(conn, origin))
+        peer: Recipient | None = await read(lambda conn: direct.peer_sync(conn, origin))
         if peer is None:
             return event
         return dataclasses.replace(event, origin=dataclasses.replace(origin, recipient=peer))
 
     def _plan_direct(
-        self, event: Message, to: Recipient, stats: RelayStats
+        self,
+        event: Message,
+        to: Recipient,
+        stats: RelayStats,
+        pre: Mapping[Destination, Decision] | None = None,
     ) -> tuple[list[tuple[Destination, Decision]], list[Item], tuple[Message, Decision] | None]:
         """A direct message to one person: barriers and rules as for a room (the
         destination being that person), delivered only by an adapter that can; a
         refusal is always told to the sender, in the conversation they wrote in."""
         dest = direct.destination(to)
         adapter = self.adapters.get(to.network)
-        if adapter is None or not adapter.capabilities.direct_sends:
+        if adapter is None or not self._reaches(to):
             decision = direct.unreachable(to)
+        elif pre is not None and dest in pre:
+            decision = pre[dest]  # the rules' decision as the policy hooks narrowed it
         else:
             decision = decide(event, dest, self.setup.policy)
         shaped = None

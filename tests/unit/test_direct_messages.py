@@ -15,6 +15,7 @@ from imbridge.direct import ARCHIVED_REPLY
 from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, Origin, Recipient, Sender
 from tests.unit.conftest import settle, until
+from tests.unit.test_policy_hooks import Marker, python_hook, use_hooks
 from tests.unit.test_reactions_direct import bridge, relayed, search
 
 BASE = """
@@ -178,3 +179,17 @@ def test_the_recipient_survives_the_codec_and_needs_a_direct_message() -> None:
     assert codec.loads(codec.dumps(message)) == message
     with pytest.raises(ValueError, match="direct"):
         Origin(network="a", room="#x", sender=sender, recipient=Recipient(network="b", user="bob"))
+
+
+async def test_policy_hooks_are_asked_about_direct_messages_too(tmp_path: Path) -> None:
+    path, hub = config_file(tmp_path), MemoryHub()
+    async with bridge(path, hub) as daemon:
+        use_hooks(daemon, python_hook(Marker()))
+        hub.post("relay-a", "alice", "bob@b the aurora plan")
+        await until(lambda: len(hub.in_room("alice")) == 1)
+        hub.post("relay-a", "alice", "bob@b card 4111 here")
+        await until(lambda: len(hub.in_room("bob")) == 1)
+    assert said(hub, "bob") == ["<alice@a> card [redacted] here"]
+    (refusal,) = said(hub, "alice")
+    assert "not delivered" in refusal
+    assert "hook:words" in refusal
