@@ -31,6 +31,7 @@ __all__ = [
     "AttachmentSource",
     "Capabilities",
     "Cursors",
+    "DirectAddresses",
     "EventSink",
     "HttpService",
     "Media",
@@ -87,6 +88,10 @@ class Capabilities:
     edit_window: float = 0.0
     """Seconds the outbox holds a correction line (a destination without `edits`) so
     quick further edits of the same message become one line; 0 sends each at once."""
+    direct_sends: bool = False
+    """The adapter delivers a direct message to one person (an `Outgoing` whose event's
+    `origin.recipient` is on this network; its `room` is then the recipient's id): a
+    portal room, a chat from a puppet, a PRIVMSG naming the sender."""
 
     def __post_init__(self) -> None:
         if self.max_text_bytes <= 0:
@@ -252,3 +257,14 @@ class HttpService(Protocol):
     adapter rebuilt by a reload or a restart takes over at once."""
 
     async def handle_http(self, request: web.Request, path: str) -> web.StreamResponse: ...
+
+
+@runtime_checkable
+class DirectAddresses(Protocol):
+    """An adapter with `direct_sends` that recognises its network's addresses in what
+    people write to a relay (`@someone:example.org`, `someone@xmpp.example`), so a private
+    message naming one reaches that person (`imbridge.direct.addressed`)."""
+
+    def address(self, word: str) -> str | None:
+        """`word` as a user id of this network, or None when it names no one here."""
+        ...

@@ -28,6 +28,7 @@ from imbridge.events import (
     Presence,
     PresenceState,
     Reaction,
+    Recipient,
     RemoteId,
     RichText,
     Sender,
@@ -62,6 +63,8 @@ def encode_origin(o: Origin) -> dict[str, Any]:
         "relayed": o.relayed,
         "direct": o.direct,
     }
+    if o.recipient is not None:  # absent for every event but a direct message to someone
+        out["to"] = {"network": o.recipient.network, "user": o.recipient.user}
     if not o.sender.authenticated:  # absent means authenticated: older records read alike
         out["authenticated"] = False
     return out
@@ -69,6 +72,7 @@ def encode_origin(o: Origin) -> dict[str, Any]:
 
 def decode_origin(d: dict[str, Any]) -> Origin:
     rid = d.get("remote_id")
+    to = d.get("to")
     return Origin(
         network=d["network"],
         room=d["room"],
@@ -79,6 +83,7 @@ def decode_origin(d: dict[str, Any]) -> Origin:
         timestamp=datetime.fromisoformat(d["ts"]),
         relayed=bool(d.get("relayed", False)),
         direct=bool(d.get("direct", False)),
+        recipient=Recipient(network=to["network"], user=to["user"]) if to else None,
     )
 
 

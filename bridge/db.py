@@ -110,6 +110,18 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_created ON messages (created);
     CREATE INDEX idmap_created ON idmap (created);
     """,
+    # v4: whom a person last wrote to, or was written to by, across networks: a private
+    # message to the relay that names no one goes there (`imbridge.direct`).
+    """
+    CREATE TABLE direct_peers (
+        network      TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        peer_network TEXT NOT NULL,
+        peer_user    TEXT NOT NULL,
+        updated      REAL NOT NULL,
+        PRIMARY KEY (network, address)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -88,8 +88,15 @@ class Origin:
     timestamp: datetime = field(default_factory=utcnow)
     relayed: bool = False
     direct: bool = False
+    recipient: Recipient | None = None
+    """With `direct`: the person on another network the private message is for (a
+    portal room's ghost, a puppet JID, an address the sender named to the relay). The
+    core sends it to them alone (`Capabilities.direct_sends`); None for a message to the
+    relay account itself, which goes nowhere (`imbridge.direct`)."""
 
     def __post_init__(self) -> None:
+        if self.recipient is not None and not self.direct:
+            raise ValueError("only a direct message has a recipient")
         if not self.network or not self.room:
             raise ValueError("origin needs a network and a room")
         if self.timestamp.tzinfo is None:
@@ -295,3 +302,16 @@ def _fit_mentions(event: Message | Edit) -> None:
     kept = tuple(m for m in event.mentions if text[m.start : m.end] == m.name)
     if len(kept) != len(event.mentions):
         object.__setattr__(event, "mentions", kept)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recipient:
+    """One person on one network, as a direct message's address: `user` is their id there
+    (a Matrix user id, a bare JID, an IRC nick), which is where the adapter sends it."""
+
+    network: str
+    user: str
+
+    def __post_init__(self) -> None:
+        if not self.network or not self.user:
+            raise ValueError("a recipient needs a network and a user")

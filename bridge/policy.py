@@ -98,6 +98,14 @@ class Action(StrEnum):
 class Destination:
     network: str
     room: str
+    direct: bool = False
+    """A person rather than a room: `room` is then their user id on `network`, the
+    recipient of a direct message (`Origin.recipient`)."""
+
+    @property
+    def user(self) -> str | None:
+        """Who receives there, for groups and rules naming users: only a person does."""
+        return self.room if self.direct else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +207,8 @@ class CompiledRule:
     """The rule's lexicons as one pattern over folded text."""
     flag: bool = False
     authenticated: bool | None = None
+    direct: bool | None = None
+    """`to.direct`/`from.direct`: only direct messages (True) or only rooms (False)."""
 
     def matches(self, event: Event, dest: Destination, texts: PolicyTexts) -> bool:  # noqa: PLR0911 - one return per condition
         o = event.origin
@@ -206,7 +216,9 @@ class CompiledRule:
             return False
         if self.authenticated is not None and o.sender.authenticated is not self.authenticated:
             return False
-        if not self.dest.matches(dest.network, dest.room, None):
+        if self.direct is not None and dest.direct is not self.direct:
+            return False
+        if not self.dest.matches(dest.network, dest.room, dest.user):
             return False
         if self.attachments is not None and not any(
             self.attachments.catches(a) for a in attachments_of(event)
@@ -236,7 +248,7 @@ class CompiledBarrier:
         o = event.origin
         for one, other in ((self.a, self.b), (self.b, self.a)):
             if one.contains(o.network, o.room, o.sender.id) and other.contains(
-                dest.network, dest.room, None
+                dest.network, dest.room, dest.user
             ):
                 return True
         return False
@@ -278,6 +290,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
                 lexicon=lexicon(r.lexicons),
                 flag=r.flag or r.action == "flag",
                 authenticated=r.from_.authenticated,
+                direct=r.to.direct if r.to.direct is not None else r.from_.direct,
             )
             for r in policy.rules
         ),

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,6 +33,7 @@ from imbridge.events import (
     MessageKind,
     Origin,
     Reaction,
+    Recipient,
     Sender,
     Topic,
     new_event_id,
@@ -54,7 +55,7 @@ from imbridge.policy import (
     texts_of,
 )
 from imbridge.render import render
-from imbridge.router import Router
+from imbridge.router import Route, Router
 from imbridge.sanitize import clean_text
 from imbridge.screening import OWN_ECHO, Ignored, screen
 from imbridge.shedding import Shedding
@@ -67,6 +68,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("imbridge.relay")
 
 NOTICE_SENDER = Sender(id="imbridge", name="imbridge")
+DIRECT_ROUTE = "direct"
+"""The gateway name a direct message's render sees: it crosses none."""
+DIRECT_NICK_FORMAT = "<{nick}@{network}> "
+"""How a direct message names its sender where the relay speaks for everyone (IRC)."""
 
 
 @dataclass(slots=True)
@@ -255,14 +260,24 @@ class Relay:
         hooks = setup.hooks
         origin = event.origin
         event = _clean(event, setup.router.canonical_room(origin.network, origin.room))
-        if hooks is None or isinstance(event, Delete) or event.origin.direct:
+        if hooks is None or isinstance(event, Delete):
             return event, None
         quoted = await self._quote_for(event)
         qtext = quoted.text if quoted else None
-        ruled = {
-            route.dest: decide(event, route.dest, setup.policy, quoted=qtext)
-            for route in setup.router.routes(event.origin.network, event.origin.room)
-        }
+        if event.origin.direct:
+            # A direct message to a person meets the hooks as a room message does: a
+            # private channel is no way around a DLP check.
+            if not isinstance(event, Message):
+                return event, None
+            if event.origin.recipient is None:
+                event = await self._address(event, self.db.read)
+            to = event.origin.recipient
+            if to is None or not self._reaches(to):
+                return event, None
+            dests = [direct.destination(to)]
+        else:
+            dests = [r.dest for r in setup.router.routes(event.origin.network, event.origin.room)]
+        ruled = {dest: decide(event, dest, setup.policy, quoted=qtext) for dest in dests}
         asked = [dest for dest, d in ruled.items() if d.event is not None]
         request = request_for(event, texts_of(event, qtext), qtext, asked) if asked else None
         if request is None:
@@ -305,6 +320,8 @@ class Relay:
     ) -> tuple[bool, list[tuple[Destination, Decision]], list[Item]]:
         setup = self.setup
         event = _clean(event, setup.router.canonical_room(event.origin.network, event.origin.room))
+        if isinstance(event, Message) and event.origin.direct and event.origin.recipient is None:
+            event = await self._address(event, slot.read)
         if isinstance(event, Delete):
             event = await slot.read(lambda conn: reactions.as_removal(conn, event, self.sealer))
         if isinstance(event, Message | Edit):
@@ -339,19 +356,35 @@ class Relay:
                     conn, note, purpose="policy", about=event.id, rule=why.rule
                 )
             if event.origin.direct:
-                archived = not isinstance(self.recorder, NullRecorder)
-                for reply in direct.reply_sync(conn, event, archived=archived):
-                    items.append(reply)
-                    if isinstance(reply.event, Message):
-                        self.recorder.record_notice(
-                            conn, reply.event, purpose="direct-reply", about=event.id
-                        )
+                self._direct_sync(conn, event, decisions, items)
             # Last: the backlog counts what this commit queues only if it gets this far.
             items[:] = self.shedding.admit_sync(conn, event, items, setup.networks)
             enqueue_sync(conn, items, sealer=self.outbox.sealer)
             return True
 
         return await slot.run(commit), decisions, items
+
+    def _direct_sync(
+        self,
+        conn: sqlite3.Connection,
+        event: Event,
+        decisions: list[tuple[Destination, Decision]],
+        items: list[Item],
+    ) -> None:
+        """A private message's bookkeeping in its commit: for one to a person, the pair
+        remembered for their answers once it goes out; for one to the relay itself, the
+        one-time answer (`direct`)."""
+        if event.origin.recipient is not None:
+            if any(d.allowed for _, d in decisions):
+                direct.remember_sync(conn, event)
+            return
+        archived = not isinstance(self.recorder, NullRecorder)
+        for reply in direct.reply_sync(conn, event, archived=archived):
+            items.append(reply)
+            if isinstance(reply.event, Message):
+                self.recorder.record_notice(
+                    conn, reply.event, purpose="direct-reply", about=event.id
+                )
 
     async def _commit_ignored(self, event: Event, ignored: Ignored, slot: Slot) -> bool:
         """Archives a bot's event as seen, with the decision `ignored`; nothing is queued
@@ -450,7 +483,10 @@ class Relay:
         """The decision for every destination, the deliveries they allow (with the notice
         to the sender, if one is due), and that notice with the decision it explains."""
         if event.origin.direct:
-            return direct.decisions(event), [], None
+            to = event.origin.recipient
+            if to is None or not isinstance(event, Message):
+                return direct.decisions(event), [], None
+            return self._plan_direct(event, to, stats, pre)
         decisions: list[tuple[Destination, Decision]] = []
         items: list[Item] = []
         notify: list[Decision] = []
@@ -523,6 +559,68 @@ class Relay:
             )
             notice = (note, notify[0])
         return decisions, items, notice
+
+    def _reaches(self, to: Recipient) -> bool:
+        """Whether an adapter can send a direct message to `to`."""
+        adapter = self.adapters.get(to.network)
+        return adapter is not None and adapter.capabilities.direct_sends
+
+    async def _address(
+        self, event: Message, read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+    ) -> Message:
+        """A private message to the relay, as one to the person it names or, naming no
+        one, to the person its sender last exchanged direct messages with (`direct`);
+        unchanged when neither applies."""
+        named = direct.addressed(event, self.adapters)
+        if named is not None:
+            return named
+        origin = event.origin
+        peer: Recipient | None = await read(lambda conn: direct.peer_sync(conn, origin))
+        if peer is None:
+            return event
+        return dataclasses.replace(event, origin=dataclasses.replace(origin, recipient=peer))
+
+    def _plan_direct(
+        self,
+        event: Message,
+        to: Recipient,
+        stats: RelayStats,
+        pre: Mapping[Destination, Decision] | None = None,
+    ) -> tuple[list[tuple[Destination, Decision]], list[Item], tuple[Message, Decision] | None]:
+        """A direct message to one person: barriers and rules as for a room (the
+        destination being that person), delivered only by an adapter that can; a
+        refusal is always told to the sender, in the conversation they wrote in."""
+        dest = direct.destination(to)
+        adapter = self.adapters.get(to.network)
+        if adapter is None or not self._reaches(to):
+            decision = direct.unreachable(to)
+        elif pre is not None and dest in pre:
+            decision = pre[dest]  # the rules' decision as the policy hooks narrowed it
+        else:
+            decision = decide(event, dest, self.setup.policy)
+        shaped = None
+        if decision.event is not None and adapter is not None:
+            route = Route(DIRECT_ROUTE, dest, DIRECT_NICK_FORMAT)
+            shaped = render(decision.event, route, adapter.capabilities)
+        if shaped is None:
+            stats.denied += 1
+            log.info(
+                "direct_denied",
+                network=event.origin.network,
+                event_id=event.id,
+                dest_network=to.network,
+                rule=decision.rule,
+            )
+            refusal = direct.refusal_notice(event, decision)
+            assert isinstance(refusal.event, Message)  # noqa: S101 - built as one just above
+            return [(dest, decision)], [refusal], (refusal.event, decision)
+        item = Item(
+            network=to.network,
+            room=to.user,
+            event=shaped,
+            txn_id=txn_id_for(event.id, to.network, to.user),
+        )
+        return [(dest, decision)], [item], None
 
     async def _quoted(self, event: Event, slot: Slot) -> Message | None:
         """A reply's original, a thread message's root, or what an added reaction reacts

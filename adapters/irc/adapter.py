@@ -69,6 +69,7 @@ class IrcAdapter:
             line_bytes=line_bytes(self._link.mask),
             edit_window=config.edit_window,
             reactions="native",  # +draft/react, or gathered lines (`reactions`)
+            direct_sends=True,  # a PRIVMSG from the relay naming the sender
         )
         self._roster = Roster()
         self._writer = Writer(name, config.flood)

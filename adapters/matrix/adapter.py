@@ -26,6 +26,7 @@ by the homeserver instead of posted twice.
 from __future__ import annotations
 
 import asyncio
+import re
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +54,7 @@ from .appservice import AppserviceApi
 from .config import MatrixConfig
 from .ghosts import Ghosts
 from .media import MatrixMedia
+from .portals import Portals
 from .proto.ghostnames import is_ghost, server_of
 from .receive import Receiver
 from .rooms import NETWORK_ERRORS, Rooms
@@ -61,6 +63,8 @@ from .session import Session
 
 log = structlog.get_logger("imbridge.adapters.matrix")
 
+MATRIX_USER = re.compile(r"@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
+"""A user id as the spec allows it (historical upper-case localparts aside)."""
 PINGS = 5
 PING_AGAIN = 2.0
 """Seconds between pings until the first transaction arrives (Synapse's first retry of
@@ -107,11 +111,15 @@ class MatrixAdapter:
         as_token: str | None = None
         if config.mode == "appservice":
             as_token, hs_token = registration.tokens(name, config, state_dir or Path())
-            self.capabilities = replace(self.capabilities, speaks_as_sender=True)
+            self.capabilities = replace(self.capabilities, speaks_as_sender=True, direct_sends=True)
         self._session = Session(name, config, cursors, self._log, as_token=as_token)
         self._rooms = Rooms(name, config, cursors, session=self._session, log=self._log)
         self._media = MatrixMedia(
             name, config, session=self._session, links=media_links, log=self._log
+        )
+        self._ghosts = self._ghost_keeper(config, as_token)
+        self._portals = (
+            Portals(cursors, self._ghosts, log=self._log) if self._ghosts is not None else None
         )
         self._receiver = Receiver(
             name,
@@ -121,17 +129,9 @@ class MatrixAdapter:
             rooms=self._rooms,
             media=self._media,
             log=self._log,
+            portals=self._portals,
         )
         if as_token is not None:
-            self._ghosts = Ghosts(
-                homeserver=config.homeserver,
-                as_token=as_token,
-                bot=config.user_id,
-                server=server_of(config.user_id),
-                prefix=config.appservice.ghost_prefix,
-                timeout=config.request_timeout,
-                log=self._log,
-            )
             self._api = AppserviceApi(
                 hs_token,
                 cursors,
@@ -147,8 +147,23 @@ class MatrixAdapter:
             cursors=cursors,
             log=self._log,
             ghosts=self._ghosts,
+            portals=self._portals,
         )
         self._tasks: TaskTree | None = None
+
+    def _ghost_keeper(self, config: MatrixConfig, as_token: str | None) -> Ghosts | None:
+        """The ghosts remote senders speak as, in appservice mode only."""
+        if as_token is None:
+            return None
+        return Ghosts(
+            homeserver=config.homeserver,
+            as_token=as_token,
+            bot=config.user_id,
+            server=server_of(config.user_id),
+            prefix=config.appservice.ghost_prefix,
+            timeout=config.request_timeout,
+            log=self._log,
+        )
 
     @property
     def identity(self) -> str:
@@ -190,6 +205,13 @@ class MatrixAdapter:
 
     async def send(self, item: Outgoing) -> RemoteId:
         return await self._transmitter.send(item)
+
+    def address(self, word: str) -> str | None:
+        """A Matrix user id names a person here (`DirectAddresses`), in appservice mode,
+        where a ghost can open a portal with them; never one of our own ghosts."""
+        if self._portals is None or MATRIX_USER.fullmatch(word) is None:
+            return None
+        return None if self._is_ghost(word) or word == self.identity else word
 
     async def aclose(self) -> None:
         if self._api is not None:

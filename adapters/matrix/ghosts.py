@@ -68,6 +68,15 @@ class Ghosts:
 
     async def ready(self, network: str, sender: str, name: str, room_id: str) -> str:
         """The ghost of `sender`, registered, named `name` and in `room_id`."""
+        user = await self.prepare(network, sender, name)
+        async with self._locks.setdefault(user, asyncio.Lock()):
+            if (room_id, user) not in self._in_room:
+                await self._join(user, room_id)
+                self._in_room.add((room_id, user))
+        return user
+
+    async def prepare(self, network: str, sender: str, name: str) -> str:
+        """The ghost of `sender`, registered and named `name`, in no room yet."""
         user = self.user_id(network, sender)
         async with self._locks.setdefault(user, asyncio.Lock()):
             if user not in self._registered:
@@ -78,10 +87,29 @@ class Ghosts:
                 await self._call("PUT", f"/profile/{_q(user)}/displayname",
                                  {"displayname": shown}, as_user=user)  # fmt: skip
                 self._names[user] = shown
-            if (room_id, user) not in self._in_room:
-                await self._join(user, room_id)
-                self._in_room.add((room_id, user))
         return user
+
+    async def create_portal(self, ghost: str, invitee: str) -> str:
+        """A new private room created by `ghost`, `invitee` invited to it as to a direct
+        chat (`is_direct`, so clients list it with their people, not their rooms)."""
+        answer = await self._call("POST", "/createRoom", {
+            "preset": "trusted_private_chat", "is_direct": True, "invite": [invitee],
+        }, as_user=ghost)  # fmt: skip
+        room_id = answer.get("room_id")
+        if not isinstance(room_id, str):
+            raise RetryableSendError("matrix: createRoom answered no room_id")
+        self._in_room.add((room_id, ghost))
+        return room_id
+
+    async def join(self, ghost: str, room_id: str) -> None:
+        """`ghost` accepts an invite to `room_id`."""
+        await self._call("POST", f"/join/{_q(room_id)}", {}, as_user=ghost)
+        self._in_room.add((room_id, ghost))
+
+    async def leave(self, ghost: str, room_id: str) -> None:
+        """`ghost` declines an invite to `room_id` (or leaves it)."""
+        await self._raw("POST", f"/rooms/{_q(room_id)}/leave", {}, as_user=ghost)
+        self._in_room.discard((room_id, ghost))
 
     async def ping(self, app_id: str) -> int:
         """`POST /_matrix/client/v1/appservice/{id}/ping` (Matrix 1.7): 200 once the

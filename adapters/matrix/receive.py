@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from imbridge.intake import Intake
 
 from .config import MatrixConfig
 from .media import MatrixMedia
+from .portals import Portal, Portals
 from .proto.translate import parse_event, to_core
 from .rooms import NETWORK_ERRORS, Rooms
 from .session import Session
@@ -55,8 +57,10 @@ class Receiver:
         rooms: Rooms,
         media: MatrixMedia,
         log: Any,
+        portals: Portals | None = None,
     ) -> None:
         self.name = name
+        self._portals = portals
         self.config = config
         self._cursors = cursors
         self._session = session
@@ -247,6 +251,8 @@ class Receiver:
                 continue
             if source.get("type") == "m.room.member":
                 await self._pushed_member(room_id, source)
+            if await self._pushed_portal(room_id, source, is_ghost):
+                continue
             if not self._rooms.relayed(room_id) or is_ghost(sender):
                 continue
             if room_id in self._rooms.pending_join:
@@ -258,6 +264,53 @@ class Receiver:
                 await self._rooms.learn_name(room_id, sender)
             await self._handle_event(room_id, source)
         await self._inbound().drain()
+
+    async def _pushed_portal(self, room_id: str, source: dict[str, Any], is_ghost: IsGhost) -> bool:
+        """A Matrix user's invite of a ghost (a new portal), or what they wrote in a
+        portal: a direct message to the person the ghost stands for. True when the
+        event belonged to a portal (handled here, or nothing to hand over)."""
+        if self._portals is None or self._rooms.relayed(room_id):
+            return False  # a bridged room (or a direct chat with the bot) is no portal
+        sender = source["sender"]
+        invited = source.get("state_key")
+        content = source.get("content")
+        if (
+            source.get("type") == "m.room.member"
+            and isinstance(invited, str)
+            and is_ghost(invited)
+            and not is_ghost(sender)
+            and sender != self._session.identity  # the bot letting a ghost into a room
+            and isinstance(content, dict)
+            and content.get("membership") == "invite"
+        ):
+            if await self._portals.portal(room_id) is None:
+                await self._portals.invited(room_id, invited, sender)
+            return True
+        portal = await self._portals.portal(room_id)
+        if portal is None:
+            return False
+        # Only the portal's Matrix user speaks to the person: not the ghost (its own
+        # words), nor anyone else the user let in.
+        if sender == portal.user and source.get("type") == "m.room.message":
+            await self._portal_message(room_id, source, portal)
+        return True
+
+    async def _portal_message(self, room_id: str, source: dict[str, Any], portal: Portal) -> None:
+        """A message in a portal, as a direct message to the person on the other side.
+        Edits, reactions and redactions stay in the portal (archived nowhere) for now."""
+        if not isinstance(source.get("event_id"), str):
+            return
+        parsed = parse_event(source, self.config.homeserver, link=self._media.linker())
+        if parsed is None or parsed.action != "message":
+            return
+        sender = portal.user
+        await self._rooms.learn_name(room_id, sender)
+        name = self._rooms.display_name(room_id, sender)
+        event = to_core(parsed, event_id=new_event_id(), network=self.name, room=room_id,
+                        sender_name=name, direct=True)  # fmt: skip
+        if event is not None:
+            origin = dataclasses.replace(event.origin, recipient=portal.peer)
+            await self._inbound().put(dataclasses.replace(event, origin=origin))
 
     async def _pushed_member(self, room_id: str, source: dict[str, Any]) -> None:
         content = source.get("content")

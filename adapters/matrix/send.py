@@ -20,11 +20,12 @@ from nio import (
 
 from imbridge.adapter import Cursors, Outgoing
 from imbridge.errors import PermanentSendError, RetryableSendError
-from imbridge.events import Edit, Event, Message, Reaction, RemoteId
+from imbridge.events import Edit, Event, Message, Reaction, Recipient, RemoteId
 
 from . import media
 from .config import MatrixConfig
 from .ghosts import Ghosts
+from .portals import Portals
 from .proto.mentions import with_mentions
 from .proto.reactions import DUPLICATE, Annotation, reactor, state_key
 from .proto.translate import RedactWire, SendWire, Wire, attachment_lines, to_wire
@@ -45,10 +46,12 @@ class Transmitter:
         cursors: Cursors,
         log: Any,
         ghosts: Ghosts | None = None,
+        portals: Portals | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self._ghosts = ghosts
+        self._portals = portals
         self._session = session
         self._client = session.client
         self._rooms = rooms
@@ -61,6 +64,15 @@ class Transmitter:
     async def send(self, item: Outgoing) -> RemoteId:
         if not self._session.connected:
             raise RetryableSendError("matrix: offline")
+        to = item.event.origin.recipient
+        if to is not None and to.network == self.name:
+            return await self._send_direct(item, to.user)
+        if item.event.origin.direct and self._portals is not None:
+            portal = await self._portals.portal(item.room)
+            if portal is not None:  # the bridge's answer in a portal (a refusal): the
+                # bot is not in it, so the ghost the user talks to says it
+                return await self._request(portal.room_id, to_wire(item), item.txn_id,
+                                           portal.ghost)  # fmt: skip
         room_id = self._rooms.ids.get(item.room)
         if room_id is None and item.event.origin.direct and item.room in self._rooms.direct:
             room_id = item.room  # an answer in a direct chat, which is named by its id
@@ -147,7 +159,37 @@ class Transmitter:
         if origin.network == self.name and origin.room == item.room:
             return None
         sender = origin.sender
-        return await self._ghosts.ready(origin.network, sender.id, sender.name, room_id)
+        ghost = await self._ghosts.ready(origin.network, sender.id, sender.name, room_id)
+        if self._portals is not None and origin.network != self.name:
+            # a Matrix user may invite the ghost to a portal with this person
+            person = Recipient(network=origin.network, user=sender.id)
+            await self._portals.remember_ghost(ghost, person, keep=True)
+        return ghost
+
+    async def _send_direct(self, item: Outgoing, to: str) -> RemoteId:
+        """A direct message from someone elsewhere to the Matrix user `to`, posted by
+        their ghost in the portal of the two (opened on the first one); `to` may also
+        name the portal itself, by its room id."""
+        if self._ghosts is None or self._portals is None:
+            raise PermanentSendError("matrix: direct messages need appservice mode")
+        origin = item.event.origin
+        if not isinstance(item.event, Message):
+            raise PermanentSendError("matrix: only messages go to a portal")
+        sender = origin.sender
+        ghost = await self._ghosts.prepare(origin.network, sender.id, sender.name)
+        person = Recipient(network=origin.network, user=origin.room)
+        await self._portals.remember_ghost(ghost, person)
+        if to.startswith("!"):
+            portal = await self._portals.portal(to)
+            if portal is None:
+                raise PermanentSendError(f"matrix: {to} is not a portal")
+        else:
+            portal = await self._portals.open(ghost, to, person)
+        try:
+            wire = to_wire(item)
+        except ValueError as exc:
+            raise PermanentSendError(f"matrix: {exc}") from exc
+        return await self._request(portal.room_id, wire, item.txn_id, portal.ghost)
 
     async def _send_with_media(
         self, room_id: str, item: Outgoing, event: Message, as_user: str | None

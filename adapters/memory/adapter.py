@@ -63,6 +63,7 @@ class MemoryAdapter:
             edit_window=caps.edit_window,
             max_lines=caps.max_lines,
             line_bytes=caps.line_bytes,
+            direct_sends=caps.direct_sends,
         )
         self._session = Session(self.hub)
         self._receiver = Receiver(name, config, cursors)
@@ -108,6 +109,11 @@ class MemoryAdapter:
         tasks, self._tasks = self._tasks, None
         if tasks is not None:
             await tasks.aclose()
+
+    def address(self, word: str) -> str | None:
+        """`nick@<this network>` names a person here (`DirectAddresses`)."""
+        nick, at, network = word.rpartition("@")
+        return nick if at and nick and network == self.name else None
 
     # --- the hub's side, and what tests drive -----------------------------------------
 

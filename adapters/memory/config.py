@@ -25,6 +25,9 @@ class MemoryCapabilities(BaseModel):
     edit_window: float = 0.0
     max_lines: int = 0
     line_bytes: int = 0
+    direct_sends: bool = False
+    """Takes direct messages to one person: `nick@<network> text` to another network's
+    relay names them, and a send goes to a post in the room named by their nick."""
 
 
 class MemoryConfig(NetworkConfig):

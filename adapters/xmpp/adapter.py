@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
@@ -46,6 +47,8 @@ from .writes import CoalescedWrites
 
 log = structlog.get_logger("imbridge.adapters.xmpp")
 
+BARE_JID = re.compile(r"[^@/\s\"&'<>:]+@[A-Za-z0-9.\-]+")
+"""A person's address as people write it: local@domain, no resource."""
 CLIENT = Capabilities(
     edits=True,
     deletes=True,
@@ -58,6 +61,7 @@ CLIENT = Capabilities(
     send_window=16,
     reactions="native",  # XEP-0444, the relay's whole set on the relayed copy
     threads=True,  # XEP-0201 <thread>
+    direct_sends=True,  # a chat message to a person: from a puppet, or from the relay
 )
 COMPONENT = dataclasses.replace(CLIENT, send_window=1, speaks_as_sender=True)
 """One send at a time: a new sender's first message waits for its puppet to join, and
@@ -110,6 +114,16 @@ class XmppAdapter:
             login=login, delivery=delivery, receiver=self._receiver, uploads=self._uploads,
             voices=voices, writes=self._writes,
         )  # fmt: skip
+
+    def address(self, word: str) -> str | None:
+        """A bare JID names a person here (`DirectAddresses`): not a room the relay is
+        in, nor one of its own puppets."""
+        if BARE_JID.fullmatch(word) is None:
+            return None
+        jid = word.lower()
+        if jid in self._rooms or jid.endswith(f"@{self.config.component}"):
+            return None
+        return jid
 
     @property
     def connected(self) -> bool:

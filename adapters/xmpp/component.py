@@ -26,13 +26,13 @@ from slixmpp import JID, BaseXMPP, ComponentXMPP
 
 from imbridge.adapter import Outgoing
 from imbridge.errors import AdapterError, PermanentSendError, RetryableSendError
-from imbridge.events import Origin
+from imbridge.events import Origin, Recipient
 
 from .config import XmppConfig
 from .delivery import NOT_IN_ROOM, PERMANENT, Delivery
 from .proto.stanzas import NS_CLIENT, parse_message, parse_presence, q, split_jid
 from .proto.uploads import discovery_domain
-from .puppets import nick_candidates, puppet_jid
+from .puppets import nick_candidates, person_of, puppet_jid
 from .rooms import Room
 from .session import JOIN_TIMEOUT, PLUGINS, Backoff, Refuse
 
@@ -150,6 +150,9 @@ class Component:
         to = split_jid(element.get("to", ""))[0]
         if to == self.domain:
             return True
+        if kind == "message" and element.get("type", "normal") in ("chat", "normal"):
+            if self.addressee(to) is not None:
+                return True  # a direct message to the person a puppet stands for
         if kind == "presence":
             self._puppet_presence(to, element)
         elif element.get("type") == "error":
@@ -202,6 +205,15 @@ class Component:
     def speaker(self, item: Outgoing) -> str | None:
         origin = item.event.origin
         return puppet_jid(origin, self.domain) if self._relayed_from_elsewhere(origin) else None
+
+    def addressee(self, to: str) -> Recipient | None:
+        local, at, domain = to.rpartition("@")
+        if not at or domain != self.domain:
+            return None
+        person = person_of(local)
+        if person is None or person[1] == self.name:
+            return None
+        return Recipient(network=person[1], user=person[0])
 
     def speaks_for(self, room: Room, nick: str, real_jid: str | None) -> bool:
         if nick in self._nicks.get(room.jid, {}):

@@ -69,6 +69,33 @@ def localpart(sender_id: str, network: str) -> str:
     return f"{head}.{digest}"
 
 
+def person_of(local: str) -> tuple[str, str] | None:
+    """The (sender id, network) whose puppet localpart `local` is; None for anything
+    else, a shortened (hashed) localpart included: the mapping is undone, then checked
+    by doing it again."""
+    sender, sep, network = local.rpartition(_SEPARATOR)
+    if not sep or not sender:
+        return None
+    try:
+        pair = _unescape(sender), _unescape(network.replace(_NETWORK_AT, _SEPARATOR))
+    except ValueError:
+        return None
+    return pair if localpart(*pair) == local else None
+
+
+def _unescape(part: str) -> str:
+    raw = bytearray()
+    i = 0
+    while i < len(part):
+        if part[i] == "\\":
+            raw.append(int(part[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw += part[i].encode("ascii")
+            i += 1
+    return raw.decode("utf-8")
+
+
 def puppet_jid(origin: Origin, component: str) -> str:
     """The bare JID a relayed sender speaks from."""
     return f"{localpart(origin.sender.id, origin.network)}@{component}"

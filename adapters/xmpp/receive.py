@@ -14,6 +14,7 @@ the events over.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -204,7 +205,9 @@ class Receiver:
         ):
             return None  # one of our own puppets
         rooms = {r.jid: r.nick for r in self._rooms.values() if r.joined}
-        return private_message(wire, own=self._own_jid, rooms=rooms)
+        private = private_message(wire, own=self._own_jid, rooms=rooms)
+        person = self._voices.addressee(wire.to) if private is not None else None
+        return dataclasses.replace(private, person=person) if private and person else private
 
     async def _process_private(
         self, wire: WireMessage, private: Private, room: Room | None

@@ -148,6 +148,8 @@ class Sender:
         the conversation before it as the ids of the chat's other messages have (see
         `private`), so a reaction to it resolves."""
         element = to_wire(item, identity=self.identity)
+        if (sender := self._voices.speaker(item)) is not None:
+            element.set("from", sender)  # a direct message from a puppet (component mode)
         client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp
         bare, _, nick = item.room.partition("/")
         conversation = item.room if bare.lower() in self._rooms and nick else bare.lower()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from imbridge.adapter import Outgoing
+from imbridge.events import Recipient
 
 from .rooms import Room
 
@@ -38,6 +39,11 @@ class Voices(Protocol):
         """Takes the relay's occupants out of `room` (a reload removed it)."""
         ...
 
+    def addressee(self, to: str) -> Recipient | None:
+        """The person elsewhere a private message to the bare JID `to` is for: the one
+        a puppet stands for; None for the relay's own JID."""
+        ...
+
 
 class OwnVoice:
     """Client mode: the relay's account says everything, from its one occupant."""
@@ -52,6 +58,9 @@ class OwnVoice:
         return None
 
     def leave_all(self, client: Any) -> None:
+        return None
+
+    def addressee(self, to: str) -> Recipient | None:
         return None
 
     def leave(self, client: Any, room: Room) -> None:

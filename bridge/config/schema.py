@@ -164,6 +164,10 @@ class Match(Member):
     authenticated: bool | None = None
     """`true`: only senders whose network vouches for their account (an IRC nick without
     a services account is not); `false`: only those it does not."""
+    direct: bool | None = None
+    """`true`: only direct messages from one person to another across networks, whose
+    destination is a person (`to.user` then matches the recipient); `false`: only what
+    goes to rooms. Either side may say it; it means the same."""
 
 
 class Pattern(Protocol):
@@ -267,8 +271,13 @@ class Rule(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Rule:
-        if self.to.user != "*":
-            raise ValueError("to.user cannot match: a destination is a room, not a user")
+        if self.to.user != "*" and self.to.direct is not True:
+            raise ValueError(
+                "to.user cannot match: a destination is a room (add `direct: true` to "
+                "`to` to match the recipient of a direct message)"
+            )
+        if None not in (self.to.direct, self.from_.direct) and self.to.direct != self.from_.direct:
+            raise ValueError("from.direct and to.direct disagree: say it on one side")
         if self.to.authenticated is not None:
             raise ValueError("to.authenticated cannot match: a destination is a room")
         if self.action == "redact" and self.text is None and self.attachments is None:

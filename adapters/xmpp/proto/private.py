@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from imbridge.events import Recipient
+
 from .stanzas import WireMessage
 
 PRIVATE_TYPES = frozenset({"chat", "normal"})  # RFC 6121 §5.2.2; `normal` is the default
@@ -42,6 +44,9 @@ class Private:
     """The key of this conversation in the adapter's state (aliases, reaction sets):
     the sender's bare JID, or the occupant JID; stable across their clients."""
     remote_id: str | None
+    person: Recipient | None = None
+    """Whom it is for when written to a puppet JID (component mode): the person on the
+    other network that puppet stands for; None for the relay itself."""
 
 
 def private_message(wire: WireMessage, *, own: str, rooms: Mapping[str, str]) -> Private | None:

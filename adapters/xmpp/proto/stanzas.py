@@ -78,6 +78,7 @@ class WireMessage:
     invitation: bool = False  # a room invitation (XEP-0045 mediated or XEP-0249)
     thread: str | None = None  # XEP-0201 thread id
     mention_refs: tuple[tuple[str, int, int], ...] = ()  # XEP-0372 (uri, begin, end)
+    to: str = ""  # the bare JID it was addressed to (a puppet's, for a direct message)
 
     @property
     def remote_id(self) -> str | None:
@@ -248,6 +249,7 @@ def parse_message(
         invitation=_invitation(element),
         thread=thread_of(element),
         mention_refs=read_references(element),
+        to=recipient,
     )
 
 

@@ -113,6 +113,7 @@ def origin_of(wire: WireMessage, ctx: Inbound) -> Origin:
         timestamp=wire.stamp or ctx.now,
         relayed=wire.relayed_by is not None,
         direct=private is not None,
+        recipient=private.person if private is not None else None,
     )
 
 
