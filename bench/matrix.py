@@ -5,7 +5,12 @@ Alice posts in room A; Bob is in both rooms, so each message is timed twice on t
 client: its arrival in A is the direct client path (the baseline), its relayed copy in B
 is the bridged path. Latency is measured at a steady 5 msg/s, throughput on a burst.
 
+With `--appservice`, it measures instead in-order throughput from IRC into Matrix in
+appservice mode against client mode, same run, on stock rate limits
+(`bench/matrix_appservice.py`).
+
 usage: .venv/bin/python bench/matrix.py [--messages 100] [--burst 300]
+       .venv/bin/python bench/matrix.py --appservice [--messages 30]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,11 +162,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--messages", type=int, default=100)
+    ap.add_argument("--messages", type=int, default=None)
     ap.add_argument("--burst", type=int, default=300)
+    ap.add_argument("--appservice", action="store_true", help="appservice mode against client mode")
     args = ap.parse_args()
     logs.setup("error", "console")
-    asyncio.run(bench(args.messages, args.burst))
+    if args.appservice:
+        # Its own process: it needs the IRC test server's client, which this folder's
+        # irc.py would shadow on this script's path.
+        script = Path(__file__).with_name("matrix_appservice.py")
+        sys.exit(subprocess.call([sys.executable, script, "--messages", str(args.messages or 30)]))
+    else:
+        asyncio.run(bench(args.messages or 100, args.burst))
 
 
 if __name__ == "__main__":
