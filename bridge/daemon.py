@@ -26,7 +26,7 @@ import signal
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -43,12 +43,10 @@ from imbridge.config.report import log_config_error
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
-from imbridge.endpoints import is_public, make_app, media_limiter, serve_http
 from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new_event_id
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.hooks import engine as hook_engine
-from imbridge.listener import Listener
 from imbridge.medialinks import MediaLinks
 from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
@@ -59,6 +57,9 @@ from imbridge.sdnotify import Notifier
 from imbridge.sinks.feed import SINK_MIGRATIONS
 from imbridge.sinks.runner import Sinks
 from imbridge.tasks import TaskTree
+
+if TYPE_CHECKING:
+    from imbridge.listener import Listener
 
 log = structlog.get_logger("imbridge.daemon")
 
@@ -236,6 +237,14 @@ class Daemon:
             self._launch(name)
         listen = self.config.bridge.http.listen
         if listen:
+            # aiohttp's server side: about 2 MiB resident, loaded only for a listener.
+            from imbridge.endpoints import (  # noqa: PLC0415
+                is_public,
+                make_app,
+                media_limiter,
+                serve_http,
+            )
+
             token = self.config.bridge.http.metrics_token
             app = make_app(
                 self,
