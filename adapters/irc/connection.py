@@ -1,10 +1,8 @@
 """One connection to the IRC server, and what the adapter's parts share about it.
 
-`Connection` is an asyncio protocol that hands each received line over raw and makes a
+`Connection` is the `irc` library's asyncio connection with lines handed over raw and a
 last check at the socket: nothing holding CR, LF or NUL, or longer than 512 bytes, is
-ever written, whatever built it. It is all the adapter needs of a transport, so the `irc`
-library (with its jaraco, tempora and dateutil dependencies, about 3.5 MiB resident) is
-not loaded by the daemon. `ConnectionState` is what lives exactly as long as one
+ever written, whatever built it. `ConnectionState` is what lives exactly as long as one
 connection; `Link` is the adapter's view of the current one (which session, whether it
 is ready for sends, under which nick and mask), read and updated by the session, the
 receiver and the adapter alike.
@@ -17,7 +15,10 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+
+from irc.client_aio import AioConnection, AioReactor
+from irc.connection import AioFactory
+from jaraco.stream.buffer import LineBuffer
 
 from imbridge.adapters.irc.config import IrcConfig
 from imbridge.adapters.irc.proto import wire
@@ -29,42 +30,33 @@ class ConnectionLost(Exception):
     """The connection ended (server closed it, network error, ping timeout)."""
 
 
-class Connection(asyncio.Protocol):
-    """Lines in, split on LF with an optional CR before it and handed over raw (decoded
-    by `wire.parse` as UTF-8 with a CP1252 fallback); lines out, checked. Tagged lines
-    are allowed their own 4 KiB of tags (IRCv3 message-tags) on top of the 512 bytes."""
+class Connection(AioConnection):  # type: ignore[misc]  # the irc library is untyped
+    """The library's asyncio connection, with lines handed over raw (decoded by
+    `wire.parse` as UTF-8 with a CP1252 fallback) and tagged lines allowed their own
+    4 KiB of tags (IRCv3 message-tags) on top of the 512 bytes."""
 
-    def __init__(self, on_line: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+    buffer_class = LineBuffer
+
+    def __init__(
+        self, reactor: AioReactor, on_line: Callable[[bytes], None], on_lost: Callable[[], None]
+    ) -> None:
+        super().__init__(reactor)
         self._on_line = on_line
         self._on_lost = on_lost
-        self._pending = b""
         self.transport: asyncio.Transport | None = None
-        self.connected = False
 
-    async def open(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.create_connection(
-            lambda: self, host, port, ssl=tls, server_hostname=host if tls else None
-        )
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # create_connection's: a stream
+    async def open(self, host: str, port: int, factory: AioFactory) -> None:
+        self.buffer = LineBuffer()
+        self.server, self.port = host, port
+        protocol = self.protocol_class(self, self.reactor.loop)
+        self.transport, self.protocol = await factory(protocol, (host, port))
         self.connected = True
 
-    def data_received(self, data: bytes) -> None:
-        *lines, self._pending = (self._pending + data).split(b"\n")
-        for line in lines:
-            raw = line.removesuffix(b"\r")
+    def process_data(self, new_data: bytes) -> None:
+        self.buffer.feed(new_data)
+        for raw in self.buffer:
             if raw:
                 self._on_line(raw)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.disconnect()
-
-    def send_raw(self, string: str) -> None:
-        if self.transport is None:
-            raise ConnectionLost("not connected")
-        self.transport.write(self._prep_message(string))
 
     def _prep_message(self, string: str) -> bytes:
         if any(c in string for c in "\r\n\0"):

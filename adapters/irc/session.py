@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 
 import structlog
+from irc.client_aio import AioReactor
+from irc.connection import AioFactory
 
 from imbridge.adapters.irc.config import IrcConfig
 from imbridge.adapters.irc.connection import (
@@ -106,12 +108,15 @@ class Session:
     async def _run_session(self) -> None:
         loop = asyncio.get_running_loop()
         reg = Registration(self.config)
-        conn = Connection(self._on_raw, self.on_lost)
+        conn = Connection(AioReactor(loop=loop), self._on_raw, self.on_lost)
         s = ConnectionState(conn, reg, loop.create_future(), loop.create_future())
         self._link.current = s
         self._writer.new_connection()
         async with asyncio.timeout(self.config.connect_timeout):
-            await conn.open(self.config.host, self.config.effective_port, self._ssl)
+            factory = AioFactory(
+                ssl=self._ssl, server_hostname=self.config.host if self._ssl else None
+            )
+            await conn.open(self.config.host, self.config.effective_port, factory)
             for line in reg.start():
                 conn.send_raw(line)
             await s.registered
