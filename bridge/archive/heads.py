@@ -11,10 +11,6 @@ holds the local key and re-signs a rewritten local file still cannot change thos
 
 Unsigned lines are legacy only before the first signed line (written by a version
 without signing); one after it was added by someone else.
-
-The daemon signs with PyNaCl (libsodium, about 1 MiB resident): `cryptography`, whose
-module is 7-8 MiB resident, is imported only to check signatures and to read PEM key
-forms other than the one this module writes, i.e. by the archive commands.
 """
 
 from __future__ import annotations
@@ -29,24 +25,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nacl.signing import SigningKey
-
 from imbridge import statefiles
 from imbridge.archive.chain import Checkpoint, Head, Problem, iso, us_of
 from imbridge.config.schema import Archive
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 KEY_FILE = "archive-signing.key"
 HEAD_FILE = "archive-heads.jsonl"
 PUBLIC_PREFIX = "ed25519:"
 _DOMAIN = b"imbridge archive head v1\n"
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-_PKCS8_SEED = bytes.fromhex("302e020100300506032b657004220420")
-"""DER of a PKCS#8 v1 Ed25519 private key up to its 32-byte seed (RFC 8410 section 7):
-what this module writes and `openssl genpkey -algorithm ed25519` makes."""
-_PEM_BEGIN, _PEM_END = b"-----BEGIN PRIVATE KEY-----", b"-----END PRIVATE KEY-----"
 
 
 def head_path(settings: Archive, state_dir: Path) -> Path:
@@ -69,12 +62,7 @@ def signed_bytes(seq: int, digest: str, at_us: int, kid: str) -> bytes:
 def key_id(public: Ed25519PublicKey) -> str:
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - see Signer
 
-    return raw_key_id(
-        public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
-
-
-def raw_key_id(raw: bytes) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -111,78 +99,54 @@ def parse_public(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def parse_private(data: bytes, where: str) -> bytes:
-    """The 32-byte seed of a PEM (PKCS#8) private key, as this module writes it, or of 32
-    bytes of seed in base64 (e.g. `openssl rand -base64 32`)."""
+def parse_private(data: bytes, where: str) -> Ed25519PrivateKey:
+    """A PEM (PKCS#8) private key, as this module writes it, or 32 bytes of seed in
+    base64 (e.g. `openssl rand -base64 32`)."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+
     text = data.strip()
     if text.startswith(b"-----BEGIN"):
-        return _pem_seed(text, where)
+        try:
+            key = serialization.load_pem_private_key(text, password=None)
+        except (ValueError, TypeError) as exc:
+            raise SigningKeyError(f"{where}: not a PEM private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise SigningKeyError(f"{where}: the private key is not an Ed25519 key")
+        return key
     try:
         seed = base64.b64decode(text, validate=True)
     except binascii.Error:
         seed = b""
     if len(seed) != 32:
         raise SigningKeyError(f"{where}: expected a PEM Ed25519 key or 32 bytes in base64")
-    return seed
-
-
-def _pem_seed(text: bytes, where: str) -> bytes:
-    """The common PKCS#8 v1 form is read here; any other PEM (v2 with the public key, a
-    key of another type) goes through `cryptography`, which explains what is wrong."""
-    if text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END):
-        body = b"".join(text[len(_PEM_BEGIN) : -len(_PEM_END)].split())
-        try:
-            der = base64.b64decode(body, validate=True)
-        except binascii.Error:
-            der = b""
-        if len(der) == len(_PKCS8_SEED) + 32 and der.startswith(_PKCS8_SEED):
-            return der[len(_PKCS8_SEED) :]
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
-        Ed25519PrivateKey,
-    )
-
-    try:
-        key = serialization.load_pem_private_key(text, password=None)
-    except (ValueError, TypeError) as exc:
-        raise SigningKeyError(f"{where}: not a PEM private key: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(f"{where}: the private key is not an Ed25519 key")
-    return key.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
-
-
-def private_pem(seed: bytes) -> bytes:
-    """The PKCS#8 PEM of an Ed25519 seed, byte for byte as `cryptography` writes it."""
-    body = base64.b64encode(_PKCS8_SEED + seed)
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    return b"\n".join([_PEM_BEGIN, *lines, _PEM_END]) + b"\n"
+    return Ed25519PrivateKey.from_private_bytes(seed)
 
 
 class Signer:
-    """Signs heads with PyNaCl; `public` (for checking them) imports `cryptography`."""
+    """Signs heads. Imports `cryptography` only when a head is written or checked."""
 
-    def __init__(self, seed: bytes) -> None:
-        self._key = SigningKey(seed)
-        self.raw_public = bytes(self._key.verify_key)
-        self.key_id = raw_key_id(self.raw_public)
-
-    @property
-    def public(self) -> Ed25519PublicKey:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
-            Ed25519PublicKey,
-        )
-
-        return Ed25519PublicKey.from_public_bytes(self.raw_public)
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public = key.public_key()
+        self.key_id = key_id(self.public)
 
     @classmethod
     def load(cls, path: Path, *, create: bool) -> Signer | None:
         """The key in `path`, created 0600 on first use when `create`; None if absent."""
         if create and not path.exists():
-            pem = private_pem(bytes(SigningKey.generate()))
+            from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+                Ed25519PrivateKey,
+            )
+
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
             statefiles.create_private(path, pem)  # False: another process made it first
         try:
             data = statefiles.read_private(path)
@@ -192,7 +156,7 @@ class Signer:
 
     def line(self, head: Head, at_us: int) -> str:
         digest = head.hash.hex()
-        sig = self._key.sign(signed_bytes(head.seq, digest, at_us, self.key_id)).signature
+        sig = self._key.sign(signed_bytes(head.seq, digest, at_us, self.key_id))
         return _ENCODER.encode(
             {
                 "seq": head.seq,
