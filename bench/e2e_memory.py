@@ -50,7 +50,8 @@ class Meter:
 sys.meta_path.insert(0, Meter)
 base = rss()
 import imbridge.cli, imbridge.daemon
-import imbridge.adapters.irc.adapter, imbridge.adapters.xmpp, imbridge.adapters.matrix.adapter
+import imbridge.adapters.irc.adapter, imbridge.adapters.xmpp.adapter
+import imbridge.adapters.matrix.adapter
 rows = sorted(cost.items(), key=lambda kv: -kv[1])
 print(json.dumps({"python": base, "total": rss(), "rows": rows}))
 """

@@ -223,7 +223,7 @@ async def populate(tmp: Path, ircd: Ircd, prosody: Prosody, synapse: SynapseServ
     rules = []
     if not full_matrix:
         rules.append({"name": "bench-burst-stays-off-matrix", "action": "deny",
-                      "to": {"network": "mx"}, "text": "^burst "})  # fmt: skip
+                      "to": {"network": "mx"}, "text": "^(burst|soak) "})  # fmt: skip
     config = {
         "bridge": {"state_dir": str(tmp / "state"),
                    "log": {"level": "info", "format": "json"}},

@@ -26,7 +26,7 @@ import signal
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -43,12 +43,10 @@ from imbridge.config.report import log_config_error
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Database
-from imbridge.endpoints import is_public, make_app, media_limiter, serve_http
 from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new_event_id
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.hooks import engine as hook_engine
-from imbridge.listener import Listener
 from imbridge.medialinks import MediaLinks, load_key
 from imbridge.membership_relay import MembershipRelay
 from imbridge.metrics import Metrics
@@ -61,6 +59,9 @@ from imbridge.sinks.feed import SINK_MIGRATIONS
 from imbridge.sinks.runner import Sinks
 from imbridge.tasks import TaskTree
 from imbridge.textlinks import TextLinks
+
+if TYPE_CHECKING:
+    from imbridge.listener import Listener
 
 log = structlog.get_logger("imbridge.daemon")
 
@@ -258,8 +259,22 @@ class Daemon:
         )
         for name in self.adapters:
             self._launch(name)
+        await self._serve_http(stack)
+        self._supervisor = self._tree.spawn(self._supervise(), name="supervisor")
+
+    async def _serve_http(self, stack: AsyncExitStack) -> None:
+        """The listener (metrics, readiness, media and text links, the console, the
+        networks' own routes), when `bridge.http.listen` asks for one."""
         listen = self.config.bridge.http.listen
         if listen:
+            # aiohttp's server side: about 2 MiB resident, loaded only for a listener.
+            from imbridge.endpoints import (  # noqa: PLC0415
+                is_public,
+                make_app,
+                media_limiter,
+                serve_http,
+            )
+
             token = self.config.bridge.http.metrics_token
             app = make_app(
                 self,
@@ -290,7 +305,6 @@ class Daemon:
                 "console_not_served",
                 hint="console.enabled needs bridge.http.listen, or run `imbridge console`",
             )
-        self._supervisor = self._tree.spawn(self._supervise(), name="supervisor")
 
     def _task_failed(self, name: str, exc: BaseException) -> None:
         """Called by the task tree (which has logged the error): a network's task is

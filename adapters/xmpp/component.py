@@ -34,7 +34,7 @@ from .proto.stanzas import NS_CLIENT, parse_message, parse_presence, q, split_ji
 from .proto.uploads import discovery_domain
 from .puppets import nick_candidates, person_of, puppet_jid
 from .rooms import Room
-from .session import JOIN_TIMEOUT, PLUGINS, Backoff, Refuse
+from .session import JOIN_TIMEOUT, PLUGINS, Backoff, Refuse, prune_handlers
 
 NS_ACCEPT = "jabber:component:accept"
 _STANZAS = frozenset(q(NS_ACCEPT, name) for name in ("message", "presence", "iq"))
@@ -117,6 +117,7 @@ class Component:
         )
         for plugin in PLUGINS:
             client.register_plugin(plugin)
+        prune_handlers(client)
 
         def stream_error(error: Any) -> None:
             """A refused handshake (wrong secret, unknown domain) ends in a stream error;
