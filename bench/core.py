@@ -49,6 +49,9 @@ from aiohttp import web
 async def check(request):
     body = await request.json()
     await asyncio.sleep(0.001)
+    if body.get("version") == 2:  # a batch: a decision per event
+        answers = [{"event_id": e["event_id"], "action": "allow"} for e in body["events"]]
+        return web.json_response({"version": 2, "events": answers})
     return web.json_response({"action": "allow"})
 async def ingest(request):
     await request.read()

@@ -316,11 +316,18 @@ class PolicyHook(Strict):
     notify_sender: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
     """Passed to a Python hook's factory as keyword arguments."""
+    batch: bool = True
+    """HTTP hooks: events waiting for a turn go together in one request (schema version
+    2); false sends one event per request (version 1), for services that only speak it."""
+    max_batch: int = Field(default=64, ge=1, le=1000)
+    """HTTP hooks: events in one batched request at most."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> PolicyHook:
         if (self.url is None) == (self.entry_point is None):
             raise ValueError("give exactly one of url (an HTTP hook) or entry_point (Python)")
+        if self.entry_point is not None and {"batch", "max_batch"} & self.model_fields_set:
+            raise ValueError("batch and max_batch apply to HTTP hooks (url) only")
         if self.url is not None:
             parts = urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -93,7 +93,10 @@ class Hooks:
             for a in cached:
                 self.stats[a.hook].cached += 1
             return cached
-        answers = list(await asyncio.gather(*(self._one(h, request) for h in self.hooks)))
+        if len(self.hooks) == 1:  # no task to gather one answer: one less per event
+            answers = [await self._one(self.hooks[0], request)]
+        else:
+            answers = list(await asyncio.gather(*(self._one(h, request) for h in self.hooks)))
         self._cache[key] = answers
         while len(self._cache) > CACHE_EVENTS:
             self._cache.popitem(last=False)

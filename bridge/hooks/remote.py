@@ -1,16 +1,22 @@
-"""HTTP policy hooks: one JSON POST per event to a DLP service, all destinations at once.
+"""HTTP policy hooks: a JSON POST to a DLP service, all of an event's destinations at once.
 
-Each hook keeps one aiohttp session (a pool of kept-alive connections) and a semaphore of
-`max_concurrency` requests: a slow service makes the events that wait on it wait, never
-the event loop, and it is never sent more than its cap at once. Every call sits under
-the hook's `timeout_ms`, the wait for a turn included.
+Each hook keeps one aiohttp session (a pool of kept-alive connections) and never has more
+than `max_concurrency` requests in flight: a slow service makes the events that wait on
+it wait, never the event loop. Batched (the default), the events that arrive while the
+requests are in flight queue, and the next request carries up to `max_batch` of them:
+the HTTP exchange, which costs the relay's event loop more CPU than anything else it does
+for an event, is paid once per batch. Every event keeps its own `timeout_ms` budget, its
+wait in the queue included; a batch request lasts until the latest of its events' budgets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +24,13 @@ import aiohttp
 from imbridge.config.schema import PolicyHook
 from imbridge.errors import ConfigError, ConfigIssue
 from imbridge.hooks.verdict import HookRequest, Verdict
-from imbridge.hooks.wire import HookAnswerError, parse_answer, request_body
+from imbridge.hooks.wire import (
+    HookAnswerError,
+    batch_body,
+    parse_answer,
+    parse_batch_answer,
+    request_body,
+)
 from imbridge.policy import Destination
 
 USER_AGENT = "imbridge-policy-hook/1"
@@ -45,6 +57,22 @@ def read_headers(path: Path, where: str) -> dict[str, str]:
     return headers
 
 
+Verdicts = dict[Destination, Verdict]
+
+
+def encode(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """An event queued for the next batch; its caller awaits `answer` until `deadline`."""
+
+    request: HookRequest
+    deadline: float
+    answer: asyncio.Future[Verdicts]
+
+
 class HttpHook:
     def __init__(self, config: PolicyHook, headers: Mapping[str, str] | None = None) -> None:
         if config.url is None:
@@ -52,9 +80,20 @@ class HttpHook:
         self.name = config.name
         self.config = config
         self.url = config.url
-        self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        self._headers = {
+            "User-Agent": USER_AGENT,
+            "Content-Type": "application/json",
+            **(headers or {}),
+        }
         self._session: aiohttp.ClientSession | None = None
         self._turns: asyncio.Semaphore | None = None
+        self._queue: deque[_Waiting] = deque()
+        self._in_flight = 0
+        self._flush_due = False
+        self._linger: asyncio.TimerHandle | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        """HTTP requests sent (batched: fewer than the events asked)."""
 
     def _client(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         """Made on first use, inside the running loop that will use it."""
@@ -65,29 +104,163 @@ class HttpHook:
                 keepalive_timeout=30,
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, raise_for_status=False
+                connector=connector,
+                headers=self._headers,
+                raise_for_status=False,
             )
             self._turns = asyncio.Semaphore(self.config.max_concurrency)
         return self._session, self._turns
 
-    async def ask(self, request: HookRequest) -> dict[Destination, Verdict]:
-        session, turns = self._client()
-        async with asyncio.timeout(self.config.timeout_ms / 1000), turns:
-            async with session.post(self.url, json=request_body(request)) as resp:
-                if resp.status != 200:
-                    raise HookAnswerError(f"HTTP {resp.status}")
-                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
-                if len(raw) > MAX_ANSWER_BYTES:
-                    raise HookAnswerError("answer larger than 1 MiB")
-        try:
-            import json  # noqa: PLC0415 - stdlib, cheap
+    @property
+    def queued(self) -> int:
+        """Events waiting for a request to carry them (batched hooks only)."""
+        return sum(not w.answer.done() for w in self._queue)
 
-            body = json.loads(raw)
-        except ValueError:
-            raise HookAnswerError("the answer is not JSON") from None
-        return parse_answer(body, request.destinations)
+    async def ask(self, request: HookRequest) -> Verdicts:
+        if not self.config.batch:
+            return await self._ask_one(request)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_ms / 1000
+        waiting = _Waiting(request, deadline, loop.create_future())
+        self._queue.append(waiting)
+        if not self._flush_due:
+            # Not at once: the events handed over in this turn of the loop join it.
+            self._flush_due = True
+            loop.call_soon(self._flush)
+        async with asyncio.timeout_at(deadline):
+            return await waiting.answer  # a timeout cancels it: the batch then skips it
+
+    async def _ask_one(self, request: HookRequest) -> Verdicts:
+        _, turns = self._client()
+        async with asyncio.timeout(self.config.timeout_ms / 1000), turns:
+            self.batches += 1
+            raw = await self._exchange(encode(request_body(request)))
+        return parse_answer(_json(raw), request.destinations)
+
+    async def _exchange(self, data: bytes) -> bytes:
+        """One POST: the answer's body, or `HookAnswerError` for anything but a 200."""
+        session, _ = self._client()
+        async with session.post(self.url, data=data) as resp:
+            if resp.status != 200:
+                raise HookAnswerError(f"HTTP {resp.status}")
+            if (resp.content_length or 0) > MAX_ANSWER_BYTES:
+                raise HookAnswerError("answer larger than 1 MiB")
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await resp.content.read(MAX_ANSWER_BYTES + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise HookAnswerError("answer larger than 1 MiB")
+            return b"".join(chunks)
+
+    def _flush(self) -> None:
+        """Starts requests for the queued events: a full batch whenever fewer than
+        `max_concurrency` requests are in flight; a partial one only when none is (the
+        events arriving meanwhile make the next one fuller), or once its oldest event has
+        waited a quarter of its budget (so queueing never eats the time the service
+        needs to answer)."""
+        self._flush_due = False
+        loop = asyncio.get_running_loop()
+        config = self.config
+        linger = config.timeout_ms / 4000
+        while self._queue and self._in_flight < config.max_concurrency:
+            head = self._queue[0]
+            if head.answer.done():
+                self._queue.popleft()
+                continue
+            full = len(self._queue) >= config.max_batch
+            overdue = loop.time() >= head.deadline - config.timeout_ms / 1000 + linger
+            if not (full or overdue or self._in_flight == 0):
+                if self._linger is None:
+                    at = head.deadline - config.timeout_ms / 1000 + linger
+                    self._linger = loop.call_at(at, self._lingered)
+                return
+            batch = self._take()
+            if not batch:
+                return
+            self._in_flight += 1
+            self.batches += 1
+            task = loop.create_task(self._send(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._sent)
+
+    def _lingered(self) -> None:
+        self._linger = None
+        self._flush()
+
+    def _take(self) -> list[_Waiting]:
+        """Up to `max_batch` events still waited for, each event id once (an answer is
+        matched to its event by id)."""
+        batch: list[_Waiting] = []
+        ids: set[str] = set()
+        later: list[_Waiting] = []
+        while self._queue and len(batch) < self.config.max_batch:
+            waiting = self._queue.popleft()
+            if waiting.answer.done():
+                continue  # its caller gave up (timed out or cancelled)
+            if waiting.request.event.id in ids:
+                later.append(waiting)
+                continue
+            ids.add(waiting.request.event.id)
+            batch.append(waiting)
+        self._queue.extendleft(reversed(later))
+        return batch
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._in_flight -= 1
+        if self._queue and not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        requests = [w.request for w in batch]
+        try:
+            async with asyncio.timeout_at(max(w.deadline for w in batch)):
+                raw = await self._exchange(encode(batch_body(requests)))
+            results = parse_batch_answer(_json(raw), requests)
+        except asyncio.CancelledError:
+            for w in batch:
+                w.answer.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is each event's on_error
+            error = str(exc) or repr(exc)
+            for w in batch:
+                if not w.answer.done():
+                    w.answer.set_exception(
+                        TimeoutError() if isinstance(exc, TimeoutError) else HookAnswerError(error)
+                    )
+            return
+        for w, result in zip(batch, results, strict=True):
+            if w.answer.done():
+                continue
+            if isinstance(result, HookAnswerError):
+                w.answer.set_exception(result)
+            else:
+                w.answer.set_result(result)
 
     async def aclose(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        tasks = list(self._batches)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for waiting in self._queue:
+            waiting.answer.cancel()
+        self._queue.clear()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise HookAnswerError("the answer is not JSON") from None
+
+
+__all__ = ["HttpHook", "encode", "read_headers"]

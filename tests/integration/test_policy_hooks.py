@@ -46,12 +46,20 @@ class Dlp:
     async def check(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(body)
-        if any(MARKER in t for t in body["texts"]):
-            return web.json_response({"version": 1, "action": "deny", "reason": "marker"})
-        return web.json_response({
-            "version": 1,
-            "decisions": [{**d, "action": "allow"} for d in body["destinations"]],
-        })  # fmt: skip
+        if body["version"] == 2:  # a batch (the default): a decision per event
+            answers = [{"event_id": e["event_id"], **self.decide(e)} for e in body["events"]]
+            return web.json_response({"version": 2, "events": answers})
+        return web.json_response({"version": 1, **self.decide(body)})
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event asked about, from batches and single requests alike."""
+        return [e for r in self.requests for e in (r["events"] if r["version"] == 2 else [r])]
+
+    @staticmethod
+    def decide(event: dict[str, Any]) -> dict[str, Any]:
+        if any(MARKER in t for t in event["texts"]):
+            return {"action": "deny", "reason": "marker"}
+        return {"decisions": [{**d, "action": "allow"} for d in event["destinations"]]}
 
     async def start(self) -> None:
         app = web.Application()
@@ -132,8 +140,9 @@ async def test_dlp_hook_denies_marker_tells_sender_archives_hook_and_fails_close
             await eventually(notices, what="notice to the sender")
             assert MARKER not in notices()[0]
             assert not any(MARKER in t for t in bob.texts(b))
-            assert {r["origin"]["network"] for r in dlp.requests} == {"irc"}
-            assert dlp.requests[0]["destinations"] == [{"network": "irc", "room": b}]
+            assert {r["version"] for r in dlp.requests} == {2}  # batched by default
+            assert {e["origin"]["network"] for e in dlp.events()} == {"irc"}
+            assert dlp.events()[0]["destinations"] == [{"network": "irc", "room": b}]
 
             await dlp.stop()  # the DLP service goes away: fail closed
             relay = daemon.relay
