@@ -126,9 +126,11 @@ class HttpTransport:
 
     async def send(self, records: list[Shipped]) -> None:
         session = self._client()
+        # Encoding a batch (hec and bulk format every record) stays off the relay's loop.
+        data = await asyncio.to_thread(self._body, records)
         async with (
             asyncio.timeout(self.config.timeout_seconds),
-            session.post(self.url, data=self._body(records)) as resp,
+            session.post(self.url, data=data) as resp,
         ):
             if not 200 <= resp.status < 300:
                 text = (await resp.content.read(300)).decode("utf-8", "replace")
@@ -164,13 +166,17 @@ class SyslogTransport:
             record, facility=c.facility, app_name=c.app_name, host=self._host
         )
 
+    def _framed(self, records: list[Shipped]) -> bytes:
+        return b"".join(formats.octet_counted(self._message(r)) for r in records)
+
     async def send(self, records: list[Shipped]) -> None:
         if self.scheme == "unix":
             await self._send_local(records)
             return
+        data = await asyncio.to_thread(self._framed, records)  # off the relay's loop
         async with asyncio.timeout(self.config.timeout_seconds):
             writer = await self._connect()
-            writer.write(b"".join(formats.octet_counted(self._message(r)) for r in records))
+            writer.write(data)
             try:
                 await writer.drain()
                 await self._confirm(writer)
@@ -225,10 +231,11 @@ class SyslogTransport:
                 sock.close()
                 raise
             self._dgram = sock
+        messages = await asyncio.to_thread(lambda: [self._message(r) for r in records])
         try:
             async with asyncio.timeout(self.config.timeout_seconds):
-                for r in records:
-                    await loop.sock_sendall(self._dgram, self._message(r))
+                for message in messages:
+                    await loop.sock_sendall(self._dgram, message)
         except BaseException:
             self._dgram.close()
             self._dgram = None
