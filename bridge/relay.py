@@ -52,7 +52,6 @@ from imbridge.policy import (
     decide,
     policy_texts,
     sender_notice,
-    texts_of,
 )
 from imbridge.render import render
 from imbridge.router import Route, Router
@@ -277,9 +276,12 @@ class Relay:
             dests = [direct.destination(to)]
         else:
             dests = [r.dest for r in setup.router.routes(event.origin.network, event.origin.room)]
-        ruled = {dest: decide(event, dest, setup.policy, quoted=qtext) for dest in dests}
+        texts = policy_texts(event, qtext)  # once for the rules and the hooks' request
+        ruled = {
+            dest: decide(event, dest, setup.policy, quoted=qtext, texts=texts) for dest in dests
+        }
         asked = [dest for dest, d in ruled.items() if d.event is not None]
-        request = request_for(event, texts_of(event, qtext), qtext, asked) if asked else None
+        request = request_for(event, texts.pieces, qtext, asked) if asked else None
         if request is None:
             return event, None
         answers = await hooks.ask(cache_key(event), request)

@@ -121,14 +121,19 @@ class HttpHook:
             return await self._ask_one(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_ms / 1000
-        waiting = _Waiting(request, deadline, loop.create_future())
-        self._queue.append(waiting)
+        answer: asyncio.Future[Verdicts] = loop.create_future()
+        self._queue.append(_Waiting(request, deadline, answer))
         if not self._flush_due:
             # Not at once: the events handed over in this turn of the loop join it.
             self._flush_due = True
             loop.call_soon(self._flush)
-        async with asyncio.timeout_at(deadline):
-            return await waiting.answer  # a timeout cancels it: the batch then skips it
+        # A bare timer, not `asyncio.timeout`: this runs for every event on the relay's
+        # loop. An answer that is already done (timed out) is skipped by its batch.
+        timer = loop.call_at(deadline, _expire, answer)
+        try:
+            return await answer
+        finally:
+            timer.cancel()
 
     async def _ask_one(self, request: HookRequest) -> Verdicts:
         _, turns = self._client()
@@ -254,6 +259,11 @@ class HttpHook:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _expire(answer: asyncio.Future[Verdicts]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
 
 
 def _json(raw: bytes) -> object:

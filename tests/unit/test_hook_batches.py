@@ -167,3 +167,17 @@ async def test_batch_false_sends_one_event_per_request_in_version_1(
         (1, "one"), (1, "aurora two"), (1, "three")
     ]  # fmt: skip
     assert texts(hub, "#y") == ["[alice] one", "[alice] three"]
+
+
+async def test_an_event_past_its_budget_in_a_batch_gets_on_error(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon, hub = await start_daemon(ROOMS)
+    hook = FakeService(per_event(marker), timeout_ms=100, on_error="allow")
+    engine = use_hooks(daemon, hook)
+    hook.gate.clear()  # the service never answers
+    hub.post("#x", "alice", "crosses by on_error allow")
+    await until(lambda: "[alice] crosses by on_error allow" in texts(hub, "#y"))
+    assert engine.stats["dlp"].errors["allow"] == 1
+    hook.gate.set()
+    await settle(daemon)
