@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,13 +123,29 @@ def as_head(head: dict[str, Any], line: str) -> Shipped:
     return Shipped("head", None, when, None, text)
 
 
+REUSE_SECONDS = 1.0
+"""How long a batch read for one sink is handed as is to another at the same cursor."""
+RECENT_BATCHES = 8
+
+
 class Reader:
-    """Reads batches for one sink; every method runs in a worker thread."""
+    """Reads batches for the sinks; every method runs in a worker thread.
+
+    One reader serves every sink: sinks that keep up stand at the same cursors, and
+    reading and encoding the same records once per sink would double the sinks' CPU,
+    which competes with the relay's for the one interpreter. A batch read for one is
+    handed to another asking from the same cursor within `REUSE_SECONDS` (records are
+    immutable once committed; the tail it reports is at most that old)."""
 
     def __init__(self, db_path: Path, store: ArchiveStore) -> None:
         self._path = db_path
         self._store = store
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[tuple[Cursor, int], tuple[float, Batch]] = OrderedDict()
+        self.reads = 0
+        """Batches of records read from the database (fewer than the sinks ship when
+        they share)."""
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -138,6 +156,21 @@ class Reader:
         return self._conn
 
     def next_batch(self, cursor: Cursor, limit: int) -> Batch:
+        with self._lock:
+            key = (cursor, limit)
+            now = time.monotonic()
+            hit = self._recent.get(key)
+            if hit is not None and now - hit[0] < REUSE_SECONDS:
+                return hit[1]
+            batch = self._read(cursor, limit)
+            if batch.records:
+                self.reads += 1
+                self._recent[key] = (now, batch)
+                while len(self._recent) > RECENT_BATCHES:
+                    self._recent.popitem(last=False)
+            return batch
+
+    def _read(self, cursor: Cursor, limit: int) -> Batch:
         conn = self._connection()
         with conn:  # one snapshot: the tail and the rows agree
             conn.execute("BEGIN")
@@ -184,6 +217,8 @@ class Reader:
         return out, offset
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            self._recent.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -72,12 +72,13 @@ class SinkRunner:
         *,
         transport: Transport | None = None,
         busy: Callable[[], bool] | None = None,
+        reader: Reader | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.name = config.name
         self.state = SinkState()
-        self._reader = Reader(db_path, store)
+        self._reader = reader or Reader(db_path, store)
         self._transport = transport or transport_for(config)
         self.stopping = asyncio.Event()
         self._busy = busy
@@ -163,7 +164,10 @@ class Sinks:
         *,
         busy: Callable[[], bool] | None = None,
     ) -> None:
-        self.runners = [SinkRunner(db, store, c, db_path, busy=busy) for c in configs]
+        self.reader = Reader(db_path, store)  # shared: sinks at one cursor read once
+        self.runners = [
+            SinkRunner(db, store, c, db_path, busy=busy, reader=self.reader) for c in configs
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Sinks:
