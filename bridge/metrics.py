@@ -125,6 +125,15 @@ def _hook_metrics(d: Daemon) -> Iterator[Metric]:
     seconds = CounterMetricFamily(
         "imbridge_policy_hook_seconds", "Time spent waiting for policy hooks", labels=["hook"]
     )
+    http = CounterMetricFamily(
+        "imbridge_policy_hook_http_requests",
+        "HTTP requests sent to a hook; batched, fewer than the events asked",
+        labels=["hook"],
+    )
+    for hook in d.hooks.hooks if d.hooks is not None else ():
+        sent = getattr(hook, "batches", None)  # HTTP hooks only
+        if isinstance(sent, int):
+            http.add_metric([hook.name], float(sent))
     for name, st in d.hooks.stats.items() if d.hooks is not None else ():
         requests.add_metric([name], float(st.requests))
         cached.add_metric([name], float(st.cached))
@@ -133,7 +142,7 @@ def _hook_metrics(d: Daemon) -> Iterator[Metric]:
             errors.add_metric([name, on_error], float(st.errors[on_error]))
         for action in ("allow", "deny", "redact"):
             decisions.add_metric([name, action], float(st.decisions[action]))
-    yield from (requests, cached, errors, decisions, seconds)
+    yield from (requests, cached, errors, decisions, seconds, http)
 
 
 def _sink_metrics(d: Daemon) -> Iterator[Metric]:

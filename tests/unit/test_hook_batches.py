@@ -119,6 +119,7 @@ async def test_events_arriving_while_a_request_is_out_go_together_in_the_next(
     await until(lambda: "[alice] line 4" in texts(hub, "#y"))
     await settle(daemon)
     assert [len(b["events"]) for b in hook.bodies] == [1, 5]
+    assert hook.batches == 2  # /metrics: imbridge_policy_hook_http_requests_total
     assert texts(hub, "#y") == ["[alice] first"] + [f"[alice] line {i}" for i in (0, 1, 3, 4)]
     assert daemon.relay is not None
     assert daemon.relay.stats["a"].denied == 1
