@@ -182,3 +182,9 @@ async def test_an_event_past_its_budget_in_a_batch_gets_on_error(
     assert engine.stats["dlp"].errors["allow"] == 1
     hook.gate.set()
     await settle(daemon)
+
+
+def test_batch_settings_are_refused_on_a_python_hook() -> None:
+    with pytest.raises(ValueError, match="HTTP hooks"):
+        PolicyHook(name="cards", entry_point="luhn-cards", max_batch=8)
+    assert PolicyHook(name="dlp", url="https://dlp.example/v1").batch  # batched by default
