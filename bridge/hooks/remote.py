@@ -15,7 +15,7 @@ import asyncio
 import json
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,7 @@ class HttpHook:
         self._flush_due = False
         self._linger: asyncio.TimerHandle | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.batches = 0
         """HTTP requests sent (batched: fewer than the events asked)."""
 
@@ -119,6 +120,8 @@ class HttpHook:
     async def ask(self, request: HookRequest) -> Verdicts:
         if not self.config.batch:
             return await self._ask_one(request)
+        if self._closed:
+            raise HookAnswerError("the hook was closed (reload or stop)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_ms / 1000
         answer: asyncio.Future[Verdicts] = loop.create_future()
@@ -166,6 +169,8 @@ class HttpHook:
         waited a quarter of its budget (so queueing never eats the time the service
         needs to answer)."""
         self._flush_due = False
+        if self._closed:
+            return
         loop = asyncio.get_running_loop()
         config = self.config
         linger = config.timeout_ms / 4000
@@ -226,8 +231,7 @@ class HttpHook:
                 raw = await self._exchange(encode(batch_body(requests)))
             results = parse_batch_answer(_json(raw), requests)
         except asyncio.CancelledError:
-            for w in batch:
-                w.answer.cancel()
+            _close(batch)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is each event's on_error
             error = str(exc) or repr(exc)
@@ -246,19 +250,27 @@ class HttpHook:
                 w.answer.set_result(result)
 
     async def aclose(self) -> None:
+        self._closed = True  # no new batch starts, not even for what the cancels free
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        _close(self._queue)
+        self._queue.clear()
         tasks = list(self._batches)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for waiting in self._queue:
-            waiting.answer.cancel()
-        self._queue.clear()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _close(waiting: Iterable[_Waiting]) -> None:
+    """The hook is closing (a reload or a stop): its events get `on_error` like any
+    failure, never a cancellation, which would end the relay's task for the event."""
+    for w in waiting:
+        if not w.answer.done():
+            w.answer.set_exception(HookAnswerError("the hook was closed (reload or stop)"))
 
 
 def _expire(answer: asyncio.Future[Verdicts]) -> None:

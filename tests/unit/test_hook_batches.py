@@ -188,3 +188,16 @@ def test_batch_settings_are_refused_on_a_python_hook() -> None:
     with pytest.raises(ValueError, match="HTTP hooks"):
         PolicyHook(name="cards", entry_point="luhn-cards", max_batch=8)
     assert PolicyHook(name="dlp", url="https://dlp.example/v1").batch  # batched by default
+
+
+async def test_closing_the_hook_gives_waiting_events_on_error_not_a_cancellation() -> None:
+    hook = FakeService(per_event(marker), on_error="allow")
+    hook.gate.clear()
+    asked = [asyncio.ensure_future(hook.ask(request(t, Destination("b", "#y")))) for t in "ab"]
+    await until(lambda: len(hook.bodies) == 1)
+    third = asyncio.ensure_future(hook.ask(request("c", Destination("b", "#y"))))
+    await until(lambda: hook.queued == 1)
+    await hook.aclose()
+    for task in (*asked, third):
+        with pytest.raises(HookAnswerError, match="closed"):
+            await task
