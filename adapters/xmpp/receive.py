@@ -45,7 +45,7 @@ from .proto.translate import Inbound, Occupancy, origin_of, presence_to_core, re
 from .rooms import Cursor, Room, cursor_key
 from .session import Session
 from .voices import Voices
-from .writes import CoalescedWrites
+from .writes import CoalescedWrites, RecentIds
 
 
 def alias_key(conversation: str, message_id: str) -> str:
@@ -76,7 +76,7 @@ def _both(first: Save | None, second: Save) -> Save:
     return both
 
 
-def _bounded_put(mapping: OrderedDict[str, V], key: str, value: V, limit: int = 50_000) -> None:
+def _bounded_put(mapping: OrderedDict[str, V], key: str, value: V, *, limit: int) -> None:
     mapping[key] = value
     mapping.move_to_end(key)
     while len(mapping) > limit:
@@ -119,8 +119,8 @@ class Receiver:
         self._log = log
         self._own_jid = split_jid(identity)[0]  # private messages from it are ours
         self._intake: Intake | None = None
-        self._sent_ids: OrderedDict[str, str] = OrderedDict()  # our stanza-id -> origin-id
-        self._aliases: OrderedDict[str, str] = OrderedDict()  # room+their id -> stanza-id
+        self._sent_ids = RecentIds(writes)  # oid: our stanza-id -> origin-id
+        self._aliases = RecentIds(writes)  # mid: room+their id -> stanza-id
         self._reaction_sets: OrderedDict[str, ReactionSets] = OrderedDict()
         """Reaction sets of recent conversations, as stored (`reactions`)."""
 
@@ -141,7 +141,7 @@ class Receiver:
     async def origin_id_of(self, stanza_id: str) -> str | None:
         """The origin-id one of the relay's copies carried, by the room's stanza-id for
         it, which a correction of that copy must name (XEP-0308)."""
-        return self._sent_ids.get(stanza_id) or await self._writes.get(sent_key(stanza_id))
+        return await self._sent_ids.get(sent_key(stanza_id))
 
     async def run(self) -> None:
         """The consumer task: every item of the inbox, in order, until cancelled."""
@@ -303,7 +303,7 @@ class Receiver:
             event_id = await self._cursors.event_id(RemoteId(remote))
             if event_id is None:
                 key = alias_key(conversation, ref)
-                sid = self._aliases.get(key) or await self._writes.get(key)
+                sid = await self._aliases.get(key)
                 if sid:
                     event_id = await self._cursors.event_id(RemoteId(sid))
             if event_id is not None:
@@ -386,8 +386,7 @@ class Receiver:
     def _remember_sent(self, sid: str, oid: str) -> None:
         """Our copy's stanza-id -> its origin-id, which a later correction must name.
         Stored without holding up the inbound queue, with the other writes waiting."""
-        _bounded_put(self._sent_ids, sid, oid)
-        self._writes.put(sent_key(sid), oid)
+        self._sent_ids.put(sent_key(sid), oid)
 
     def _remember_alias(self, conversation: str, wire: WireMessage, sid: str) -> None:
         """A sender's own message ids -> the id the id map knows it by (the room's
@@ -395,5 +394,4 @@ class Receiver:
         name the former, so they resolve even after a restart."""
         for mid in {wire.id, wire.origin_id} - {None, sid}:
             key = alias_key(conversation, str(mid))
-            _bounded_put(self._aliases, key, sid)
-            self._writes.put(key, sid)
+            self._aliases.put(key, sid)

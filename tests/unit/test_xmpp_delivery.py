@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from imbridge.adapters.xmpp.delivery import RESEND, Delivery
+from imbridge.adapters.xmpp.delivery import REMEMBER_DELIVERED, RESEND, Delivery
 from imbridge.adapters.xmpp.proto.formatting import rich_to_xhtml, xhtml_to_rich
 from imbridge.adapters.xmpp.rooms import Cursor, Room, Seen, Turn
 from imbridge.events import RemoteId, RichText
@@ -40,6 +40,16 @@ async def test_delivered_memory_is_bounded() -> None:
         delivery.confirm(f"o{n}", RemoteId(f"s{n}"))
     assert delivery.delivered("o0") is None
     assert delivery.delivered("o4") == "s4"
+
+
+async def test_a_long_run_remembers_only_the_latest_confirmations() -> None:
+    delivery = Delivery()
+    n = 3 * REMEMBER_DELIVERED
+    for i in range(n):
+        delivery.confirm(f"o{i}", RemoteId(f"s{i}"))
+    remembered = [i for i in range(n) if delivery.delivered(f"o{i}") is not None]
+    assert remembered == list(range(n - REMEMBER_DELIVERED, n))
+    assert REMEMBER_DELIVERED <= 4096  # the memory it takes stays around a MiB
 
 
 def test_cursor_round_trips_and_rejects_garbage() -> None:

@@ -6,8 +6,9 @@ import asyncio
 
 import structlog
 
-from imbridge.adapters.xmpp.writes import CoalescedWrites
+from imbridge.adapters.xmpp.writes import RECENT_IDS, CoalescedWrites, RecentIds
 from imbridge.events import EventId, RemoteId
+from imbridge.testing import DictCursors
 
 
 class SlowCursors:
@@ -58,3 +59,15 @@ async def test_values_left_at_close_are_written_by_the_next_put() -> None:
     writes.put("b", "2")
     await writes.aclose()
     assert cursors.stored == {"a": "1", "b": "2"}
+
+
+async def test_recent_ids_stay_bounded_and_older_ones_are_read_from_the_state_slot() -> None:
+    cursors = DictCursors()
+    writes = CoalescedWrites(cursors, log=structlog.get_logger())
+    recent = RecentIds(writes)
+    for i in range(3 * RECENT_IDS):
+        recent.put(f"oid:s{i}", f"o{i}")
+    await writes.aclose()
+    assert len(recent) == RECENT_IDS  # a long run holds only the latest in memory
+    assert await recent.get("oid:s0") == "o0"  # the oldest still answers, from disk
+    assert await recent.get(f"oid:s{3 * RECENT_IDS - 1}") == f"o{3 * RECENT_IDS - 1}"
