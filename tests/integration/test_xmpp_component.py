@@ -101,10 +101,20 @@ async def test_component_relays_each_sender_as_their_own_occupant_without_echo(
         bridged.bob.say(bridged.room, "hi carol")
         await eventually(lambda: "<bob@xm> hi carol" in bridged.relayed_to_memory(),
                          what="Bob's message on the memory network")  # fmt: skip
-        await asyncio.sleep(1.0)  # room for an echo or a duplicate to show itself
-        assert bridged.relayed_to_memory() == ["<bob@xm> hi carol"]
-        assert len(bridged.said_by("carol")) == 1
-        assert len(bridged.mem.hub.in_room("#in")) == 3  # two posts and Bob's, nothing else
+        # A sentinel each way, sent after everything else: an echo or a duplicate would
+        # have arrived before it, since each way keeps its order.
+        bridged.bob.say(bridged.room, "sentinel from bob")
+        bridged.mem.hub.post("#in", "carol", "sentinel from carol")
+        await eventually(lambda: "<bob@xm> sentinel from bob" in bridged.relayed_to_memory(),
+                         what="Bob's sentinel on the memory network")  # fmt: skip
+        await eventually(lambda: len(bridged.said_by("carol")) >= 2, what="carol's sentinel")
+        assert bridged.relayed_to_memory() == ["<bob@xm> hi carol", "<bob@xm> sentinel from bob"]
+        assert [body(m) for m in bridged.said_by("carol")] == [
+            "hello from carol",
+            "sentinel from carol",
+        ]
+        # two posts, Bob's, and the two sentinels: nothing else
+        assert len(bridged.mem.hub.in_room("#in")) == 5
     finally:
         await squatter.close()
 
