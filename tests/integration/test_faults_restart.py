@@ -133,20 +133,29 @@ def problems(seen: Seen, want: dict[str, list[int]]) -> dict[str, str]:
     return {k: v for k, v in found.items() if v}
 
 
-async def settled(scene: Scene, want: dict[str, list[int]], timeout: float) -> Seen:
+async def arrived(scene: Scene, want: dict[str, list[int]], timeout: float) -> Seen:
     """Polls the rooms until each holds the last message of each stream (order is kept,
-    so everything before it was sent), or `timeout`; then looks once more a second later,
-    so a duplicate right behind would show."""
+    so everything before it was sent), or `timeout`; returns what they hold."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+    while True:
         seen = await scene.seen()
-        if all(
+        done = all(
             want[src][-1] in seen[dest][TAGS[src]] for dest in TAGS for src in TAGS if src != dest
-        ):
-            break
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(1.0)
-    return await scene.seen()
+        )
+        if done or asyncio.get_running_loop().time() > deadline:
+            return seen
+        await asyncio.sleep(0.2)
+
+
+async def settled(scene: Scene, want: dict[str, list[int]], timeout: float) -> Seen:
+    """What the rooms hold once every stream arrived and then one more message from each
+    network (a sentinel, added to `want`) did too: each way keeps its order, so a
+    duplicate of anything before a sentinel would have shown before it."""
+    await arrived(scene, want, timeout)
+    for src in TAGS:
+        want[src].append(want[src][-1] + 1)
+        await scene.say(src, want[src][-1])
+    return await arrived(scene, want, timeout)
 
 
 @pytest.mark.parametrize("down", ["irc", "xm", "mx"])
