@@ -101,9 +101,19 @@ async def test_xmpp_rooms_relay_text_emote_nick_prefix_without_echo(
         pair.bob.say(pair.b, "hi alice")
         await eventually(lambda: len(pair.from_relay(pair.alice, pair.a)) >= 1, what="B -> A")
         assert body(pair.from_relay(pair.alice, pair.a)[0]) == "<bob@xm> hi alice"
-        await asyncio.sleep(0.5)  # no echo: give a loop time to show itself
-        assert [body(m) for m in pair.from_relay(pair.alice, pair.a)] == ["<bob@xm> hi alice"]
-        assert len(pair.from_relay(pair.bob, pair.b)) == 2
+        # No echo: a sentinel each way, said after everything else; a copy relayed back
+        # would have reached its room before the sentinel from that side.
+        pair.alice.say(pair.a, "sentinel from alice")
+        pair.bob.say(pair.b, "sentinel from bob")
+        await eventually(lambda: len(pair.from_relay(pair.bob, pair.b)) >= 3, what="A sentinel")
+        await eventually(lambda: len(pair.from_relay(pair.alice, pair.a)) >= 2, what="B sentinel")
+        assert [body(m) for m in pair.from_relay(pair.alice, pair.a)] == [
+            "<bob@xm> hi alice",
+            "<bob@xm> sentinel from bob",
+        ]
+        assert [body(m) for m in pair.from_relay(pair.bob, pair.b)][2:] == [
+            "<alice@xm> sentinel from alice"
+        ]
 
 
 async def test_xmpp_correction_and_retraction_follow_the_relayed_copy(
