@@ -126,10 +126,13 @@ async def test_matrix_send_carries_html_marker_and_txn_dedup(
         first = await adapter.send(item)
         again = await adapter.send(item)  # a retry after a crash: same txn id
         assert first == again
-        seen = await wait_for(lambda: alice.messages(room, sender=relay.user_id), what="relay")
-        await asyncio.sleep(0.5)  # let a duplicate, if any, arrive too
+        # A sentinel sent after the retry: a duplicate would arrive before it.
+        await adapter.send(outgoing(room, "sentinel"))
+        await wait_for(
+            lambda: len(alice.messages(room, sender=relay.user_id)) >= 2, what="the sentinel"
+        )
         seen = alice.messages(room, sender=relay.user_id)
-        assert len(seen) == 1
+        assert [m["content"]["body"] for m in seen] == ["<carol> hi", "sentinel"]
         content = seen[0]["content"]
         assert content["body"] == "<carol> hi"
         assert "javascript" not in content["formatted_body"]

@@ -4,7 +4,6 @@ edits, redactions and replies following the relayed copy, and nothing echoed bac
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -137,9 +136,17 @@ async def test_matrix_rooms_relay_text_formatting_edits_redactions_replies(
             )
 
         await wait_for(redacted, what="redaction in B")
-        # No echo: nothing Alice said came back into her own room.
-        await asyncio.sleep(0.5)
-        assert [m["content"]["body"] for m in pair.in_a()] == [reply["content"]["body"]]
+        # No echo: nothing Alice said came back into her own room. A copy relayed back
+        # would come from B before Bob's sentinel, which B's order keeps.
+        await bob.text(pair.b, "sentinel from bob")
+        await wait_for(
+            lambda: any("sentinel from bob" in m["content"]["body"] for m in pair.in_a()),
+            what="Bob's sentinel in A",
+        )
+        bodies = [m["content"]["body"] for m in pair.in_a()]
+        assert len(bodies) == 2, bodies
+        assert bodies[0] == reply["content"]["body"]
+        assert bodies[1].endswith("@mx> sentinel from bob")
 
 
 def _bridge_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -192,8 +199,10 @@ async def test_matrix_bridge_killed_mid_stream_delivers_each_message_once_in_ord
             return [m["content"]["body"].rsplit(" ", 1)[-1] for m in pair.in_b()]
 
         await wait_for(lambda: len(bodies()) >= 200, timeout=60, what="200 in B")
-        await asyncio.sleep(1.0)  # a duplicate would arrive now
-        assert bodies() == want, log.read_text()[-3000:]
+        # A sentinel after them: a duplicate of any of the 200 would arrive before it.
+        await pair.alice.text(pair.a, "n201")
+        await wait_for(lambda: "n201" in bodies(), timeout=30, what="the sentinel in B")
+        assert bodies() == [*want, "n201"], log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.terminate()
