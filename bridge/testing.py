@@ -135,3 +135,17 @@ __all__ = [
     "write_secret",
     "xmpp_network",
 ]
+
+
+def archive_hits(config: Path, words: str) -> list[dict[str, Any]]:
+    """What `imbridge archive search --format json` finds for `words` with the config at
+    `config`, run in-process: what a reviewer would see, without a subprocess per query."""
+    import importlib  # noqa: PLC0415 - the command pulls in the archive, tests only need it here
+    import io  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    module = importlib.import_module("imbridge.commands.archive")
+    out, err = io.StringIO(), io.StringIO()
+    code = module.archive_search(config, words, fmt="json", out=out, err=err)
+    assert code == 0, err.getvalue()  # noqa: S101 - a test helper
+    return list(json.loads(out.getvalue()))

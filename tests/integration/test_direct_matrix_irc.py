@@ -7,8 +7,6 @@ is in the archive."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +18,7 @@ import pytest
 
 from imbridge.config.load import load_config
 from imbridge.daemon import Daemon
+from imbridge.testing import archive_hits as search
 from tests.servers.ircd import Ircd, IrcUser
 from tests.servers.synapse import Appservice, SynapseServer, Watcher, wait_for
 
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.integration
 
 PUSHED = 30.0
 """Seconds to wait for what the homeserver pushes (see test_matrix_appservice)."""
-
-
-def search(path: Path, words: str) -> list[dict[str, Any]]:
-    module = importlib.import_module("imbridge.commands.archive")
-    out, err = io.StringIO(), io.StringIO()
-    assert module.archive_search(path, words, fmt="json", out=out, err=err) == 0, err.getvalue()
-    hits: list[dict[str, Any]] = json.loads(out.getvalue())
-    return hits
 
 
 @dataclass(frozen=True, slots=True)

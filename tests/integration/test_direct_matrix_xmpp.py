@@ -7,14 +7,11 @@ their own reaches them the same way; each one is archived."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +19,7 @@ from imbridge import testing
 from imbridge.adapters.xmpp.puppets import localpart
 from imbridge.config.load import load_config
 from imbridge.daemon import Daemon
+from imbridge.testing import archive_hits as search
 from tests.integration.test_xmpp_capture import Person
 from tests.servers.prosody import Prosody
 from tests.servers.synapse import Appservice, SynapseServer, Watcher, wait_for
@@ -30,14 +28,6 @@ pytestmark = pytest.mark.integration
 
 PUSHED = 30.0
 """Seconds to wait for what the homeserver pushes (see test_matrix_appservice)."""
-
-
-def search(path: Path, words: str) -> list[dict[str, Any]]:
-    module = importlib.import_module("imbridge.commands.archive")
-    out, err = io.StringIO(), io.StringIO()
-    assert module.archive_search(path, words, fmt="json", out=out, err=err) == 0, err.getvalue()
-    hits: list[dict[str, Any]] = json.loads(out.getvalue())
-    return hits
 
 
 @dataclass(frozen=True, slots=True)

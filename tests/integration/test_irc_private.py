@@ -4,12 +4,9 @@ relayed), and its sender gets one notice saying so, not one per message."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import io
 import json
 import secrets
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,17 +15,10 @@ from imbridge.config.load import load_config
 from imbridge.daemon import Daemon
 from imbridge.db import Database
 from imbridge.direct import ARCHIVED_REPLY
+from imbridge.testing import archive_hits as search
 from tests.servers.ircd import Ircd, IrcUser, eventually
 
 pytestmark = pytest.mark.integration
-
-
-def search(path: Path, words: str) -> list[dict[str, Any]]:
-    module = importlib.import_module("imbridge.commands.archive")
-    out, err = io.StringIO(), io.StringIO()
-    assert module.archive_search(path, words, fmt="json", out=out, err=err) == 0, err.getvalue()
-    hits: list[dict[str, Any]] = json.loads(out.getvalue())
-    return hits
 
 
 @pytest.mark.parametrize("impl", ["ngircd", "inspircd"])

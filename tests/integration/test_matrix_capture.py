@@ -21,17 +21,10 @@ from imbridge.config.load import load_config
 from imbridge.daemon import Daemon
 from imbridge.db import Database
 from imbridge.direct import ARCHIVED_REPLY
+from imbridge.testing import archive_hits as search
 from tests.servers.synapse import MatrixUser, SynapseServer, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def search(path: Path, words: str) -> list[dict[str, Any]]:
-    module = importlib.import_module("imbridge.commands.archive")
-    out, err = io.StringIO(), io.StringIO()
-    assert module.archive_search(path, words, fmt="json", out=out, err=err) == 0, err.getvalue()
-    hits: list[dict[str, Any]] = json.loads(out.getvalue())
-    return hits
 
 
 def export(path: Path) -> dict[str, dict[str, Any]]:

@@ -25,6 +25,7 @@ from imbridge.commands.policy import policy_test
 from imbridge.config.load import load_config
 from imbridge.config.schema import Config
 from imbridge.daemon import Daemon
+from imbridge.testing import archive_hits as search
 from tests.servers.ircd import Ircd, IrcUser, eventually
 from tests.servers.process import free_port
 
@@ -105,14 +106,6 @@ async def metric(listen: str, name: str, **labels: str) -> float:
         if line.startswith(f"{name}{{{want}}} "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def search(path: Path, query: str) -> list[dict[str, Any]]:
-    module = importlib.import_module("imbridge.commands.archive")
-    out, err = io.StringIO(), io.StringIO()
-    code = module.archive_search(path, query, fmt="json", out=out, err=err)
-    assert code == 0, err.getvalue()
-    return list(json.loads(out.getvalue()))
 
 
 async def test_dlp_hook_denies_marker_tells_sender_archives_hook_and_fails_closed_or_open(

@@ -22,20 +22,13 @@ from imbridge.config.load import load_config
 from imbridge.daemon import Daemon
 from imbridge.db import Database
 from imbridge.direct import ARCHIVED_REPLY
+from imbridge.testing import archive_hits as search
 from tests.integration.test_xmpp_component import component_network
 from tests.servers.prosody import Prosody, XmppUser, eventually
 
 pytestmark = pytest.mark.integration
 
 NS_REACTIONS = "urn:xmpp:reactions:0"
-
-
-def search(path: Path, words: str) -> list[dict[str, Any]]:
-    module = importlib.import_module("imbridge.commands.archive")
-    out, err = io.StringIO(), io.StringIO()
-    assert module.archive_search(path, words, fmt="json", out=out, err=err) == 0, err.getvalue()
-    hits: list[dict[str, Any]] = json.loads(out.getvalue())
-    return hits
 
 
 def export(path: Path) -> dict[str, dict[str, Any]]:
