@@ -33,13 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from imbridge.archive import fulltext
 from imbridge.archive.files import FileStore
-from imbridge.archive.search import Query, match_expression, search
+from imbridge.archive.search import Query, match_terms, search
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.schema import Archive
-from imbridge.db import Database
+from imbridge.db import Conn, Database
+from imbridge.dialect import SQLITE
 from imbridge.events import Attachment, EventId, Message, Origin, Sender
 from imbridge.policy import Action, Decision, Destination
+from imbridge.testing import sqlite_schema
 
 VOCAB = [f"w{i}" for i in range(20_000)]
 RARE = "zanzibar"
@@ -84,7 +87,7 @@ async def write_bench(state: Path, events: int) -> tuple[float, float]:
             while queue:
                 e = queue.pop()
 
-                def txn(conn: sqlite3.Connection, e: Message = e) -> None:
+                def txn(conn: Conn, e: Message = e) -> None:
                     fn(conn, e)
 
                 await db.transact(txn)
@@ -131,7 +134,7 @@ async def capture_bench(state: Path, events: int) -> None:
                 while queue:
                     e = queue.pop()
 
-                    def txn(conn: sqlite3.Connection, e: Message = e) -> None:
+                    def txn(conn: Conn, e: Message = e) -> None:
                         store.record_event(conn, e, decisions(e))
 
                     await db.transact(txn)
@@ -161,8 +164,7 @@ async def capture_bench(state: Path, events: int) -> None:
 
 def generate(path: Path, records: int) -> ArchiveStore:
     conn = sqlite3.connect(path, isolation_level=None)
-    for script in ARCHIVE_MIGRATIONS:
-        conn.executescript(script)
+    sqlite_schema(conn, ARCHIVE_MIGRATIONS)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     store = ArchiveStore(Archive(log_checkpoints=False), state_dir=path.parent)
@@ -235,7 +237,9 @@ def search_bench(path: Path, store: ArchiveStore, queries: int) -> None:
     print(f"{'search (20 hits)':<22}{'p50 ms':>10}{'p99 ms':>10}{'bare FTS p50':>14}{'ratio':>8}")
     for name, q in cases.items():
         p50, p99 = timed(lambda q=q: search(conn, store, q), queries)
-        expr = match_expression(conn, q.text, store)
+        terms = match_terms(conn, q.text, store)
+        assert terms is not None
+        _, _, expr = fulltext.match(SQLITE, terms)
         b50, _ = timed(
             lambda expr=expr: conn.execute(
                 "SELECT rowid FROM archive_fts WHERE archive_fts MATCH ? ORDER BY rowid DESC "

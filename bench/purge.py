@@ -29,6 +29,7 @@ from bench.archive import generate
 from imbridge.archive.retention import DAY_US, purge, truncate_wal
 from imbridge.archive.store import ArchiveStore
 from imbridge.db import CORE_MIGRATIONS
+from imbridge.testing import sqlite_schema
 
 OPTIMIZE = "INSERT INTO archive_fts (archive_fts) VALUES ('optimize')"
 
@@ -51,8 +52,7 @@ class WithoutOptimize:
 def prepare(path: Path, records: int) -> ArchiveStore:
     store = generate(path, records)
     conn = sqlite3.connect(path, isolation_level=None)
-    for script in CORE_MIGRATIONS:
-        conn.executescript(script)
+    sqlite_schema(conn, CORE_MIGRATIONS)
     conn.execute("BEGIN")
     conn.execute(
         "INSERT INTO messages SELECT event_id, body, ts_us / 1e6 FROM archive_records"

@@ -20,11 +20,11 @@ Reads the target's copy, in the relay's transaction; no other I/O.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
 from imbridge import codec
 from imbridge.archive.sealing import Sealer
+from imbridge.db import Conn
 from imbridge.events import Delete, Edit, Message
 from imbridge.screening import Ignored
 
@@ -32,7 +32,7 @@ NOT_AUTHOR: Final = "not-author"
 UNKNOWN_TARGET: Final = "unknown-target"
 
 
-def original(conn: sqlite3.Connection, event: Edit | Delete, sealer: Sealer) -> Message | None:
+def original(conn: Conn, event: Edit | Delete, sealer: Sealer) -> Message | None:
     """The message `event` targets as the relay received it (sender and current text),
     or None when the relay never kept one (never seen, or purged by retention)."""
     query = "SELECT payload FROM messages WHERE event_id = ?"

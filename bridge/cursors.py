@@ -8,11 +8,10 @@ archive promises no words in clear at rest."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 from imbridge.archive.sealing import Sealer
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 from imbridge.events import EventId, RemoteId
 from imbridge.idmap import IdMap
 
@@ -37,7 +36,7 @@ class NetworkCursors:
         an edit or reply arriving meanwhile must still find its target."""
 
     async def get(self, key: str) -> str | None:
-        def q(conn: sqlite3.Connection) -> str | None:
+        def q(conn: Conn) -> str | None:
             row = conn.execute(
                 "SELECT value FROM cursors WHERE network = ? AND key = ?", (self.network, key)
             ).fetchone()
@@ -51,7 +50,7 @@ class NetworkCursors:
     async def set(self, key: str, value: str) -> None:
         value = self._sealer.seal(value, table="cursors", key=f"{self.network}\0{key}")
 
-        def w(conn: sqlite3.Connection) -> None:
+        def w(conn: Conn) -> None:
             conn.execute(
                 "INSERT INTO cursors (network, key, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (network, key) DO UPDATE SET value = excluded.value",

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import random
 import signal
-import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,7 @@ from imbridge.config.load import load_config
 from imbridge.config.report import log_config_error
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
-from imbridge.db import Database
+from imbridge.db import Conn, Database, location
 from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new_event_id
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
@@ -69,7 +68,6 @@ AdapterBuilder = Callable[[str, NetworkConfig, Cursors], Adapter]
 START_BACKOFF_CAP = 60.0
 RESTART_BACKOFF_CAP = 60.0
 CLOSE_TIMEOUT = 5.0
-DB_NAME = "imbridge.db"
 BUSY_RATE = 400.0
 """Events/s past which the relay counts as busy, and record sinks yield to it."""
 
@@ -117,7 +115,7 @@ class Daemon:
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
         self.db = Database(
-            config.bridge.state_dir / DB_NAME,
+            location(config.bridge),
             {
                 "archive": ARCHIVE_MIGRATIONS,
                 "sinks": SINK_MIGRATIONS,
@@ -343,7 +341,7 @@ class Daemon:
             self.db,
             self.archive.store,
             self.config.archive.sinks,
-            self.config.bridge.state_dir / DB_NAME,
+            location(self.config.bridge),
             busy=self._relay_busy,
         )
         await self.sinks.__aenter__()
@@ -497,7 +495,7 @@ class Daemon:
         )
         outbox, recorder = self._outbox(), self.recorder
 
-        def queue(conn: sqlite3.Connection) -> None:
+        def queue(conn: Conn) -> None:
             enqueue_sync(conn, [item], sealer=outbox.sealer)
             recorder.record_notice(conn, notice, purpose="room", rule="archive.notice")
 

@@ -6,51 +6,76 @@ So callers hand a whole transaction function to `transact`; functions that arriv
 others wait are grouped into one commit (group commit), each under its own savepoint so
 one failing function does not undo the others.
 
-Why the small transactions run on the event loop rather than in a database thread: a
-relay commit is a few indexed rows, about 0.1 ms of SQLite work, while handing it to a
-thread and back costs as much again in wake-ups on each side, and the GIL lets only one
-of the two threads run Python anyway. WAL checkpoints, the one part of a commit that
-writes the database file and syncs it, run in the thread on a connection of their own,
-so a commit on the loop only appends to the WAL. Work that may take long (archive
+Where a transaction runs depends on the engine (`imbridge.engines`): SQLite's short ones
+on the event loop, PostgreSQL's in the database thread. Work that may take long (archive
 indexing, purges, exports, verification) asks for `background=True` and runs in the
-thread; the one connection is still used by one caller at a time, because the queue
-waits for it.
+thread on either; the one connection is still used by one caller at a time, because the
+queue waits for it. Transaction functions must therefore not assume the loop's thread:
+what they change besides the database is plain counters and per-key entries, each one
+step.
 
 Writes commit in the order they were submitted, and a caller that must first await
 something (the relay looking up a quoted message) keeps its place with `reserve`. A read
 issued while writes are queued runs after them, so it sees everything submitted before
 it: an adapter looking up an event it has just handed to the relay finds it.
 
-Schema migrations are numbered per component ("core", "archive", ...) in the
-`schema_version` table, so the archive can evolve its tables independently.
+Schema migrations: `imbridge.migrate`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from imbridge import statefiles
+from imbridge.dialect import Step
+from imbridge.engines import Engine, engine_for
 from imbridge.errors import StateError
 
+if TYPE_CHECKING:
+    from imbridge.config.schema import BridgeSection
+
 T = TypeVar("T")
-TxnFn = Callable[[sqlite3.Connection], Any]
+
+
+class Cursor(Protocol):
+    """What a transaction function reads from a statement, on either engine."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int = ..., /) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """The connection a transaction function is given: `sqlite3.Connection` itself, or
+    the PostgreSQL engine's wrapper, which takes the same `?` placeholders. Statements
+    are written once, in the SQL both engines speak (`INSERT ... ON CONFLICT`,
+    `RETURNING`); what differs lives in `imbridge.dialect`."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+
+TxnFn = Callable[[Conn], Any]
 MAX_BATCH = 128
-"""Jobs per commit: a batch runs on the event loop, so it must stay short."""
-CHECKPOINT_EVERY = 256
-"""Write jobs between background WAL checkpoints."""
-WAL_BACKSTOP_PAGES = 4096
-"""SQLite's own checkpoint, on the loop, only if the background ones fall this far behind."""
+"""Jobs per commit: a batch may run on the event loop, so it must stay short."""
+DB_NAME = "imbridge.db"
+"""The SQLite state database's file in `bridge.state_dir`."""
 
 _WRITE, _READ = 0, 1
 
-CORE_MIGRATIONS: tuple[str, ...] = (
+CORE_MIGRATIONS: tuple[Step, ...] = (
     """
     CREATE TABLE idmap (
         network   TEXT NOT NULL,
@@ -125,25 +150,36 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def location(bridge: BridgeSection) -> Path | str:
+    """Where a config's state database is: its PostgreSQL URL, or the SQLite file."""
+    if bridge.database is not None:
+        return bridge.database.get_secret_value()
+    return bridge.state_dir / DB_NAME
+
+
 class Database:
     """Async access to the state database; see the module docstring for who runs what."""
 
     def __init__(
-        self, path: Path | str, migrations: Mapping[str, Sequence[str]] | None = None
+        self, location: Path | str, migrations: Mapping[str, Sequence[Step]] | None = None
     ) -> None:
-        self.path = Path(path) if str(path) != ":memory:" else path
+        """`location`: the SQLite file (or ":memory:"), or a PostgreSQL URL."""
+        self.engine: Engine = engine_for(location)
         self._migrations = {"core": CORE_MIGRATIONS, **(migrations or {})}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imbridge-db")
-        self._conn: sqlite3.Connection | None = None
-        self._checkpointer: sqlite3.Connection | None = None
-        self._checkpoint: asyncio.Future[None] | None = None
-        self._unchecked = 0
+        self._conn: Conn | None = None
+        self._housekeeping: asyncio.Future[None] | None = None
         self._pending: deque[_Job] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._filled = asyncio.Event()
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect
+
     async def open(self) -> Database:
-        await self._call(self._open_sync)
+        await self._call(self.engine.open, self._migrations)
+        self._conn = self.engine.connection()
         return self
 
     async def __aenter__(self) -> Database:
@@ -152,67 +188,7 @@ class Database:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _open_sync(self) -> None:
-        if isinstance(self.path, Path):
-            # Created 0600 before SQLite sees it: SQLite gives -wal and -shm the
-            # database's mode, so those are private from their first byte too.
-            os.close(statefiles.open_private(self.path, os.O_RDWR)[0])
-        try:
-            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-            # Takes effect on a new file only. Each commit appends every page it dirtied to
-            # the WAL; the relay path dirties a few pages in many tables per event, so
-            # half-size pages make its commits ~20% cheaper (measured in bench/core.py).
-            conn.execute("PRAGMA page_size=2048")
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only a power
-            # loss can lose the last commits, which the outbox then resends.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
-            # Deleted rows are overwritten with zeros, in their pages and on the free
-            # list: a purged message must leave no word in the file (docs/archive.md).
-            conn.execute("PRAGMA secure_delete=ON")
-            self._migrate(conn)
-            if isinstance(self.path, Path):  # files made by an older version, or by hand
-                wal, shm = (self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))
-                statefiles.restrict(self.path, wal, shm)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open state database {self.path}: {exc}") from exc
-        self._conn = conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        for component, steps in self._migrations.items():
-            row = conn.execute(
-                "SELECT version FROM schema_version WHERE component = ?", (component,)
-            ).fetchone()
-            current = row[0] if row else 0
-            if current > len(steps):
-                raise StateError(
-                    f"state database {self.path} has {component} schema v{current}, newer "
-                    f"than this imbridge knows (v{len(steps)}); upgrade imbridge"
-                )
-            for version in range(current, len(steps)):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _statements(steps[version]):
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT OR REPLACE INTO schema_version VALUES (?, ?)",
-                        (component, version + 1),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-
-    async def transact(
-        self, fn: Callable[[sqlite3.Connection], T], *, background: bool = False
-    ) -> T:
+    async def transact(self, fn: Callable[[Conn], T], *, background: bool = False) -> T:
         """Runs `fn` inside a committed transaction, grouped with concurrent callers.
         `background`: `fn` may take long, so it runs alone in the database thread."""
         return cast(T, await self.submit(fn, background=background))
@@ -243,10 +219,10 @@ class Database:
         job.ready = True
         self._filled.set()
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T], *, background: bool = False) -> T:
+    async def read(self, fn: Callable[[Conn], T], *, background: bool = False) -> T:
         """Runs a read-only `fn` outside any transaction (other processes reading the
-        file are not blocked), after every queued write, including those of tasks already
-        created but not yet run (`intake.Intake`)."""
+        database are not blocked), after every queued write, including those of tasks
+        already created but not yet run (`intake.Intake`)."""
         await asyncio.sleep(0)
         job = self._enqueue(ready=True, kind=_READ, background=background)
         job.fn = fn
@@ -279,20 +255,26 @@ class Database:
                     _settle(job, (True, None))
                 else:
                     batch.append(job)
-            if not batch:
-                continue
-            try:
-                results = self._run_batch([job.fn for job in batch])
-            except Exception as exc:  # noqa: BLE001 - the commit failed: every caller learns it
-                results = [(False, exc)] * len(batch)
-            for job, result in zip(batch, results, strict=True):
-                _settle(job, result)
-            self._after_writes(len(batch))
-            await asyncio.sleep(0)  # let the callers go on before the next batch
+            if batch:
+                await self._commit(batch)
+                await asyncio.sleep(0)  # let the callers go on before the next batch
+
+    async def _commit(self, batch: list[_Job]) -> None:
+        fns = [job.fn for job in batch]
+        try:
+            if self.engine.on_loop:
+                results = self._run_batch(fns)
+            else:
+                results = await self._call(self._run_batch, fns)
+        except Exception as exc:  # noqa: BLE001 - the commit failed: every caller learns it
+            results = [(False, exc)] * len(batch)
+        for job, result in zip(batch, results, strict=True):
+            _settle(job, result)
+        self._after_writes(len(batch))
 
     async def _run_alone(self, job: _Job) -> tuple[bool, Any]:
         """A read, or a job that asked for the database thread."""
-        if not job.background:
+        if not job.background and self.engine.on_loop:
             return self._run_read([job.fn])[0]
         run = self._run_batch if job.kind == _WRITE else self._run_read
         try:
@@ -309,7 +291,7 @@ class Database:
     def _run_batch(self, fns: list[TxnFn | None]) -> list[tuple[bool, Any]]:
         conn = self._require()
         out: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(self.engine.begin)
         try:
             if len(fns) == 1:  # alone in its commit: a failure rolls back just it anyway
                 try:
@@ -324,41 +306,24 @@ class Database:
                 try:
                     out.append((True, _must(fn)(conn)))
                 except Exception as exc:  # noqa: BLE001 - reported to that caller only
-                    conn.execute("ROLLBACK TO job")
+                    conn.execute("ROLLBACK TO SAVEPOINT job")
                     out.append((False, exc))
-                conn.execute("RELEASE job")
+                conn.execute("RELEASE SAVEPOINT job")
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return out
 
     def _after_writes(self, jobs: int) -> None:
-        """Starts a background checkpoint every `CHECKPOINT_EVERY` write jobs, so that
-        the loop's commits never copy the WAL into the database file themselves."""
-        self._unchecked += jobs
-        if self._unchecked < CHECKPOINT_EVERY or not isinstance(self.path, Path):
+        """Starts the engine's housekeeping in the thread when due, one at a time."""
+        if self._housekeeping is not None and not self._housekeeping.done():
             return
-        if self._checkpoint is not None and not self._checkpoint.done():
-            return
-        self._unchecked = 0
-        self._checkpoint = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._checkpoint_sync
-        )
+        work = self.engine.after_writes(jobs)
+        if work is not None:
+            self._housekeeping = asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    def _checkpoint_sync(self) -> None:
-        try:
-            if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(
-                    str(self.path), isolation_level=None, check_same_thread=False
-                )
-                self._checkpointer.execute("PRAGMA busy_timeout=5000")
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:  # the backstop checkpoint on the loop catches up later
-            pass
-
-    def _require(self) -> sqlite3.Connection:
+    def _require(self) -> Conn:
         if self._conn is None:
             raise StateError("state database is not open")
         return self._conn
@@ -369,15 +334,20 @@ class Database:
     async def aclose(self) -> None:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._checkpoint is not None:
-            await asyncio.gather(self._checkpoint, return_exceptions=True)
-        if self._checkpointer is not None:
-            checkpointer, self._checkpointer = self._checkpointer, None
-            await self._call(checkpointer.close)
+        if self._housekeeping is not None:
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
         if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._call(conn.close)
+            self._conn = None
+            await self._call(self.engine.close)
         self._executor.shutdown(wait=True)
+
+
+def _rollback(conn: Conn) -> None:
+    """Ends a failed transaction; quietly, since the failure may have ended it already."""
+    try:
+        conn.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001, S110 - no transaction was open: nothing to undo
+        pass
 
 
 class _Job:
@@ -411,13 +381,13 @@ class Slot:
         self._db = db
         self._job = job
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[Conn], T]) -> T:
         if self._job.ready:
             raise StateError("slot already used")
         self._db._fill(self._job, fn)
         return cast(T, await self._job.fut)
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Conn], T]) -> T:
         """Runs `fn` after the writes queued before this slot and before the slot itself
         (`Database.read` would wait for the slot, which waits for the read)."""
         if self._job.ready:
@@ -439,7 +409,3 @@ def _must(fn: TxnFn | None) -> TxnFn:
     if fn is None:
         raise StateError("unfilled transaction slot")
     return fn
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]

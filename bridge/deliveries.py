@@ -10,7 +10,6 @@ the last sends, which are then resent once, as for a crash between a send and it
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from imbridge.archive import Delivery, Recorder
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 from imbridge.events import RemoteId
 from imbridge.idmap import record_many_sync
 
@@ -54,7 +53,7 @@ class DeliveryRecords:
                 self._jobs.add(self._job)
                 self._job.add_done_callback(self._settled)
 
-    def _record_sync(self, conn: sqlite3.Connection) -> None:
+    def _record_sync(self, conn: Conn) -> None:
         with self._lock:  # from here on, new deliveries go to the next record
             done, self._done = self._done, []
             self._job = None

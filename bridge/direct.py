@@ -22,11 +22,11 @@ person with none gets today's answer.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Mapping
 
 from imbridge.adapter import Adapter, DirectAddresses
+from imbridge.db import Conn
 from imbridge.events import (
     Event,
     Message,
@@ -81,7 +81,7 @@ def addressed(message: Message, adapters: Mapping[str, Adapter]) -> Message | No
     return None
 
 
-def peer_sync(conn: sqlite3.Connection, origin: Origin) -> Recipient | None:
+def peer_sync(conn: Conn, origin: Origin) -> Recipient | None:
     """The person `origin`'s sender last wrote to or heard from across networks. They
     are known by where an answer goes (their conversation: a nick, a full JID) or, as
     they were addressed (a bare JID), by their id."""
@@ -95,7 +95,7 @@ def peer_sync(conn: sqlite3.Connection, origin: Origin) -> Recipient | None:
     return None
 
 
-def remember_sync(conn: sqlite3.Connection, event: Event) -> None:
+def remember_sync(conn: Conn, event: Event) -> None:
     """Pairs a direct message's sender and recipient, both ways, for their next words to
     the relay (`peer_sync`). The sender is known by the address an answer goes to (the
     origin room: their nick, their JID, the portal room)."""
@@ -104,7 +104,9 @@ def remember_sync(conn: sqlite3.Connection, event: Event) -> None:
         return
     now = time.time()
     conn.executemany(
-        "INSERT OR REPLACE INTO direct_peers VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO direct_peers VALUES (?, ?, ?, ?, ?) ON CONFLICT (network, address) DO UPDATE"
+        " SET peer_network = excluded.peer_network, peer_user = excluded.peer_user,"
+        " updated = excluded.updated",
         [
             (origin.network, origin.room, to.network, to.user, now),
             (to.network, to.user, origin.network, origin.room, now),
@@ -159,7 +161,7 @@ def decisions(event: Event) -> list[tuple[Destination, Decision]]:
     return [(Destination(origin.network, origin.room), decision)]
 
 
-def reply_sync(conn: sqlite3.Connection, event: Event, *, archived: bool) -> list[Item]:
+def reply_sync(conn: Conn, event: Event, *, archived: bool) -> list[Item]:
     """The automatic answer to `event`'s sender, if they were never answered on this
     network; marks them answered. Only a message is answered (not a reaction or an
     edit in a direct chat). Runs inside the relay's transaction."""
@@ -167,7 +169,8 @@ def reply_sync(conn: sqlite3.Connection, event: Event, *, archived: bool) -> lis
     if not isinstance(event, Message):
         return []
     cur = conn.execute(
-        "INSERT OR IGNORE INTO direct_replies (network, sender, replied) VALUES (?, ?, ?)",
+        "INSERT INTO direct_replies (network, sender, replied) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
         (origin.network, origin.sender.id, time.time()),
     )
     if cur.rowcount != 1:

@@ -9,15 +9,14 @@ The `*_sync` functions run inside a caller's transaction (see `Database.transact
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 from imbridge.events import Edit, Event, EventId, Message, RemoteId
 
 
 def record_sync(
-    conn: sqlite3.Connection,
+    conn: Conn,
     *,
     network: str,
     room: str,
@@ -27,24 +26,24 @@ def record_sync(
 ) -> bool:
     """Maps a remote id; False if that remote id was already mapped (a duplicate)."""
     cur = conn.execute(
-        "INSERT OR IGNORE INTO idmap (network, remote_id, event_id, room, inbound, created)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO idmap (network, remote_id, event_id, room, inbound, created)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (network, remote_id, event_id, room, int(inbound), time.time()),
     )
     return cur.rowcount == 1
 
 
-def record_many_sync(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str, bool]]) -> None:
+def record_many_sync(conn: Conn, rows: list[tuple[str, str, str, str, bool]]) -> None:
     """Maps (network, room, remote_id, event_id, inbound) rows; already mapped ones stay."""
     now = time.time()
     conn.executemany(
-        "INSERT OR IGNORE INTO idmap (network, room, remote_id, event_id, inbound, created)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO idmap (network, room, remote_id, event_id, inbound, created)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [(n, r, rid, eid, int(inbound), now) for n, r, rid, eid, inbound in rows],
     )
 
 
-def in_room_sync(conn: sqlite3.Connection, event_id: str, network: str, room: str) -> bool:
+def in_room_sync(conn: Conn, event_id: str, network: str, room: str) -> bool:
     """Whether the event is in that room of that network: it came from there, or a copy
     of it was posted there."""
     row = conn.execute(
@@ -54,7 +53,7 @@ def in_room_sync(conn: sqlite3.Connection, event_id: str, network: str, room: st
     return row is not None
 
 
-def confined_sync(conn: sqlite3.Connection, event: Event) -> Event:
+def confined_sync(conn: Conn, event: Event) -> Event:
     """`event` with its reply and edit targets kept only if they are in its own room.
 
     Adapters resolve a target by its remote id alone, and a person in two rooms can
@@ -76,7 +75,7 @@ class IdMap:
         self.db = db
 
     async def event_for(self, network: str, remote_id: str) -> EventId | None:
-        def q(conn: sqlite3.Connection) -> EventId | None:
+        def q(conn: Conn) -> EventId | None:
             row = conn.execute(
                 "SELECT event_id FROM idmap WHERE network = ? AND remote_id = ?",
                 (network, remote_id),
@@ -89,7 +88,7 @@ class IdMap:
         """The id the event has on `network` in `room`: the original if it came from there,
         else the relayed copy (the first one, if it was split into several)."""
 
-        def q(conn: sqlite3.Connection) -> RemoteId | None:
+        def q(conn: Conn) -> RemoteId | None:
             row = conn.execute(
                 "SELECT remote_id FROM idmap WHERE event_id = ? AND network = ? AND room = ?"
                 " ORDER BY created LIMIT 1",

@@ -11,9 +11,9 @@ windows still open, so a clean stop loses none.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from typing import TYPE_CHECKING
 
+from imbridge.db import Conn
 from imbridge.events import Event, Message, MessageKind, Origin, Sender, new_event_id
 from imbridge.membership import Debouncer, Window
 from imbridge.outbox import Item, enqueue_sync, txn_id_for
@@ -94,7 +94,7 @@ class MembershipRelay:
         ]
         recorder, sealer = self._recorder, self._outbox.sealer
 
-        def commit(conn: sqlite3.Connection) -> None:
+        def commit(conn: Conn) -> None:
             enqueue_sync(conn, items, sealer=sealer)
             for note in notes:
                 recorder.record_notice(conn, note, purpose=PURPOSE)

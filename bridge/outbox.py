@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import random
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -37,7 +36,7 @@ from imbridge.archive import Recorder
 from imbridge.archive.keyuse import require_openable
 from imbridge.archive.sealing import Sealer
 from imbridge.backlog import Backlog
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 from imbridge.deliveries import DeliveryRecords
 from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import Delete, Edit, Event, Message, Reaction, RemoteId
@@ -111,23 +110,21 @@ def backoff(
     return float(step * (0.5 + rng()))
 
 
-def enqueue_sync(conn: sqlite3.Connection, items: list[Item], *, sealer: Sealer) -> None:
+def enqueue_sync(conn: Conn, items: list[Item], *, sealer: Sealer) -> None:
     """Persists items inside the caller's transaction, assigning their sequence numbers.
     `sealer` is required so that no caller can queue a payload in clear by forgetting it
     (it passes payloads through when no archive key is set)."""
     now = time.time()
     for item in items:
         payload = sealer.seal(codec.dumps(item.event), table="outbox", key=item.txn_id)
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO outbox (network, room, event_id, txn_id, payload, created)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+        row = conn.execute(
+            "INSERT INTO outbox (network, room, event_id, txn_id, payload, created)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
             (item.network, item.room, item.event.id, item.txn_id, payload, now),
-        )
-        if cur.rowcount == 1:
-            item.seq = cur.lastrowid or 0
-        else:  # already queued under this txn_id: keep its place
+        ).fetchone()
+        if row is None:  # already queued under this txn_id: keep its place
             row = conn.execute("SELECT seq FROM outbox WHERE txn_id = ?", (item.txn_id,)).fetchone()
-            item.seq = int(row[0]) if row else 0
+        item.seq = int(row[0]) if row else 0
         item.created = now
 
 
@@ -180,7 +177,7 @@ class Outbox:
         destinations and counts are read here: the workers read the items themselves,
         `memory_queue` at a time."""
 
-        def q(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def q(conn: Conn) -> list[tuple[Any, ...]]:
             return conn.execute(
                 "SELECT network, room, count(*), max(seq) FROM outbox"
                 " WHERE state = 'pending' GROUP BY network, room"
@@ -282,7 +279,7 @@ class Outbox:
         limit = self.memory_queue - len(queue)
         noted = self._spilled.get(key, (0, 0))[1]
 
-        def q(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def q(conn: Conn) -> list[tuple[Any, ...]]:
             return conn.execute(
                 "SELECT seq, txn_id, payload, attempts, created FROM outbox"
                 " WHERE state = 'pending' AND network = ? AND room = ? AND seq > ?"
@@ -652,7 +649,7 @@ class Outbox:
         network gives its messages no id (ngircd), the id map cannot say so, and a
         reaction to it is still shown there (as a line, with no target to name)."""
 
-        def q(conn: sqlite3.Connection) -> str | None:
+        def q(conn: Conn) -> str | None:
             row = conn.execute(
                 "SELECT payload FROM messages WHERE event_id = ?", (event_id,)
             ).fetchone()
@@ -667,7 +664,7 @@ class Outbox:
     async def _fail(self, item: Item, reason: str, bound: Any) -> None:
         done = [item, *item.replaces]
 
-        def w(conn: sqlite3.Connection) -> None:
+        def w(conn: Conn) -> None:
             # The payload goes: the archive holds the event and this failure, and a copy
             # kept here would outlive the archive's retention and encryption.
             for i in done:
@@ -713,7 +710,7 @@ def _target_in_flight(
     return isinstance(event, Reaction) and any(i.event.id == event.target for i, _ in inflight)
 
 
-def _delete(conn: sqlite3.Connection, *items: Item) -> None:
+def _delete(conn: Conn, *items: Item) -> None:
     conn.executemany(
         "DELETE FROM outbox WHERE seq = ? AND txn_id = ?", [(i.seq, i.txn_id) for i in items]
     )

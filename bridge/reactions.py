@@ -12,19 +12,20 @@ I/O of its own.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from imbridge.archive.sealing import Sealer
+from imbridge.db import Conn
 from imbridge.events import Delete, Event, EventId, Reaction
 
 TABLE = "reactions"
 
 
-def record_sync(conn: sqlite3.Connection, event: Reaction, sealer: Sealer) -> None:
+def record_sync(conn: Conn, event: Reaction, sealer: Sealer) -> None:
     if not event.removed:
         conn.execute(
-            "INSERT OR IGNORE INTO reactions (event_id, target, key, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO reactions (event_id, target, key, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (
                 event.id,
                 event.target,
@@ -34,7 +35,7 @@ def record_sync(conn: sqlite3.Connection, event: Reaction, sealer: Sealer) -> No
         )
 
 
-def as_removal(conn: sqlite3.Connection, event: Event, sealer: Sealer) -> Event:
+def as_removal(conn: Conn, event: Event, sealer: Sealer) -> Event:
     """`event`, or the removal it stands for when it deletes a known reaction."""
     if not isinstance(event, Delete):
         return event

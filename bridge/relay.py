@@ -10,7 +10,6 @@ cursor. One bad event is logged and counted, never allowed to stop the daemon.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from imbridge import authorship, codec, direct, reactions, textlinks
 from imbridge.adapter import Adapter, NetworkConfig
 from imbridge.archive import NullRecorder, Recorder
 from imbridge.archive.sealing import Sealer
-from imbridge.db import Database, Slot
+from imbridge.db import Conn, Database, Slot
 from imbridge.events import (
     MEMBERSHIP_EVENTS,
     Delete,
@@ -304,7 +303,7 @@ class Relay:
         if waiting is not None:
             return _quote_copy(waiting)
 
-        def q(conn: sqlite3.Connection) -> str | None:
+        def q(conn: Conn) -> str | None:
             row = conn.execute(
                 "SELECT payload FROM messages WHERE event_id = ?", (target,)
             ).fetchone()
@@ -343,7 +342,7 @@ class Relay:
         )
         long_texts = self._link_long(items)
 
-        def commit(conn: sqlite3.Connection) -> bool:
+        def commit(conn: Conn) -> bool:
             if not _first_sighting(conn, event):
                 return False  # replayed by the adapter after a restart, or our own echo
             self._keep_sync(conn, event, previous)
@@ -368,7 +367,7 @@ class Relay:
 
     def _direct_sync(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event: Event,
         decisions: list[tuple[Destination, Decision]],
         items: list[Item],
@@ -395,7 +394,7 @@ class Relay:
             event, self.setup.router.canonical_room(event.origin.network, event.origin.room)
         )
 
-        def commit(conn: sqlite3.Connection) -> bool:
+        def commit(conn: Conn) -> bool:
             if not _first_sighting(conn, event):
                 return False
             self.recorder.record_ignored(conn, event, rule=ignored.rule, reason=ignored.reason)
@@ -453,7 +452,7 @@ class Relay:
         moderated = self.setup.moderator_deletes
         return authorship.check(changed, original, moderator_deletes=moderated) or original
 
-    def _keep_sync(self, conn: sqlite3.Connection, event: Event, edited: Message | None) -> None:
+    def _keep_sync(self, conn: Conn, event: Event, edited: Message | None) -> None:
         """A message's quoting copy; for an edit, its target's copy updated to the new
         text, so a reply quotes what it reads now and the next edit's correction line
         says what changed since this one."""
@@ -464,13 +463,14 @@ class Relay:
             payload = self.sealer.seal(codec.dumps(now), table="messages", key=now.id)
             conn.execute("UPDATE messages SET payload = ? WHERE event_id = ?", (payload, now.id))
 
-    def _keep_for_quoting(self, conn: sqlite3.Connection, event: Message) -> None:
+    def _keep_for_quoting(self, conn: Conn, event: Message) -> None:
         """What a reply's quote needs of its original (sender and text), sealed with the
         archive key when one is set; retention deletes it with the archive's records."""
         kept = _quote_copy(event)
         payload = self.sealer.seal(codec.dumps(kept), table="messages", key=event.id)
         conn.execute(
-            "INSERT OR IGNORE INTO messages VALUES (?, ?, ?)", (event.id, payload, time.time())
+            "INSERT INTO messages VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (event.id, payload, time.time()),
         )
 
     def _plan(
@@ -568,7 +568,7 @@ class Relay:
         return adapter is not None and adapter.capabilities.direct_sends
 
     async def _address(
-        self, event: Message, read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+        self, event: Message, read: Callable[[Callable[[Conn], Any]], Awaitable[Any]]
     ) -> Message:
         """A private message to the relay, as one to the person it names or, naming no
         one, to the person its sender last exchanged direct messages with (`direct`);
@@ -637,7 +637,7 @@ class Relay:
         if target is None:
             return None
 
-        def q(conn: sqlite3.Connection) -> str | None:
+        def q(conn: Conn) -> str | None:
             row = conn.execute(
                 "SELECT payload FROM messages WHERE event_id = ?", (target,)
             ).fetchone()
@@ -667,7 +667,7 @@ def _quote_copy(event: Message) -> Message:
     return Message(id=event.id, origin=event.origin, text=text, kind=event.kind)
 
 
-def _first_sighting(conn: sqlite3.Connection, event: Event) -> bool:
+def _first_sighting(conn: Conn, event: Event) -> bool:
     """Maps the event's remote id; False when it was mapped before (a replay)."""
     origin = event.origin
     return origin.remote_id is None or record_sync(

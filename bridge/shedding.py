@@ -16,7 +16,6 @@ that is disconnected sheds nothing: an outage loses nothing, everything waits fo
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 
@@ -25,6 +24,7 @@ import structlog
 from imbridge.adapter import Adapter, NetworkConfig
 from imbridge.archive import Recorder
 from imbridge.backlog import BacklogLimit
+from imbridge.db import Conn
 from imbridge.events import Delete, Event, Message, MessageKind, Origin, Sender, new_event_id
 from imbridge.fairness import Source, cost_of, source_of
 from imbridge.outbox import Item, Outbox, OutboxStats, txn_id_for
@@ -57,7 +57,7 @@ class Shedding:
 
     def admit_sync(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event: Event,
         items: list[Item],
         networks: Mapping[str, NetworkConfig],
@@ -106,7 +106,7 @@ class Shedding:
 
     def _notices(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event: Event,
         item: Item,
         source: Source,

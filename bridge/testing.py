@@ -132,6 +132,7 @@ __all__ = [
     "eventually",
     "irc_network",
     "matrix_network",
+    "sqlite_schema",
     "write_secret",
     "xmpp_network",
 ]
@@ -149,3 +150,13 @@ def archive_hits(config: Path, words: str) -> list[dict[str, Any]]:
     code = module.archive_search(config, words, fmt="json", out=out, err=err)
     assert code == 0, err.getvalue()  # noqa: S101 - a test helper
     return list(json.loads(out.getvalue()))
+
+
+def sqlite_schema(conn: Any, steps: Any) -> None:
+    """Creates a component's tables on a bare `sqlite3` connection, as the migrations
+    of `imbridge.db` would: for tests and benchmarks that build or attack a state file
+    without a `Database`."""
+    from imbridge.dialect import SQLITE, script_for  # noqa: PLC0415 - few callers need it
+
+    for step in steps:
+        conn.executescript(script_for(step, SQLITE))

@@ -21,13 +21,13 @@ import hashlib
 import hmac
 import math
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from imbridge.adapter import Capabilities
 from imbridge.archive.sealing import Sealer
+from imbridge.db import Conn
 from imbridge.sanitize import truncate_utf8
 
 SIG_BYTES = 16
@@ -144,18 +144,16 @@ def head(text: str, caps: Capabilities, link: str) -> str:
     return "\n".join([*kept, f"[full text: {link}]"])
 
 
-def store_sync(
-    conn: sqlite3.Connection, key: str, event_id: str, text: str, sealer: Sealer
-) -> None:
+def store_sync(conn: Conn, key: str, event_id: str, text: str, sealer: Sealer) -> None:
     """Keeps the full text, in the relay's transaction (sealed when a key is set)."""
     payload = sealer.seal(text, table=TABLE, key=key)
     conn.execute(
-        "INSERT OR IGNORE INTO long_texts VALUES (?, ?, ?, ?)",
+        "INSERT INTO long_texts VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (key, event_id, payload, time.time()),
     )
 
 
-def load_sync(conn: sqlite3.Connection, key: str, sealer: Sealer) -> str | None:
+def load_sync(conn: Conn, key: str, sealer: Sealer) -> str | None:
     row = conn.execute("SELECT payload FROM long_texts WHERE key = ?", (key,)).fetchone()
     return sealer.open(str(row[0]), table=TABLE, key=key) if row else None
 

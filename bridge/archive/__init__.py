@@ -7,11 +7,11 @@ did not commit.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from imbridge.db import Conn
 from imbridge.events import Event, EventId, Message, RemoteId
 from imbridge.policy import Decision, Destination
 
@@ -29,7 +29,7 @@ class Delivery:
 class Recorder(Protocol):
     def record_event(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event: Event,
         decisions: Sequence[tuple[Destination, Decision]],
     ) -> None:
@@ -39,7 +39,7 @@ class Recorder(Protocol):
 
     def record_delivery(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event_id: EventId,
         dest: Destination,
         *,
@@ -49,13 +49,11 @@ class Recorder(Protocol):
         """The outcome of one delivery: the remote id it got, or the permanent error."""
         ...
 
-    def record_deliveries(self, conn: sqlite3.Connection, done: Sequence[Delivery]) -> None:
+    def record_deliveries(self, conn: Conn, done: Sequence[Delivery]) -> None:
         """Several outcomes at once: the outbox records deliveries in batches."""
         ...
 
-    def record_ignored(
-        self, conn: sqlite3.Connection, event: Event, *, rule: str, reason: str
-    ) -> None:
+    def record_ignored(self, conn: Conn, event: Event, *, rule: str, reason: str) -> None:
         """An event seen but never relayed (a configured bot, another bridge's copy):
         the event as seen and one decision `ignored` naming `rule` (runs inside the relay
         transaction)."""
@@ -63,7 +61,7 @@ class Recorder(Protocol):
 
     def record_notice(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         notice: Message,
         *,
         purpose: str,
@@ -81,7 +79,7 @@ class NullRecorder:
 
     def record_event(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event: Event,
         decisions: Sequence[tuple[Destination, Decision]],
     ) -> None:
@@ -89,7 +87,7 @@ class NullRecorder:
 
     def record_delivery(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event_id: EventId,
         dest: Destination,
         *,
@@ -98,17 +96,15 @@ class NullRecorder:
     ) -> None:
         return None
 
-    def record_deliveries(self, conn: sqlite3.Connection, done: Sequence[Delivery]) -> None:
+    def record_deliveries(self, conn: Conn, done: Sequence[Delivery]) -> None:
         return None
 
-    def record_ignored(
-        self, conn: sqlite3.Connection, event: Event, *, rule: str, reason: str
-    ) -> None:
+    def record_ignored(self, conn: Conn, event: Event, *, rule: str, reason: str) -> None:
         return None
 
     def record_notice(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         notice: Message,
         *,
         purpose: str,

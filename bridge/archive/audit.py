@@ -14,7 +14,6 @@ command stay readable without it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,13 +23,13 @@ from imbridge.archive.actor import Actor
 from imbridge.archive.chain import Head
 from imbridge.archive.crypto import ArchiveKeyError
 from imbridge.archive.store import ArchiveStore
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 
 AUDIT_KINDS = ("access", "config", "hold")
 
 
 def record_access(
-    conn: sqlite3.Connection,
+    conn: Conn,
     store: ArchiveStore,
     actor: Actor,
     action: str,
@@ -127,7 +126,7 @@ class Entry:
 
 
 def entries(
-    conn: sqlite3.Connection,
+    conn: Conn,
     store: ArchiveStore,
     *,
     since_us: int | None = None,

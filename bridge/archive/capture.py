@@ -17,7 +17,6 @@ held to public addresses (`imbridge.safefetch`).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from imbridge.archive.filequeue import Job
 from imbridge.archive.files import FileStore, FileWriter, StoredFile
 from imbridge.archive.store import ArchiveStore, now_us
 from imbridge.config.schema import ArchiveAttachments
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 from imbridge.events import Attachment
 from imbridge.safefetch import normalise_origins, open_url
 from imbridge.tasks import TaskTree
@@ -172,7 +171,7 @@ class AttachmentCapture:
         )
         await self.db.transact(lambda conn: filequeue.postpone(conn, job, not_before))
 
-    def _load(self, conn: sqlite3.Connection, job: Job) -> tuple[dict[str, Any], Attachment] | None:
+    def _load(self, conn: Conn, job: Job) -> tuple[dict[str, Any], Attachment] | None:
         rows = list(self.store.rows(conn, "WHERE seq = ? AND kind = 'event'", (job.event_seq,)))
         if not rows:
             return None
@@ -251,7 +250,7 @@ class AttachmentCapture:
         if outcome.status == "too_large":
             body["reason"] = outcome.reason
 
-        def commit(conn: sqlite3.Connection) -> None:
+        def commit(conn: Conn) -> None:
             head = self.store.append(
                 conn,
                 [{**meta, "kind": "file", "action": outcome.status, "body": body}],
@@ -270,7 +269,7 @@ class AttachmentCapture:
             )
 
 
-def _last_purge(conn: sqlite3.Connection) -> int | None:
+def _last_purge(conn: Conn) -> int | None:
     row = conn.execute("SELECT max(seq) FROM archive_records WHERE kind = 'purge'").fetchone()
     return None if row[0] is None else int(row[0])
 

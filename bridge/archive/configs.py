@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from pydantic import BaseModel
 from imbridge.archive.actor import Actor
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import Config, LegalHold
+from imbridge.db import Conn
 
 SECTIONS = ("bridge", "networks", "gateways", "policy")
 """Top-level sections compared whole; `archive` is compared key by key."""
@@ -117,7 +117,7 @@ def globs_of(hold: LegalHold) -> Globs:
     return {"network": hold.network, "room": hold.room, "user": hold.user}
 
 
-def recorded_holds(conn: sqlite3.Connection) -> dict[str, Globs]:
+def recorded_holds(conn: Conn) -> dict[str, Globs]:
     """The config file's holds in force by the chain's own account: every `hold` record
     folded in order (hold records are never purged, so the fold starts from nothing).
     Holds placed in the review console (`source: console`) live in the state database,
@@ -153,7 +153,7 @@ def hold_changes(recorded: Mapping[str, Globs], holds: Sequence[LegalHold]) -> l
     return [*lifted, *placed]
 
 
-def last_fingerprint(conn: sqlite3.Connection) -> dict[str, str] | None:
+def last_fingerprint(conn: Conn) -> dict[str, str] | None:
     row = conn.execute(
         "SELECT body FROM archive_records WHERE kind = 'config' ORDER BY seq DESC LIMIT 1"
     ).fetchone()
@@ -164,7 +164,7 @@ def last_fingerprint(conn: sqlite3.Connection) -> dict[str, str] | None:
 
 
 def record_config(
-    conn: sqlite3.Connection,
+    conn: Conn,
     store: ArchiveStore,
     config: Config,
     actor: Actor,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +22,8 @@ from typing import Any, TextIO, cast
 
 from imbridge.archive.search import Query, filters
 from imbridge.archive.store import ArchiveStore, Row
+from imbridge.db import Conn
+from imbridge.dialect import dialect_of
 
 _LOCAL_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -59,7 +60,7 @@ class Item:
 
 
 def items(
-    conn: sqlite3.Connection,
+    conn: Conn,
     store: ArchiveStore,
     query: Query,
     *,
@@ -67,9 +68,9 @@ def items(
 ) -> Iterator[Item]:
     """Event records in chain order with their decisions and deliveries; with `seqs`,
     only those records (a keyword search's hits, as the review console exports them)."""
-    clauses, params = filters(query, prefix="")
+    clauses, params = filters(query, dialect_of(conn), prefix="")
     if seqs is not None:
-        clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "0")
+        clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "FALSE")
         params.extend(seqs)
     where = " AND ".join(clauses)
     for row in list(store.rows(conn, f"WHERE {where} ORDER BY seq", params)):

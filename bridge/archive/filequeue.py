@@ -8,9 +8,10 @@ its transaction: queuing happens in the relay's own commit and costs one insert.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from imbridge.db import Conn
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,14 +21,14 @@ class Job:
     attempts: int
 
 
-def queue_attachments(conn: sqlite3.Connection, event_seq: int, count: int) -> None:
+def queue_attachments(conn: Conn, event_seq: int, count: int) -> None:
     conn.executemany(
-        "INSERT OR IGNORE INTO archive_file_queue (event_seq, idx) VALUES (?, ?)",
+        "INSERT INTO archive_file_queue (event_seq, idx) VALUES (?, ?) ON CONFLICT DO NOTHING",
         ((event_seq, i) for i in range(count)),
     )
 
 
-def due(conn: sqlite3.Connection, now_us: int, limit: int) -> list[Job]:
+def due(conn: Conn, now_us: int, limit: int) -> list[Job]:
     return [
         Job(int(s), int(i), int(a))
         for s, i, a in conn.execute(
@@ -38,11 +39,11 @@ def due(conn: sqlite3.Connection, now_us: int, limit: int) -> list[Job]:
     ]
 
 
-def pending(conn: sqlite3.Connection) -> int:
+def pending(conn: Conn) -> int:
     return int(conn.execute("SELECT count(*) FROM archive_file_queue").fetchone()[0])
 
 
-def postpone(conn: sqlite3.Connection, job: Job, not_before_us: int) -> None:
+def postpone(conn: Conn, job: Job, not_before_us: int) -> None:
     conn.execute(
         "UPDATE archive_file_queue SET attempts = ?, not_before_us = ? "
         "WHERE event_seq = ? AND idx = ?",
@@ -50,17 +51,17 @@ def postpone(conn: sqlite3.Connection, job: Job, not_before_us: int) -> None:
     )
 
 
-def finish(conn: sqlite3.Connection, job: Job) -> None:
+def finish(conn: Conn, job: Job) -> None:
     conn.execute(
         "DELETE FROM archive_file_queue WHERE event_seq = ? AND idx = ?", (job.event_seq, job.idx)
     )
 
 
-def add_ref(conn: sqlite3.Connection, seq: int, file_id: str) -> None:
+def add_ref(conn: Conn, seq: int, file_id: str) -> None:
     conn.execute("INSERT INTO archive_file_refs (seq, file_id) VALUES (?, ?)", (seq, file_id))
 
 
-def file_ids(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, str]:
+def file_ids(conn: Conn, seqs: Iterable[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for seq in seqs:
         row = conn.execute("SELECT file_id FROM archive_file_refs WHERE seq = ?", (seq,)).fetchone()
@@ -69,11 +70,11 @@ def file_ids(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, str]:
     return out
 
 
-def referenced(conn: sqlite3.Connection) -> set[str]:
+def referenced(conn: Conn) -> set[str]:
     return {str(r[0]) for r in conn.execute("SELECT DISTINCT file_id FROM archive_file_refs")}
 
 
-def forget(conn: sqlite3.Connection, seqs: Iterable[int]) -> None:
+def forget(conn: Conn, seqs: Iterable[int]) -> None:
     """Drops the references (and queued fetches) of purged records; the files themselves
     go in the sweep after the purge commits, when nothing else refers to them."""
     doomed = [(s,) for s in seqs]

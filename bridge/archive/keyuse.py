@@ -10,7 +10,6 @@ Read-only: `archive verify` runs it after its walk.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from imbridge.archive.keyring import ArchiveKeyError, Keyring
 from imbridge.archive.sealing import PREFIX as SEALED_V1
 from imbridge.archive.sealing import PREFIX2 as SEALED_V2
 from imbridge.archive.sealing import Sealer, SealError, key_id_of
+from imbridge.db import Conn
 from imbridge.errors import ConfigError, ConfigIssue
 
 RELAY_TABLES = (
@@ -105,7 +105,7 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
-def key_usage(conn: sqlite3.Connection, cipher: Cipher, files: FileStore) -> Usage:
+def key_usage(conn: Conn, cipher: Cipher, files: FileStore) -> Usage:
     """What each key seals in the state database and the attachment store."""
     keyring = cipher.keyring
     usage = Usage({k.key_id: Sealed() for k in keyring})
@@ -118,7 +118,7 @@ def key_usage(conn: sqlite3.Connection, cipher: Cipher, files: FileStore) -> Usa
     return usage
 
 
-def _count_records(conn: sqlite3.Connection, cipher: Cipher, usage: Usage) -> None:
+def _count_records(conn: Conn, cipher: Cipher, usage: Usage) -> None:
     start, width = len(RECORD_V2) + 1, 16  # substr() counts from 1
     for kid, n in conn.execute(
         "SELECT substr(body, ?, ?), count(*) FROM archive_records "
@@ -136,7 +136,7 @@ def _count_records(conn: sqlite3.Connection, cipher: Cipher, usage: Usage) -> No
             usage.unopened.records += 1
 
 
-def _count_relay(conn: sqlite3.Connection, sealer: Sealer, usage: Usage) -> None:
+def _count_relay(conn: Conn, sealer: Sealer, usage: Usage) -> None:
     present = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
     start, width = len(SEALED_V2) + 1, 16
     for table, key, column in RELAY_TABLES:
@@ -158,7 +158,7 @@ def _count_relay(conn: sqlite3.Connection, sealer: Sealer, usage: Usage) -> None
                 usage.unopened.relay_rows += 1
 
 
-def pending_unopenable(conn: sqlite3.Connection, sealer: Sealer) -> dict[str, int]:
+def pending_unopenable(conn: Conn, sealer: Sealer) -> dict[str, int]:
     """Queued deliveries that do not open with the configured keys, by the key id they
     name ("" for those from before key ids): the worker reaching one could send neither
     it nor anything queued behind it."""
@@ -176,7 +176,7 @@ def pending_unopenable(conn: sqlite3.Connection, sealer: Sealer) -> dict[str, in
     return lost
 
 
-def require_openable(conn: sqlite3.Connection, sealer: Sealer) -> None:
+def require_openable(conn: Conn, sealer: Sealer) -> None:
     """Raises, naming the missing keys, when a queued delivery does not open."""
     lost = pending_unopenable(conn, sealer)
     if not lost:

@@ -22,16 +22,17 @@ the commit (`truncate_wal`), which otherwise still holds the pages as they were.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
-from imbridge.archive import filequeue
+from imbridge.archive import filequeue, fulltext
 from imbridge.archive.chain import PurgedRun
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import LegalHold
+from imbridge.db import Conn
+from imbridge.dialect import dialect_of
 
 DAY_US = 86_400 * 1_000_000
 PERMANENT_KINDS = frozenset({"purge", "config", "hold"})
@@ -64,7 +65,7 @@ def _held(
     )
 
 
-def placed_holds(conn: sqlite3.Connection) -> tuple[LegalHold, ...]:
+def placed_holds(conn: Conn) -> tuple[LegalHold, ...]:
     """The holds placed in the review console: kept in the state database (see
     `imbridge.console.holds`), so a purge holds them the moment they are placed, in
     whichever process runs it."""
@@ -75,12 +76,12 @@ def placed_holds(conn: sqlite3.Connection) -> tuple[LegalHold, ...]:
     return tuple(
         LegalHold(name=n, network=net, room=room, user=user)
         for n, net, room, user in conn.execute(
-            "SELECT name, network, room, user FROM console_holds ORDER BY name"
+            'SELECT name, network, room, "user" FROM console_holds ORDER BY name'
         )
     )
 
 
-def held_events(conn: sqlite3.Connection, holds: tuple[LegalHold, ...], cutoff_us: int) -> set[str]:
+def held_events(conn: Conn, holds: tuple[LegalHold, ...], cutoff_us: int) -> set[str]:
     if not holds:
         return set()
     out: set[str] = set()
@@ -96,7 +97,7 @@ def held_events(conn: sqlite3.Connection, holds: tuple[LegalHold, ...], cutoff_u
 
 def purge(
     store: ArchiveStore,
-    conn: sqlite3.Connection,
+    conn: Conn,
     *,
     now_us: int | None = None,
     advance: Callable[[int], None] | None = None,
@@ -143,12 +144,9 @@ def purge(
         runs.append(PurgedRun(run_first, run_last[0], run_last[1]))
     if not doomed:
         return PurgeResult(0, held, 0, cutoff, None)
-    conn.executemany("DELETE FROM archive_fts WHERE rowid = ?", ((s,) for s in doomed))
-    conn.executemany("DELETE FROM archive_fts_pending WHERE seq = ?", ((s,) for s in doomed))
+    fulltext.forget(conn, dialect_of(conn), doomed)
     conn.executemany("DELETE FROM archive_records WHERE seq = ?", ((s,) for s in doomed))
     filequeue.forget(conn, doomed)  # the files go in the sweep after commit (files.py)
-    # Merges every index segment into one, dropping the deleted documents' entries.
-    conn.execute("INSERT INTO archive_fts (archive_fts) VALUES ('optimize')")
     head = store.append(
         conn,
         [
@@ -169,7 +167,7 @@ def purge(
     return PurgeResult(len(doomed), held, len(runs), cutoff, head.seq)
 
 
-def purge_relay_state(conn: sqlite3.Connection, cutoff_s: float, held: set[str]) -> int:
+def purge_relay_state(conn: Conn, cutoff_s: float, held: set[str]) -> int:
     """Deletes the relay's own copies older than `cutoff_s` (Unix seconds, the unit of
     those tables): quoting copies, id map rows, failed outbox rows (pending ones are
     still to be delivered). A held event keeps them. Returns how many rows went; an
@@ -211,7 +209,7 @@ def purge_relay_state(conn: sqlite3.Connection, cutoff_s: float, held: set[str])
     return deleted
 
 
-def truncate_wal(conn: sqlite3.Connection) -> bool:
+def truncate_wal(conn: Conn) -> bool:
     """Copies the WAL into the database file and truncates it to zero bytes, so the page
     images of a purge's deleted rows leave the WAL too; run after the purge committed,
     outside a transaction. False when a reader kept it from finishing (the next purge,

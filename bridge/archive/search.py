@@ -10,15 +10,18 @@ records indexed before and after the rotation are found alike.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from imbridge.archive import fulltext
 from imbridge.archive.crypto import ArchiveKeyError, is_encrypted, words
+from imbridge.archive.fulltext import Terms
 from imbridge.archive.store import ArchiveStore, Row
 from imbridge.archive.symbols import spell_symbols
+from imbridge.db import Conn
+from imbridge.dialect import dialect_of, glob, glob_param
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -88,15 +91,15 @@ class Hit:
         }
 
 
-def _latest_is_encrypted(conn: sqlite3.Connection) -> bool:
+def _latest_is_encrypted(conn: Conn) -> bool:
     row = conn.execute(
         "SELECT body FROM archive_records WHERE kind = 'event' ORDER BY seq DESC LIMIT 1"
     ).fetchone()
     return row is not None and is_encrypted(row[0])
 
 
-def match_expression(conn: sqlite3.Connection, text: str, store: ArchiveStore) -> str | None:
-    """The FTS5 MATCH string for a user's words; None for no words (match all)."""
+def match_terms(conn: Conn, text: str, store: ArchiveStore) -> Terms | None:
+    """What a user's words must match (`fulltext.Terms`); None for no words (match all)."""
     found = words(spell_symbols(text))
     if not found:
         return None
@@ -105,23 +108,17 @@ def match_expression(conn: sqlite3.Connection, text: str, store: ArchiveStore) -
     if store.cipher is not None:
         # A record is indexed under the key current when it was written: after a
         # rotation a word may be under any key of the keyring.
-        return " AND ".join(_any_of(store.cipher.tokens(w)) for w in found)
-    return " ".join(_quoted(w) for w in found)
+        return [store.cipher.tokens(w) for w in found]
+    return [(w,) for w in found]
 
 
-def _quoted(word: str) -> str:
-    return '"' + word.replace('"', '""') + '"'
-
-
-def _any_of(tokens: Sequence[str]) -> str:
-    if len(tokens) == 1:
-        return _quoted(tokens[0])
-    return "(" + " OR ".join(_quoted(t) for t in tokens) + ")"
-
-
-def _filter(column: str, value: str, clauses: list[str], params: list[Any]) -> None:
-    clauses.append(f"{column} GLOB ?" if GLOB_CHARS & set(value) else f"{column} = ?")
-    params.append(value)
+def _filter(dialect: str, column: str, value: str, clauses: list[str], params: list[Any]) -> None:
+    if GLOB_CHARS & set(value):
+        clauses.append(glob(dialect, column))
+        params.append(glob_param(dialect, value))
+    else:
+        clauses.append(f"{column} = ?")
+        params.append(value)
 
 
 def _us(when: datetime) -> int:
@@ -130,14 +127,14 @@ def _us(when: datetime) -> int:
     return int(when.timestamp() * 1_000_000)
 
 
-def filters(query: Query, prefix: str = "r.") -> tuple[list[str], list[Any]]:
+def filters(query: Query, dialect: str, prefix: str = "r.") -> tuple[list[str], list[Any]]:
     """SQL conditions (on table alias `prefix`) and their parameters for a query's
     filters; only event and notice records."""
     clauses = [f"{prefix}kind IN ('event', 'notice')"]  # notices: the bridge's own words
     params: list[Any] = []
     for column, value in (("network", query.network), ("room", query.room), ("sender", query.user)):
         if value:
-            _filter(prefix + column, value, clauses, params)
+            _filter(dialect, prefix + column, value, clauses, params)
     if query.since is not None:
         clauses.append(f"{prefix}ts_us >= ?")
         params.append(_us(query.since))
@@ -148,30 +145,32 @@ def filters(query: Query, prefix: str = "r.") -> tuple[list[str], list[Any]]:
 
 
 def search(
-    conn: sqlite3.Connection,
+    conn: Conn,
     store: ArchiveStore,
     query: Query,
     *,
     advance: Callable[[int], None] | None = None,
 ) -> list[Hit]:
     """Newest first, at most `query.limit` hits; `advance(1)` per hit read (progress)."""
-    clauses, params = filters(query)
+    dialect = dialect_of(conn)
+    clauses, params = filters(query, dialect)
     cols = (
         "r.seq, r.ts_us, r.kind, r.event_id, r.network, r.room, r.sender, "
         "r.dest_network, r.dest_room, r.action, r.rule, r.body, r.hash"
     )
-    expression = match_expression(conn, query.text, store)
-    if expression is None:
+    terms = match_terms(conn, query.text, store)
+    if terms is None:
         sql = (
             f"SELECT {cols} FROM archive_records r WHERE {' AND '.join(clauses)} "  # noqa: S608 - fixed clauses
             "ORDER BY r.seq DESC LIMIT ?"
         )
         args: list[Any] = [*params, query.limit]
     else:
+        key, condition, expression = fulltext.match(dialect, terms)
         sql = (
-            f"SELECT {cols} FROM archive_fts f JOIN archive_records r ON r.seq = f.rowid "  # noqa: S608 - fixed clauses
-            f"WHERE archive_fts MATCH ? AND {' AND '.join(clauses)} "
-            "ORDER BY f.rowid DESC LIMIT ?"
+            f"SELECT {cols} FROM archive_fts f JOIN archive_records r ON r.seq = {key} "  # noqa: S608 - fixed clauses
+            f"WHERE {condition} AND {' AND '.join(clauses)} "
+            f"ORDER BY {key} DESC LIMIT ?"
         )
         args = [expression, *params, query.limit]
     rows = [Row.of(raw) for raw in conn.execute(sql, args)]
@@ -183,7 +182,7 @@ def search(
     return hits
 
 
-def outcomes_of(conn: sqlite3.Connection, event_id: str) -> tuple[Outcome, ...]:
+def outcomes_of(conn: Conn, event_id: str) -> tuple[Outcome, ...]:
     return tuple(
         Outcome(kind=k, dest_network=n, dest_room=r, action=a, rule=rule)
         for k, n, r, a, rule in conn.execute(
@@ -194,7 +193,7 @@ def outcomes_of(conn: sqlite3.Connection, event_id: str) -> tuple[Outcome, ...]:
     )
 
 
-def hit_of(conn: sqlite3.Connection, store: ArchiveStore, row: Row) -> Hit:
+def hit_of(conn: Conn, store: ArchiveStore, row: Row) -> Hit:
     r = row.record
     body = store.body(r)
     origin = body.get("origin", {})

@@ -16,7 +16,6 @@ go, whether anything is archived) keeps its old value until a restart, and says 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -28,7 +27,7 @@ from imbridge.archive.configs import Applied, changed_between, record_config
 from imbridge.archive.retention import PurgeResult, purge, truncate_wal
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import Config
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 from imbridge.tasks import TaskTree
 
 log = structlog.get_logger("imbridge.archive")
@@ -130,7 +129,7 @@ class ArchiveService:
         )
         changed = changed_between(old, new)
 
-        def swap(conn: sqlite3.Connection) -> Applied:
+        def swap(conn: Conn) -> Applied:
             applied = record_config(
                 conn,
                 self.store,
@@ -168,7 +167,7 @@ class ArchiveService:
         return await self.db.read(lambda conn: self.store.notice_due(conn, network, room))
 
     async def notice_posted(self, network: str, room: str, text: str) -> None:
-        def mark(conn: sqlite3.Connection) -> None:
+        def mark(conn: Conn) -> None:
             self.store.notice_posted(conn, network, room, text)
 
         await self.db.transact(mark)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from imbridge import codec
-from imbridge.archive import Delivery
+from imbridge.archive import Delivery, fulltext
 from imbridge.archive.chain import (
     COLUMNS,
     GENESIS,
@@ -48,6 +47,8 @@ from imbridge.archive.heads import (
 )
 from imbridge.archive.symbols import spell_symbols
 from imbridge.config.schema import Archive
+from imbridge.db import Conn
+from imbridge.dialect import POSTGRESQL, SQLITE, Step, ddl_for, dialect_of
 from imbridge.events import Event, EventId, Message, RemoteId
 from imbridge.policy import Decision, Destination, texts_of
 
@@ -56,8 +57,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("imbridge.archive")
 
-ARCHIVE_MIGRATIONS: tuple[str, ...] = (
-    """
+_V1_RECORDS = """
     CREATE TABLE archive_records (
         seq          INTEGER PRIMARY KEY,
         ts_us        INTEGER NOT NULL,
@@ -75,9 +75,8 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX archive_ts ON archive_records (ts_us);
     CREATE INDEX archive_event ON archive_records (event_id);
-    CREATE VIRTUAL TABLE archive_fts USING fts5 (
-        terms, tokenize='unicode61 remove_diacritics 2'
-    );
+"""
+_V1_REST = """
     CREATE TABLE archive_chain (
         id   INTEGER PRIMARY KEY CHECK (id = 1),
         seq  INTEGER NOT NULL,
@@ -90,7 +89,13 @@ ARCHIVE_MIGRATIONS: tuple[str, ...] = (
         posted_us INTEGER NOT NULL,
         PRIMARY KEY (network, room)
     ) WITHOUT ROWID;
-    """,
+"""
+
+ARCHIVE_MIGRATIONS: tuple[Step, ...] = (
+    {
+        SQLITE: _V1_RECORDS + fulltext.SQLITE_TABLE + _V1_REST,
+        POSTGRESQL: ddl_for(_V1_RECORDS + _V1_REST) + fulltext.POSTGRESQL_TABLE,
+    },
     # v2: terms wait here and reach the full-text index in batches (`index_pending`):
     # an FTS5 insert alone in its transaction costs more than the rest of the relay
     # path, a batch of them a few microseconds a row.
@@ -181,13 +186,13 @@ class ArchiveStore:
 
     # -- appending ----------------------------------------------------------------------
 
-    def tail(self, conn: sqlite3.Connection) -> Head:
+    def tail(self, conn: Conn) -> Head:
         """The chain's head, kept in its own row: the newest record may have been purged,
         and its sequence number must never be reused."""
         row = conn.execute("SELECT seq, hash FROM archive_chain WHERE id = 1").fetchone()
         return Head(0, GENESIS) if row is None else Head(int(row[0]), bytes(row[1]))
 
-    def append(self, conn: sqlite3.Connection, records: Sequence[dict[str, Any]]) -> Head:
+    def append(self, conn: Conn, records: Sequence[dict[str, Any]]) -> Head:
         """Chains and inserts records given as column values (without seq and hash);
         `body` is a JSON-able value, `terms` the text to index (event records only)."""
         head = self.tail(conn)
@@ -225,24 +230,23 @@ class ArchiveStore:
         conn.executemany(f"INSERT INTO archive_records VALUES ({placeholders})", rows)  # noqa: S608 - fixed column list
         if fts:
             conn.executemany("INSERT INTO archive_fts_pending (seq, terms) VALUES (?, ?)", fts)
-        conn.execute("INSERT OR REPLACE INTO archive_chain VALUES (1, ?, ?)", (seq, prev))
+        conn.execute(
+            "INSERT INTO archive_chain VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            (seq, prev),
+        )
         return Head(seq, prev)
 
     @staticmethod
-    def newest_ts(conn: sqlite3.Connection) -> int:
+    def newest_ts(conn: Conn) -> int:
         row = conn.execute("SELECT max(ts_us) FROM archive_records").fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
 
-    def index_pending(self, conn: sqlite3.Connection) -> int:
+    def index_pending(self, conn: Conn) -> int:
         """Moves waiting terms into the full-text index in one go; returns how many.
         The daemon calls it every second and searches call it first, so a search
         always sees every record."""
-        moved = conn.execute(
-            "INSERT INTO archive_fts (rowid, terms) SELECT seq, terms FROM archive_fts_pending"
-        ).rowcount
-        if moved:
-            conn.execute("DELETE FROM archive_fts_pending")
-        return int(moved)
+        return int(fulltext.index_pending(conn, dialect_of(conn)))
 
     def _terms(self, text: str) -> str:
         text = spell_symbols(text)
@@ -250,7 +254,7 @@ class ArchiveStore:
 
     def record_event(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event: Event,
         decisions: Sequence[tuple[Destination, Decision]],
     ) -> None:
@@ -300,7 +304,7 @@ class ArchiveStore:
 
     def record_delivery(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         event_id: EventId,
         dest: Destination,
         *,
@@ -309,7 +313,7 @@ class ArchiveStore:
     ) -> None:
         self.record_deliveries(conn, [Delivery(event_id, dest, remote_id, error)])
 
-    def record_deliveries(self, conn: sqlite3.Connection, done: Sequence[Delivery]) -> None:
+    def record_deliveries(self, conn: Conn, done: Sequence[Delivery]) -> None:
         self.append(
             conn,
             [
@@ -325,9 +329,7 @@ class ArchiveStore:
             ],
         )
 
-    def record_ignored(
-        self, conn: sqlite3.Connection, event: Event, *, rule: str, reason: str
-    ) -> None:
+    def record_ignored(self, conn: Conn, event: Event, *, rule: str, reason: str) -> None:
         o = event.origin
         common = {"event_id": event.id, "network": o.network, "room": o.room, "sender": o.sender.id}
         self.append(
@@ -351,7 +353,7 @@ class ArchiveStore:
 
     def record_notice(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         notice: Message,
         *,
         purpose: str,
@@ -391,15 +393,13 @@ class ArchiveStore:
         return value if isinstance(value, dict) else {"value": value}
 
     @staticmethod
-    def rows(
-        conn: sqlite3.Connection, where: str = "", params: Sequence[Any] = ()
-    ) -> Iterator[Row]:
+    def rows(conn: Conn, where: str = "", params: Sequence[Any] = ()) -> Iterator[Row]:
         cur = conn.execute(f"{_SELECT} {where}", params)
         while batch := cur.fetchmany(2048):
             for raw in batch:
                 yield Row.of(raw)
 
-    def purge_bodies(self, conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    def purge_bodies(self, conn: Conn) -> list[dict[str, Any]]:
         return [
             json.loads(r[0])
             for r in conn.execute(
@@ -422,7 +422,7 @@ class ArchiveStore:
                 self._signer = Signer.load(self.key_file, create=create)
         return self._signer
 
-    def checkpoint(self, conn: sqlite3.Connection, *, force: bool = False) -> Head:
+    def checkpoint(self, conn: Conn, *, force: bool = False) -> Head:
         """Appends the chain head, signed, to the head file (and the log), unless it is
         the one written last. Runs in the database thread: the file write never blocks
         the loop. Its time is never earlier than the newest record's."""
@@ -477,7 +477,7 @@ class ArchiveStore:
 
     def verify(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         *,
         external: Sequence[Path] = (),
         public: Ed25519PublicKey | None = None,
@@ -517,7 +517,7 @@ class ArchiveStore:
 
     # -- notices ------------------------------------------------------------------------
 
-    def notice_due(self, conn: sqlite3.Connection, network: str, room: str) -> str | None:
+    def notice_due(self, conn: Conn, network: str, room: str) -> str | None:
         """The notice to post in a room the bridge just joined: None when none is
         configured, or this room already got this exact text."""
         text = self.settings.notice
@@ -529,10 +529,11 @@ class ArchiveStore:
         ).fetchone()
         return None if row is not None and row[0] == digest else text
 
-    def notice_posted(self, conn: sqlite3.Connection, network: str, room: str, text: str) -> None:
+    def notice_posted(self, conn: Conn, network: str, room: str, text: str) -> None:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         conn.execute(
-            "INSERT OR REPLACE INTO archive_notices VALUES (?, ?, ?, ?)",
+            "INSERT INTO archive_notices VALUES (?, ?, ?, ?) ON CONFLICT (network, room)"
+            " DO UPDATE SET digest = excluded.digest, posted_us = excluded.posted_us",
             (network, room, digest, self.clock()),
         )
 

@@ -38,11 +38,10 @@ from imbridge.commands.progress import Advance, progress
 from imbridge.config.load import load_config
 from imbridge.config.report import print_config_error
 from imbridge.config.schema import Config
-from imbridge.db import Database
+from imbridge.db import Conn, Database, location
+from imbridge.dialect import dialect_of
 from imbridge.errors import ConfigError, ImbridgeError
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-
-DB_NAME = "imbridge.db"  # the daemon's state database file, in bridge.state_dir
 
 
 def parse_when(value: str | None, flag: str) -> datetime | None:
@@ -78,7 +77,7 @@ async def accessed(
 
 
 def open_archive(config: Config) -> tuple[Database, ArchiveStore]:
-    db = Database(config.bridge.state_dir / DB_NAME, {"archive": ARCHIVE_MIGRATIONS})
+    db = Database(location(config.bridge), {"archive": ARCHIVE_MIGRATIONS})
     return db, ArchiveStore(config.archive, state_dir=config.bridge.state_dir)
 
 
@@ -186,7 +185,7 @@ def archive_verify(
     async def work(config: Config, db: Database, store: ArchiveStore) -> int:
         tail = await db.read(store.tail, background=True)
 
-        def walk(conn: sqlite3.Connection) -> tuple[Problem | None, int]:
+        def walk(conn: Conn) -> tuple[Problem | None, int]:
             total = conn.execute("SELECT count(*) FROM archive_records").fetchone()[0]
             with progress("verify", total, stream=err) as advance:
                 return store.verify(conn, external=heads, public=public, advance=advance)
@@ -264,7 +263,7 @@ def archive_export(
     async def work(config: Config, db: Database, store: ArchiveStore) -> int:
         carrier = Carrier(FileStore.for_archive(config.archive, config.bridge.state_dir))
 
-        def export(conn: sqlite3.Connection) -> int:
+        def export(conn: Conn) -> int:
             with progress("exporting", count_events(conn, q), stream=err) as advance:
                 found = counted(items(conn, store, q), advance)
                 if output is None:
@@ -288,8 +287,8 @@ def archive_export(
     return _run(config_path, err, work)
 
 
-def count_events(conn: sqlite3.Connection, q: Query) -> int:
-    clauses, params = filters(q, prefix="")
+def count_events(conn: Conn, q: Query) -> int:
+    clauses, params = filters(q, dialect_of(conn), prefix="")
     sql = f"SELECT count(*) FROM archive_records WHERE {' AND '.join(clauses)}"  # noqa: S608 - fixed clauses
     return int(conn.execute(sql, params).fetchone()[0])
 
@@ -300,7 +299,7 @@ def counted(found: Iterator[Item], advance: Advance) -> Iterator[Item]:
         yield item
 
 
-def purge_with_progress(conn: sqlite3.Connection, store: ArchiveStore, err: TextIO) -> PurgeResult:
+def purge_with_progress(conn: Conn, store: ArchiveStore, err: TextIO) -> PurgeResult:
     """The purge, with a bar over the records old enough to go (held ones included)."""
     cutoff_us = store.clock() - store.settings.retention_days * DAY_US
     (total,) = conn.execute(

@@ -37,7 +37,10 @@ _PLAIN_TAGS = frozenset(
         "tag:yaml.org,2002:seq",
     }
 )
-_SECRET_SUFFIXES = ("password", "token", "secret", "_key")
+_SECRET_SUFFIXES = ("password", "token", "secret", "_key", "database_url")
+_FILE_STEMS = {"database_url": "database"}
+"""`*_file` keys whose value goes to a key of another name: `bridge.database_url_file`
+holds the URL of `bridge.database` (the URL carries the password)."""
 
 
 def is_secret_key(key: str) -> bool:
@@ -140,7 +143,7 @@ class _Reader:
     def _secret_files(self, data: dict[str, Any], loc: Loc) -> None:
         """`password_file: PATH` stands for `password: <contents of PATH>`."""
         for key in [k for k in data if k.endswith("_file") and is_secret_key(k[:-5])]:
-            stem = key[:-5]
+            stem = _FILE_STEMS.get(key[:-5], key[:-5])
             kloc = (*loc, key)
             if stem in data:
                 self.issues.append(

@@ -117,6 +117,19 @@ class BridgeSection(Strict):
     http: HttpConfig = HttpConfig()
     drain_seconds: float = Field(default=8.0, gt=0, le=60)
     """How long SIGTERM waits for in-flight sends before exiting."""
+    database: SecretStr | None = None
+    """Where the state lives: unset, a SQLite file in `state_dir`; a `postgresql://` URL,
+    a PostgreSQL database (docs/scale.md). Give it as `database_url_file` when the URL
+    carries a password. `state_dir` still holds keys, head files and attachments."""
+
+    @field_validator("database")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL (leave it unset for SQLite)")
+        return value
 
 
 class RoomRef(Strict):

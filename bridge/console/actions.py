@@ -6,7 +6,6 @@ answers with 303 to the page that shows its result (so a reload never repeats it
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from urllib.parse import urlsplit
 
@@ -26,6 +25,7 @@ from imbridge.console.app import (
     url,
 )
 from imbridge.console.users import Role, User
+from imbridge.db import Conn
 
 
 def _user(request: web.Request) -> User:
@@ -70,7 +70,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if user is None:
         if not is_locked:
 
-            def count(conn: sqlite3.Connection) -> bool:
+            def count(conn: Conn) -> bool:
                 return auth.failed(
                     conn,
                     name,
@@ -104,7 +104,7 @@ async def flag_post(request: web.Request) -> web.StreamResponse:
     event_id = request.match_info["event_id"]
     actor = console.actor(_user(request))
 
-    def write(conn: sqlite3.Connection) -> int:
+    def write(conn: Conn) -> int:
         seq = review.flag(conn, console.store, actor, event_id)
         record_access(conn, console.store, actor, "flag", query={"event_id": event_id}, results=1)
         return seq
@@ -126,7 +126,7 @@ async def review_post(request: web.Request) -> web.StreamResponse:
     comment = _field(form, "comment", 4000)
     actor = console.actor(_user(request))
 
-    def write(conn: sqlite3.Connection) -> int:
+    def write(conn: Conn) -> int:
         seq = review.review(conn, console.store, actor, event_id, verdict=verdict, comment=comment)
         query = {"event_id": event_id, "verdict": verdict}
         record_access(conn, console.store, actor, "review", query=query, results=1)

@@ -30,10 +30,9 @@ from imbridge.console.auth import AddressLimiter
 from imbridge.console.migrations import CONSOLE_MIGRATIONS
 from imbridge.console.sessions import COOKIE, Session, SessionCodec, load_key
 from imbridge.console.users import Role, User, UserStore
-from imbridge.db import Database
+from imbridge.db import Database, location
 from imbridge.httplimits import ClientLimiter, Handler, proxies
 
-DB_NAME = "imbridge.db"
 HERE = Path(__file__).parent
 
 SECURITY_HEADERS = {
@@ -50,7 +49,7 @@ def open_database(config: Config) -> Database:
     """A connection of the console's own: its searches never wait behind, nor hold up,
     the relay's commits in the daemon's queue."""
     return Database(
-        config.bridge.state_dir / DB_NAME,
+        location(config.bridge),
         {"archive": ARCHIVE_MIGRATIONS, "console": CONSOLE_MIGRATIONS},
     )
 

@@ -9,9 +9,9 @@ lock the compliance team out.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import OrderedDict
 
+from imbridge.db import Conn
 from imbridge.ratelimit import TokenBucket
 
 ADDRESS_RATE = 10 / 60.0
@@ -20,16 +20,14 @@ ADDRESS_BURST = 10.0
 MAX_ADDRESSES = 4096
 
 
-def locked(conn: sqlite3.Connection, username: str, now_us: int) -> bool:
+def locked(conn: Conn, username: str, now_us: int) -> bool:
     row = conn.execute(
         "SELECT locked_until_us FROM console_logins WHERE username = ?", (username,)
     ).fetchone()
     return row is not None and int(row[0]) > now_us
 
 
-def failed(
-    conn: sqlite3.Connection, username: str, now_us: int, *, attempts: int, lockout_us: int
-) -> bool:
+def failed(conn: Conn, username: str, now_us: int, *, attempts: int, lockout_us: int) -> bool:
     """Counts a failure; True when it locks the account (the count starts again after)."""
     row = conn.execute(
         "SELECT failures FROM console_logins WHERE username = ?", (username,)
@@ -37,13 +35,14 @@ def failed(
     failures = (int(row[0]) if row else 0) + 1
     lock = failures >= attempts
     conn.execute(
-        "INSERT OR REPLACE INTO console_logins VALUES (?, ?, ?)",
+        "INSERT INTO console_logins VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE"
+        " SET failures = excluded.failures, locked_until_us = excluded.locked_until_us",
         (username, 0 if lock else failures, now_us + lockout_us if lock else 0),
     )
     return lock
 
 
-def succeeded(conn: sqlite3.Connection, username: str) -> None:
+def succeeded(conn: Conn, username: str) -> None:
     conn.execute("DELETE FROM console_logins WHERE username = ?", (username,))
 
 

@@ -8,7 +8,6 @@ sender wrote can become markup in a reviewer's browser.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 from imbridge.archive.crypto import ArchiveKeyError
 from imbridge.archive.search import Outcome, outcomes_of
 from imbridge.archive.store import ArchiveStore, Row
+from imbridge.db import Conn
 
 AROUND = 15
 
@@ -52,7 +52,7 @@ class Conversation:
     entries: list[Entry]
 
 
-def _entry(conn: sqlite3.Connection, store: ArchiveStore, row: Row) -> Entry:
+def _entry(conn: Conn, store: ArchiveStore, row: Row) -> Entry:
     r = row.record
     try:
         body = store.body(r)
@@ -77,7 +77,7 @@ def _entry(conn: sqlite3.Connection, store: ArchiveStore, row: Row) -> Entry:
     )
 
 
-def find(conn: sqlite3.Connection, event_id: str) -> Row | None:
+def find(conn: Conn, event_id: str) -> Row | None:
     raw = conn.execute(
         "SELECT seq FROM archive_records WHERE event_id = ? AND kind IN ('event', 'notice') "
         "ORDER BY seq LIMIT 1",
@@ -89,7 +89,7 @@ def find(conn: sqlite3.Connection, event_id: str) -> Row | None:
 
 
 def around(
-    conn: sqlite3.Connection, store: ArchiveStore, event_id: str, count: int = AROUND
+    conn: Conn, store: ArchiveStore, event_id: str, count: int = AROUND
 ) -> Conversation | None:
     """The message and up to `count` records before and after it in its room."""
     focus = find(conn, event_id)

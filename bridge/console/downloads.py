@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sqlite3
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,6 +26,7 @@ from imbridge.commands.archive import filters_of
 from imbridge.console.app import CONSOLE, HERE, allow, render, signed_in
 from imbridge.console.pages import search_form
 from imbridge.console.users import Role, User
+from imbridge.db import Conn
 from imbridge.endpoints import content_disposition
 
 EXPORT_LIMIT = 10_000
@@ -55,7 +55,7 @@ async def attachment(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     seq = int(request.match_info["seq"])
 
-    def body(conn: sqlite3.Connection) -> dict[str, object] | None:
+    def body(conn: Conn) -> dict[str, object] | None:
         row = next(console.store.rows(conn, "WHERE seq = ? AND kind = 'file'", (seq,)), None)
         return None if row is None else console.store.body(row.record)
 
@@ -105,7 +105,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     await console.db.transact(console.store.index_pending, background=True)
     carrier = Carrier(console.files)
 
-    def write(conn: sqlite3.Connection) -> tuple[bytes, int]:
+    def write(conn: Conn) -> tuple[bytes, int]:
         hits = search(conn, console.store, form.query)
         found = items(conn, console.store, form.query, seqs=[h.seq for h in hits])
         if fmt == "jsonl":

@@ -9,13 +9,13 @@ in the file (a reload records them): the console never rewrites the operator's c
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from imbridge.archive.actor import Actor
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import LegalHold
+from imbridge.db import Conn
 
 
 class HoldError(ValueError):
@@ -35,10 +35,10 @@ class Hold:
     placed: datetime | None = None
 
 
-def listed(conn: sqlite3.Connection, configured: tuple[LegalHold, ...]) -> list[Hold]:
+def listed(conn: Conn, configured: tuple[LegalHold, ...]) -> list[Hold]:
     out = [Hold(h.name, h.network, h.room, h.user, "config") for h in configured]
     for name, net, room, user, reason, by, at in conn.execute(
-        "SELECT name, network, room, user, reason, placed_by, placed_us FROM console_holds "
+        'SELECT name, network, room, "user", reason, placed_by, placed_us FROM console_holds '
         "ORDER BY placed_us"
     ):
         when = datetime.fromtimestamp(at / 1_000_000, UTC)
@@ -47,7 +47,7 @@ def listed(conn: sqlite3.Connection, configured: tuple[LegalHold, ...]) -> list[
 
 
 def place(
-    conn: sqlite3.Connection,
+    conn: Conn,
     store: ArchiveStore,
     actor: Actor,
     hold: LegalHold,
@@ -69,11 +69,9 @@ def place(
     return head.seq
 
 
-def lift(
-    conn: sqlite3.Connection, store: ArchiveStore, actor: Actor, name: str, reason: str
-) -> int:
+def lift(conn: Conn, store: ArchiveStore, actor: Actor, name: str, reason: str) -> int:
     row = conn.execute(
-        "SELECT network, room, user FROM console_holds WHERE name = ?", (name,)
+        'SELECT network, room, "user" FROM console_holds WHERE name = ?', (name,)
     ).fetchone()
     if row is None:
         raise HoldError(f"no hold named {name!r} was placed in the console")

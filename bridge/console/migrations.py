@@ -15,7 +15,7 @@ CONSOLE_MIGRATIONS: tuple[str, ...] = (
         name      TEXT PRIMARY KEY,
         network   TEXT NOT NULL,
         room      TEXT NOT NULL,
-        user      TEXT NOT NULL,
+        "user"    TEXT NOT NULL,
         reason    TEXT NOT NULL,
         placed_by TEXT NOT NULL,
         placed_us INTEGER NOT NULL

@@ -5,12 +5,12 @@ works on an encrypted archive without the key and stays cheap."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from imbridge.console.review import QueueItem
+from imbridge.db import Conn
 
 DAY_US = 86_400 * 1_000_000
 TOP_ROOMS = 6
@@ -47,9 +47,7 @@ def _day_sql(column: str) -> str:
     return f"date({column} / 1000000, 'unixepoch')"
 
 
-def per_day(
-    conn: sqlite3.Connection, now: datetime, days: int, by: str, kinds: tuple[str, ...]
-) -> Series:
+def per_day(conn: Conn, now: datetime, days: int, by: str, kinds: tuple[str, ...]) -> Series:
     """Events per day for `days`, one series per value of `by` (network, room, action)."""
     columns = _days(now, days)
     since_us = int(datetime.fromisoformat(columns[0]).replace(tzinfo=UTC).timestamp() * 1e6)
@@ -63,7 +61,7 @@ def per_day(
     return _fold([(str(d), str(k), int(n)) for d, k, n in rows], columns, TOP_ROOMS)
 
 
-def decisions_per_day(conn: sqlite3.Connection, now: datetime, days: int) -> Series:
+def decisions_per_day(conn: Conn, now: datetime, days: int) -> Series:
     """Denied and redacted decisions, and flags, per day."""
     columns = _days(now, days)
     since_us = int(datetime.fromisoformat(columns[0]).replace(tzinfo=UTC).timestamp() * 1e6)

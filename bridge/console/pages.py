@@ -3,7 +3,6 @@ A page whose `access` record cannot be written is not shown."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from imbridge.console import charts, conversation, holds, overview, review
 from imbridge.console.app import CONSOLE, USER, allow, render, signed_in, url
 from imbridge.console.highlight import highlight
 from imbridge.console.users import Role, User
+from imbridge.db import Conn
 
 PAGE_SIZE = 50
 MAX_PAGE = 200
@@ -198,7 +198,7 @@ async def integrity(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     store = console.store
 
-    def facts(conn: sqlite3.Connection) -> dict[str, Any]:
+    def facts(conn: Conn) -> dict[str, Any]:
         row = conn.execute(
             "SELECT seq, ts_us FROM archive_records WHERE kind = 'access' AND action = 'verify' "
             "ORDER BY seq DESC LIMIT 1"
@@ -237,7 +237,7 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
     kind = request.query.get("kind") or None
     kinds = (kind,) if kind in ("access", "config", "hold") else ("access", "config", "hold")
 
-    def newest(conn: sqlite3.Connection) -> list[Entry]:
+    def newest(conn: Conn) -> list[Entry]:
         return list(entries(conn, console.store, kinds=kinds))[-AUDIT_PAGE:][::-1]
 
     await console.accessed(_user(request), "audit", {"page": "audit", "kind": kind}, None)
@@ -251,7 +251,7 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
     now = datetime.fromtimestamp(console.clock(), UTC)
     days = 30
 
-    def counts(conn: sqlite3.Connection) -> dict[str, Any]:
+    def counts(conn: Conn) -> dict[str, Any]:
         items = review.queue(conn, console.store)
         return {
             "networks": overview.per_day(conn, now, days, "network", ("event",)),

@@ -12,7 +12,6 @@ drift or to be edited unnoticed. An event stays in the queue until its latest ve
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from imbridge.archive.actor import Actor
 from imbridge.archive.crypto import ArchiveKeyError
 from imbridge.archive.store import ArchiveStore
+from imbridge.db import Conn
 
 VERDICTS = ("reviewed", "escalated", "false_positive")
 CLOSED = frozenset({"reviewed", "false_positive"})
@@ -61,7 +61,7 @@ def _time(ts_us: int) -> datetime:
     return datetime.fromtimestamp(ts_us / 1_000_000, UTC)
 
 
-def queue(conn: sqlite3.Connection, store: ArchiveStore) -> list[QueueItem]:
+def queue(conn: Conn, store: ArchiveStore) -> list[QueueItem]:
     """Every flagged event still in the archive, oldest flag first, with its verdicts."""
     found: dict[str, QueueItem] = {}
     for row in store.rows(conn, "WHERE kind = 'flag' ORDER BY seq"):
@@ -106,7 +106,7 @@ def queue(conn: sqlite3.Connection, store: ArchiveStore) -> list[QueueItem]:
     return list(found.values())
 
 
-def _event_row(conn: sqlite3.Connection, event_id: str) -> tuple[str, str, str]:
+def _event_row(conn: Conn, event_id: str) -> tuple[str, str, str]:
     row = conn.execute(
         "SELECT network, room, sender FROM archive_records "
         "WHERE event_id = ? AND kind IN ('event', 'notice') ORDER BY seq LIMIT 1",
@@ -117,7 +117,7 @@ def _event_row(conn: sqlite3.Connection, event_id: str) -> tuple[str, str, str]:
     return str(row[0]), str(row[1]), str(row[2])
 
 
-def flag(conn: sqlite3.Connection, store: ArchiveStore, actor: Actor, event_id: str) -> int:
+def flag(conn: Conn, store: ArchiveStore, actor: Actor, event_id: str) -> int:
     """A reviewer puts a message in the queue by hand."""
     network, room, sender = _event_row(conn, event_id)
     return store.append(
@@ -138,7 +138,7 @@ def flag(conn: sqlite3.Connection, store: ArchiveStore, actor: Actor, event_id: 
 
 
 def review(
-    conn: sqlite3.Connection,
+    conn: Conn,
     store: ArchiveStore,
     actor: Actor,
     event_id: str,

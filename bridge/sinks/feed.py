@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from typing import Any
 from imbridge.archive.chain import iso
 from imbridge.archive.crypto import is_encrypted
 from imbridge.archive.store import ArchiveStore, Row
+from imbridge.db import Conn
+from imbridge.dialect import dialect_of, snapshot
+from imbridge.engines import is_url
 
 SINK_MIGRATIONS: tuple[str, ...] = (
     """
@@ -74,16 +78,17 @@ class Batch:
     """Time of the first record not shipped before this batch (None: none waiting)."""
 
 
-def load_cursor(conn: sqlite3.Connection, name: str) -> Cursor:
+def load_cursor(conn: Conn, name: str) -> Cursor:
     row = conn.execute(
         "SELECT seq, heads_offset FROM sink_cursors WHERE name = ?", (name,)
     ).fetchone()
     return Cursor() if row is None else Cursor(int(row[0]), int(row[1]))
 
 
-def save_cursor(conn: sqlite3.Connection, name: str, cursor: Cursor) -> None:
+def save_cursor(conn: Conn, name: str, cursor: Cursor) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO sink_cursors VALUES (?, ?, ?, ?)",
+        "INSERT INTO sink_cursors VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+        " seq = excluded.seq, heads_offset = excluded.heads_offset, updated = excluded.updated",
         (name, cursor.seq, cursor.heads_offset, time.time()),
     )
 
@@ -137,22 +142,33 @@ class Reader:
     handed to another asking from the same cursor within `REUSE_SECONDS` (records are
     immutable once committed; the tail it reports is at most that old)."""
 
-    def __init__(self, db_path: Path, store: ArchiveStore) -> None:
-        self._path = db_path
+    def __init__(self, location: Path | str, store: ArchiveStore) -> None:
+        self._location = location
         self._store = store
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Conn | None = None
+        self._close: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
         self._recent: OrderedDict[tuple[Cursor, int], tuple[float, Batch]] = OrderedDict()
         self.reads = 0
         """Batches of records read from the database (fewer than the sinks ship when
         they share)."""
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Conn:
+        """A read-only connection of the reader's own: it reads in the sinks' thread,
+        never through the relay's commit queue."""
         if self._conn is None:
-            self._conn = sqlite3.connect(
-                f"file:{self._path}?mode=ro", uri=True, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA busy_timeout=5000")
+            if is_url(self._location):
+                from imbridge.engines.postgres import connect  # noqa: PLC0415 - only when configured
+
+                pg = connect(str(self._location))
+                self._conn, self._close = pg, pg.raw.close
+            else:
+                conn = sqlite3.connect(
+                    f"file:{self._location}?mode=ro", uri=True, check_same_thread=False,
+                    isolation_level=None,
+                )  # fmt: skip
+                conn.execute("PRAGMA busy_timeout=5000")
+                self._conn, self._close = conn, conn.close
         return self._conn
 
     def next_batch(self, cursor: Cursor, limit: int) -> Batch:
@@ -172,13 +188,15 @@ class Reader:
 
     def _read(self, cursor: Cursor, limit: int) -> Batch:
         conn = self._connection()
-        with conn:  # one snapshot: the tail and the rows agree
-            conn.execute("BEGIN")
+        conn.execute(snapshot(dialect_of(conn)))  # the tail and the rows agree
+        try:
             row = conn.execute("SELECT seq FROM archive_chain WHERE id = 1").fetchone()
             tail = int(row[0]) if row else 0
             rows = list(
                 self._store.rows(conn, "WHERE seq > ? ORDER BY seq LIMIT ?", (cursor.seq, limit))
             )
+        finally:
+            conn.execute("COMMIT")
         records = [as_record(self._store, r) for r in rows]
         seq = rows[-1].record.seq if rows else cursor.seq
         oldest = rows[0].record.ts_us if rows else None
@@ -220,5 +238,5 @@ class Reader:
         with self._lock:
             self._recent.clear()
             if self._conn is not None:
-                self._conn.close()
+                self._close()
                 self._conn = None

@@ -68,7 +68,7 @@ class SinkRunner:
         db: Database,
         store: ArchiveStore,
         config: Sink,
-        db_path: Path,
+        location: Path | str,
         *,
         transport: Transport | None = None,
         busy: Callable[[], bool] | None = None,
@@ -78,7 +78,7 @@ class SinkRunner:
         self.config = config
         self.name = config.name
         self.state = SinkState()
-        self._reader = reader or Reader(db_path, store)
+        self._reader = reader or Reader(location, store)
         self._transport = transport or transport_for(config)
         self.stopping = asyncio.Event()
         self._busy = busy
@@ -160,13 +160,13 @@ class Sinks:
         db: Database,
         store: ArchiveStore,
         configs: Sequence[Sink],
-        db_path: Path,
+        location: Path | str,
         *,
         busy: Callable[[], bool] | None = None,
     ) -> None:
-        self.reader = Reader(db_path, store)  # shared: sinks at one cursor read once
+        self.reader = Reader(location, store)  # shared: sinks at one cursor read once
         self.runners = [
-            SinkRunner(db, store, c, db_path, busy=busy, reader=self.reader) for c in configs
+            SinkRunner(db, store, c, location, busy=busy, reader=self.reader) for c in configs
         ]
         self._tasks: list[asyncio.Task[None]] = []
 

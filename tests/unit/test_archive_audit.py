@@ -32,10 +32,10 @@ from imbridge.commands.audit import archive_audit
 from imbridge.config import load_config
 from imbridge.config.schema import LegalHold
 from imbridge.daemon import Daemon
+from imbridge.db import DB_NAME
 from imbridge.testing import write_secret
 from tests.unit.conftest import settle, until
 
-DB_NAME = "imbridge.db"
 DAY_US = 86_400 * 1_000_000
 
 CONFIG = """

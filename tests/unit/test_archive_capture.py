@@ -32,11 +32,10 @@ from imbridge.archive.capture import MAX_ATTEMPTS, AttachmentCapture
 from imbridge.archive.files import FILES_DIR, FileStore
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config import load_config
-from imbridge.db import Database
+from imbridge.db import DB_NAME, Database
 from imbridge.events import Attachment, EventId, Message, Origin, Sender
 from imbridge.testing import write_secret
 
-DB_NAME = "imbridge.db"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 300
 PDF = b"%PDF-1.7 quarterly figures " * 100
 DAY_US = 86_400 * 1_000_000

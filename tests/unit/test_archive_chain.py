@@ -18,8 +18,10 @@ from imbridge.archive.chain import COLUMNS
 from imbridge.archive.retention import DAY_US, purge
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.schema import Archive, LegalHold
+from imbridge.db import Conn
 from imbridge.events import EventId, Message, Origin, RemoteId, Sender
 from imbridge.policy import Action, Decision, Destination
+from imbridge.testing import sqlite_schema
 
 N = 10_000
 T0 = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
@@ -36,8 +38,7 @@ class Clock:
 
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
-    for script in ARCHIVE_MIGRATIONS:
-        conn.executescript(script)
+    sqlite_schema(conn, ARCHIVE_MIGRATIONS)
     return conn
 
 
@@ -316,7 +317,7 @@ async def test_service_checkpoints_purges_and_remembers_notices(tmp_path: Path) 
     async with Database(tmp_path / "s.db", {"archive": ARCHIVE_MIGRATIONS}) as db:
         async with ArchiveService(db, store) as service:
 
-            def add(c: sqlite3.Connection) -> None:
+            def add(c: Conn) -> None:
                 for i, user in enumerate(["alice", "carol", "bob"]):
                     store.record_event(c, message(i, user=user), [])
 

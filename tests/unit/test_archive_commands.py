@@ -21,11 +21,9 @@ from imbridge.adapters.memory import MemoryAdapter, MemoryHub
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config import load_config
 from imbridge.daemon import Daemon
-from imbridge.db import Database
+from imbridge.db import DB_NAME, Database
 from imbridge.testing import write_secret
 from tests.unit.conftest import settle, until
-
-DB_NAME = "imbridge.db"
 
 
 def command(module: str, name: str) -> Any:

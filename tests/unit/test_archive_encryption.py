@@ -17,6 +17,7 @@ from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.schema import Archive
 from imbridge.events import EventId, Message, Origin, Sender
 from imbridge.policy import Action, Decision, Destination
+from imbridge.testing import sqlite_schema
 
 KEY = "k" * 40
 OTHER_KEY = "o" * 40
@@ -33,8 +34,7 @@ def message(i: int, sender: str = "alice") -> Message:
 def open_archive(tmp_path: Path, key: str | None = KEY) -> tuple[ArchiveStore, sqlite3.Connection]:
     conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
     if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-        for script in ARCHIVE_MIGRATIONS:
-            conn.executescript(script)
+        sqlite_schema(conn, ARCHIVE_MIGRATIONS)
     settings = Archive(encryption_key=SecretStr(key) if key else None)
     return ArchiveStore(settings, state_dir=tmp_path), conn
 

@@ -26,7 +26,7 @@ from imbridge.config.schema import Archive
 from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, Origin, Sender
 from imbridge.policy import Action, Decision, Destination
-from imbridge.testing import write_secret
+from imbridge.testing import sqlite_schema, write_secret
 
 OLD = "o" * 40
 NEW = "n" * 40
@@ -44,8 +44,7 @@ def message(i: int, text: str) -> Message:
 def open_archive(tmp_path: Path, keys: str) -> tuple[ArchiveStore, sqlite3.Connection]:
     conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
     if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-        for script in ARCHIVE_MIGRATIONS:
-            conn.executescript(script)
+        sqlite_schema(conn, ARCHIVE_MIGRATIONS)
     store = ArchiveStore(Archive(encryption_key=SecretStr(keys)), state_dir=tmp_path)
     return store, conn
 

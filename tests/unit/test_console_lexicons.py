@@ -15,6 +15,7 @@ from imbridge.config import parse_config
 from imbridge.config.schema import Archive
 from imbridge.errors import ConfigError
 from imbridge.policy import Action, compile_policy, decide
+from imbridge.testing import sqlite_schema
 from tests.unit.policy_cases import dest, msg, policy
 
 INSIDER = {"insider": {"words": ["inside information", "IPO", "Café Noir"]}}
@@ -101,8 +102,7 @@ def test_unknown_lexicon_is_a_config_error_naming_its_line() -> None:
 
 def test_a_flagged_event_is_one_flag_record_in_the_same_commit(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
-    for script in ARCHIVE_MIGRATIONS:
-        conn.executescript(script)
+    sqlite_schema(conn, ARCHIVE_MIGRATIONS)
     store = ArchiveStore(Archive(log_checkpoints=False), state_dir=tmp_path)
     compiled = compile_policy(policy(FLAG_RULE, lexicons=INSIDER))
     event = msg("the ipo")

@@ -5,24 +5,23 @@ place, and a read sees every write queued before it."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from imbridge.db import Database
+from imbridge.db import Conn, Database
 from imbridge.errors import StateError
 from imbridge.events import Event, Message, Origin, Sender, new_event_id
 from imbridge.intake import Intake
 
 
-def log_table(conn: sqlite3.Connection) -> None:
+def log_table(conn: Conn) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS log (n INTEGER)")
 
 
-def append(n: int) -> Callable[[sqlite3.Connection], int]:
-    def fn(conn: sqlite3.Connection) -> int:
+def append(n: int) -> Callable[[Conn], int]:
+    def fn(conn: Conn) -> int:
         log_table(conn)
         conn.execute("INSERT INTO log VALUES (?)", (n,))
         return n
@@ -30,7 +29,7 @@ def append(n: int) -> Callable[[sqlite3.Connection], int]:
     return fn
 
 
-def logged(conn: sqlite3.Connection) -> list[int]:
+def logged(conn: Conn) -> list[int]:
     log_table(conn)
     return [row[0] for row in conn.execute("SELECT n FROM log ORDER BY rowid")]
 
@@ -76,7 +75,7 @@ async def test_a_read_sees_every_write_queued_before_it(tmp_path: Path) -> None:
 
 
 async def test_a_failing_write_fails_alone(tmp_path: Path) -> None:
-    def broken(conn: sqlite3.Connection) -> None:
+    def broken(conn: Conn) -> None:
         log_table(conn)
         conn.execute("INSERT INTO log VALUES (99)")
         raise ValueError("boom")

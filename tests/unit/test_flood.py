@@ -5,7 +5,6 @@ announced once to the room and to the sender."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from prometheus_client import generate_latest
@@ -13,6 +12,7 @@ from prometheus_client import generate_latest
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
 from imbridge.archive.store import ArchiveStore
 from imbridge.daemon import Daemon
+from imbridge.db import Conn
 from imbridge.shedding import SHED_ERROR
 from tests.unit.conftest import StartDaemon, settle, until
 
@@ -115,7 +115,7 @@ async def shed_records(daemon: Daemon) -> list[tuple[str, str | None]]:
     """(sender, error) of each `failed` delivery record, as an auditor reads them."""
     store = store_of(daemon)
 
-    def q(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
+    def q(conn: Conn) -> list[tuple[str, str | None]]:
         out = []
         for row in store.rows(conn, "WHERE kind = 'delivery' AND action = 'failed'"):
             assert (row.record.dest_network, row.record.dest_room) == ("b", "#y")

@@ -4,13 +4,13 @@ to the full text (`textlinks`), kept beside the archive and purged with it."""
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 
 from imbridge.adapter import Capabilities
 from imbridge.archive.retention import purge_relay_state
 from imbridge.archive.sealing import Sealer
 from imbridge.daemon import Daemon
+from imbridge.db import Conn
 from imbridge.textlinks import TextLinks, head, lines_needed, load_sync, too_long
 from tests.unit.conftest import StartDaemon, until
 
@@ -121,7 +121,7 @@ async def test_the_full_text_goes_with_the_archives_retention_unless_held(
     hub.post("#x", "alice", "kept " + long)
     await until(lambda: len(hub.in_room("#i")) == 2)
 
-    def rows(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    def rows(conn: Conn) -> list[tuple[str, str]]:
         return conn.execute("SELECT key, event_id FROM long_texts ORDER BY event_id").fetchall()
 
     _, (kept_key, held) = await daemon.db.read(rows)  # event ids sort by creation
