@@ -14,8 +14,9 @@ no CREATEDB) that owns each test's database, so a test's URL
 `postgresql://imbridge:PASSWORD@127.0.0.1:PORT/DB` works exactly as an operator's would.
 
 The server keeps PostgreSQL's durable defaults (fsync, synchronous_commit,
-full_page_writes): what a benchmark measures is what an operator gets. `durable=False`
-turns them off for a throw-away cluster when a caller asks for it explicitly.
+full_page_writes): what a benchmark measures is what an operator gets. Turning them off
+bought the tests nothing worth having: a fresh database (CREATE and DROP) cost 64-75 ms
+durable against 58-59 ms without fsync, and the start 0.5-0.6 s either way.
 
 Without the package the run fails with how to install it; it never skips.
 """
@@ -116,7 +117,6 @@ class PostgresServer(ServerProcess):
     state: Path
     bindir: Path
     account: pwd.struct_passwd | None
-    durable: bool = True
     port: int = field(default_factory=free_port)
     host: str = HOST
     password: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -172,9 +172,6 @@ class PostgresServer(ServerProcess):
             "-c", f"listen_addresses={self.host}",
             "-c", f"unix_socket_directories={self.state}",
         ]  # fmt: skip
-        if not self.durable:
-            for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
-                argv += ["-c", setting]
         with (self.state / self.log_names[0]).open("ab") as log:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -223,7 +220,7 @@ class PostgresServer(ServerProcess):
             return conn.info.server_version
 
 
-def launch(*, durable: bool = True) -> PostgresServer:
+def launch() -> PostgresServer:
     """A running server on a new cluster in a new folder under /tmp (pytest's tmp_path
     is 0700 root's, which the `postgres` user cannot enter); `close()` removes it."""
     bindir = find_bindir()
@@ -233,7 +230,7 @@ def launch(*, durable: bool = True) -> PostgresServer:
     try:
         if account is not None:
             os.chown(state, account.pw_uid, account.pw_gid)
-        server = PostgresServer(state, bindir, account, durable=durable)
+        server = PostgresServer(state, bindir, account)
         server.initdb()
         server.start()
         server.create_role()
@@ -251,9 +248,9 @@ def close(server: PostgresServer) -> None:
 
 
 @contextmanager
-def running_postgres(*, durable: bool = True) -> Iterator[PostgresServer]:
+def running_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server for the length of the block, then stopped and removed."""
-    server = launch(durable=durable)
+    server = launch()
     try:
         yield server
     finally:
@@ -261,10 +258,10 @@ def running_postgres(*, durable: bool = True) -> Iterator[PostgresServer]:
 
 
 @contextmanager
-def postgres_database(*, durable: bool = True) -> Iterator[str]:
+def postgres_database() -> Iterator[str]:
     """For benchmarks: `with postgres_database() as url:` gives the URL of an empty
     database on a server of its own, which is gone after the block."""
-    with running_postgres(durable=durable) as server:
+    with running_postgres() as server:
         yield server.create_database("imbridge")
 
 
