@@ -233,6 +233,8 @@ def launch() -> PostgresServer:
         server = PostgresServer(state, bindir, account)
         server.initdb()
         server.start()
+        if (version := server.version()) < MIN_VERSION * 10_000:
+            raise ServerError(f"PostgreSQL {version} in {bindir} is older than {MIN_VERSION}")
         server.create_role()
     except BaseException:
         if server is not None:
