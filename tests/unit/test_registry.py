@@ -88,14 +88,14 @@ PROBE = """
 import sys
 from imbridge.cli import main
 code = main(["check", "-c", sys.argv[1]])
-libraries = ("irc", "nio", "slixmpp", "jaraco.stream")
+libraries = ("irc", "nio", "slixmpp", "jaraco.stream", "psycopg", "psycopg_pool")
 print("exit", code, "loaded:", *sorted(m for m in libraries if m in sys.modules))
 """
 
 
 def test_check_imports_no_protocol_library_to_validate_a_config(tmp_path: Path) -> None:
     """`imbridge check` needs each network's config model, not its client library: an
-    operator validating a config (or a CI job) does not pay for irc, nio or slixmpp."""
+    operator validating a config (or a CI job) does not pay for irc, nio, slixmpp or psycopg."""
     path = tmp_path / "bridge.yaml"
     path.write_text(LIGHT)
     proc = subprocess.run(
