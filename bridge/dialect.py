@@ -41,6 +41,16 @@ def dialect_of(conn: object) -> str:
     return str(getattr(conn, "dialect", SQLITE))
 
 
+def tables(conn: Any) -> set[str]:
+    """The tables in the state database: a copy made for audit, or a console that never
+    ran the daemon, lacks some."""
+    if dialect_of(conn) == SQLITE:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    return {str(r[0]) for r in conn.execute(sql)}
+
+
 def snapshot(dialect: str) -> str:
     """Opens a read-only transaction whose statements all see one snapshot."""
     if dialect == SQLITE:

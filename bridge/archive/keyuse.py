@@ -22,6 +22,7 @@ from imbridge.archive.sealing import PREFIX as SEALED_V1
 from imbridge.archive.sealing import PREFIX2 as SEALED_V2
 from imbridge.archive.sealing import Sealer, SealError, key_id_of
 from imbridge.db import Conn
+from imbridge.dialect import tables
 from imbridge.errors import ConfigError, ConfigIssue
 
 RELAY_TABLES = (
@@ -137,7 +138,7 @@ def _count_records(conn: Conn, cipher: Cipher, usage: Usage) -> None:
 
 
 def _count_relay(conn: Conn, sealer: Sealer, usage: Usage) -> None:
-    present = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
+    present = tables(conn)
     start, width = len(SEALED_V2) + 1, 16
     for table, key, column in RELAY_TABLES:
         if table not in present:

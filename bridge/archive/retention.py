@@ -32,7 +32,7 @@ from imbridge.archive.chain import PurgedRun
 from imbridge.archive.store import ArchiveStore
 from imbridge.config.schema import LegalHold
 from imbridge.db import Conn
-from imbridge.dialect import dialect_of
+from imbridge.dialect import SQLITE, dialect_of, tables
 
 DAY_US = 86_400 * 1_000_000
 PERMANENT_KINDS = frozenset({"purge", "config", "hold"})
@@ -69,9 +69,7 @@ def placed_holds(conn: Conn) -> tuple[LegalHold, ...]:
     """The holds placed in the review console: kept in the state database (see
     `imbridge.console.holds`), so a purge holds them the moment they are placed, in
     whichever process runs it."""
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'console_holds'"
-    ).fetchone():
+    if "console_holds" not in tables(conn):
         return ()
     return tuple(
         LegalHold(name=n, network=net, room=room, user=user)
@@ -172,7 +170,7 @@ def purge_relay_state(conn: Conn, cutoff_s: float, held: set[str]) -> int:
     those tables): quoting copies, id map rows, failed outbox rows (pending ones are
     still to be delivered). A held event keeps them. Returns how many rows went; an
     archive opened without the relay's tables (a copy for audit) has none to delete."""
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    names = tables(conn)
     if not {"messages", "idmap", "outbox"} <= names:
         return 0
     deleted = 0
@@ -213,6 +211,9 @@ def truncate_wal(conn: Conn) -> bool:
     """Copies the WAL into the database file and truncates it to zero bytes, so the page
     images of a purge's deleted rows leave the WAL too; run after the purge committed,
     outside a transaction. False when a reader kept it from finishing (the next purge,
-    or SQLite's own checkpoints, finish the job)."""
+    or SQLite's own checkpoints, finish the job). PostgreSQL has no such file of ours:
+    its WAL is recycled by the server, and dead rows go at its next vacuum."""
+    if dialect_of(conn) != SQLITE:
+        return True
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return int(busy) == 0

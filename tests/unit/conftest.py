@@ -31,8 +31,26 @@ gateways:
 """
 
 
-def config_for(tmp_path: Path, body: str) -> Config:
-    return parse_config(f"bridge: {{state_dir: '{tmp_path}', log: {{level: debug}}}}\n{body}")
+def config_for(tmp_path: Path, body: str, database: str | None = None) -> Config:
+    at = f", database: '{database}'" if database else ""
+    return parse_config(f"bridge: {{state_dir: '{tmp_path}'{at}, log: {{level: debug}}}}\n{body}")
+
+
+StateDatabase = Callable[[Path], "str | None"]
+
+
+@pytest.fixture
+def state_database() -> StateDatabase:
+    """Which state database a daemon with a given `state_dir` runs on: None, SQLite in
+    that folder. tests/integration/test_core_postgresql.py runs the same tests with a
+    PostgreSQL database per folder here (a server is a subprocess: not for unit tests)."""
+    return lambda folder: None
+
+
+@pytest.fixture
+def db_location(tmp_path: Path, state_database: StateDatabase) -> Path | str:
+    """Where a test's own `Database` lives, on the engine under test."""
+    return state_database(tmp_path) or tmp_path / "s.db"
 
 
 async def settle(daemon: Daemon) -> None:
@@ -45,7 +63,7 @@ StartDaemon = Callable[..., Awaitable[tuple[Daemon, MemoryHub]]]
 
 
 @pytest.fixture
-async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
+async def start_daemon(tmp_path: Path, state_database: StateDatabase) -> AsyncIterator[StartDaemon]:
     """Starts a daemon on memory adapters sharing one hub; stops it after the test."""
     started: list[Daemon] = []
 
@@ -57,7 +75,9 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
         def build(name: str, net: NetworkConfig, cursors: Cursors) -> MemoryAdapter:
             return MemoryAdapter(name, net, cursors, shared)
 
-        daemon = Daemon(config_for(state or tmp_path, body), factory=build)
+        folder = state or tmp_path
+        config = config_for(folder, body, state_database(folder))
+        daemon = Daemon(config, factory=build)
         await daemon.start()
         started.append(daemon)
         assert await daemon.ready(5)

@@ -17,13 +17,13 @@ from imbridge.intake import Intake
 
 
 def log_table(conn: Conn) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS log (n INTEGER)")
+    conn.execute("CREATE TABLE IF NOT EXISTS log (pos INTEGER, n INTEGER)")
 
 
 def append(n: int) -> Callable[[Conn], int]:
     def fn(conn: Conn) -> int:
         log_table(conn)
-        conn.execute("INSERT INTO log VALUES (?)", (n,))
+        conn.execute("INSERT INTO log SELECT count(*), ? FROM log", (n,))  # commit order
         return n
 
     return fn
@@ -31,11 +31,11 @@ def append(n: int) -> Callable[[Conn], int]:
 
 def logged(conn: Conn) -> list[int]:
     log_table(conn)
-    return [row[0] for row in conn.execute("SELECT n FROM log ORDER BY rowid")]
+    return [row[0] for row in conn.execute("SELECT n FROM log ORDER BY pos")]
 
 
-async def test_a_reserved_slot_keeps_its_place_in_the_commit_order(tmp_path: Path) -> None:
-    async with Database(tmp_path / "s.db") as db:
+async def test_a_reserved_slot_keeps_its_place_in_the_commit_order(db_location: Path | str) -> None:
+    async with Database(db_location) as db:
         slot = db.reserve()
         later = db.submit(append(2))
         await asyncio.sleep(0.05)
@@ -45,8 +45,8 @@ async def test_a_reserved_slot_keeps_its_place_in_the_commit_order(tmp_path: Pat
         assert await db.read(logged) == [1, 2]
 
 
-async def test_a_released_slot_lets_later_writes_through(tmp_path: Path) -> None:
-    async with Database(tmp_path / "s.db") as db:
+async def test_a_released_slot_lets_later_writes_through(db_location: Path | str) -> None:
+    async with Database(db_location) as db:
         slot = db.reserve()
         later = db.submit(append(7))
         slot.release()
@@ -56,8 +56,8 @@ async def test_a_released_slot_lets_later_writes_through(tmp_path: Path) -> None
         assert await db.read(logged) == [7]
 
 
-async def test_a_slot_can_read_before_its_own_write(tmp_path: Path) -> None:
-    async with Database(tmp_path / "s.db") as db:
+async def test_a_slot_can_read_before_its_own_write(db_location: Path | str) -> None:
+    async with Database(db_location) as db:
         first = db.submit(append(1))
         slot = db.reserve()
         seen = await slot.read(logged)  # would deadlock if queued behind the slot
@@ -67,20 +67,20 @@ async def test_a_slot_can_read_before_its_own_write(tmp_path: Path) -> None:
         assert await db.read(logged) == [1, 2]
 
 
-async def test_a_read_sees_every_write_queued_before_it(tmp_path: Path) -> None:
-    async with Database(tmp_path / "s.db") as db:
+async def test_a_read_sees_every_write_queued_before_it(db_location: Path | str) -> None:
+    async with Database(db_location) as db:
         for n in range(50):
             db.submit(append(n))
         assert await db.read(logged) == list(range(50))
 
 
-async def test_a_failing_write_fails_alone(tmp_path: Path) -> None:
+async def test_a_failing_write_fails_alone(db_location: Path | str) -> None:
     def broken(conn: Conn) -> None:
         log_table(conn)
-        conn.execute("INSERT INTO log VALUES (99)")
+        conn.execute("INSERT INTO log VALUES (99, 99)")
         raise ValueError("boom")
 
-    async with Database(tmp_path / "s.db") as db:
+    async with Database(db_location) as db:
         results: tuple[object, ...] = await asyncio.gather(
             db.transact(append(1)),
             db.transact(broken),
