@@ -42,10 +42,12 @@ from imbridge.config.report import log_config_error
 from imbridge.config.schema import Config
 from imbridge.cursors import NetworkCursors
 from imbridge.db import Conn, Database, location
+from imbridge.dialect import SQLITE
 from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new_event_id
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.hooks import engine as hook_engine
+from imbridge.leases import Leases, SharedLeases, SoleOwner, shared_digest
 from imbridge.medialinks import MediaLinks, load_key
 from imbridge.membership_relay import MembershipRelay
 from imbridge.metrics import Metrics
@@ -69,6 +71,9 @@ START_BACKOFF_CAP = 60.0
 RESTART_BACKOFF_CAP = 60.0
 CLOSE_TIMEOUT = 5.0
 BUSY_RATE = 400.0
+WATCH_SECONDS = 0.2
+"""How often an instance sharing its state looks for deliveries other instances queued."""
+FIRST_LEASES_TIMEOUT = 10.0
 """Events/s past which the relay counts as busy, and record sinks yield to it."""
 
 
@@ -114,6 +119,7 @@ class Daemon:
         self.text_links: TextLinks | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.adapters: dict[str, Adapter] = {}
+        self.leases: Leases = SoleOwner()
         self.db = Database(
             location(config.bridge),
             {
@@ -205,6 +211,9 @@ class Daemon:
         stack = self._stack
         await self.db.open()
         stack.push_async_callback(self._step, "database", self.db.aclose)
+        # Given up after the networks and the outbox are closed: a successor never
+        # sends beside this instance.
+        stack.push_async_callback(self._step, "leases", self._close_leases)
         if self.archive is not None:
             await self.archive.record_start(self.config)
             await self.archive.__aenter__()
@@ -255,10 +264,56 @@ class Daemon:
             gateways=len(self.config.gateways),
             pending=pending,
         )
-        for name in self.adapters:
-            self._launch(name)
+        await self._start_leases()
         await self._serve_http(stack)
         self._supervisor = self._tree.spawn(self._supervise(), name="supervisor")
+
+    async def _start_leases(self) -> None:
+        """Runs every network, or, on a PostgreSQL state shared with other instances,
+        those whose lease this instance takes (`imbridge.leases`), now and later."""
+        if self.db.dialect == SQLITE:
+            for name in self.adapters:
+                self._launch(name)
+            return
+        leases = SharedLeases(
+            str(location(self.config.bridge)),
+            self.config.networks,
+            config_digest=shared_digest(self.config),
+            gained=self._gained,
+            lost=self._lost,
+            instance=self.config.bridge.instance,
+        )
+        self.leases = leases
+        outbox = self._outbox()
+        outbox.owns, outbox.shared = leases.owns, True
+        self._tree.spawn(leases.run(), name="leases")
+        self._tree.spawn(outbox.watch(WATCH_SECONDS), name="outbox-watch")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_LEASES_TIMEOUT):
+                await leases.first_round.wait()
+        log.info("instance_started", instance=leases.instance, runs=sorted(leases.held))
+
+    async def _close_leases(self) -> None:
+        if isinstance(self.leases, SharedLeases):
+            await self.leases.aclose()
+
+    async def _gained(self, name: str) -> None:
+        """This instance took `name`'s lease: its queue first, then its connection."""
+        if name not in self.adapters:
+            return
+        await self._outbox().adopt(name)
+        self._launch(name)
+
+    async def _lost(self, name: str) -> None:
+        """Another instance may take `name` now: stop sending and receiving at once;
+        a fresh, unconnected adapter keeps describing the network to the relay."""
+        if name not in self.adapters or (self._stopped and self._tree.closed):
+            return
+        log.warning("lease_lost", network=name, instance=self.leases.instance)
+        await self._outbox().release(name)
+        await self._drop(name)
+        self._started.pop(name, None)
+        self.adapters[name] = self._build_adapter(name)
 
     async def _serve_http(self, stack: AsyncExitStack) -> None:
         """The listener (metrics, readiness, media and text links, the console, the
@@ -326,6 +381,9 @@ class Daemon:
         for name, (count, at) in list(self._failed_networks.items()):
             if at > now or name not in self.adapters or self._tree.closed:
                 continue
+            if not self.leases.owns(name):
+                self._failed_networks.pop(name, None)
+                continue
             self._failed_networks[name] = (count, float("inf"))  # restarting: not twice
             await self._drop(name)
             self.adapters[name] = self._build_adapter(name)
@@ -382,7 +440,9 @@ class Daemon:
         """The one readiness rule (systemd READY, /readyz, `imbridge status`): every
         required network connected and in its rooms; optional ones may be down."""
         return all(
-            s["connected"] and s["joined"] for s in self.network_states().values() if s["required"]
+            (s["connected"] and s["joined"]) if s["here"] else s["owner"] is not None
+            for s in self.network_states().values()
+            if s["required"]
         )
 
     def status_line(self) -> str:
@@ -521,6 +581,8 @@ class Daemon:
                 "joined": self._started.get(name, asyncio.Event()).is_set(),
                 "required": self.config.networks[name].required,
                 "outbox": self.outbox.depth(name) if self.outbox else 0,
+                "owner": self.leases.owner(name),
+                "here": self.leases.owns(name),
             }
             for name, adapter in self.adapters.items()
         }
@@ -557,6 +619,27 @@ class Daemon:
             await self._stop_sinks()
             await self._start_sinks()
         await self._leave_removed(Router(old.gateways), relay.setup.router)
+        await self._rebuild(changed, config)
+        if isinstance(self.leases, SharedLeases):
+            self.leases.set_networks(config.networks)  # new ones are taken at its next round
+        for name, adapter in self.adapters.items():
+            if name in changed or not self.leases.owns(name):
+                continue
+            new_rooms = set(relay.setup.router.rooms(name)) - set(Router(old.gateways).rooms(name))
+            for room in sorted(new_rooms):
+                await self._join(name, adapter, room)
+        outbox.rate_limits = self._rate_limits()
+        if notice_changed:
+            for name in self.adapters:
+                if name in changed or name not in self._started or not self._started[name].is_set():
+                    continue  # joining still: `_join` posts it
+                for room in relay.setup.router.rooms(name):
+                    await self._post_notice(name, room)
+        log.info("config_reloaded", reconnected=sorted(changed))
+
+    async def _rebuild(self, changed: set[str], config: Config) -> None:
+        """Closes the networks a reload changed or removed, and starts the changed ones
+        anew (those this instance runs)."""
         for name in changed:
             if name in self.adapters:
                 await self._drop(name)
@@ -565,22 +648,9 @@ class Daemon:
                 self._started.pop(name, None)
             else:
                 self.adapters[name] = self._build_adapter(name)
-                outbox.rate_limits = self._rate_limits()
-                self._launch(name)
-        for name, adapter in self.adapters.items():
-            if name in changed:
-                continue
-            new_rooms = set(relay.setup.router.rooms(name)) - set(Router(old.gateways).rooms(name))
-            for room in sorted(new_rooms):
-                await self._join(name, adapter, room)
-        outbox.rate_limits = self._rate_limits()
-        if notice_changed:
-            for name in self.adapters:
-                if name in changed or not self._started[name].is_set():
-                    continue  # joining still: `_join` posts it
-                for room in relay.setup.router.rooms(name):
-                    await self._post_notice(name, room)
-        log.info("config_reloaded", reconnected=sorted(changed))
+                self._outbox().rate_limits = self._rate_limits()
+                if self.leases.owns(name):
+                    self._launch(name)
 
     async def _leave_removed(self, old: Router, new: Router) -> None:
         """Leaves the rooms no gateway uses any more, before a changed network is

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from imbridge.dialect import Step
+from imbridge.dialect import Step, serialize
 from imbridge.engines import Engine, engine_for
 from imbridge.errors import StateError
 
@@ -145,6 +145,15 @@ CORE_MIGRATIONS: tuple[Step, ...] = (
         peer_user    TEXT NOT NULL,
         updated      REAL NOT NULL,
         PRIMARY KEY (network, address)
+    ) WITHOUT ROWID;
+    """,
+    # v5: the instances sharing a PostgreSQL state (`imbridge.leases`), each with the
+    # digest of its config, so that a mismatch is seen; unused with SQLite.
+    """
+    CREATE TABLE instances (
+        instance      TEXT PRIMARY KEY,
+        config_sha256 TEXT NOT NULL,
+        seen          REAL NOT NULL
     ) WITHOUT ROWID;
     """,
 )
@@ -293,6 +302,9 @@ class Database:
         out: list[tuple[bool, Any]] = []
         conn.execute(self.engine.begin)
         try:
+            # First, before any row is touched: writers in other instances wait here
+            # rather than deadlock on each other's rows (`dialect.serialize`).
+            serialize(conn)
             if len(fns) == 1:  # alone in its commit: a failure rolls back just it anyway
                 try:
                     out.append((True, _must(fns[0])(conn)))

@@ -41,6 +41,14 @@ def dialect_of(conn: object) -> str:
     return str(getattr(conn, "dialect", SQLITE))
 
 
+def serialize(conn: object) -> None:
+    """Makes the rest of this transaction wait for other instances' writers (PostgreSQL's
+    `PgConn.serialize`); SQLite's transactions are serialized by its file lock already."""
+    lock = getattr(conn, "serialize", None)
+    if lock is not None:
+        lock()
+
+
 def tables(conn: Any) -> set[str]:
     """The tables in the state database: a copy made for audit, or a console that never
     ran the daemon, lacks some."""

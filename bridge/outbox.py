@@ -38,6 +38,7 @@ from imbridge.archive.sealing import Sealer
 from imbridge.backlog import Backlog
 from imbridge.db import Conn, Database
 from imbridge.deliveries import DeliveryRecords
+from imbridge.dialect import serialize
 from imbridge.errors import PermanentSendError, RetryableSendError
 from imbridge.events import Delete, Edit, Event, Message, Reaction, RemoteId
 from imbridge.fairness import FairOrder, cost_of, source_of
@@ -115,6 +116,8 @@ def enqueue_sync(conn: Conn, items: list[Item], *, sealer: Sealer) -> None:
     `sealer` is required so that no caller can queue a payload in clear by forgetting it
     (it passes payloads through when no archive key is set)."""
     now = time.time()
+    if items:
+        serialize(conn)  # sequence numbers in commit order, across instances
     for item in items:
         payload = sealer.seal(codec.dumps(item.event), table="outbox", key=item.txn_id)
         row = conn.execute(
@@ -171,25 +174,44 @@ class Outbox:
         self._closing = False
         self.backoff_base = BACKOFF_BASE
         self.observe_send: Callable[[str, float], None] | None = None
+        self.owns: Callable[[str], bool] = lambda network: True
+        """Whether this instance sends to `network` (see `imbridge.leases`)."""
+        self.shared = False
+        """Other instances queue deliveries in the same table (PostgreSQL with several
+        instances): what this one commits is read back in sequence order like theirs
+        (`wake` spills it), and `watch` finds theirs."""
+        self._watermark = 0
 
     async def load(self) -> int:
         """Queues what a previous run left pending; returns how many items. Only their
         destinations and counts are read here: the workers read the items themselves,
         `memory_queue` at a time."""
 
-        def q(conn: Conn) -> list[tuple[Any, ...]]:
-            return conn.execute(
-                "SELECT network, room, count(*), max(seq) FROM outbox"
-                " WHERE state = 'pending' GROUP BY network, room"
-            ).fetchall()
-
         # A retired key removed too early: refuse to start rather than stall a queue.
         await self.db.read(lambda c: require_openable(c, self.sealer), background=True)
-        rows = await self.db.read(q, background=True)
-        for network, room, count, top in rows:
-            key = (network, room)
+        return await self._load_pending(None)
+
+    async def adopt(self, network: str) -> int:
+        """Queues what waits for `network`, which this instance now sends to (it took
+        the network over from another); returns how many items."""
+        return await self._load_pending(network)
+
+    async def _load_pending(self, network: str | None) -> int:
+        def q(conn: Conn) -> list[tuple[Any, ...]]:
+            where = "" if network is None else " AND network = ?"
+            return conn.execute(
+                "SELECT network, room, count(*), max(seq) FROM outbox"  # noqa: S608 - fixed clauses
+                f" WHERE state = 'pending'{where} GROUP BY network, room",
+                () if network is None else (network,),
+            ).fetchall()
+
+        rows = [r for r in await self.db.read(q, background=True) if self.owns(r[0])]
+        for net, room, count, top in rows:
+            key = (net, room)
+            if key in self._queues and int(top) <= self._loaded.get(key, 0):
+                continue
             self._queues.setdefault(key, deque())
-            self.backlog(network, room).earlier += int(count)
+            self.backlog(net, room).earlier += int(count)
             self._earlier[key] = int(top)
             self._spill(key, int(count), int(top))
         return sum(int(count) for _, _, count, _ in rows)
@@ -248,6 +270,12 @@ class Outbox:
             self.count(item)  # once: the relay counts its own; a copy read back is not
             if item.seq and item.seq <= self._loaded.get(key, 0):
                 continue  # already read back from the database, or queued before
+            if self.shared:
+                # Another instance's rows may sit between ours: read back in order.
+                if self.owns(item.network):
+                    self._queues.setdefault(key, deque())
+                    self._spill(key, 1, item.seq)
+                continue
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = deque()
@@ -682,6 +710,46 @@ class Outbox:
             self._uncount(i)
         self.stats.setdefault(item.network, OutboxStats()).failed += 1
         bound.error("send_failed", event_id=item.event.id, error=reason)
+
+    async def watch(self, interval: float) -> None:
+        """With other instances: every `interval` seconds, finds what they queued for
+        the networks this one sends to. Their commits and ours take turns on one lock,
+        so sequence numbers are in commit order and `seq > last seen` misses nothing."""
+
+        def q(conn: Conn) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT network, room, count(*), max(seq) FROM outbox"
+                " WHERE state = 'pending' AND seq > ? GROUP BY network, room",
+                (self._watermark,),
+            ).fetchall()
+
+        while not self._closing:
+            for network, room, count, top in await self.db.read(q):
+                self._watermark = max(self._watermark, int(top))
+                key = (network, room)
+                if self.owns(network) and int(top) > self._loaded.get(key, 0):
+                    self._queues.setdefault(key, deque())
+                    self._spill(key, int(count), int(top))
+            await asyncio.sleep(interval)
+
+    async def release(self, network: str) -> None:
+        """Stops sending to `network` (another instance takes it over): its workers are
+        cancelled with their sends in flight, its queues forgotten; every item stays in
+        the database for the new owner, which resends what was not recorded (with the
+        same transaction id)."""
+        keys = [k for k in self._queues if k[0] == network]
+        workers = [w for k in keys if (w := self._workers.pop(k, None)) and not w.done()]
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for key in keys:
+            for item in self._queues.pop(key, deque()):
+                self._uncount(item)
+            self._loaded.pop(key, None)
+            self._spilled.pop(key, None)
+            self._earlier.pop(key, None)
+        if not self.depth() and not self._records:
+            self._idle.set()
 
     async def aclose(self) -> None:
         """Stops the workers; what was not delivered stays in the database."""

@@ -48,7 +48,7 @@ from imbridge.archive.heads import (
 from imbridge.archive.symbols import spell_symbols
 from imbridge.config.schema import Archive
 from imbridge.db import Conn
-from imbridge.dialect import POSTGRESQL, SQLITE, Step, ddl_for, dialect_of
+from imbridge.dialect import POSTGRESQL, SQLITE, Step, ddl_for, dialect_of, serialize
 from imbridge.events import Event, EventId, Message, RemoteId
 from imbridge.policy import Decision, Destination, texts_of
 
@@ -195,6 +195,7 @@ class ArchiveStore:
     def append(self, conn: Conn, records: Sequence[dict[str, Any]]) -> Head:
         """Chains and inserts records given as column values (without seq and hash);
         `body` is a JSON-able value, `terms` the text to index (event records only)."""
+        serialize(conn)  # one writer of the chain at a time, across instances
         head = self.tail(conn)
         seq, prev = head.seq, head.hash
         rows: list[tuple[Any, ...]] = []

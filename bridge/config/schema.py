@@ -117,6 +117,9 @@ class BridgeSection(Strict):
     http: HttpConfig = HttpConfig()
     drain_seconds: float = Field(default=8.0, gt=0, le=60)
     """How long SIGTERM waits for in-flight sends before exiting."""
+    instance: str | None = Field(default=None, min_length=1, max_length=100)
+    """This instance's name among those sharing a PostgreSQL state (`imbridge status`,
+    /metrics); default `<host>:<pid>`."""
     database: SecretStr | None = None
     """Where the state lives: unset, a SQLite file in `state_dir`; a `postgresql://` URL,
     a PostgreSQL database (docs/scale.md). Give it as `database_url_file` when the URL

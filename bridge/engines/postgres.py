@@ -26,19 +26,33 @@ from imbridge.migrate import apply_migrations
 
 MIGRATION_LOCK = 0x696D6272_69646765  # "imbridge": instances started together migrate in turn
 POOL_MAX = 4
+STATE_LOCK = 0x696D6272_69646767
+_ENDS = frozenset({"COMMIT", "ROLLBACK"})
 
 
 class PgConn:
     """A psycopg connection that takes the statements written for both engines."""
 
     dialect = POSTGRESQL
-    __slots__ = ("raw",)
+    __slots__ = ("raw", "serialized")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self.serialized = False
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        if sql in _ENDS:
+            self.serialized = False
         return self.raw.execute(placeholders(sql), parameters)
+
+    def serialize(self) -> None:
+        """Waits for the state lock, held until this transaction ends: transactions that
+        append to the archive's chain or queue deliveries commit one at a time across
+        instances, so the chain has one writer and the outbox's sequence numbers are in
+        commit order (an owner reading `seq > last` never misses a row committed late)."""
+        if not self.serialized:
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (STATE_LOCK,))
+            self.serialized = True
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
         cur = self.raw.cursor()
