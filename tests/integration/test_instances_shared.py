@@ -82,14 +82,12 @@ async def test_two_instances_share_the_networks_and_relay_across(instances: Any)
     await eventually(lambda: all(two.adapters[n].connected for n in runs(two)), what="up")
     for network in "abc":  # from each network, to the two others, whoever runs them
         hub.post(f"#{network}", "alice", f"from {network}")
+
+    def arrived(n: str) -> bool:
+        return all(f"<alice@{n}> from {n}" in texts(hub, f"#{o}") for o in "abc" if o != n)
+
     for network in "abc":
-        others = [o for o in "abc" if o != network]
-        await eventually(
-            lambda n=network, others=others: all(
-                f"<alice@{n}> from {n}" in texts(hub, f"#{o}") for o in others
-            ),
-            what=f"relay from {network}",
-        )
+        await eventually(lambda n=network: arrived(n), what=f"relay from {network}")  # type: ignore[misc]
     for network in "abc":  # and exactly once
         assert sorted(texts(hub, f"#{network}")) == sorted(
             [f"from {network}"] + [f"<alice@{o}> from {o}" for o in "abc" if o != network]
