@@ -83,11 +83,20 @@ def status(path: Path) -> int:
     except OSError as exc:
         print(f"imbridge: cannot reach {url}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    instance = body.get("instance")
+    if body.get("shared"):
+        print(f"instance {instance}; others on the same state run the networks marked so")
     for name, state in sorted(body["networks"].items()):
+        extra = "" if state["required"] else " (optional)"
+        if not state.get("here", True):
+            where = f"on {state['owner']}" if state.get("owner") else "NOT RUN BY ANY INSTANCE"
+            print(f"{name:<20} {where:<25} outbox {state['outbox']}{extra}")
+            continue
         word = "connected" if state["connected"] else "DISCONNECTED"
         joined = "joined" if state["joined"] else "not joined"
-        extra = "" if state["required"] else " (optional)"
         print(f"{name:<20} {word:<13} {joined:<11} outbox {state['outbox']}{extra}")
+    for other in body.get("config_mismatch", []):
+        print(f"CONFIG MISMATCH: instance {other} runs another config")
     for name, sink in sorted(body.get("sinks", {}).items()):
         word = "up" if sink["up"] else "DOWN"
         error = f" ({sink['error']})" if sink["error"] and not sink["up"] else ""

@@ -47,7 +47,7 @@ from imbridge.errors import ConfigError
 from imbridge.events import EventId, Message, MessageKind, Origin, RemoteId, new_event_id
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK
 from imbridge.hooks import engine as hook_engine
-from imbridge.leases import Leases, SharedLeases, SoleOwner, shared_digest
+from imbridge.leases import SINKS_LEASE, Leases, SharedLeases, SoleOwner, shared_digest
 from imbridge.medialinks import MediaLinks, load_key
 from imbridge.membership_relay import MembershipRelay
 from imbridge.metrics import Metrics
@@ -214,6 +214,7 @@ class Daemon:
         # Given up after the networks and the outbox are closed: a successor never
         # sends beside this instance.
         stack.push_async_callback(self._step, "leases", self._close_leases)
+        self.leases = self._make_leases()
         if self.archive is not None:
             await self.archive.record_start(self.config)
             await self.archive.__aenter__()
@@ -268,22 +269,27 @@ class Daemon:
         await self._serve_http(stack)
         self._supervisor = self._tree.spawn(self._supervise(), name="supervisor")
 
-    async def _start_leases(self) -> None:
-        """Runs every network, or, on a PostgreSQL state shared with other instances,
-        those whose lease this instance takes (`imbridge.leases`), now and later."""
+    def _make_leases(self) -> Leases:
+        """On a PostgreSQL state, instances share out the networks and the sinks
+        (`imbridge.leases`); with SQLite this process runs them all."""
         if self.db.dialect == SQLITE:
-            for name in self.adapters:
-                self._launch(name)
-            return
-        leases = SharedLeases(
+            return SoleOwner()
+        return SharedLeases(
             str(location(self.config.bridge)),
-            self.config.networks,
+            self._leased(self.config),
             config_digest=shared_digest(self.config),
             gained=self._gained,
             lost=self._lost,
             instance=self.config.bridge.instance,
         )
-        self.leases = leases
+
+    async def _start_leases(self) -> None:
+        """Runs every network, or those whose lease this instance takes, now and later."""
+        leases = self.leases
+        if not isinstance(leases, SharedLeases):
+            for name in self.adapters:
+                self._launch(name)
+            return
         outbox = self._outbox()
         outbox.owns, outbox.shared = leases.owns, True
         self._tree.spawn(leases.run(), name="leases")
@@ -293,12 +299,20 @@ class Daemon:
                 await leases.first_round.wait()
         log.info("instance_started", instance=leases.instance, runs=sorted(leases.held))
 
+    @staticmethod
+    def _leased(config: Config) -> list[str]:
+        """What instances share out: each network, and the record sinks as one."""
+        return [*config.networks, *([SINKS_LEASE] if config.archive.sinks else [])]
+
     async def _close_leases(self) -> None:
         if isinstance(self.leases, SharedLeases):
             await self.leases.aclose()
 
     async def _gained(self, name: str) -> None:
         """This instance took `name`'s lease: its queue first, then its connection."""
+        if name == SINKS_LEASE:
+            await self._start_sinks()
+            return
         if name not in self.adapters:
             return
         await self._outbox().adopt(name)
@@ -307,6 +321,9 @@ class Daemon:
     async def _lost(self, name: str) -> None:
         """Another instance may take `name` now: stop sending and receiving at once;
         a fresh, unconnected adapter keeps describing the network to the relay."""
+        if name == SINKS_LEASE:
+            await self._stop_sinks()
+            return
         if name not in self.adapters or (self._stopped and self._tree.closed):
             return
         log.warning("lease_lost", network=name, instance=self.leases.instance)
@@ -395,6 +412,8 @@ class Daemon:
     async def _start_sinks(self) -> None:
         if self.archive is None or not self.config.archive.sinks:
             return
+        if not self.leases.owns(SINKS_LEASE):
+            return  # another instance ships the records: one cursor, one sender
         self.sinks = Sinks(
             self.db,
             self.archive.store,
@@ -621,7 +640,7 @@ class Daemon:
         await self._leave_removed(Router(old.gateways), relay.setup.router)
         await self._rebuild(changed, config)
         if isinstance(self.leases, SharedLeases):
-            self.leases.set_networks(config.networks)  # new ones are taken at its next round
+            self.leases.set_networks(self._leased(config))  # new ones: at its next round
         for name, adapter in self.adapters.items():
             if name in changed or not self.leases.owns(name):
                 continue

@@ -56,6 +56,9 @@ def make_app(
         # listener only the metrics token's bearer sees it.
         if not public or bearer(request):
             body["networks"] = states
+            body["instance"] = daemon.leases.instance
+            body["shared"] = daemon.leases.shared
+            body["config_mismatch"] = daemon.leases.mismatch
         body["sinks"] = daemon.sink_states()
         return web.json_response(body, status=200 if ready else 503)
 

@@ -46,9 +46,26 @@ INSTANCE_LOCKS = 0x696D63  # advisory lock class of live instances
 ROUND_SECONDS = 2.0
 """How often an instance looks for networks to take and checks its lease connection."""
 RETRY_SECONDS = 5.0
+SINKS_LEASE = "@sinks"
+"""The record sinks run in one instance at a time, like a network (network names may
+not start with @: `RawConfig`)."""
 """Wait before reconnecting a lost lease connection."""
 
 OnChange = Callable[[str], Awaitable[None]]
+# Advisory locks are per database, but `pg_locks` lists the whole server's.
+LIVE_SQL = (
+    "SELECT i.instance, i.config_sha256 FROM instances i"
+    " JOIN pg_stat_activity a ON a.application_name = 'imbridge ' || i.instance"
+    " JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.classid = %s"
+    " AND l.granted AND l.database = (SELECT oid FROM pg_database"
+    " WHERE datname = current_database())"
+)
+OWNERS_SQL = (
+    "SELECT l.objid::bigint, a.application_name FROM pg_locks l"
+    " JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
 def lock_key(name: str) -> int:
@@ -219,10 +236,7 @@ class SharedLeases:
     async def _live(self, conn: Any) -> dict[str, str]:
         """Live instances (those holding their instance lock) and their config digests."""
         cur = await conn.execute(
-            "SELECT i.instance, i.config_sha256 FROM instances i"
-            " JOIN pg_stat_activity a ON a.application_name = 'imbridge ' || i.instance"
-            " JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory'"
-            " AND l.classid = %s AND l.granted",
+            LIVE_SQL,
             (INSTANCE_LOCKS,),
         )
         return {str(i): str(d) for i, d in await cur.fetchall()}
@@ -231,9 +245,7 @@ class SharedLeases:
         """Who holds each network's lease now, from the server's lock table."""
         keys = {lock_key(n) & 0xFFFFFFFF: n for n in self.networks}
         cur = await conn.execute(
-            "SELECT l.objid::bigint, a.application_name FROM pg_locks l"
-            " JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.granted",
+            OWNERS_SQL,
             (NETWORK_LOCKS,),
         )
         owners: dict[str, str] = {}

@@ -98,8 +98,30 @@ class _DaemonCollector(Collector):
         archived.add_metric([], float(d.relay.archived if d.relay else 0))
         yield from (connected, reconnects, received, sent, denied, failed, shed, depth, age)
         yield archived
+        yield from _instance_metrics(d)
         yield from _hook_metrics(d)
         yield from _sink_metrics(d)
+
+
+def _instance_metrics(d: Daemon) -> Iterator[Metric]:
+    """Which instance runs each network (several instances on one PostgreSQL state), and
+    whether the instances' configs agree."""
+    owner = GaugeMetricFamily(
+        "imbridge_network_owner",
+        "1 for the instance that runs the network, as this instance last saw it",
+        labels=["network", "instance"],
+    )
+    for name in d.adapters:
+        running = d.leases.owner(name)
+        if running is not None:
+            owner.add_metric([name, running], 1.0)
+    mismatch = GaugeMetricFamily(
+        "imbridge_instances_config_mismatch",
+        "Live instances on the same state whose config differs from this one's",
+    )
+    mismatch.add_metric([], float(len(d.leases.mismatch)))
+    yield owner
+    yield mismatch
 
 
 def _hook_metrics(d: Daemon) -> Iterator[Metric]:

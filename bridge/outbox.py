@@ -219,6 +219,9 @@ class Outbox:
     def _spill(self, key: tuple[str, str], count: int, seq: int) -> None:
         n, top = self._spilled.get(key, (0, 0))
         self._spilled[key] = (n + count, max(top, seq))
+        arrived = self._arrivals.get(key)
+        if arrived is not None:  # a worker holding an edit reads what came after it
+            arrived.set()
         self._start(key)
         self._idle.clear()
 
@@ -272,9 +275,7 @@ class Outbox:
                 continue  # already read back from the database, or queued before
             if self.shared:
                 # Another instance's rows may sit between ours: read back in order.
-                if self.owns(item.network):
-                    self._queues.setdefault(key, deque())
-                    self._spill(key, 1, item.seq)
+                self._note(key, item.seq)
                 continue
             queue = self._queues.get(key)
             if queue is None:
@@ -718,19 +719,26 @@ class Outbox:
 
         def q(conn: Conn) -> list[tuple[Any, ...]]:
             return conn.execute(
-                "SELECT network, room, count(*), max(seq) FROM outbox"
-                " WHERE state = 'pending' AND seq > ? GROUP BY network, room",
+                "SELECT network, room, seq FROM outbox"
+                " WHERE state = 'pending' AND seq > ? ORDER BY seq",
                 (self._watermark,),
             ).fetchall()
 
         while not self._closing:
-            for network, room, count, top in await self.db.read(q):
-                self._watermark = max(self._watermark, int(top))
-                key = (network, room)
-                if self.owns(network) and int(top) > self._loaded.get(key, 0):
-                    self._queues.setdefault(key, deque())
-                    self._spill(key, int(count), int(top))
+            for network, room, seq in await self.db.read(q):
+                self._watermark = max(self._watermark, int(seq))
+                self._note((network, room), int(seq))
             await asyncio.sleep(interval)
+
+    def _note(self, key: tuple[str, str], seq: int) -> None:
+        """One pending row of a destination this instance sends to, seen once whether
+        its commit woke it here or `watch` found it first: its worker reads it back."""
+        if not self.owns(key[0]):
+            return
+        noted = self._spilled.get(key, (0, 0))[1]
+        if seq > max(self._loaded.get(key, 0), noted):
+            self._queues.setdefault(key, deque())
+            self._spill(key, 1, seq)
 
     async def release(self, network: str) -> None:
         """Stops sending to `network` (another instance takes it over): its workers are

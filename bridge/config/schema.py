@@ -578,6 +578,14 @@ class RawConfig(Strict):
     archive: Archive = Archive()
     console: ConsoleConfig = ConsoleConfig()
 
+    @field_validator("networks")
+    @classmethod
+    def _plain_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if name.startswith("@"):
+                raise ValueError(f"network name {name!r}: names starting with @ are reserved")
+        return value
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:

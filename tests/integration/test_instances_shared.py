@@ -49,12 +49,12 @@ async def instances(
     def build(name: str, net: NetworkConfig, cursors: Cursors) -> MemoryAdapter:
         return MemoryAdapter(name, net, cursors, hub)
 
-    async def start(name: str) -> Daemon:
+    async def start(name: str, extra: str = "") -> Daemon:
         state = tmp_path / name
         state.mkdir()
         config = parse_config(
             f"bridge: {{state_dir: '{state}', database: '{postgres_url}', instance: {name},"
-            f" log: {{level: debug}}}}\n{THREE}"
+            f" log: {{level: debug}}}}\n{THREE}{extra}"
         )
         daemon = Daemon(config, factory=build)
         await daemon.start()
@@ -112,3 +112,13 @@ async def test_a_stopped_instance_networks_are_taken_over(instances: Any) -> Non
     )
     states = two.network_states()
     assert {n: s["owner"] for n, s in states.items()} == {"a": "two", "b": "two", "c": "two"}
+
+
+async def test_instances_with_different_configs_are_reported(instances: Any) -> None:
+    _, start = instances
+    one = await start("one")
+    two = await start("two", "policy:\n  rules:\n    - {name: r, action: deny, text: secret}\n")
+    await eventually(lambda: one.leases.mismatch == ["two"], what="one sees the mismatch")
+    await eventually(lambda: two.leases.mismatch == ["one"], what="two sees the mismatch")
+    # Reported, not merged: each goes on with its own file.
+    assert one.config.policy != two.config.policy

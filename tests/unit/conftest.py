@@ -87,5 +87,5 @@ async def start_daemon(tmp_path: Path, state_database: StateDatabase) -> AsyncIt
 
     yield start
     for daemon in started:
-        if daemon.outbox is not None and not daemon.outbox._closing:
+        if not daemon.stopping:
             await daemon.stop(drain=0)
