@@ -11,10 +11,6 @@ encrypted attachments) loads it, and pycparser with it, when it is installed, an
 back to ctypes, which the process has loaded anyway, when it is not. That is another
 1.5 MiB. Compiled cffi modules (pycares) need only `_cffi_backend`, which stays.
 
-And for greenlet: structlog loads it, whenever it is installed (Playwright, for the
-console's browser tests, brings it), for a deprecated thread-local context the daemon
-never uses (it binds context with contextvars). That is 1 MiB.
-
 The `imbridge` command imports this module first; tests and library users are
 unaffected.
 """
@@ -23,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-REFUSED = ("rich", "pygments", "cffi", "greenlet")
+REFUSED = ("rich", "pygments", "cffi")
 
 for _name in REFUSED:
     sys.modules.setdefault(_name, None)  # type: ignore[arg-type]

@@ -26,7 +26,6 @@ NOT_WANTED = (
     "imbridge.console.server",  # the review console: jinja2, argon2
     "jinja2",
     "argon2",
-    "greenlet",  # structlog's deprecated thread-local context (see imbridge.slim)
     "rich",
     "pygments",
 )
