@@ -98,3 +98,41 @@ def import_costs() -> dict[str, Any]:
                          capture_output=True, text=True, cwd=ROOT).stdout  # fmt: skip
     result: dict[str, Any] = json.loads(out)
     return result
+
+
+# The floor: what the libraries alone take, imported in layers in a fresh interpreter
+# (refusing what `imbridge.slim` refuses), before any imbridge module but that one.
+FLOOR_LAYERS = (
+    ("asyncio, ssl and importlib.metadata (imbridge's version; irc and nio load it too)",
+     ("asyncio", "ssl", "importlib.metadata")),
+    ("the three protocol libraries (irc, slixmpp, matrix-nio)",
+     ("irc.client_aio", "slixmpp", "nio")),
+    ("the core's own choices (pydantic, PyYAML, structlog, sqlite3, nh3, re2, argparse)",
+     ("pydantic.main", "pydantic.types", "yaml", "structlog", "sqlite3", "nh3", "re2",
+      "argparse")),
+    ("cryptography's Ed25519, for signed archive heads",
+     ("cryptography.hazmat.primitives.asymmetric.ed25519",
+      "cryptography.hazmat.primitives.serialization")),
+)  # fmt: skip
+
+FLOOR_PROBE = """
+import importlib, json, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+rows = [("bare python", rss())]
+import imbridge.slim  # refuses what the daemon refuses; imports importlib.metadata
+for label, modules in json.loads(sys.argv[1]):
+    for module in modules:
+        importlib.import_module(module)
+    rows.append((label, rss()))
+print(json.dumps(rows))
+"""
+
+
+def floor_costs() -> list[tuple[str, float]]:
+    """(layer, resident MiB once it is imported) for each of `FLOOR_LAYERS`, cumulative."""
+    out = subprocess.run([sys.executable, "-c", FLOOR_PROBE, json.dumps(FLOOR_LAYERS)],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout  # fmt: skip
+    return [(label, mib) for label, mib in json.loads(out)]

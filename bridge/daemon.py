@@ -50,19 +50,19 @@ from imbridge.hooks import engine as hook_engine
 from imbridge.leases import SINKS_LEASE, Leases, SharedLeases, SoleOwner, shared_digest
 from imbridge.medialinks import MediaLinks, load_key
 from imbridge.membership_relay import MembershipRelay
-from imbridge.metrics import Metrics
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import compile_policy
 from imbridge.relay import NOTICE_SENDER, Relay, Setup
 from imbridge.router import Router
 from imbridge.sdnotify import Notifier
 from imbridge.sinks.feed import SINK_MIGRATIONS
-from imbridge.sinks.runner import Sinks
 from imbridge.tasks import TaskTree
 from imbridge.textlinks import TextLinks
 
 if TYPE_CHECKING:
     from imbridge.listener import Listener
+    from imbridge.metrics import Metrics
+    from imbridge.sinks.runner import Sinks
 
 log = structlog.get_logger("imbridge.daemon")
 
@@ -110,7 +110,7 @@ class Daemon:
         self.config = config
         self._factory = factory
         self.notifier = notifier or Notifier({})
-        self.metrics = Metrics(self)
+        self._metrics: Metrics | None = None
         self.reconnects: dict[str, int] = {}
         self.seen_connected: dict[str, bool] = {}
         """What the supervisor last saw of each network (from its first connection on)."""
@@ -177,6 +177,20 @@ class Daemon:
             state_dir=self.config.bridge.state_dir,
         )
 
+    @property
+    def metrics(self) -> Metrics:
+        """Built on first use: prometheus-client (about 1 MiB resident) is loaded by a
+        daemon that serves /metrics (`bridge.http.listen`), never by one nobody can ask."""
+        if self._metrics is None:
+            from imbridge.metrics import Metrics  # noqa: PLC0415 - see above
+
+            self._metrics = Metrics(self)
+        return self._metrics
+
+    def _observe_send(self, network: str, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_send(network, seconds)
+
     def _waiting_event(self, network: str, remote_id: RemoteId) -> EventId | None:
         return self.relay.waiting_event(network, remote_id) if self.relay is not None else None
 
@@ -242,7 +256,9 @@ class Daemon:
             self.recorder,
             text_links=self.text_links,
         )
-        self.outbox.observe_send = self.metrics.observe_send
+        if self.config.bridge.http.listen:
+            _ = self.metrics  # /metrics will be served: its histogram counts from the start
+        self.outbox.observe_send = self._observe_send
         # Closed after the outbox and the networks' tasks, which may still be asking them.
         stack.push_async_callback(self._step, "policy_hooks", self._close_hooks)
         stack.push_async_callback(self._step, "outbox", self._close_outbox)
@@ -414,6 +430,9 @@ class Daemon:
             return
         if not self.leases.owns(SINKS_LEASE):
             return  # another instance ships the records: one cursor, one sender
+        # The sinks' transports and formats (about 0.7 MiB) load only when one is configured.
+        from imbridge.sinks.runner import Sinks  # noqa: PLC0415
+
         self.sinks = Sinks(
             self.db,
             self.archive.store,

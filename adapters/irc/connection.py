@@ -11,6 +11,7 @@ receiver and the adapter alike.
 from __future__ import annotations
 
 import asyncio
+import linecache
 import ssl
 import time
 from collections.abc import Callable
@@ -24,6 +25,20 @@ from imbridge.adapters.irc.config import IrcConfig
 from imbridge.adapters.irc.proto import wire
 from imbridge.adapters.irc.proto.lines import Mask
 from imbridge.adapters.irc.proto.registration import Registration
+
+
+def _forget_sources_read_by_irc() -> None:
+    """`irc.events` finds its data file with `importlib_resources.files()`, which walks
+    the importer's stack with `inspect.stack()` and so reads the source of every module on
+    it into `linecache`: about 0.7 MiB the daemon would keep for good. Entries read from
+    a file go (linecache reads the file again when a traceback needs it); generated ones,
+    which have no file to read back, stay."""
+    for path, entry in list(linecache.cache.items()):
+        if len(entry) == 4 and entry[1] is not None:
+            del linecache.cache[path]
+
+
+_forget_sources_read_by_irc()
 
 
 class ConnectionLost(Exception):

@@ -30,10 +30,9 @@ import re
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
-from aiohttp import web
 
 from imbridge.adapter import (
     Capabilities,
@@ -50,7 +49,6 @@ from imbridge.medialinks import MediaLinks
 from imbridge.tasks import TaskTree
 
 from . import registration
-from .appservice import AppserviceApi
 from .config import MatrixConfig
 from .ghosts import Ghosts
 from .media import MatrixMedia
@@ -60,6 +58,13 @@ from .receive import Receiver
 from .rooms import NETWORK_ERRORS, Rooms
 from .send import Transmitter
 from .session import Session
+
+if TYPE_CHECKING:
+    # aiohttp's server side (about 2 MiB resident) is loaded by the appservice API and
+    # the daemon's listener, never by a client-mode network on its own.
+    from aiohttp import web
+
+    from .appservice import AppserviceApi
 
 log = structlog.get_logger("imbridge.adapters.matrix")
 
@@ -132,6 +137,8 @@ class MatrixAdapter:
             portals=self._portals,
         )
         if as_token is not None:
+            from .appservice import AppserviceApi  # noqa: PLC0415 - aiohttp.web, see above
+
             self._api = AppserviceApi(
                 hs_token,
                 cursors,
@@ -240,6 +247,8 @@ class MatrixAdapter:
     async def handle_http(self, request: web.Request, path: str) -> web.StreamResponse:
         """The appservice API (`HttpService`); 404 in client mode."""
         if self._api is None:
+            from aiohttp import web  # noqa: PLC0415 - loaded by the listener calling this
+
             raise web.HTTPNotFound(text="not an appservice\n")
         return await self._api.handle(request, path)
 

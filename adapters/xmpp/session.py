@@ -94,8 +94,12 @@ class Backoff(XMLStream):
 
 
 class Client(Backoff, ClientXMPP):
-    def __init__(self, jid: str, password: str, backoff_max: float) -> None:
-        super().__init__(jid, password)
+    def __init__(
+        self, jid: str, password: str, backoff_max: float, ssl_context: ssl.SSLContext
+    ) -> None:
+        # Given at construction: otherwise slixmpp builds a default context of its own
+        # (the system's CA store parsed again, about 1 MiB resident) only to be replaced.
+        super().__init__(jid, password, ssl_context=ssl_context)
         self.backoff_max = backoff_max
 
 
@@ -144,15 +148,14 @@ class ClientLogin:
         cfg = self.config
         if cfg.jid is None or cfg.password is None:  # the config model requires both
             raise AdapterError(f"{self.name}: a client needs a jid and a password")
-        client = Client(cfg.jid, cfg.password.get_secret_value(), cfg.reconnect_max)
-        for plugin in (*PLUGINS, "xep_0198"):
-            client.register_plugin(plugin)
-        prune_handlers(client)
         context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
         if not cfg.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        client.ssl_context = context
+        client = Client(cfg.jid, cfg.password.get_secret_value(), cfg.reconnect_max, context)
+        for plugin in (*PLUGINS, "xep_0198"):
+            client.register_plugin(plugin)
+        prune_handlers(client)
         client.enable_direct_tls = cfg.tls == "direct"
         client.enable_starttls = cfg.tls == "starttls"
         client.enable_plaintext = cfg.tls == "plain"

@@ -23,7 +23,6 @@ from imbridge.config.schema import PolicyHook
 from imbridge.events import Event
 from imbridge.hooks import plugins
 from imbridge.hooks.combine import Answer
-from imbridge.hooks.remote import HttpHook, read_headers
 from imbridge.hooks.verdict import HookRequest, Verdict
 from imbridge.policy import Destination
 
@@ -59,6 +58,9 @@ def build(configs: Sequence[PolicyHook], base: Path | None = None) -> list[Hook]
     for i, config in enumerate(configs):
         where = f"policy.hooks[{i}]"
         if config.url is not None:
+            # Only a daemon with an HTTP hook loads its client (about 0.5 MiB resident).
+            from imbridge.hooks.remote import HttpHook, read_headers  # noqa: PLC0415
+
             headers = None
             if config.headers_file is not None:
                 path = config.headers_file
