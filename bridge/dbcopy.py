@@ -77,9 +77,10 @@ TABLES: tuple[Table, ...] = (
     Table("archive_records", ("seq",)),
 )
 RECORDS = "archive_records"
-NOT_COPIED = frozenset({"schema_version", "sqlite_sequence", "archive_fts_pending"})
+NOT_COPIED = frozenset({"schema_version", "sqlite_sequence", "archive_fts_pending", "instances"})
 """Made by the target's own migrations, or rebuilt there (the full-text index: every
-table whose name starts with `archive_fts`, FTS5's shadow tables included)."""
+table whose name starts with `archive_fts`, FTS5's shadow tables included), or the
+instances' own (`instances`: which processes share a PostgreSQL state, written by them)."""
 
 
 def migrations() -> dict[str, Sequence[Step]]:
@@ -118,17 +119,27 @@ def open_source(path: Path) -> sqlite3.Connection:
     holds the lock past SQLite's busy timeout: a daemon is writing to it."""
     if not path.is_file():
         raise SourceMissing(f"no SQLite state database at {path}")
+    locked = StateError(f"{path} is locked by another process: stop the daemon before migrating")
     engine = SqliteEngine(path)
-    engine.open(migrations())
+    try:
+        engine.open(migrations())
+    except StateError as exc:
+        if _busy(exc.__cause__):
+            raise locked from None
+        raise
     conn = engine.connection()
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         conn.close()
-        raise StateError(
-            f"{path} is locked by another process ({exc}): stop the daemon before migrating"
-        ) from None
+        if _busy(exc):
+            raise locked from None
+        raise
     return conn
+
+
+def _busy(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
 
 
 def columns(src: sqlite3.Connection, table: str) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import os
 import signal
@@ -35,9 +36,12 @@ from tests.servers.process import free_port
 KEY = "k" * 44
 
 
-def write_config(folder: Path, *, key: bool, database: str | None = None) -> Path:
+def write_config(
+    folder: Path, *, key: bool, database: str | None = None, listen: str | None = None
+) -> Path:
     archive = f"archive: {{encryption_key: {KEY}}}\n" if key else ""
     url = f"  database: '{database}'\n" if database else ""
+    url += f"  http: {{listen: '{listen}'}}\n" if listen else ""
     name = "pg.yaml" if database else "bridge.yaml"
     path = folder / name
     path.write_text(
@@ -71,14 +75,22 @@ def adapter(daemon: Daemon, name: str) -> MemoryAdapter:
     return found
 
 
-async def fill(config: Path, messages: int = 0) -> None:
+def server(first_id: int) -> MemoryHub:
+    """A fresh "server" numbering its messages from `first_id`: a real server never
+    hands out an id twice, and the id map keeps those of the runs before."""
+    return MemoryHub(_ids=itertools.count(first_id))
+
+
+async def fill(config: Path, messages: int = 0, *, first_id: int = 0) -> None:
     """A day of relaying: messages, a reply, an edit, a reaction, a delivery refused for
     good, and one still waiting for an offline network when the daemon stops."""
-    hub = MemoryHub()
+    hub = server(first_id)
     daemon = await start(config, hub)
     first = hub.post("#x", "alice", "wombat figures for Tuesday")
-    await eventually(lambda: len(texts(hub, "#y")) == 1)
-    hub.post("#y", "bob", "numbat agreed", reply_to=hub.in_room("#y")[0].remote_id)
+    relayed = "<alice@a> wombat figures for Tuesday"
+    await eventually(lambda: relayed in texts(hub, "#y"))
+    copy = next(p for p in hub.in_room("#y") if p.text == relayed)
+    hub.post("#y", "bob", "numbat agreed", reply_to=copy.remote_id)
     hub.post("#x", "alice", "wombat figures for Wednesday", kind="edit", target=first.remote_id)
     hub.post("#x", "carol", "quokka", kind="reaction", target=first.remote_id)
     adapter(daemon, "b").failures.append(PermanentSendError("room gone"))
@@ -86,7 +98,11 @@ async def fill(config: Path, messages: int = 0) -> None:
     for i in range(messages):
         hub.post("#x", "dave", f"echidna {i}")
     hub.post("#x", "alice", "delivered sentinel")
-    await eventually(lambda: texts(hub, "#y")[-1:] == ["<alice@a> delivered sentinel"], 20)
+    await eventually(
+        lambda: texts(hub, "#y")[-1:] == ["<alice@a> delivered sentinel"],
+        20,
+        explain=lambda: repr(texts(hub, "#y")),
+    )
     adapter(daemon, "b").online = False
     hub.post("#x", "alice", "pending bilby")
     await eventually(lambda: daemon.outbox is not None and daemon.outbox.depth("b") == 1)
@@ -161,7 +177,7 @@ async def test_migrated_state_verifies_searches_alike_and_the_daemon_goes_on(
     assert code == 0, verified.getvalue()
     assert {w: await asyncio.to_thread(hits, moved, w) for w in words} == before
 
-    hub = MemoryHub()
+    hub = server(1000)
     daemon = await start(moved, hub)
     try:
         await eventually(lambda: texts(hub, "#y") == ["<alice@a> pending bilby"], 20)
@@ -180,27 +196,21 @@ def migrate_command(config: Path, url: str, *extra: str) -> list[str]:
             "--to", url, *extra]  # fmt: skip
 
 
-async def test_interrupted_copy_resumes_and_copies_every_row_once(
-    tmp_path: Path, postgres_url: str
-) -> None:
-    config = write_config(tmp_path, key=False)
-    await fill(config, messages=30)
-    expected = source_rows(tmp_path)
-    records = [r[0] for r in expected[dbcopy.RECORDS]]
-    blocked = records[len(records) // 2]
-
+async def interrupt(config: Path, url: str, blocked: int) -> str:
+    """Runs the copy in a child process, Ctrl-C's it while a batch waits on record
+    `blocked` (whose key a transaction of ours holds), and returns what it said."""
     # The target's schema first, then a transaction of ours holding one record's key:
     # the copy's batch that reaches it waits there, its earlier batches committed.
-    db = Database(postgres_url, dbcopy.migrations())
+    db = Database(url, dbcopy.migrations())
     await db.open()
     await db.aclose()
-    holder = psycopg.connect(postgres_url)
+    holder = psycopg.connect(url)
     holder.execute(
         "INSERT INTO archive_records (seq, ts_us, kind, body, hash) VALUES (%s, 0, 'x', '', '')",
         (blocked,),
     )
     proc = subprocess.Popen(  # noqa: ASYNC220 - a child we signal while it runs
-        migrate_command(config, postgres_url, "--batch-size", "5"),
+        migrate_command(config, url, "--batch-size", "5"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -208,7 +218,7 @@ async def test_interrupted_copy_resumes_and_copies_every_row_once(
     try:
 
         def progressed() -> int:
-            with psycopg.connect(postgres_url, autocommit=True) as conn:
+            with psycopg.connect(url, autocommit=True) as conn:
                 if conn.execute("SELECT to_regclass('migration_progress')").fetchone() == (None,):
                     return 0  # not started yet
                 row = conn.execute(
@@ -216,7 +226,7 @@ async def test_interrupted_copy_resumes_and_copies_every_row_once(
                 ).fetchone()
             return int(row[0]) if row else 0
 
-        await eventually(lambda: progressed() >= len(records) // 2 - 5, 30)
+        await eventually(lambda: progressed() >= blocked - 10, 30)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
     finally:
@@ -226,6 +236,19 @@ async def test_interrupted_copy_resumes_and_copies_every_row_once(
         holder.rollback()
         holder.close()
     assert proc.returncode == 1
+    return stderr
+
+
+async def test_interrupted_copy_resumes_and_copies_every_row_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    config = write_config(tmp_path, key=False)
+    await fill(config, messages=30)
+    expected = source_rows(tmp_path)
+    records = [r[0] for r in expected[dbcopy.RECORDS]]
+    blocked = records[len(records) // 2]
+
+    stderr = await interrupt(config, postgres_url, blocked)
     assert "interrupted; run the same command again" in stderr
     part = target_rows(postgres_url)
     assert 0 < len(part[dbcopy.RECORDS]) < len(records)
@@ -285,3 +308,40 @@ async def test_bad_targets_and_a_missing_state_are_refused_in_one_line(
     assert db_migrate(config, to=postgres_url, err=err) == 2
     assert "already holds relay state" in one_line(err)
     assert os.stat(config.parent / "state" / DB_NAME).st_size > 0
+
+
+async def test_a_source_changed_since_the_interruption_is_not_mixed_in(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    config = write_config(tmp_path, key=False)
+    await fill(config, messages=20)
+    await interrupt(config, postgres_url, blocked=30)
+    await fill(config, first_id=1000)  # the daemon ran on SQLite again in between
+    err = io.StringIO()
+    assert await asyncio.to_thread(db_migrate, config, to=postgres_url, err=err) == 2
+    assert "unfinished copy of" in one_line(err)
+    assert "does not match this source now" in err.getvalue()
+
+
+async def test_a_running_daemon_or_a_locked_source_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    config = write_config(tmp_path, key=False, listen=f"127.0.0.1:{free_port()}")
+    daemon = await start(config, MemoryHub())
+    try:
+        err = io.StringIO()
+        assert await asyncio.to_thread(db_migrate, config, to=postgres_url, err=err) == 1
+        assert "the daemon is running" in one_line(err)
+    finally:
+        await daemon.stop(drain=0)
+    writer = sqlite3.connect(tmp_path / "state" / DB_NAME, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        err = io.StringIO()
+        assert await asyncio.to_thread(db_migrate, config, to=postgres_url, err=err) == 1
+        assert "is locked by another process" in one_line(err)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    with psycopg.connect(postgres_url) as conn:  # refused before the target was touched
+        assert conn.execute("SELECT to_regclass('outbox')").fetchone() == (None,)
