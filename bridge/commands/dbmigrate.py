@@ -33,9 +33,9 @@ from imbridge.config.load import load_config
 from imbridge.config.report import print_config_error
 from imbridge.config.schema import Config
 from imbridge.config.secretfile import SecretFileError, read_secret
-from imbridge.db import DB_NAME, Conn
+from imbridge.db import DB_NAME
 from imbridge.engines import is_url
-from imbridge.engines.postgres import PostgresEngine
+from imbridge.engines.postgres import PgConn, PostgresEngine
 from imbridge.errors import ConfigError, ImbridgeError, StateError
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
@@ -173,20 +173,20 @@ def _migrate(
     return EXIT_OK
 
 
-def _verify(config: Config, dst: Conn, out: TextIO, err: TextIO) -> bool:
+def _verify(config: Config, target: PgConn, out: TextIO, err: TextIO) -> bool:
     """`imbridge archive verify`'s check of the chain, on the target, without its
     access record (which would extend the head file the SQLite state shares)."""
-
     store = ArchiveStore(config.archive, state_dir=config.bridge.state_dir)
-    total = int(dst.execute("SELECT count(*) FROM archive_records").fetchone()[0])
-    with progress("verify", total, stream=err) as advance:
-        problem, count = store.verify(dst, advance=advance)
+    with dbcopy.streamed(target) as dst:
+        total = int(dst.execute("SELECT count(*) FROM archive_records").fetchone()[0])
+        with progress("verify", total, stream=err) as advance:
+            problem, count = store.verify(dst, advance=advance)
+        tail = store.tail(dst)
     if problem is not None:
         print(
             f"archive on the target TAMPERED: {problem} ({count} records verified before)", file=out
         )
         return False
-    tail = store.tail(dst)
     print(
         f"archive intact on the target: {count} records verified, chain head {tail.seq} "
         f"{tail.hash.hex()[:16]}…",
