@@ -137,6 +137,22 @@ def target_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
         return {t.name: table_rows(conn, t.name) for t in dbcopy.TABLES}
 
 
+def indexes(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+        ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+async def migrated_schema(url: str) -> set[str]:
+    """The target's schema made as the daemon makes it; returns its indexes."""
+    db = Database(url, dbcopy.migrations())
+    await db.open()
+    await db.aclose()
+    return indexes(url)
+
+
 def hits(config: Path, words: str) -> list[dict[str, Any]]:
     """`archive search` (its own event loop: called in a thread by the async tests)."""
     out = io.StringIO()
@@ -156,6 +172,7 @@ async def test_migrated_state_verifies_searches_alike_and_the_daemon_goes_on(
     assert before["wombat"]
     assert before["numbat Tuesday"] == []
     expected = source_rows(tmp_path)
+    schema = await migrated_schema(postgres_url)
 
     out, err = io.StringIO(), io.StringIO()
     code = await asyncio.to_thread(db_migrate, config, to=postgres_url, out=out, err=err)
@@ -164,6 +181,7 @@ async def test_migrated_state_verifies_searches_alike_and_the_daemon_goes_on(
     assert "database_url_file:" in out.getvalue()
     copied = target_rows(postgres_url)
     assert copied == expected
+    assert indexes(postgres_url) == schema  # the full-text index is built at the end
     state = COLUMNS["outbox"].index("state")
     assert [r[state] for r in copied["outbox"]] == ["failed", "pending"]
     with psycopg.connect(postgres_url) as conn:
@@ -201,9 +219,7 @@ async def interrupt(config: Path, url: str, blocked: int) -> str:
     `blocked` (whose key a transaction of ours holds), and returns what it said."""
     # The target's schema first, then a transaction of ours holding one record's key:
     # the copy's batch that reaches it waits there, its earlier batches committed.
-    db = Database(url, dbcopy.migrations())
-    await db.open()
-    await db.aclose()
+    await migrated_schema(url)
     holder = psycopg.connect(url)
     holder.execute(
         "INSERT INTO archive_records (seq, ts_us, kind, body, hash) VALUES (%s, 0, 'x', '', '')",
@@ -248,6 +264,7 @@ async def test_interrupted_copy_resumes_and_copies_every_row_once(
     records = [r[0] for r in expected[dbcopy.RECORDS]]
     blocked = records[len(records) // 2]
 
+    schema = await migrated_schema(postgres_url)
     stderr = await interrupt(config, postgres_url, blocked)
     assert "interrupted; run the same command again" in stderr
     part = target_rows(postgres_url)
@@ -263,6 +280,7 @@ async def test_interrupted_copy_resumes_and_copies_every_row_once(
     assert again.returncode == 0, again.stderr
     assert "resuming:" in again.stdout
     assert target_rows(postgres_url) == expected
+    assert indexes(postgres_url) == schema
 
 
 def one_line(err: io.StringIO) -> str:
