@@ -111,7 +111,7 @@ def migrations() -> dict[str, Sequence[Step]]:
 
 
 def is_copied(table: str) -> bool:
-    """Whether a source table's rows are copied by a `TABLES` entry (or rebuilt)."""
+    """Whether a source table's rows are copied as they are (a `TABLES` entry)."""
     return any(t.name == table for t in TABLES)
 
 

@@ -283,6 +283,11 @@ async def test_interrupted_copy_resumes_and_copies_every_row_once(
     assert indexes(postgres_url) == schema
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def one_line(err: io.StringIO) -> str:
     lines = err.getvalue().splitlines()
     assert len(lines) == 1, lines
@@ -318,9 +323,10 @@ async def test_bad_targets_and_a_missing_state_are_refused_in_one_line(
     assert ":x@" not in err.getvalue()  # the password stays out of the message
 
     url_file.chmod(0o600)
-    out = io.StringIO()
-    code = await asyncio.to_thread(db_migrate, config, to_file=url_file, out=out)
+    out, terminal = io.StringIO(), Terminal()
+    code = await asyncio.to_thread(db_migrate, config, to_file=url_file, out=out, err=terminal)
     assert code == 0
+    assert "copying:" in terminal.getvalue()  # the bar, drawn only on a terminal
     assert f"database_url_file: {url_file}" in out.getvalue()
     err = io.StringIO()
     assert db_migrate(config, to=postgres_url, err=err) == 2
