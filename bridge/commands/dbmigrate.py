@@ -44,7 +44,6 @@ NAME = "imbridge db migrate"
 
 def target_url(to: str | None, to_file: Path | None) -> str:
     """The URL given, or read from its file; ValueError says what is wrong with it."""
-
     if to_file is not None:
         try:
             to = read_secret(to_file).decode("utf-8").strip()
@@ -134,7 +133,6 @@ def _migrate(
     err: TextIO,
     to_file: Path | None,
 ) -> int:
-
     engine = PostgresEngine(url)
     try:  # the pool would retry an unreachable server for 30 s: fail at once instead
         psycopg.connect(url, connect_timeout=10).close()
