@@ -130,10 +130,13 @@ def parser() -> argparse.ArgumentParser:
     from imbridge import commands
 
     commands.add_parsers(sub)
+    from imbridge.commands import db
+
+    db.add_parsers(sub)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one per command
     args = parser().parse_args(argv)
     match args.command:
         case "run":
@@ -146,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from imbridge.commands import matrix
 
             return matrix.matrix_registration(args.config, network=args.network)
+        case "db":
+            from imbridge.commands import db
+
+            return db.dispatch(args)
         case "policy" | "archive" | "console":
             from imbridge import commands
 
