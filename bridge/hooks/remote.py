@@ -88,6 +88,10 @@ class HttpHook:
         self._session: aiohttp.ClientSession | None = None
         self._turns: asyncio.Semaphore | None = None
         self._queue: deque[_Waiting] = deque()
+        self._pending: deque[_Waiting] = deque()
+        """Every event still waited for, queued or in a request, in arrival order: with
+        one `timeout_ms` for all, also in deadline order (see `_expire`)."""
+        self._expiry: asyncio.TimerHandle | None = None
         self._in_flight = 0
         self._flush_due = False
         self._linger: asyncio.TimerHandle | None = None
@@ -125,18 +129,37 @@ class HttpHook:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_ms / 1000
         answer: asyncio.Future[Verdicts] = loop.create_future()
-        self._queue.append(_Waiting(request, deadline, answer))
+        waiting = _Waiting(request, deadline, answer)
+        self._queue.append(waiting)
+        pending = self._pending
+        while pending and pending[0].answer.done():
+            pending.popleft()
+        pending.append(waiting)
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire)
         if not self._flush_due:
             # Not at once: the events handed over in this turn of the loop join it.
             self._flush_due = True
             loop.call_soon(self._flush)
-        # A bare timer, not `asyncio.timeout`: this runs for every event on the relay's
-        # loop. An answer that is already done (timed out) is skipped by its batch.
-        timer = loop.call_at(deadline, _expire, answer)
-        try:
-            return await answer
-        finally:
-            timer.cancel()
+        return await answer
+
+    def _expire(self) -> None:
+        """Fails the events past their budget. One timer for them all, at the earliest
+        deadline, rather than one per event: this is on the relay's loop for every event,
+        and deadlines come in arrival order, so the timer only ever looks at the head. An
+        answer that is already done (expired) is skipped by its batch."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            if not head.answer.done():
+                if head.deadline > now:
+                    self._expiry = loop.call_at(head.deadline, self._expire)
+                    return
+                head.answer.set_exception(TimeoutError())
+            pending.popleft()
 
     async def _ask_one(self, request: HookRequest) -> Verdicts:
         _, turns = self._client()
@@ -251,6 +274,10 @@ class HttpHook:
 
     async def aclose(self) -> None:
         self._closed = True  # no new batch starts, not even for what the cancels free
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._pending.clear()
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -271,11 +298,6 @@ def _close(waiting: Iterable[_Waiting]) -> None:
     for w in waiting:
         if not w.answer.done():
             w.answer.set_exception(HookAnswerError("the hook was closed (reload or stop)"))
-
-
-def _expire(answer: asyncio.Future[Verdicts]) -> None:
-    if not answer.done():
-        answer.set_exception(TimeoutError())
 
 
 def _json(raw: bytes) -> object:

@@ -56,8 +56,13 @@ def event_body(request: HookRequest) -> dict[str, Any]:
     }
 
 
+_ALLOW = Verdict(action=HookAction.ALLOW)
+
+
 def _verdict(item: Mapping[str, Any], where: str) -> Verdict:
     action = item.get("action")
+    if action == "allow" and "reason" not in item and "spans" not in item:
+        return _ALLOW  # the common answer, shared: a Verdict is immutable
     try:
         kind = HookAction(str(action))
     except ValueError:

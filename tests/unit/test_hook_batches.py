@@ -15,7 +15,7 @@ import pytest
 
 from imbridge.config.schema import PolicyHook
 from imbridge.events import EventId, Message, Origin, Sender
-from imbridge.hooks import Destination, HookRequest
+from imbridge.hooks import Destination, HookRequest, Verdict
 from imbridge.hooks.remote import HttpHook
 from imbridge.hooks.wire import HookAnswerError, batch_body, parse_batch_answer
 from tests.unit.conftest import StartDaemon, settle, until
@@ -182,6 +182,20 @@ async def test_an_event_past_its_budget_in_a_batch_gets_on_error(
     assert engine.stats["dlp"].errors["allow"] == 1
     hook.gate.set()
     await settle(daemon)
+
+
+async def test_each_waiting_event_keeps_its_own_budget_and_an_answer_in_time_still_counts() -> None:
+    hook = FakeService(per_event(marker), timeout_ms=400)
+    hook.gate.clear()  # the service holds its answers
+    first = asyncio.ensure_future(hook.ask(request("a", Destination("b", "#y"))))
+    await asyncio.sleep(0.25)
+    second = asyncio.ensure_future(hook.ask(request("b", Destination("b", "#y"))))
+    with pytest.raises(TimeoutError):
+        await first
+    assert not second.done()  # its budget started later and is not spent
+    hook.gate.set()  # the answers come, within the second event's budget
+    assert await second == {Destination("b", "#y"): Verdict.allow()}
+    await hook.aclose()
 
 
 def test_batch_settings_are_refused_on_a_python_hook() -> None:
