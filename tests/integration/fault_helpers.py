@@ -284,6 +284,60 @@ class People:
 # -- what arrived ------------------------------------------------------------------------
 
 
+@dataclass
+class IrcSends:
+    """What Ivan said and whether, as he saw it, the relay was in the channel then."""
+
+    present: dict[int, list[int]] = field(default_factory=dict)  # epoch -> numbers
+    absent: list[int] = field(default_factory=list)
+
+
+def relay_presence(ivan: IrcUser, chan: str) -> tuple[bool, int]:
+    """(in the channel now, how many times it joined) from Ivan's JOIN/QUIT view."""
+    joins = leaves = 0
+    for s in ivan.seen:
+        if not s.nick.startswith("relay"):
+            continue
+        if s.kind == "join" and s.target.lower() == chan.lower():
+            joins += 1
+        elif s.kind == "quit" or (s.kind in ("part", "kick") and s.target.lower() == chan.lower()):
+            leaves += 1
+    return joins > leaves, joins
+
+
+def irc_timeline(ivan: IrcUser, chan: str) -> list[tuple[str, int] | None]:
+    """Relayed numbered lines in the channel, in arrival order; None marks a relay QUIT."""
+    out: list[tuple[str, int] | None] = []
+    for s in ivan.seen:
+        if s.kind == "quit" and s.nick.startswith("relay"):
+            out.append(None)
+        elif s.kind == "pubmsg" and s.target.lower() == chan.lower():
+            m = RELAYED.match(s.text)
+            if m and m["tag"] in "mx":
+                out.append((m["tag"], int(m["n"])))
+    return out
+
+
+def split_kill_duplicates(
+    timeline: list[tuple[str, int] | None],
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Separates the one repeat a kill may cause (the last line before a relay QUIT,
+    sent again as the first line after it) from everything else."""
+    lines: list[tuple[str, int]] = []
+    repeats: list[tuple[str, int]] = []
+    after_quit = False
+    for entry in timeline:
+        if entry is None:
+            after_quit = True
+            continue
+        if after_quit and lines and entry == lines[-1]:
+            repeats.append(entry)
+        else:
+            lines.append(entry)
+        after_quit = False
+    return lines, repeats
+
+
 def numbered(texts: Iterable[str], tag: str) -> list[int]:
     """The numbers of relayed lines "<nick@net> {tag}{n}", in the order seen."""
     out = []

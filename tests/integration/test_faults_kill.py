@@ -26,23 +26,26 @@ import itertools
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.integration.fault_helpers import (
-    RELAYED,
     BridgeProcess,
+    IrcSends,
     People,
     config_text,
     exactly_once_in_order,
+    irc_timeline,
     matrix_bodies,
     numbered,
     poll,
+    relay_presence,
+    split_kill_duplicates,
     xmpp_archive_bodies,
 )
-from tests.servers.ircd import Ircd, IrcUser
+from tests.servers.ircd import Ircd
 from tests.servers.prosody import Prosody
 from tests.servers.synapse import SynapseServer
 
@@ -51,60 +54,6 @@ pytestmark = pytest.mark.integration
 FROM_MATRIX = FROM_XMPP = 500  # the 1 000 numbered messages into IRC
 FROM_IRC = 150
 KILLS = 5
-
-
-@dataclass
-class IrcSends:
-    """What Ivan said and whether, as he saw it, the relay was in the channel then."""
-
-    present: dict[int, list[int]] = field(default_factory=dict)  # epoch -> numbers
-    absent: list[int] = field(default_factory=list)
-
-
-def relay_presence(ivan: IrcUser, chan: str) -> tuple[bool, int]:
-    """(in the channel now, how many times it joined) from Ivan's JOIN/QUIT view."""
-    joins = leaves = 0
-    for s in ivan.seen:
-        if not s.nick.startswith("relay"):
-            continue
-        if s.kind == "join" and s.target.lower() == chan.lower():
-            joins += 1
-        elif s.kind == "quit" or (s.kind in ("part", "kick") and s.target.lower() == chan.lower()):
-            leaves += 1
-    return joins > leaves, joins
-
-
-def irc_timeline(ivan: IrcUser, chan: str) -> list[tuple[str, int] | None]:
-    """Relayed numbered lines in the channel, in arrival order; None marks a relay QUIT."""
-    out: list[tuple[str, int] | None] = []
-    for s in ivan.seen:
-        if s.kind == "quit" and s.nick.startswith("relay"):
-            out.append(None)
-        elif s.kind == "pubmsg" and s.target.lower() == chan.lower():
-            m = RELAYED.match(s.text)
-            if m and m["tag"] in "mx":
-                out.append((m["tag"], int(m["n"])))
-    return out
-
-
-def split_kill_duplicates(
-    timeline: list[tuple[str, int] | None],
-) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Separates the one repeat a kill may cause (the last line before a relay QUIT,
-    sent again as the first line after it) from everything else."""
-    lines: list[tuple[str, int]] = []
-    repeats: list[tuple[str, int]] = []
-    after_quit = False
-    for entry in timeline:
-        if entry is None:
-            after_quit = True
-            continue
-        if after_quit and lines and entry == lines[-1]:
-            repeats.append(entry)
-        else:
-            lines.append(entry)
-        after_quit = False
-    return lines, repeats
 
 
 def irc_origin_problems(sends: IrcSends, got: list[int]) -> tuple[str, int]:
