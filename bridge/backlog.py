@@ -9,11 +9,14 @@ person is never turned away because someone else flooded. The backlog can thus p
 limit by the quiet senders' shares, never past twice the limit.
 
 Shedding is decided by the relay inside its commit (`shedding`), so what is shed is on
-the record in the same transaction; this module only counts. Sans-I/O.
+the record in the same transaction; this module only counts. Sans-I/O. The counts take a
+lock: with PostgreSQL the relay's commit runs in the database thread while the outbox
+uncounts delivered items on the loop.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,9 +48,14 @@ class Backlog:
     earlier: int = 0
     """Items a previous run left queued, not read back yet (their senders unknown)."""
     _sources: dict[Source, list[int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def admits(self, source: Source, size: int, limit: BacklogLimit) -> bool:
         """Whether `source` may queue one more item of `size` bytes here."""
+        with self._lock:
+            return self._admits(source, size, limit)
+
+    def _admits(self, source: Source, size: int, limit: BacklogLimit) -> bool:
         items = self.items + self.earlier
         if items < limit.max_items and self.bytes + size <= limit.max_bytes:
             return True
@@ -61,6 +69,10 @@ class Backlog:
 
     def add(self, source: Source, size: int) -> None:
         """Counts an item queued."""
+        with self._lock:
+            self._add(source, size)
+
+    def _add(self, source: Source, size: int) -> None:
         self.items += 1
         self.bytes += size
         mine = self._sources.setdefault(source, [0, 0])
@@ -69,20 +81,22 @@ class Backlog:
 
     def adopt(self, source: Source, size: int) -> None:
         """Counts an item a previous run left, read back now with its sender known."""
-        self.earlier = max(0, self.earlier - 1)
-        self.add(source, size)
+        with self._lock:
+            self.earlier = max(0, self.earlier - 1)
+            self._add(source, size)
 
     def remove(self, source: Source, size: int) -> None:
         """A counted item left the queue (delivered, failed for good, or not needed)."""
-        self.items = max(0, self.items - 1)
-        self.bytes = max(0, self.bytes - size)
-        mine = self._sources.get(source)
-        if mine is None:
-            return
-        mine[0] -= 1
-        mine[1] -= size
-        if mine[0] <= 0:
-            del self._sources[source]
+        with self._lock:
+            self.items = max(0, self.items - 1)
+            self.bytes = max(0, self.bytes - size)
+            mine = self._sources.get(source)
+            if mine is None:
+                return
+            mine[0] -= 1
+            mine[1] -= size
+            if mine[0] <= 0:
+                del self._sources[source]
 
     def held_by(self, source: Source) -> int:
         """Items `source` has waiting here."""
