@@ -2,6 +2,7 @@
 on both ends, in one process.
 
     .venv/bin/python bench/core.py [--events 20000] [--rooms 50] [--hooks-only]
+    .venv/bin/python bench/core.py --database postgresql://USER:PASS@HOST/DB | --postgres
 
 Prints events/s for one source room (in order, each event committed before the next, as
 an adapter delivers them) and for many rooms at once (group commit), both with the state
@@ -17,6 +18,11 @@ but its bookkeeping (fair turns, per-sender counts) is paid on every event.
 
 Last, one room with an HTTP policy hook answering in 1 ms and two record sinks (an HTTP
 collector and a JSON-lines file), against the same room without them, in this run.
+
+With `--database URL` (an empty database the URL's role owns: its tables are emptied
+before each round) or `--postgres` (a PostgreSQL server of its own on loopback, started
+for the run), it prints instead the persisted relay rates on PostgreSQL against the same
+rounds on SQLite (state on disk) in this run, and their ratio.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ import tracemalloc
 from pathlib import Path
 from typing import ClassVar
 
+import psycopg
+from psycopg import sql
+
 from imbridge import logs
 from imbridge.adapter import Capabilities, Cursors, NetworkConfig
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub, Post
@@ -42,6 +51,9 @@ from imbridge.events import Message, Origin, RichText, Sender, new_event_id
 from imbridge.outbox import Item, txn_id_for
 from imbridge.policy import Destination, compile_policy, decide, policy_texts
 from imbridge.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The project's root, where `tests.servers` lives."""
 
 SERVICE = """
 import asyncio, sys
@@ -68,7 +80,13 @@ def source(room: int, sources: int) -> str:
 
 
 def config_text(
-    state: Path, rooms: int, sources: int, archive: bool = True, extra: str = ""
+    state: Path,
+    rooms: int,
+    sources: int,
+    archive: bool = True,
+    extra: str = "",
+    *,
+    database: str | None = None,
 ) -> str:
     gateways = "\n".join(
         f"  g{i}:\n    rooms:\n      - {{network: {source(i, sources)}, room: '#a{i}'}}\n"
@@ -76,8 +94,9 @@ def config_text(
         for i in range(rooms)
     )
     nets = "\n".join(f"  {source(i, sources)}: {{type: memory}}" for i in range(sources))
+    where = f", database: '{database}'" if database else ""
     return f"""
-bridge: {{state_dir: '{state}', log: {{level: error}}}}
+bridge: {{state_dir: '{state}', log: {{level: error}}{where}}}
 archive: {{enabled: {str(archive).lower()}{extra and ", " + extra}}}
 networks:
 {nets}
@@ -88,7 +107,13 @@ gateways:
 
 
 async def start(
-    state: Path, rooms: int, sources: int = 1, archive: bool = True, extra: str = ""
+    state: Path,
+    rooms: int,
+    sources: int = 1,
+    archive: bool = True,
+    extra: str = "",
+    *,
+    database: str | None = None,
 ) -> tuple[Daemon, MemoryHub]:
     hub = MemoryHub()
 
@@ -97,7 +122,9 @@ async def start(
 
     # `extra` is "POLICY-YAML;ARCHIVE-KEYS": a hook sits in `policy`, sinks in `archive`.
     policy, _, keys = extra.rpartition(";")
-    config = parse_config(config_text(state, rooms, sources, archive, keys) + policy)
+    config = parse_config(
+        config_text(state, rooms, sources, archive, keys, database=database) + policy
+    )
     daemon = Daemon(config, factory=build)
     await daemon.start()
     await daemon.ready(10)
@@ -130,8 +157,11 @@ async def relay_rate(
     archive: bool = True,
     *,
     extra: str = "",
+    database: str | None = None,
 ) -> float:
-    daemon, hub = await start(state, rooms, sources, archive, extra)
+    if database is not None:
+        empty(database)
+    daemon, hub = await start(state, rooms, sources, archive, extra, database=database)
     try:
         b = daemon.adapters["b"]
         assert isinstance(b, MemoryAdapter)
@@ -142,8 +172,8 @@ async def relay_rate(
             await asyncio.sleep(0.01)
             relay = daemon.relay
             assert relay is not None
-            if relay.stats["a"].denied or relay.stats["a"].errors:
-                raise SystemExit(f"events were denied or failed: {relay.stats['a']}")
+            if any(s.denied or s.errors for s in relay.stats.values()):  # per source network
+                raise SystemExit(f"events were denied or failed: {relay.stats}")
         rate = events / (time.perf_counter() - t0)
         for r in range(rooms):  # in order per destination
             texts = [p.text for p in hub.in_room(f"#b{r}")]
@@ -152,6 +182,47 @@ async def relay_rate(
         return rate
     finally:
         await daemon.stop(drain=0)
+
+
+def empty(url: str) -> None:
+    """Empties every table but the schema's version, so that a round sees none of the
+    rows of the one before (its archive chain starts again at 1, as in a new file)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+            if name != "schema_version"
+        ]
+        if names:
+            conn.execute(
+                sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+                    sql.SQL(", ").join(map(sql.Identifier, names))
+                )
+            )
+
+
+async def engine_rates(url: str, events: int, rooms: int) -> None:
+    """The relay's persisted rates on SQLite (state on disk) and on PostgreSQL, each
+    round in turn on both engines so that a busy moment on the host hits both alike,
+    best of two."""
+    runs = [
+        ("1 network, 1 room, archive", events // 4, 1, 1, True),
+        ("1 network, 1 room, no archive", events // 4, 1, 1, False),
+        (f"10 networks, {rooms} rooms, archive", events, rooms, 10, True),
+    ]
+    print(f"{'relay, state database':<48}{'SQLite':>12}{'PostgreSQL':>12}{'ratio':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (what, n, rooms_, sources, archive) in enumerate(runs):
+            best: dict[str | None, float] = {}
+            for attempt in range(2):
+                for database in (None, url):
+                    state = Path(tmp) / f"{i}-{attempt}-{'pg' if database else 'sqlite'}"
+                    rate = await relay_rate(state, n, rooms_, sources, archive, database=database)
+                    best[database] = max(rate, best.get(database, 0.0))
+            lite, pg = best[None], best[url]
+            print(f"{what + ':':<48}{lite:>12,.0f}{pg:>12,.0f}{pg / lite:>8.2f}  events/s")
 
 
 def in_process_rate(events: int) -> float:
@@ -288,8 +359,26 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rooms", type=int, default=50)
     parser.add_argument("--hooks-only", action="store_true", help="only the hooks figure")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--database", metavar="URL", help="PostgreSQL against SQLite, on this empty database"
+    )
+    where.add_argument(
+        "--postgres", action="store_true", help="the same, on a loopback server of its own"
+    )
     args = parser.parse_args()
     logs.setup("error", "console")
+    if args.database:
+        await engine_rates(args.database, args.events, args.rooms)
+        return
+    if args.postgres:
+        # Run as a script, sys.path has bench/ but not the project root, home of tests/.
+        sys.path.insert(0, str(ROOT))
+        from tests.servers.postgres import postgres_database  # noqa: PLC0415 - see above
+
+        with postgres_database() as url:
+            await engine_rates(url, args.events, args.rooms)
+        return
     if args.hooks_only:
         await hooks_and_sinks(args.events // 4)
         return
