@@ -289,28 +289,41 @@ class Database:
             return [(False, exc)]
 
     def _run_batch(self, fns: list[TxnFn | None]) -> list[tuple[bool, Any]]:
-        conn = self._require()
+        with self.engine.pipelined():
+            return self._run_jobs(self._require(), fns)
+
+    def _run_jobs(self, conn: Conn, fns: list[TxnFn | None]) -> list[tuple[bool, Any]]:
+        engine = self.engine
         out: list[tuple[bool, Any]] = []
-        conn.execute(self.engine.begin)
+        conn.execute(engine.begin)
         try:
             if len(fns) == 1:  # alone in its commit: a failure rolls back just it anyway
                 try:
                     out.append((True, _must(fns[0])(conn)))
                 except Exception as exc:  # noqa: BLE001 - reported to that caller only
+                    engine.recover()
                     conn.execute("ROLLBACK")
                     return [(False, exc)]
+                # No settle of its own: an error still waiting surfaces at the commit's,
+                # and reaches this one caller all the same.
                 conn.execute("COMMIT")
+                engine.settle()
                 return out
             for fn in fns:
                 conn.execute("SAVEPOINT job")
                 try:
-                    out.append((True, _must(fn)(conn)))
+                    result = _must(fn)(conn)
+                    engine.settle()  # its statements' errors are its own, not the next job's
+                    out.append((True, result))
                 except Exception as exc:  # noqa: BLE001 - reported to that caller only
+                    engine.recover()
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     out.append((False, exc))
                 conn.execute("RELEASE SAVEPOINT job")
             conn.execute("COMMIT")
+            engine.settle()
         except BaseException:
+            engine.recover()
             _rollback(conn)
             raise
         return out

@@ -14,7 +14,8 @@ readers that must not wait behind it (record sinks, the console) take their own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -29,21 +30,92 @@ POOL_MAX = 4
 
 
 class PgConn:
-    """A psycopg connection that takes the statements written for both engines."""
+    """A psycopg connection that takes the statements written for both engines.
+
+    Inside `pipelined` (a group commit), statements go out without waiting for the
+    server: a relayed event is a dozen small statements, and waiting for each one's
+    round trip was most of its cost. Their results are waited for only where a caller
+    reads one (a row, a row count), and at `settle`, which the commit queue calls at the
+    end of each job, so that a failing statement raises in the job that sent it."""
 
     dialect = POSTGRESQL
-    __slots__ = ("raw",)
+    __slots__ = ("_pipeline", "_unsettled", "raw")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self._pipeline: psycopg.Pipeline | None = None
+        self._unsettled = False
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
-        return self.raw.execute(placeholders(sql), parameters)
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        cur = self.raw.execute(placeholders(sql), parameters)
+        return cur if self._pipeline is None else self._pending(cur)
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
         cur = self.raw.cursor()
         cur.executemany(placeholders(sql), parameters)
-        return cur
+        return cur if self._pipeline is None else self._pending(cur)
+
+    def _pending(self, cur: psycopg.Cursor[Any]) -> PendingCursor:
+        self._unsettled = True
+        return PendingCursor(cur, self)
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Statements sent until the block ends wait for the server only when read."""
+        with self.raw.pipeline() as pipeline:
+            self._pipeline = pipeline
+            try:
+                yield
+            finally:
+                self._pipeline = None
+                self._unsettled = False
+
+    def settle(self) -> None:
+        """Waits for every statement sent so far; raises the first one's error."""
+        if self._pipeline is not None and self._unsettled:
+            self._unsettled = False
+            self._pipeline.sync()
+
+    def recover(self) -> None:
+        """After an error: lets the server skip the rest of what was sent with it (a
+        pipeline refuses every statement after an error until it is synced), so the
+        caller can roll back to its savepoint."""
+        if self._pipeline is not None:
+            self._unsettled = False
+            try:
+                self._pipeline.sync()
+            except psycopg.Error:  # that error, or the statements skipped after it
+                pass
+
+
+class PendingCursor:
+    """A statement's cursor in a pipeline: reading it first waits for the server."""
+
+    __slots__ = ("_conn", "_cur")
+
+    def __init__(self, cur: psycopg.Cursor[Any], conn: PgConn) -> None:
+        self._cur = cur
+        self._conn = conn
+
+    def _ready(self) -> psycopg.Cursor[Any]:
+        self._conn.settle()
+        return self._cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._ready().rowcount
+
+    def fetchone(self) -> Any:
+        return self._ready().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._ready().fetchall()
+
+    def fetchmany(self, size: int = 0, /) -> list[Any]:
+        return self._ready().fetchmany(size)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._ready())
 
 
 def connect(url: str) -> PgConn:
@@ -89,6 +161,15 @@ class PostgresEngine:
         if self._conn is None:
             raise StateError("state database is not open")
         return self._conn
+
+    def pipelined(self) -> AbstractContextManager[None]:
+        return self.connection().pipelined()
+
+    def settle(self) -> None:
+        self.connection().settle()
+
+    def recover(self) -> None:
+        self.connection().recover()
 
     def after_writes(self, jobs: int) -> Callable[[], None] | None:
         return None  # the server checkpoints by itself
