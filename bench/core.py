@@ -35,11 +35,9 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
-
-import psycopg
-from psycopg import sql
 
 from imbridge import logs
 from imbridge.adapter import Capabilities, Cursors, NetworkConfig
@@ -159,8 +157,6 @@ async def relay_rate(
     extra: str = "",
     database: str | None = None,
 ) -> float:
-    if database is not None:
-        empty(database)
     daemon, hub = await start(state, rooms, sources, archive, extra, database=database)
     try:
         b = daemon.adapters["b"]
@@ -184,29 +180,10 @@ async def relay_rate(
         await daemon.stop(drain=0)
 
 
-def empty(url: str) -> None:
-    """Empties every table but the schema's version, so that a round sees none of the
-    rows of the one before (its archive chain starts again at 1, as in a new file)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        names = [
-            name
-            for (name,) in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-            if name != "schema_version"
-        ]
-        if names:
-            conn.execute(
-                sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
-                    sql.SQL(", ").join(map(sql.Identifier, names))
-                )
-            )
-
-
-async def engine_rates(url: str, events: int, rooms: int) -> None:
+async def engine_rates(url: str, events: int, rooms: int, empty: Callable[[str], None]) -> None:
     """The relay's persisted rates on SQLite (state on disk) and on PostgreSQL, each
     round in turn on both engines so that a busy moment on the host hits both alike,
-    best of two."""
+    best of two. `empty` empties the database before each round on it."""
     runs = [
         ("1 network, 1 room, archive", events // 4, 1, 1, True),
         ("1 network, 1 room, no archive", events // 4, 1, 1, False),
@@ -218,6 +195,8 @@ async def engine_rates(url: str, events: int, rooms: int) -> None:
             best: dict[str | None, float] = {}
             for attempt in range(2):
                 for database in (None, url):
+                    if database is not None:
+                        empty(database)
                     state = Path(tmp) / f"{i}-{attempt}-{'pg' if database else 'sqlite'}"
                     rate = await relay_rate(state, n, rooms_, sources, archive, database=database)
                     best[database] = max(rate, best.get(database, 0.0))
@@ -368,19 +347,16 @@ async def main() -> None:
     )
     args = parser.parse_args()
     logs.setup("error", "console")
-    if args.database:
-        await engine_rates(args.database, args.events, args.rooms)
-        return
-    if args.postgres:
+    if args.database or args.postgres:
         # Run as a script, sys.path has bench/ but not the project root, home of tests/.
         sys.path.insert(0, str(ROOT))
-        from tests.servers.postgres import postgres_database  # noqa: PLC0415 - see above
+        from tests.servers.postgres import empty_tables, postgres_database  # noqa: PLC0415
 
-        with postgres_database() as url:
-            await engine_rates(url, args.events, args.rooms)
-        return
-    if args.hooks_only:
-        await hooks_and_sinks(args.events // 4)
+        if args.database:
+            await engine_rates(args.database, args.events, args.rooms, empty_tables)
+        else:
+            with postgres_database() as url:
+                await engine_rates(url, args.events, args.rooms, empty_tables)
         return
     base = baseline(args.events)
     print(f"baseline (hub only, no bridge):      {base:>10,.0f} events/s")
