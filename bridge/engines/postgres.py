@@ -39,12 +39,21 @@ class PgConn:
     end of each job, so that a failing statement raises in the job that sent it."""
 
     dialect = POSTGRESQL
-    __slots__ = ("_pipeline", "_unsettled", "raw")
+    __slots__ = ("_epoch", "_pipeline", "_unsettled", "raw")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
         self._pipeline: psycopg.Pipeline | None = None
         self._unsettled = False
+        self._epoch = 0
+
+    @property
+    def batch_epoch(self) -> int | None:
+        """Inside a group commit, a number that changes whenever what its jobs wrote may
+        have been undone (a job rolled back to its savepoint) and at the commit; None
+        outside one. What a job learnt of its own writes holds for the next job while it
+        stays the same (`ArchiveStore.append` keeps the chain's head so)."""
+        return self._epoch if self._pipeline is not None else None
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         cur = self.raw.execute(placeholders(sql), parameters)
@@ -64,11 +73,13 @@ class PgConn:
         """Statements sent until the block ends wait for the server only when read."""
         with self.raw.pipeline() as pipeline:
             self._pipeline = pipeline
+            self._epoch += 1
             try:
                 yield
             finally:
                 self._pipeline = None
                 self._unsettled = False
+                self._epoch += 1
 
     def settle(self) -> None:
         """Waits for every statement sent so far; raises the first one's error."""
@@ -80,6 +91,7 @@ class PgConn:
         """After an error: lets the server skip the rest of what was sent with it (a
         pipeline refuses every statement after an error until it is synced), so the
         caller can roll back to its savepoint."""
+        self._epoch += 1
         if self._pipeline is not None:
             self._unsettled = False
             try:
