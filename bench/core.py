@@ -156,12 +156,15 @@ async def relay_rate(
     *,
     extra: str = "",
     database: str | None = None,
+    cpu: list[float] | None = None,
 ) -> float:
+    """Events/s; `cpu`: gets this process's CPU seconds per event appended (both its
+    threads, not a database server's)."""
     daemon, hub = await start(state, rooms, sources, archive, extra, database=database)
     try:
         b = daemon.adapters["b"]
         assert isinstance(b, MemoryAdapter)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for i in range(events):
             hub.post(f"#a{i % rooms}", "alice", f"message {i}")
         while len(b.sent) < events:
@@ -171,6 +174,8 @@ async def relay_rate(
             if any(s.denied or s.errors for s in relay.stats.values()):  # per source network
                 raise SystemExit(f"events were denied or failed: {relay.stats}")
         rate = events / (time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append((time.process_time() - cpu0) / events)
         for r in range(rooms):  # in order per destination
             texts = [p.text for p in hub.in_room(f"#b{r}")]
             net = source(r, sources)
@@ -189,19 +194,29 @@ async def engine_rates(url: str, events: int, rooms: int, empty: Callable[[str],
         ("1 network, 1 room, no archive", events // 4, 1, 1, False),
         (f"10 networks, {rooms} rooms, archive", events, rooms, 10, True),
     ]
-    print(f"{'relay, state database':<48}{'SQLite':>12}{'PostgreSQL':>12}{'ratio':>8}")
+    print(
+        f"{'relay, state database':<40}{'SQLite':>9}{'PostgreSQL':>12}{'ratio':>7}"
+        f"{'CPU us/event: SQLite':>22}{'PostgreSQL':>12}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for i, (what, n, rooms_, sources, archive) in enumerate(runs):
             best: dict[str | None, float] = {}
+            cpu: dict[str | None, list[float]] = {None: [], url: []}
             for attempt in range(2):
                 for database in (None, url):
                     if database is not None:
                         empty(database)
                     state = Path(tmp) / f"{i}-{attempt}-{'pg' if database else 'sqlite'}"
-                    rate = await relay_rate(state, n, rooms_, sources, archive, database=database)
+                    rate = await relay_rate(
+                        state, n, rooms_, sources, archive, database=database, cpu=cpu[database]
+                    )
                     best[database] = max(rate, best.get(database, 0.0))
             lite, pg = best[None], best[url]
-            print(f"{what + ':':<48}{lite:>12,.0f}{pg:>12,.0f}{pg / lite:>8.2f}  events/s")
+            print(
+                f"{what + ':':<40}{lite:>9,.0f}{pg:>12,.0f}{pg / lite:>7.2f}"
+                f"{min(cpu[None]) * 1e6:>22,.0f}{min(cpu[url]) * 1e6:>12,.0f}"
+            )
+    print("(events/s, best of two; CPU: this process's, both threads, the server's not counted)")
 
 
 def in_process_rate(events: int) -> float:
