@@ -246,7 +246,7 @@ class Database:
                 await asyncio.sleep(0)
                 continue
             batch: list[_Job] = []
-            while pending and len(batch) < MAX_BATCH:
+            while pending and len(batch) < min(MAX_BATCH, self.engine.max_batch):
                 job = pending[0]
                 if not job.ready or job.kind == _READ or job.background:
                     break

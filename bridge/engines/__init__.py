@@ -26,6 +26,8 @@ class Engine(Protocol):
     a round trip to the server, which the loop must not wait for)."""
     begin: str
     """The statement that opens a write transaction."""
+    max_batch: int
+    """Jobs per group commit at most (`imbridge.db.MAX_BATCH` bounds it too)."""
 
     def open(self, migrations: Mapping[str, Sequence[Step]]) -> None:
         """Connects and migrates; runs in the database thread."""

@@ -31,6 +31,7 @@ class SqliteEngine:
     dialect = SQLITE
     on_loop = True
     begin = "BEGIN IMMEDIATE"
+    max_batch = 128  # the batch runs on the event loop: it must stay short
 
     def __init__(self, path: Path | str) -> None:
         self.path: Path | str = Path(path) if str(path) != ":memory:" else ":memory:"
