@@ -33,10 +33,12 @@ class PgConn:
     """A psycopg connection that takes the statements written for both engines.
 
     Inside `pipelined` (a group commit), statements go out without waiting for the
-    server: a relayed event is a dozen small statements, and waiting for each one's
+    server: a relayed event is about ten small statements, and waiting for each one's
     round trip was most of its cost. Their results are waited for only where a caller
     reads one (a row, a row count), and at `settle`, which the commit queue calls at the
-    end of each job, so that a failing statement raises in the job that sent it."""
+    end of each job, so that a failing statement raises in the job that sent it.
+    Pipeline mode refuses COPY and server-side (named) cursors: work that needs them
+    takes a connection of its own (`connect`) rather than a transaction function."""
 
     dialect = POSTGRESQL
     __slots__ = ("_epoch", "_pipeline", "_unsettled", "raw")
