@@ -2,6 +2,7 @@
 on both ends, in one process.
 
     .venv/bin/python bench/core.py [--events 20000] [--rooms 50] [--hooks-only]
+    .venv/bin/python bench/core.py --database postgresql://USER:PASS@HOST/DB | --postgres
 
 Prints events/s for one source room (in order, each event committed before the next, as
 an adapter delivers them) and for many rooms at once (group commit), both with the state
@@ -18,6 +19,11 @@ but its bookkeeping (fair turns, per-sender counts) is paid on every event.
 Last, one room with an HTTP policy hook answering in 1 ms and two record sinks (an HTTP
 collector and a JSON-lines file), against the same room without them, in this run: the
 median ratio of `--rounds` pairs, with the event loop's CPU per event beside each rate.
+
+With `--database URL` (an empty database the URL's role owns: its tables are emptied
+before each round) or `--postgres` (a PostgreSQL server of its own on loopback, started
+for the run), it prints instead the persisted relay rates on PostgreSQL against the same
+rounds on SQLite (state on disk) in this run, and their ratio.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -44,6 +51,9 @@ from imbridge.events import Message, Origin, RichText, Sender, new_event_id
 from imbridge.outbox import Item, txn_id_for
 from imbridge.policy import Destination, compile_policy, decide, policy_texts
 from imbridge.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The project's root, where `tests.servers` lives."""
 
 SERVICE = """
 import asyncio, sys
@@ -70,7 +80,13 @@ def source(room: int, sources: int) -> str:
 
 
 def config_text(
-    state: Path, rooms: int, sources: int, archive: bool = True, extra: str = ""
+    state: Path,
+    rooms: int,
+    sources: int,
+    archive: bool = True,
+    extra: str = "",
+    *,
+    database: str | None = None,
 ) -> str:
     gateways = "\n".join(
         f"  g{i}:\n    rooms:\n      - {{network: {source(i, sources)}, room: '#a{i}'}}\n"
@@ -78,8 +94,9 @@ def config_text(
         for i in range(rooms)
     )
     nets = "\n".join(f"  {source(i, sources)}: {{type: memory}}" for i in range(sources))
+    where = f", database: '{database}'" if database else ""
     return f"""
-bridge: {{state_dir: '{state}', log: {{level: error}}}}
+bridge: {{state_dir: '{state}', log: {{level: error}}{where}}}
 archive: {{enabled: {str(archive).lower()}{extra and ", " + extra}}}
 networks:
 {nets}
@@ -90,7 +107,13 @@ gateways:
 
 
 async def start(
-    state: Path, rooms: int, sources: int = 1, archive: bool = True, extra: str = ""
+    state: Path,
+    rooms: int,
+    sources: int = 1,
+    archive: bool = True,
+    extra: str = "",
+    *,
+    database: str | None = None,
 ) -> tuple[Daemon, MemoryHub]:
     hub = MemoryHub()
 
@@ -99,7 +122,9 @@ async def start(
 
     # `extra` is "POLICY-YAML;ARCHIVE-KEYS": a hook sits in `policy`, sinks in `archive`.
     policy, _, keys = extra.rpartition(";")
-    config = parse_config(config_text(state, rooms, sources, archive, keys) + policy)
+    config = parse_config(
+        config_text(state, rooms, sources, archive, keys, database=database) + policy
+    )
     daemon = Daemon(config, factory=build)
     await daemon.start()
     await daemon.ready(10)
@@ -132,16 +157,19 @@ async def relay_rate(
     archive: bool = True,
     *,
     extra: str = "",
+    database: str | None = None,
     cpu: list[float] | None = None,
+    cpu_clock: Callable[[], float] = time.thread_time,
 ) -> float:
-    """Events/s; `cpu` gets the event loop's own CPU seconds per event (the thread's
-    time: what the relay paid, whatever else the shared machine was running)."""
-    daemon, hub = await start(state, rooms, sources, archive, extra)
+    """Events/s; `cpu` gets the CPU seconds per event appended, by `cpu_clock`: the
+    event loop's own thread by default (what the relay paid, whatever else the shared
+    machine ran), or `time.process_time` for both of this process's threads (with
+    PostgreSQL, the database thread works too; a database server's CPU is not counted)."""
+    daemon, hub = await start(state, rooms, sources, archive, extra, database=database)
     try:
         b = daemon.adapters["b"]
         assert isinstance(b, MemoryAdapter)
-        t0 = time.perf_counter()
-        c0 = time.thread_time()
+        t0, c0 = time.perf_counter(), cpu_clock()
         for i in range(events):
             hub.post(f"#a{i % rooms}", "alice", f"message {i}")
         while len(b.sent) < events:
@@ -153,7 +181,7 @@ async def relay_rate(
                 raise SystemExit(f"events were denied or failed: {failed}")
         rate = events / (time.perf_counter() - t0)
         if cpu is not None:
-            cpu.append((time.thread_time() - c0) / events)
+            cpu.append((cpu_clock() - c0) / events)
         for r in range(rooms):  # in order per destination
             texts = [p.text for p in hub.in_room(f"#b{r}")]
             net = source(r, sources)
@@ -161,6 +189,41 @@ async def relay_rate(
         return rate
     finally:
         await daemon.stop(drain=0)
+
+
+async def engine_rates(url: str, events: int, rooms: int, empty: Callable[[str], None]) -> None:
+    """The relay's persisted rates on SQLite (state on disk) and on PostgreSQL, each
+    round in turn on both engines so that a busy moment on the host hits both alike,
+    best of two. `empty` empties the database before each round on it."""
+    runs = [
+        ("1 network, 1 room, archive", events // 4, 1, 1, True),
+        ("1 network, 1 room, no archive", events // 4, 1, 1, False),
+        (f"10 networks, {rooms} rooms, archive", events, rooms, 10, True),
+    ]
+    print(
+        f"{'relay, state database':<40}{'SQLite':>9}{'PostgreSQL':>12}{'ratio':>7}"
+        f"{'CPU us/event: SQLite':>22}{'PostgreSQL':>12}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (what, n, rooms_, sources, archive) in enumerate(runs):
+            best: dict[str | None, float] = {}
+            cpu: dict[str | None, list[float]] = {None: [], url: []}
+            for attempt in range(2):
+                for database in (None, url):
+                    if database is not None:
+                        empty(database)
+                    state = Path(tmp) / f"{i}-{attempt}-{'pg' if database else 'sqlite'}"
+                    rate = await relay_rate(
+                        state, n, rooms_, sources, archive, database=database,
+                        cpu=cpu[database], cpu_clock=time.process_time,
+                    )  # fmt: skip
+                    best[database] = max(rate, best.get(database, 0.0))
+            lite, pg = best[None], best[url]
+            print(
+                f"{what + ':':<40}{lite:>9,.0f}{pg:>12,.0f}{pg / lite:>7.2f}"
+                f"{min(cpu[None]) * 1e6:>22,.0f}{min(cpu[url]) * 1e6:>12,.0f}"
+            )
+    print("(events/s, best of two; CPU: this process's, both threads, the server's not counted)")
 
 
 def in_process_rate(events: int) -> float:
@@ -322,10 +385,28 @@ async def main() -> None:
     parser.add_argument("--rooms", type=int, default=50)
     parser.add_argument("--hooks-only", action="store_true", help="only the hooks figure")
     parser.add_argument("--rounds", type=int, default=5, help="hooks figure: rounds of both")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--database", metavar="URL", help="PostgreSQL against SQLite, on this empty database"
+    )
+    where.add_argument(
+        "--postgres", action="store_true", help="the same, on a loopback server of its own"
+    )
     args = parser.parse_args()
     logs.setup("error", "console")
     if args.hooks_only:
         await hooks_and_sinks(args.events // 4, args.rounds)
+        return
+    if args.database or args.postgres:
+        # Run as a script, sys.path has bench/ but not the project root, home of tests/.
+        sys.path.insert(0, str(ROOT))
+        from tests.servers.postgres import empty_tables, postgres_database  # noqa: PLC0415
+
+        if args.database:
+            await engine_rates(args.database, args.events, args.rooms, empty_tables)
+        else:
+            with postgres_database() as url:
+                await engine_rates(url, args.events, args.rooms, empty_tables)
         return
     base = baseline(args.events)
     print(f"baseline (hub only, no bridge):      {base:>10,.0f} events/s")

@@ -255,7 +255,7 @@ class Database:
                 await asyncio.sleep(0)
                 continue
             batch: list[_Job] = []
-            while pending and len(batch) < MAX_BATCH:
+            while pending and len(batch) < min(MAX_BATCH, self.engine.max_batch):
                 job = pending[0]
                 if not job.ready or job.kind == _READ or job.background:
                     break
@@ -298,9 +298,13 @@ class Database:
             return [(False, exc)]
 
     def _run_batch(self, fns: list[TxnFn | None]) -> list[tuple[bool, Any]]:
-        conn = self._require()
+        with self.engine.pipelined():
+            return self._run_jobs(self._require(), fns)
+
+    def _run_jobs(self, conn: Conn, fns: list[TxnFn | None]) -> list[tuple[bool, Any]]:
+        engine = self.engine
         out: list[tuple[bool, Any]] = []
-        conn.execute(self.engine.begin)
+        conn.execute(engine.begin)
         try:
             # First, before any row is touched: writers in other instances wait here
             # rather than deadlock on each other's rows (`dialect.serialize`).
@@ -309,20 +313,29 @@ class Database:
                 try:
                     out.append((True, _must(fns[0])(conn)))
                 except Exception as exc:  # noqa: BLE001 - reported to that caller only
+                    engine.recover()
                     conn.execute("ROLLBACK")
                     return [(False, exc)]
+                # No settle of its own: an error still waiting surfaces at the commit's,
+                # and reaches this one caller all the same.
                 conn.execute("COMMIT")
+                engine.settle()
                 return out
             for fn in fns:
                 conn.execute("SAVEPOINT job")
                 try:
-                    out.append((True, _must(fn)(conn)))
+                    result = _must(fn)(conn)
+                    engine.settle()  # its statements' errors are its own, not the next job's
+                    out.append((True, result))
                 except Exception as exc:  # noqa: BLE001 - reported to that caller only
+                    engine.recover()
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     out.append((False, exc))
                 conn.execute("RELEASE SAVEPOINT job")
             conn.execute("COMMIT")
+            engine.settle()
         except BaseException:
+            engine.recover()
             _rollback(conn)
             raise
         return out

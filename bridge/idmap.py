@@ -53,6 +53,13 @@ def in_room_sync(conn: Conn, event_id: str, network: str, room: str) -> bool:
     return row is not None
 
 
+def confines(event: Event) -> bool:
+    """Whether `confined_sync` has a target to look up: a plain message needs no read,
+    and a read of its own would take the event out of the group commit it would share
+    with its neighbours (a read runs alone in the write queue)."""
+    return isinstance(event, Edit) or (isinstance(event, Message) and event.reply_to is not None)
+
+
 def confined_sync(conn: Conn, event: Event) -> Event:
     """`event` with its reply and edit targets kept only if they are in its own room.
 

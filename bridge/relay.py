@@ -41,7 +41,7 @@ from imbridge.hooks.combine import combine
 from imbridge.hooks.engine import cache_key
 from imbridge.hooks.turns import RoomTurns
 from imbridge.hooks.verdict import request_for
-from imbridge.idmap import confined_sync, record_sync
+from imbridge.idmap import confined_sync, confines, record_sync
 from imbridge.outbox import Item, Outbox, enqueue_sync, txn_id_for
 from imbridge.policy import (
     CompiledPolicy,
@@ -325,7 +325,7 @@ class Relay:
             event = await self._address(event, slot.read)
         if isinstance(event, Delete):
             event = await slot.read(lambda conn: reactions.as_removal(conn, event, self.sealer))
-        if isinstance(event, Message | Edit):
+        if confines(event):
             confined = event
             event = await slot.read(lambda conn: confined_sync(conn, confined))
         previous = await self._original(event, slot)

@@ -149,6 +149,22 @@ def _dumps(value: Any) -> str:
     return _BODY_ENCODER.encode(value)
 
 
+ROWS_PER_STATEMENT = 16
+"""Up to this many rows go in one INSERT: an event's record and its decisions are one
+statement, not one each (on PostgreSQL each statement costs the client more than the
+server's work for a row); more (a bulk import) go through `executemany`."""
+
+
+def _insert(conn: Conn, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Inserts `rows` into `table` (a fixed name, with its column list if any)."""
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    if len(rows) > ROWS_PER_STATEMENT:
+        conn.executemany(f"INSERT INTO {table} VALUES {one}", rows)  # noqa: S608 - fixed names
+    else:
+        values = ", ".join([one] * len(rows))
+        conn.execute(f"INSERT INTO {table} VALUES {values}", [v for r in rows for v in r])  # noqa: S608 - fixed names
+
+
 def bound(record: Record) -> tuple[Any, ...]:
     """The metadata a record's ciphertext is bound to (all columns but seq, time, body)."""
     return values_of(record)[2:-1]
@@ -183,6 +199,9 @@ class ArchiveStore:
         self.cipher = Cipher(key.get_secret_value()) if key is not None else None
         self.clock = clock
         self._written: Head | None = None
+        self._known: tuple[Conn, int, Head, int] | None = None
+        """The head and newest time this store last wrote, on which connection, in which
+        group commit (`PgConn.batch_epoch`): see `_tail_and_newest`."""
 
     # -- appending ----------------------------------------------------------------------
 
@@ -196,13 +215,13 @@ class ArchiveStore:
         """Chains and inserts records given as column values (without seq and hash);
         `body` is a JSON-able value, `terms` the text to index (event records only)."""
         serialize(conn)  # one writer of the chain at a time, across instances
-        head = self.tail(conn)
+        head, newest = self._tail_and_newest(conn)
         seq, prev = head.seq, head.hash
         rows: list[tuple[Any, ...]] = []
         fts: list[tuple[int, str]] = []
         # Never earlier than the newest record, whatever the clock did: `verify` relies
         # on record times never decreasing to check what a purge could delete.
-        ts = max(self.clock(), self.newest_ts(conn))
+        ts = max(self.clock(), newest)
         for values in records:
             seq += 1
             body = _dumps(values["body"])
@@ -227,16 +246,35 @@ class ArchiveStore:
             terms = values.get("terms")
             if terms:
                 fts.append((seq, self._terms(terms)))
-        placeholders = ", ".join("?" * (len(COLUMNS) + 1))
-        conn.executemany(f"INSERT INTO archive_records VALUES ({placeholders})", rows)  # noqa: S608 - fixed column list
+        _insert(conn, "archive_records", rows)
         if fts:
-            conn.executemany("INSERT INTO archive_fts_pending (seq, terms) VALUES (?, ?)", fts)
+            _insert(conn, "archive_fts_pending (seq, terms)", fts)
         conn.execute(
             "INSERT INTO archive_chain VALUES (1, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             (seq, prev),
         )
+        epoch = getattr(conn, "batch_epoch", None)
+        self._known = None if epoch is None else (conn, epoch, Head(seq, prev), ts)
         return Head(seq, prev)
+
+    def _tail_and_newest(self, conn: Conn) -> tuple[Head, int]:
+        """`tail` and `newest_ts` in one statement: on PostgreSQL each is a round trip
+        the relay path waits for, once per event. Not even that after this store's own
+        append in the same group commit: the chain's row stays locked by that append
+        until the commit, so no one else can have moved the head since, and a rollback
+        to a savepoint changes the connection's `batch_epoch`, which forgets it."""
+        known = self._known
+        epoch = getattr(conn, "batch_epoch", None)
+        if known is not None and epoch is not None and known[0] is conn and known[1] == epoch:
+            return known[2], known[3]
+        seq, digest, newest = conn.execute(
+            "SELECT (SELECT seq FROM archive_chain WHERE id = 1),"
+            " (SELECT hash FROM archive_chain WHERE id = 1),"
+            " (SELECT max(ts_us) FROM archive_records)"
+        ).fetchone()
+        head = Head(0, GENESIS) if seq is None else Head(int(seq), bytes(digest))
+        return head, 0 if newest is None else int(newest)
 
     @staticmethod
     def newest_ts(conn: Conn) -> int:

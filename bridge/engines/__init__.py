@@ -9,6 +9,7 @@ supplies the connection, the statements that open a transaction, and what runs w
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,11 +26,23 @@ class Engine(Protocol):
     a round trip to the server, which the loop must not wait for)."""
     begin: str
     """The statement that opens a write transaction."""
+    max_batch: int
+    """Jobs per group commit at most (`imbridge.db.MAX_BATCH` bounds it too)."""
 
     def open(self, migrations: Mapping[str, Sequence[Step]]) -> None:
         """Connects and migrates; runs in the database thread."""
 
     def connection(self) -> Conn: ...
+
+    def pipelined(self) -> AbstractContextManager[None]:
+        """Where a group commit runs: PostgreSQL sends its statements without waiting
+        for each one's answer (`PgConn`)."""
+
+    def settle(self) -> None:
+        """Waits for what the job just run has sent, so its errors are its own."""
+
+    def recover(self) -> None:
+        """Readies the connection for a rollback after a job's error."""
 
     def after_writes(self, jobs: int) -> Callable[[], None] | None:
         """Housekeeping due after `jobs` more write jobs, to run in the database thread

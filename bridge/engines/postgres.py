@@ -14,7 +14,8 @@ readers that must not wait behind it (record sinks, the console) take their own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -31,33 +32,119 @@ _ENDS = frozenset({"COMMIT", "ROLLBACK"})
 
 
 class PgConn:
-    """A psycopg connection that takes the statements written for both engines."""
+    """A psycopg connection that takes the statements written for both engines.
+
+    Inside `pipelined` (a group commit), statements go out without waiting for the
+    server: a relayed event is about ten small statements, and waiting for each one's
+    round trip was most of its cost. Their results are waited for only where a caller
+    reads one (a row, a row count), and at `settle`, which the commit queue calls at the
+    end of each job, so that a failing statement raises in the job that sent it.
+    Pipeline mode refuses COPY and server-side (named) cursors: work that needs them
+    takes a connection of its own (`connect`) rather than a transaction function."""
 
     dialect = POSTGRESQL
-    __slots__ = ("raw", "serialized")
+    __slots__ = ("_epoch", "_pipeline", "_unsettled", "raw", "serialized")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self._pipeline: psycopg.Pipeline | None = None
+        self._unsettled = False
+        self._epoch = 0
         self.serialized = False
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+    @property
+    def batch_epoch(self) -> int | None:
+        """Inside a group commit, a number that changes whenever what its jobs wrote may
+        have been undone (a job rolled back to its savepoint) and at the commit; None
+        outside one. What a job learnt of its own writes holds for the next job while it
+        stays the same (`ArchiveStore.append` keeps the chain's head so)."""
+        return self._epoch if self._pipeline is not None else None
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         if sql in _ENDS:
             self.serialized = False
-        return self.raw.execute(placeholders(sql), parameters)
+        cur = self.raw.execute(placeholders(sql), parameters)
+        return cur if self._pipeline is None else self._pending(cur)
 
     def serialize(self) -> None:
-        """Waits for the state lock, held until this transaction ends: transactions that
-        append to the archive's chain or queue deliveries commit one at a time across
-        instances, so the chain has one writer and the outbox's sequence numbers are in
-        commit order (an owner reading `seq > last` never misses a row committed late)."""
+        """Waits for the state lock, held until this transaction ends: writers of every
+        instance commit one at a time, so the archive's chain has one writer and the
+        outbox's sequence numbers are in commit order (an owner reading `seq > last`
+        never misses a row committed late). In a pipeline the server takes the lock
+        before it runs what follows; nothing here waits for it."""
         if not self.serialized:
             self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (STATE_LOCK,))
             self.serialized = True
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
         cur = self.raw.cursor()
         cur.executemany(placeholders(sql), parameters)
-        return cur
+        return cur if self._pipeline is None else self._pending(cur)
+
+    def _pending(self, cur: psycopg.Cursor[Any]) -> PendingCursor:
+        self._unsettled = True
+        return PendingCursor(cur, self)
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Statements sent until the block ends wait for the server only when read."""
+        with self.raw.pipeline() as pipeline:
+            self._pipeline = pipeline
+            self._epoch += 1
+            try:
+                yield
+            finally:
+                self._pipeline = None
+                self._unsettled = False
+                self._epoch += 1
+
+    def settle(self) -> None:
+        """Waits for every statement sent so far; raises the first one's error."""
+        if self._pipeline is not None and self._unsettled:
+            self._unsettled = False
+            self._pipeline.sync()
+
+    def recover(self) -> None:
+        """After an error: lets the server skip the rest of what was sent with it (a
+        pipeline refuses every statement after an error until it is synced), so the
+        caller can roll back to its savepoint."""
+        self._epoch += 1
+        if self._pipeline is not None:
+            self._unsettled = False
+            try:
+                self._pipeline.sync()
+            except psycopg.Error:  # that error, or the statements skipped after it
+                pass
+
+
+class PendingCursor:
+    """A statement's cursor in a pipeline: reading it first waits for the server."""
+
+    __slots__ = ("_conn", "_cur")
+
+    def __init__(self, cur: psycopg.Cursor[Any], conn: PgConn) -> None:
+        self._cur = cur
+        self._conn = conn
+
+    def _ready(self) -> psycopg.Cursor[Any]:
+        self._conn.settle()
+        return self._cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._ready().rowcount
+
+    def fetchone(self) -> Any:
+        return self._ready().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._ready().fetchall()
+
+    def fetchmany(self, size: int = 0, /) -> list[Any]:
+        return self._ready().fetchmany(size)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._ready())
 
 
 def connect(url: str) -> PgConn:
@@ -69,6 +156,13 @@ class PostgresEngine:
     dialect = POSTGRESQL
     on_loop = False
     begin = "BEGIN"
+    max_batch = 64
+    """Each job of a group commit runs under a savepoint, a subtransaction with an id of
+    its own once it writes. The server keeps 64 of them per transaction where every
+    other session's snapshot sees them; past that the transaction "overflows", and
+    every other session (another instance, a DBA's query) looks each one up in
+    pg_subtrans instead, which slows them all while it lasts. A commit per 64 events
+    costs one more flush per 128, which group commit hardly feels."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -103,6 +197,15 @@ class PostgresEngine:
         if self._conn is None:
             raise StateError("state database is not open")
         return self._conn
+
+    def pipelined(self) -> AbstractContextManager[None]:
+        return self.connection().pipelined()
+
+    def settle(self) -> None:
+        self.connection().settle()
+
+    def recover(self) -> None:
+        self.connection().recover()
 
     def after_writes(self, jobs: int) -> Callable[[], None] | None:
         return None  # the server checkpoints by itself

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from imbridge import statefiles
@@ -30,6 +31,7 @@ class SqliteEngine:
     dialect = SQLITE
     on_loop = True
     begin = "BEGIN IMMEDIATE"
+    max_batch = 128  # the batch runs on the event loop: it must stay short
 
     def __init__(self, path: Path | str) -> None:
         self.path: Path | str = Path(path) if str(path) != ":memory:" else ":memory:"
@@ -72,6 +74,15 @@ class SqliteEngine:
         if self._conn is None:
             raise StateError("state database is not open")
         return self._conn
+
+    def pipelined(self) -> AbstractContextManager[None]:
+        return nullcontext()  # a statement on a file has no round trip to save
+
+    def settle(self) -> None:
+        pass
+
+    def recover(self) -> None:
+        pass
 
     def after_writes(self, jobs: int) -> Callable[[], None] | None:
         """A background checkpoint every `CHECKPOINT_EVERY` write jobs, so that the

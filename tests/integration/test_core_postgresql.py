@@ -12,6 +12,7 @@ import pytest
 
 from tests.servers.postgres import PostgresServer
 from tests.unit.conftest import StateDatabase, db_location, start_daemon
+from tests.unit.test_archive_group_commit import *  # noqa: F403
 from tests.unit.test_capture import *  # noqa: F403
 from tests.unit.test_daemon_tasks import *  # noqa: F403
 from tests.unit.test_db_order import *  # noqa: F403

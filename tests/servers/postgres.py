@@ -267,6 +267,26 @@ def postgres_database() -> Iterator[str]:
         yield server.create_database("imbridge")
 
 
+def empty_tables(url: str, *, keep: Sequence[str] = ("schema_version",)) -> None:
+    """Empties every table of the database but `keep`, identities restarted: a benchmark
+    given one database by URL starts each round as on a new one (the archive's chain at
+    1), without the right to create databases."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+            if name not in keep
+        ]
+        if names:
+            conn.execute(
+                sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+                    sql.SQL(", ").join(map(sql.Identifier, names))
+                )
+            )
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     try:

@@ -93,6 +93,40 @@ async def test_a_failing_write_fails_alone(db_location: Path | str) -> None:
         assert await db.read(logged) == [1, 2]
 
 
+def refused(then: int | None = None) -> Callable[[Conn], None]:
+    """A write the database refuses (a duplicate key) with no result read, as most relay
+    statements are: on PostgreSQL its error arrives after the statement was sent; then,
+    with `then`, more statements sent after the refused one."""
+
+    def fn(conn: Conn) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS once (k INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO once VALUES (1)")
+        conn.execute("INSERT INTO once VALUES (1)")
+        if then is not None:
+            append(then)(conn)
+
+    return fn
+
+
+async def test_a_write_the_database_refuses_fails_alone(db_location: Path | str) -> None:
+    async with Database(db_location) as db:
+        for broken in (refused(), refused(then=98)):
+            results: tuple[object, ...] = await asyncio.gather(
+                db.transact(append(1)),
+                db.transact(broken),
+                db.transact(append(2)),
+                return_exceptions=True,
+            )
+            assert results[0] == 1
+            assert isinstance(results[1], Exception)
+            assert "once" in str(results[1]) or "UNIQUE" in str(results[1])
+            assert results[2] == 2
+        with pytest.raises(Exception, match=r"once|UNIQUE"):  # alone in its commit
+            await db.transact(refused(then=97))
+        assert await db.transact(append(3)) == 3
+        assert await db.read(logged) == [1, 2, 1, 2, 3]
+
+
 def message(n: int) -> Message:
     origin = Origin(network="a", room="#r", sender=Sender(id="u", name="u"))
     return Message(id=new_event_id(), origin=origin, text=str(n))
