@@ -660,6 +660,7 @@ class Daemon:
         await self._rebuild(changed, config)
         if isinstance(self.leases, SharedLeases):
             self.leases.set_networks(self._leased(config))  # new ones: at its next round
+            self.leases.config_digest = shared_digest(config)  # others compare at theirs
         for name, adapter in self.adapters.items():
             if name in changed or not self.leases.owns(name):
                 continue

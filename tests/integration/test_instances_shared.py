@@ -122,3 +122,21 @@ async def test_instances_with_different_configs_are_reported(instances: Any) -> 
     await eventually(lambda: two.leases.mismatch == ["one"], what="two sees the mismatch")
     # Reported, not merged: each goes on with its own file.
     assert one.config.policy != two.config.policy
+
+
+async def test_a_reload_to_the_same_config_clears_the_mismatch(
+    instances: Any, tmp_path: Path, postgres_url: str
+) -> None:
+    _, start = instances
+    deny = "policy:\n  rules:\n    - {name: r, action: deny, text: secret}\n"
+    one = await start("one")
+    two = await start("two", deny)
+    await eventually(lambda: one.leases.mismatch == ["two"], what="the mismatch")
+    # `one` is reloaded with the file `two` runs: they agree again, and both see it.
+    state = tmp_path / "one"
+    same = parse_config(
+        f"bridge: {{state_dir: '{state}', database: '{postgres_url}', instance: one,"
+        f" log: {{level: debug}}}}\n{THREE}{deny}"
+    )
+    assert await one.reload(same)
+    await eventually(lambda: one.leases.mismatch == [] and two.leases.mismatch == [], what="agreed")
