@@ -46,6 +46,8 @@ INSTANCE_LOCKS = 0x696D63  # advisory lock class of live instances
 ROUND_SECONDS = 2.0
 """How often an instance looks for networks to take and checks its lease connection."""
 RETRY_SECONDS = 5.0
+FORGET_AFTER = 7 * 86400.0
+"""Seconds after which an instance not seen is dropped from `instances`."""
 SINKS_LEASE = "@sinks"
 """The record sinks run in one instance at a time, like a network (network names may
 not start with @: `RawConfig`)."""
@@ -149,7 +151,10 @@ class SharedLeases:
         return network in self.held
 
     def owner(self, network: str) -> str | None:
-        return self.instance if network in self.held else self.owners.get(network)
+        if network in self.held:
+            return self.instance
+        seen = self.owners.get(network)
+        return None if seen == self.instance else seen  # given up since it last looked
 
     def set_networks(self, networks: Iterable[str]) -> None:
         """A reload's networks; those removed are given up at the next round."""
@@ -198,6 +203,8 @@ class SharedLeases:
             " SET config_sha256 = excluded.config_sha256, seen = excluded.seen",
             (self.instance, self.config_digest, time.time()),
         )
+        # Instances named by host and process leave a row each run: forget old ones.
+        await conn.execute("DELETE FROM instances WHERE seen < %s", (time.time() - FORGET_AFTER,))
         live = await self._live(conn)
         self._check_configs(live)
         await self._observe(conn)
@@ -227,6 +234,7 @@ class SharedLeases:
     async def _release(self, network: str) -> None:
         """Stops running `network`, then gives its lease up, in that order."""
         self.held.discard(network)
+        self.owners.pop(network, None)
         await self._lost(network)
         await self._conn.execute(
             "SELECT pg_advisory_unlock(%s, %s)", (NETWORK_LOCKS, lock_key(network))

@@ -22,7 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import subprocess
+import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +49,7 @@ from tests.integration.fault_helpers import (
 )
 from tests.servers.ircd import Ircd
 from tests.servers.postgres import PostgresServer
+from tests.servers.process import free_port
 from tests.servers.prosody import Prosody
 from tests.servers.synapse import SynapseServer
 
@@ -65,6 +70,10 @@ class Outcome:
     in_xmpp: list[str]
     irc_sends: IrcSends
     survivor_log: str
+    status_before: dict[str, str]
+    status_after: str
+    metrics_before: dict[str, str]
+    metrics_after: dict[str, str]
 
     def report(self) -> str:
         return (
@@ -97,7 +106,26 @@ def last_lease_at(bridge: BridgeProcess) -> float:
 def instance_config(base: str, state: Path, name: str, database: str) -> str:
     config = json.loads(base)
     config["bridge"].update(state_dir=str(state), instance=name, database=database)
+    config["bridge"]["http"] = {"listen": f"127.0.0.1:{free_port()}"}
     return json.dumps(config, indent=1)
+
+
+def status(config: Path) -> str:
+    """What `imbridge status` prints for an instance (its exit code aside)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "imbridge.cli", "status", "-c", str(config)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
+def owners_on_metrics(config: Path) -> dict[str, str]:
+    """`imbridge_network_owner` from an instance's /metrics: network -> instance."""
+    listen = json.loads(config.read_text())["bridge"]["http"]["listen"]
+    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.findall(r'imbridge_network_owner\{instance="([^"]+)",network="([^"]+)"\} 1', text)
+    return {network: instance for instance, network in found}
 
 
 async def run_takeover(
@@ -126,6 +154,9 @@ async def run_takeover(
         # `one` gives up what passes its fair share, `two` takes it; then both run some.
         await poll(lambda: runs(one) | runs(two) == NETWORKS and runs(two), 30, "sharing")
         await poll(lambda: relay_presence(ivan, chan)[0], 30, "relay in the IRC channel")
+        await poll(lambda: len(owners_on_metrics(one.config)) == 3, 30, "owners on /metrics")
+        status_before = {name: status(b.config) for name, b in bridges.items()}
+        metrics_before = owners_on_metrics(one.config)
 
         def into_irc() -> int:
             return sum(1 for e in irc_timeline(ivan, chan) if e is not None)
@@ -195,6 +226,8 @@ async def run_takeover(
             "the sentinels",
         )
         lines, repeats = split_kill_duplicates(irc_timeline(ivan, chan))
+        status_after = status(survivor.config)
+        metrics_after = owners_on_metrics(survivor.config)
         outcome = Outcome(
             killed=victim_name,
             killed_ran=ran,
@@ -207,6 +240,10 @@ async def run_takeover(
             in_xmpp=await xmpp_archive_bodies(xavier, muc),
             irc_sends=sends,
             survivor_log=survivor.tail(),
+            status_before=status_before,
+            status_after=status_after,
+            metrics_before=metrics_before,
+            metrics_after=metrics_after,
         )
     print(outcome.report())
     return outcome
@@ -264,3 +301,22 @@ def test_irc_lines_said_while_the_relay_was_there_arrive_once_in_order(
         assert delivered == said[: len(delivered)], f"a gap in epoch {epoch}"
     last = max(outcome.irc_sends.present)
     assert set(outcome.irc_sends.present[last]) <= received, outcome.report()
+
+
+def test_status_and_metrics_name_the_instance_running_each_network(outcome: Outcome) -> None:
+    before = outcome.metrics_before
+    assert set(before) == NETWORKS, before
+    assert set(before.values()) == {"one", "two"}, before
+    for name, text in outcome.status_before.items():
+        assert f"instance {name}" in text, text
+        other = "two" if name == "one" else "one"
+        for network, runner in before.items():
+            line = next(x for x in text.splitlines() if x.startswith(network + " "))
+            # Its own networks with their connection, the others with who runs them.
+            assert ("connected" in line) if runner == name else (f"on {other}" in line), text
+    survivor = "two" if outcome.killed == "one" else "one"
+    assert outcome.metrics_after == dict.fromkeys(NETWORKS, survivor)
+    for network in NETWORKS:
+        line = next(x for x in outcome.status_after.splitlines() if x.startswith(network + " "))
+        assert " connected " in line, outcome.status_after
+    assert outcome.status_after.rstrip().endswith("ready"), outcome.status_after
