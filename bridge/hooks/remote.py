@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from yarl import URL
 
 from imbridge.config.schema import PolicyHook
 from imbridge.errors import ConfigError, ConfigIssue
@@ -35,6 +36,7 @@ from imbridge.policy import Destination
 
 USER_AGENT = "imbridge-policy-hook/1"
 MAX_ANSWER_BYTES = 1 << 20
+NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout()
 
 
 def read_headers(path: Path, where: str) -> dict[str, str]:
@@ -79,10 +81,12 @@ class HttpHook:
             raise ValueError("an HTTP hook needs a url")
         self.name = config.name
         self.config = config
-        self.url = config.url
+        self.url = URL(config.url)
+        """Parsed once: aiohttp takes a `URL` as it is."""
         self._headers = {
             "User-Agent": USER_AGENT,
             "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
             **(headers or {}),
         }
         self._session: aiohttp.ClientSession | None = None
@@ -112,6 +116,12 @@ class HttpHook:
                 connector=connector,
                 headers=self._headers,
                 raise_for_status=False,
+                # Per request, aiohttp would otherwise match cookies, arm a timer for its
+                # own total timeout (each event's budget bounds the request already) and
+                # set up a decompressor (the service is asked to answer uncompressed).
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=NO_CLIENT_TIMEOUT,
+                auto_decompress=False,
             )
             self._turns = asyncio.Semaphore(self.config.max_concurrency)
         return self._session, self._turns
@@ -174,8 +184,13 @@ class HttpHook:
         async with session.post(self.url, data=data) as resp:
             if resp.status != 200:
                 raise HookAnswerError(f"HTTP {resp.status}")
-            if (resp.content_length or 0) > MAX_ANSWER_BYTES:
-                raise HookAnswerError("answer larger than 1 MiB")
+            length = resp.content_length
+            if length is not None:
+                if length > MAX_ANSWER_BYTES:
+                    raise HookAnswerError("answer larger than 1 MiB")
+                # Bounded by its Content-Length: read in one call, the connection
+                # back in the pool as it returns.
+                return await resp.read()
             chunks: list[bytes] = []
             size = 0
             while chunk := await resp.content.read(MAX_ANSWER_BYTES + 1 - size):
