@@ -43,11 +43,11 @@ def dialect_of(conn: object) -> str:
 
 def serialize(conn: object) -> None:
     """Makes the rest of this transaction wait for other instances' writers (PostgreSQL's
-    `PgConn.serialize`); SQLite's transactions are serialized by its file lock already.
-    Asked by dialect, not by the method's presence: `sqlite3.Connection.serialize` exists
-    too, and copies the whole database into memory."""
+    `PgConn.lock_state`); SQLite's transactions are serialized by its file lock already.
+    Asked by dialect, not by a method's presence: `sqlite3.Connection.serialize`, for
+    one, copies the whole database into memory."""
     if dialect_of(conn) != SQLITE:
-        conn.serialize()  # type: ignore[attr-defined]
+        conn.lock_state()  # type: ignore[attr-defined]
 
 
 def tables(conn: Any) -> set[str]:

@@ -43,14 +43,14 @@ class PgConn:
     takes a connection of its own (`connect`) rather than a transaction function."""
 
     dialect = POSTGRESQL
-    __slots__ = ("_epoch", "_free", "_pipeline", "_unsettled", "_used", "raw", "serialized")
+    __slots__ = ("_epoch", "_free", "_locked", "_pipeline", "_unsettled", "_used", "raw")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
         self._pipeline: psycopg.Pipeline | None = None
         self._unsettled = False
         self._epoch = 0
-        self.serialized = False
+        self._locked = False
         self._free: list[psycopg.Cursor[Any]] = []
         self._used: list[psycopg.Cursor[Any]] = []
 
@@ -64,22 +64,22 @@ class PgConn:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         if sql in _ENDS:
-            self.serialized = False
+            self._locked = False
         if self._pipeline is None:
             return self.raw.execute(placeholders(sql), parameters)
         cur = self._cursor()
         cur.execute(placeholders(sql), parameters)
         return self._pending(cur)
 
-    def serialize(self) -> None:
+    def lock_state(self) -> None:
         """Waits for the state lock, held until this transaction ends: writers of every
         instance commit one at a time, so the archive's chain has one writer and the
         outbox's sequence numbers are in commit order (an owner reading `seq > last`
         never misses a row committed late). In a pipeline the server takes the lock
         before it runs what follows; nothing here waits for it."""
-        if not self.serialized:
+        if not self._locked:
             self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (STATE_LOCK,))
-            self.serialized = True
+            self._locked = True
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
         cur = self.raw.cursor() if self._pipeline is None else self._cursor()
