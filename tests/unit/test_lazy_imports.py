@@ -28,6 +28,9 @@ NOT_WANTED = (
     "argon2",
     "rich",
     "pygments",
+    "psycopg",  # the PostgreSQL engine, only with bridge.database
+    "psycopg_pool",
+    "imbridge.engines.postgres",
 )
 
 PROBE = """
