@@ -280,6 +280,36 @@ class People:
     def rooms(self) -> list[tuple[str, str]]:
         return [("irc", self.chan), ("xm", self.muc), ("mx", self.room)]
 
+    def into_irc(self) -> int:
+        """Relayed numbered lines Ivan has seen in the channel so far."""
+        return sum(1 for e in irc_timeline(self.ivan, self.chan) if e is not None)
+
+    def talk(
+        self, counts: tuple[int, int, int], gaps: tuple[float, float, float], sends: IrcSends
+    ) -> list[asyncio.Task[None]]:
+        """Alice (Matrix), Xavier (XMPP) and Ivan (IRC) each say their numbered lines
+        ("m1", "x1", "i1", ...), `counts` of them `gaps` seconds apart; Ivan notes in
+        `sends` whether the relay was in the channel, as he saw it, when he spoke."""
+
+        async def from_matrix() -> None:
+            for n in range(1, counts[0] + 1):
+                await self.alice.text(self.room, f"m{n}")
+                await asyncio.sleep(gaps[0])
+
+        async def from_xmpp() -> None:
+            for n in range(1, counts[1] + 1):
+                self.xavier.say(self.muc, f"x{n}")
+                await asyncio.sleep(gaps[1])
+
+        async def from_irc() -> None:
+            for n in range(1, counts[2] + 1):
+                present, epoch = relay_presence(self.ivan, self.chan)
+                (sends.present.setdefault(epoch, []) if present else sends.absent).append(n)
+                self.ivan.say(self.chan, f"i{n}")
+                await asyncio.sleep(gaps[2])
+
+        return [asyncio.create_task(f()) for f in (from_matrix, from_xmpp, from_irc)]
+
 
 # -- what arrived ------------------------------------------------------------------------
 

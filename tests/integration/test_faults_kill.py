@@ -156,29 +156,9 @@ async def run_with_kills(
         await bridge.ready()
         await poll(lambda: relay_presence(ivan, chan)[0], 15, "relay in the IRC channel")
 
-        def into_irc() -> int:
-            return sum(1 for e in irc_timeline(ivan, chan) if e is not None)
-
-        async def from_matrix() -> None:
-            for n in range(1, FROM_MATRIX + 1):
-                await alice.text(room, f"m{n}")
-                await asyncio.sleep(0.01)
-
-        async def from_xmpp() -> None:
-            for n in range(1, FROM_XMPP + 1):
-                xavier.say(muc, f"x{n}")
-                await asyncio.sleep(0.03)
-
+        into_irc = people.into_irc
         sends = IrcSends()
-
-        async def from_irc() -> None:
-            for n in range(1, FROM_IRC + 1):
-                present, epoch = relay_presence(ivan, chan)
-                (sends.present.setdefault(epoch, []) if present else sends.absent).append(n)
-                ivan.say(chan, f"i{n}")
-                await asyncio.sleep(0.1)
-
-        talk = [asyncio.create_task(f()) for f in (from_matrix, from_xmpp, from_irc)]
+        talk = people.talk((FROM_MATRIX, FROM_XMPP, FROM_IRC), (0.01, 0.03, 0.1), sends)
         kill_log: list[str] = []
         try:
             for point in points:

@@ -158,29 +158,9 @@ async def run_takeover(
         status_before = {name: status(b.config) for name, b in bridges.items()}
         metrics_before = owners_on_metrics(one.config)
 
-        def into_irc() -> int:
-            return sum(1 for e in irc_timeline(ivan, chan) if e is not None)
-
-        async def from_matrix() -> None:
-            for n in range(1, EACH + 1):
-                await alice.text(room, f"m{n}")
-                await asyncio.sleep(0.01)
-
-        async def from_xmpp() -> None:
-            for n in range(1, EACH + 1):
-                xavier.say(muc, f"x{n}")
-                await asyncio.sleep(0.02)
-
+        into_irc = people.into_irc
         sends = IrcSends()
-
-        async def from_irc() -> None:
-            for n in range(1, EACH + 1):
-                present, epoch = relay_presence(ivan, chan)
-                (sends.present.setdefault(epoch, []) if present else sends.absent).append(n)
-                ivan.say(chan, f"i{n}")
-                await asyncio.sleep(0.02)
-
-        talk = [asyncio.create_task(f()) for f in (from_matrix, from_xmpp, from_irc)]
+        talk = people.talk((EACH, EACH, EACH), (0.01, 0.02, 0.02), sends)
         try:
             await poll(lambda: into_irc() >= 300, 120, "300 lines in IRC")
             victim_name = max(bridges, key=lambda n: len(runs(bridges[n])))
