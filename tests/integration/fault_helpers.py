@@ -310,6 +310,28 @@ class People:
 
         return [asyncio.create_task(f()) for f in (from_matrix, from_xmpp, from_irc)]
 
+    async def sentinels(self, counts: tuple[int, int, int]) -> None:
+        """One more numbered line from each person, waited for in every other room: a
+        late repeat of anything said before would have arrived first, since each
+        destination sends in commit order. Waiting for nothing to happen is never a
+        sleep."""
+        m, x, i = (n + 1 for n in counts)
+        await self.alice.text(self.room, f"m{m}")
+        self.xavier.say(self.muc, f"x{x}")
+        self.ivan.say(self.chan, f"i{i}")
+        relay = self.relay_mx.user_id
+        await testing.eventually(
+            lambda: (
+                {("m", m), ("x", x)} <= set(irc_timeline(self.ivan, self.chan))
+                and m in numbered(self.xavier.bodies(self.muc), "m")
+                and i in numbered(self.xavier.bodies(self.muc), "i")
+                and x in numbered(self.alice.bodies(self.room), "x")
+                and i in numbered(self.alice.bodies(self.room, sender=relay), "i")
+            ),
+            60,
+            "the sentinels",
+        )
+
 
 # -- what arrived ------------------------------------------------------------------------
 

@@ -190,21 +190,7 @@ async def run_takeover(
             )
 
         await poll(complete, 180, "every message delivered")
-        # Sentinels, one from each network: a late repeat of anything would come before
-        # them, since each destination sends in commit order.
-        await alice.text(room, f"m{EACH + 1}")
-        xavier.say(muc, f"x{EACH + 1}")
-        ivan.say(chan, f"i{EACH + 1}")
-        await poll(
-            lambda: (
-                {("m", EACH + 1), ("x", EACH + 1)} <= set(irc_timeline(ivan, chan))
-                and EACH + 1 in numbered(xavier.bodies(muc), "m")
-                and EACH + 1 in numbered(alice.bodies(room), "x")
-                and EACH + 1 in numbered(alice.bodies(room, sender=people.relay_mx.user_id), "i")
-            ),
-            60,
-            "the sentinels",
-        )
+        await people.sentinels((EACH, EACH, EACH))
         lines, repeats = split_kill_duplicates(irc_timeline(ivan, chan))
         status_after = status(survivor.config)
         metrics_after = owners_on_metrics(survivor.config)
