@@ -53,6 +53,11 @@ class MemoryHub:
     def in_room(self, room: str) -> list[Post]:
         return [p for p in self.posts if p.room == room]
 
+    def texts(self, room: str) -> list[str]:
+        """The text of each message posted in `room`, in order (not edits, deletes or
+        reactions): what a reader of the room sees as lines."""
+        return [p.text for p in self.in_room(room) if p.kind == "message"]
+
     def attach(self, member: Member) -> None:
         self._members.append(member)
 

@@ -35,10 +35,6 @@ gateways:
 """
 
 
-def texts(hub: MemoryHub, room: str) -> list[str]:
-    return [p.text for p in hub.in_room(room) if p.kind == "message"]
-
-
 @pytest.fixture
 async def instances(
     postgres_url: str, tmp_path: Path
@@ -84,12 +80,12 @@ async def test_two_instances_share_the_networks_and_relay_across(instances: Any)
         hub.post(f"#{network}", "alice", f"from {network}")
 
     def arrived(n: str) -> bool:
-        return all(f"<alice@{n}> from {n}" in texts(hub, f"#{o}") for o in "abc" if o != n)
+        return all(f"<alice@{n}> from {n}" in hub.texts(f"#{o}") for o in "abc" if o != n)
 
     for network in "abc":
         await eventually(lambda n=network: arrived(n), what=f"relay from {network}")  # type: ignore[misc]
     for network in "abc":  # and exactly once
-        assert sorted(texts(hub, f"#{network}")) == sorted(
+        assert sorted(hub.texts(f"#{network}")) == sorted(
             [f"from {network}"] + [f"<alice@{o}> from {o}" for o in "abc" if o != network]
         )
 
@@ -105,8 +101,8 @@ async def test_a_stopped_instance_networks_are_taken_over(instances: Any) -> Non
     hub.post("#b", "bob", "after the takeover")
     await eventually(
         lambda: (
-            "<bob@b> after the takeover" in texts(hub, "#a")
-            and "<bob@b> after the takeover" in texts(hub, "#c")
+            "<bob@b> after the takeover" in hub.texts("#a")
+            and "<bob@b> after the takeover" in hub.texts("#c")
         ),
         what="relay by two",
     )

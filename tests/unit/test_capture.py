@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from imbridge.adapters.memory import MemoryAdapter, MemoryHub
+from imbridge.adapters.memory import MemoryAdapter
 from imbridge.archive.retention import DAY_US
 from imbridge.archive.sealing import Sealer, SealError
 from imbridge.archive.search import Hit, Query, search
@@ -40,10 +40,6 @@ gateways:
 policy: {policy}
 archive: {archive}
 """
-
-
-def texts(hub: MemoryHub, room: str) -> list[str]:
-    return [p.text for p in hub.in_room(room) if p.kind == "message"]
 
 
 def store_of(daemon: Daemon) -> ArchiveStore:
@@ -79,9 +75,9 @@ async def test_ignored_sender_is_archived_as_ignored_and_never_relayed(
     daemon, hub = await start_daemon(body(ignore='["*bot"]'))
     hub.post("#x", "pagerbot", "disk almost full on zebrahost")
     hub.post("#x", "alice", "real person")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     await settle(daemon)
-    assert texts(hub, "#y") == ["<alice@a> real person"]
+    assert hub.texts("#y") == ["<alice@a> real person"]
     (hit,) = await find(daemon, "zebrahost")
     assert hit.sender == "pagerbot"
     assert [(o.action, o.rule, o.dest_network) for o in hit.outcomes] == [
@@ -97,9 +93,9 @@ async def test_peer_bridge_copy_is_archived_as_ignored_relay_marker(
     daemon, hub = await start_daemon(body(ignore="[peerbridge]"))
     hub.post("#x", "peerbridge", "<carol@elsewhere> quokka sighting", relayed=True)
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     await settle(daemon)
-    assert texts(hub, "#y") == ["<alice@a> sentinel"]
+    assert hub.texts("#y") == ["<alice@a> sentinel"]
     (hit,) = await find(daemon, "quokka")
     assert [(o.action, o.rule) for o in hit.outcomes] == [("ignored", "relay-marker")]
 
@@ -109,9 +105,9 @@ async def test_relay_marker_from_a_person_is_relayed_and_archived_with_the_marke
 ) -> None:
     daemon, hub = await start_daemon(body())
     hub.post("#x", "mallory", "nobody will record this", relayed=True)
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     await settle(daemon)
-    assert texts(hub, "#y") == ["<mallory@a> nobody will record this"]
+    assert hub.texts("#y") == ["<mallory@a> nobody will record this"]
     (hit,) = await find(daemon, "record this")
     assert hit.sender == "mallory"
     assert [(o.kind, o.action) for o in hit.outcomes] == [
@@ -130,9 +126,9 @@ async def test_policy_and_room_notices_are_archived_with_their_text(
     daemon, hub = await start_daemon(
         body(policy=policy, archive='{notice: "This room is bridged and archived."}')
     )
-    await until(lambda: any("bridged and archived" in t for t in texts(hub, "#y")))
+    await until(lambda: any("bridged and archived" in t for t in hub.texts("#y")))
     hub.post("#x", "alice", "the secret plan")
-    await until(lambda: any("no-secrets" in t for t in texts(hub, "#x")))
+    await until(lambda: any("no-secrets" in t for t in hub.texts("#x")))
     await settle(daemon)
     notices = await find(daemon, "bridged archived")
     assert sorted((h.network, h.room, h.sender) for h in notices) == [
@@ -158,10 +154,10 @@ async def test_with_a_key_no_relayed_word_is_in_clear_and_quotes_still_work(
 ) -> None:
     daemon, hub = await start_daemon(body(archive=f"{{encryption_key: {KEY}}}"))
     original = hub.post("#x", "alice", "wombat figures for Tuesday")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     copy = hub.in_room("#y")[0]
     hub.post("#y", "bob", "numbat agreed", reply_to=copy.remote_id)
-    await until(lambda: len(texts(hub, "#x")) == 2)
+    await until(lambda: len(hub.texts("#x")) == 2)
     assert hub.in_room("#x")[1].reply_to == original.remote_id
     hub.post("#x", "carol", "quokka", kind="reaction", target=original.remote_id)
     b = daemon.adapters["b"]
@@ -169,7 +165,7 @@ async def test_with_a_key_no_relayed_word_is_in_clear_and_quotes_still_work(
     b.failures.append(PermanentSendError("room gone"))
     hub.post("#x", "alice", "platypus never arrives")
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: texts(hub, "#y")[-1:] == ["<alice@a> sentinel"])
+    await until(lambda: hub.texts("#y")[-1:] == ["<alice@a> sentinel"])
     await settle(daemon)
     await daemon.db.transact(store_of(daemon).index_pending)
     assert await rows(daemon, "SELECT payload FROM outbox WHERE state = 'failed'") == [("",)]
@@ -192,12 +188,12 @@ async def test_purge_takes_the_relay_copies_and_leaves_no_word_behind(
     hub.post("#x", "alice", "aardvark failed delivery")
     hub.post("#x", "alice", "axolotl merger terms")
     hub.post("#x", "carol", "capybara under hold")
-    await until(lambda: len(texts(hub, "#y")) == 2)
+    await until(lambda: len(hub.texts("#y")) == 2)
     hub.post("#y", "bob", "okapi reply", reply_to=hub.in_room("#y")[0].remote_id)
-    await until(lambda: len(texts(hub, "#x")) == 4)
+    await until(lambda: len(hub.texts("#x")) == 4)
     hub.post("#y", "bob", "wallaby", kind="reaction", target=hub.in_room("#y")[1].remote_id)
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: texts(hub, "#y")[-1:] == ["<alice@a> sentinel"])
+    await until(lambda: hub.texts("#y")[-1:] == ["<alice@a> sentinel"])
     await settle(daemon)
     gone = ["aardvark", "axolotl", "okapi", "wallaby"]
     assert found_in_files(tmp_path, gone)  # on disk before the purge, somewhere
@@ -224,7 +220,7 @@ async def test_own_echoes_are_dropped_not_archived(
     daemon, hub = await start_daemon(body())
     hub.post("#x", "imbridge", "said by the bridge itself", relayed=relayed)
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     await settle(daemon)
     assert daemon.relay is not None
     assert daemon.relay.stats["a"].dropped_echo == 1
@@ -306,9 +302,9 @@ async def test_message_of_invisible_characters_only_is_archived_as_ignored_never
     daemon, hub = await start_daemon(body())
     hub.post("#x", "alice", text)
     hub.post("#x", "alice", "sentinel\u200b")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     await settle(daemon)
-    assert texts(hub, "#y") == ["<alice@a> sentinel\u200b"]
+    assert hub.texts("#y") == ["<alice@a> sentinel\u200b"]
     decided = await rows(
         daemon, "SELECT action, rule FROM archive_records WHERE kind = 'decision' ORDER BY seq"
     )

@@ -26,10 +26,6 @@ gateways:
 """
 
 
-def texts(hub: MemoryHub, room: str) -> list[str]:
-    return [p.text for p in hub.in_room(room) if p.kind == "message"]
-
-
 def kinds(hub: MemoryHub, room: str) -> list[str]:
     return [p.kind for p in hub.in_room(room)]
 
@@ -46,15 +42,15 @@ async def test_an_edit_of_someone_elses_message_changes_nothing_elsewhere(
 ) -> None:
     daemon, hub = await start_daemon(ROOMS % 0)
     original = hub.post("#x", "alice", "I will pay the invoice")
-    await until(lambda: len(texts(hub, "#y")) == 1 and len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1 and len(hub.texts("#z")) == 1)
     hub.post("#x", "mallory", "I will never pay rutabaga", kind="edit", target=original.remote_id)
     hub.post("#x", "mallory", "", kind="delete", target=original.remote_id)
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: len(texts(hub, "#y")) == 2 and len(texts(hub, "#z")) == 2)
+    await until(lambda: len(hub.texts("#y")) == 2 and len(hub.texts("#z")) == 2)
     await settle(daemon)
     assert kinds(hub, "#y") == ["message", "message"]
-    assert texts(hub, "#y") == ["[alice] I will pay the invoice", "[alice] sentinel"]
-    assert texts(hub, "#z") == ["[alice] I will pay the invoice", "[alice] sentinel"]
+    assert hub.texts("#y") == ["[alice] I will pay the invoice", "[alice] sentinel"]
+    assert hub.texts("#z") == ["[alice] I will pay the invoice", "[alice] sentinel"]
     (hit,) = await find(daemon, "rutabaga")
     assert [(o.action, o.rule) for o in hit.outcomes] == [("ignored", "not-author")]
     assert daemon.relay is not None
@@ -64,7 +60,7 @@ async def test_an_edit_of_someone_elses_message_changes_nothing_elsewhere(
 async def test_the_author_can_still_edit_and_delete(start_daemon: StartDaemon) -> None:
     _, hub = await start_daemon(ROOMS % 0)
     original = hub.post("#x", "alice", "teh plan")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     hub.post("#x", "alice", "the plan", kind="edit", target=original.remote_id)
     hub.post("#x", "alice", "", kind="delete", target=original.remote_id)
     await until(lambda: kinds(hub, "#y") == ["message", "edit", "delete"])
@@ -75,15 +71,15 @@ async def test_quick_edits_become_one_short_line_where_edits_cannot_be_shown(
 ) -> None:
     daemon, hub = await start_daemon(ROOMS % 30)
     original = hub.post("#x", "alice", "meet at teh station at noon")
-    await until(lambda: len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#z")) == 1)
     for text in ("meet at the station at noon", "meet at the station at 1pm",
                  "meet at the station at 2pm"):  # fmt: skip
         hub.post("#x", "alice", text, kind="edit", target=original.remote_id)
     await until(lambda: kinds(hub, "#y").count("edit") == 3)
     hub.post("#x", "alice", "sentinel")  # waiting behind it, the line goes at once
-    await until(lambda: "[alice] sentinel" in texts(hub, "#z"))
+    await until(lambda: "[alice] sentinel" in hub.texts("#z"))
     await settle(daemon)
-    assert texts(hub, "#z") == [
+    assert hub.texts("#z") == [
         "[alice] meet at teh station at noon",
         '* alice corrected: "teh" -> "the", "noon" -> "2pm"',
         "[alice] sentinel",
@@ -95,12 +91,12 @@ async def test_an_edit_that_changes_nothing_visible_is_not_shown(
 ) -> None:
     daemon, hub = await start_daemon(ROOMS % 0)
     original = hub.post("#x", "alice", "all good here")
-    await until(lambda: len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#z")) == 1)
     hub.post("#x", "alice", "all  good here ", kind="edit", target=original.remote_id)
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: len(texts(hub, "#z")) == 2)
+    await until(lambda: len(hub.texts("#z")) == 2)
     await settle(daemon)
-    assert texts(hub, "#z") == ["[alice] all good here", "[alice] sentinel"]
+    assert hub.texts("#z") == ["[alice] all good here", "[alice] sentinel"]
 
 
 async def test_held_edits_are_sent_after_a_restart(
@@ -109,17 +105,17 @@ async def test_held_edits_are_sent_after_a_restart(
     hub = MemoryHub()
     daemon, _ = await start_daemon(ROOMS % 30, hub=hub, state=tmp_path / "s")
     original = hub.post("#x", "alice", "ship it on friday")
-    await until(lambda: len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#z")) == 1)
     hub.post("#x", "alice", "ship it on monday", kind="edit", target=original.remote_id)
     hub.post("#x", "alice", "ship it on tuesday", kind="edit", target=original.remote_id)
     await until(lambda: kinds(hub, "#y").count("edit") == 2)
     await daemon.stop(drain=0)
-    assert texts(hub, "#z") == ["[alice] ship it on friday"]  # still held when stopped
+    assert hub.texts("#z") == ["[alice] ship it on friday"]  # still held when stopped
     await start_daemon(ROOMS % 0, hub=hub, state=tmp_path / "s")
-    await until(lambda: len(texts(hub, "#z")) == 2)
+    await until(lambda: len(hub.texts("#z")) == 2)
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: len(texts(hub, "#z")) == 3)
-    assert texts(hub, "#z")[1:] == ['* alice corrected: "friday" -> "tuesday"', "[alice] sentinel"]
+    await until(lambda: len(hub.texts("#z")) == 3)
+    assert hub.texts("#z")[1:] == ['* alice corrected: "friday" -> "tuesday"', "[alice] sentinel"]
 
 
 async def test_a_moderators_deletion_crosses_only_where_the_policy_says_so(
@@ -127,10 +123,10 @@ async def test_a_moderators_deletion_crosses_only_where_the_policy_says_so(
 ) -> None:
     daemon, hub = await start_daemon(ROOMS % 0)
     original = hub.post("#x", "alice", "buy now")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     hub.post("#x", "moderator", "", kind="delete", target=original.remote_id)
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: len(texts(hub, "#y")) == 2)
+    await until(lambda: len(hub.texts("#y")) == 2)
     await settle(daemon)
     assert kinds(hub, "#y") == ["message", "message"]
 
@@ -138,11 +134,11 @@ async def test_a_moderators_deletion_crosses_only_where_the_policy_says_so(
     opted_in = ROOMS % 0 + "policy: {relay_moderator_deletes: true}\n"
     daemon2, _ = await start_daemon(opted_in, hub=hub2, state=tmp_path / "opted-in")
     original = hub2.post("#x", "alice", "buy now")
-    await until(lambda: len(texts(hub2, "#y")) == 1)
+    await until(lambda: len(hub2.texts("#y")) == 1)
     hub2.post("#x", "moderator", "", kind="delete", target=original.remote_id)
     await until(lambda: kinds(hub2, "#y") == ["message", "delete"])
     hub2.post("#x", "moderator", "mod edit", kind="edit", target=original.remote_id)
     hub2.post("#x", "alice", "sentinel")
-    await until(lambda: len(texts(hub2, "#y")) == 2)
+    await until(lambda: len(hub2.texts("#y")) == 2)
     await settle(daemon2)
     assert kinds(hub2, "#y") == ["message", "delete", "message"]  # an edit never crosses

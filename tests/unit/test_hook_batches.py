@@ -19,7 +19,7 @@ from imbridge.hooks import Destination, HookRequest, Verdict
 from imbridge.hooks.remote import HttpHook
 from imbridge.hooks.wire import HookAnswerError, batch_body, parse_batch_answer
 from tests.unit.conftest import StartDaemon, settle, until
-from tests.unit.test_policy_hooks import ROOMS, texts, use_hooks
+from tests.unit.test_policy_hooks import ROOMS, use_hooks
 
 Service = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -116,11 +116,11 @@ async def test_events_arriving_while_a_request_is_out_go_together_in_the_next(
         hub.post("#x", "alice", f"aurora {i}" if i == 2 else f"line {i}")
     await until(lambda: hook.queued == 5)
     hook.gate.set()
-    await until(lambda: "[alice] line 4" in texts(hub, "#y"))
+    await until(lambda: "[alice] line 4" in hub.texts("#y"))
     await settle(daemon)
     assert [len(b["events"]) for b in hook.bodies] == [1, 5]
     assert hook.batches == 2  # /metrics: imbridge_policy_hook_http_requests_total
-    assert texts(hub, "#y") == ["[alice] first"] + [f"[alice] line {i}" for i in (0, 1, 3, 4)]
+    assert hub.texts("#y") == ["[alice] first"] + [f"[alice] line {i}" for i in (0, 1, 3, 4)]
     assert daemon.relay is not None
     assert daemon.relay.stats["a"].denied == 1
 
@@ -147,9 +147,9 @@ async def test_an_event_the_batch_answer_leaves_out_gets_on_error_and_is_counted
     await until(lambda: hook.queued == 3)
     hook.gate.set()
     await until(lambda: len(hook.bodies) == 2)
-    await until(lambda: "[alice] kept 2" in texts(hub, "#y"))
+    await until(lambda: "[alice] kept 2" in hub.texts("#y"))
     await settle(daemon)
-    assert texts(hub, "#y") == ["[alice] first", "[alice] kept 1", "[alice] kept 2"]
+    assert hub.texts("#y") == ["[alice] first", "[alice] kept 1", "[alice] kept 2"]
     assert engine.stats["dlp"].errors["deny"] == 1  # on_error: deny (fail closed)
     assert engine.stats["dlp"].requests == 4
 
@@ -162,12 +162,12 @@ async def test_batch_false_sends_one_event_per_request_in_version_1(
     use_hooks(daemon, hook)
     for text in ("one", "aurora two", "three"):
         hub.post("#x", "alice", text)
-    await until(lambda: "[alice] three" in texts(hub, "#y"))
+    await until(lambda: "[alice] three" in hub.texts("#y"))
     await settle(daemon)
     assert [(b["version"], b["text"]) for b in hook.bodies] == [
         (1, "one"), (1, "aurora two"), (1, "three")
     ]  # fmt: skip
-    assert texts(hub, "#y") == ["[alice] one", "[alice] three"]
+    assert hub.texts("#y") == ["[alice] one", "[alice] three"]
 
 
 async def test_an_event_past_its_budget_in_a_batch_gets_on_error(
@@ -178,7 +178,7 @@ async def test_an_event_past_its_budget_in_a_batch_gets_on_error(
     engine = use_hooks(daemon, hook)
     hook.gate.clear()  # the service never answers
     hub.post("#x", "alice", "crosses by on_error allow")
-    await until(lambda: "[alice] crosses by on_error allow" in texts(hub, "#y"))
+    await until(lambda: "[alice] crosses by on_error allow" in hub.texts("#y"))
     assert engine.stats["dlp"].errors["allow"] == 1
     hook.gate.set()
     await settle(daemon)

@@ -69,10 +69,6 @@ async def start_with_b_down(tmp_path: Path) -> AsyncIterator[Start]:
             await daemon.stop(drain=0)
 
 
-def texts(hub: MemoryHub, room: str) -> list[str]:
-    return [p.text for p in hub.in_room(room) if p.kind == "message"]
-
-
 async def outbox_keys(daemon: Daemon) -> list[str | None]:
     rows = await daemon.db.read(
         lambda c: c.execute("SELECT payload FROM outbox WHERE state = 'pending' ORDER BY seq")
@@ -105,9 +101,9 @@ async def test_deliveries_queued_under_the_old_key_survive_a_rotation(
     b = again.adapters["b"]
     assert isinstance(b, MemoryAdapter)
     b.online = True
-    await until(lambda: len(texts(hub, "#y")) == 8)
+    await until(lambda: len(hub.texts("#y")) == 8)
     await settle(again)
-    assert texts(hub, "#y") == [
+    assert hub.texts("#y") == [
         "<alice@a> wombat figures for Tuesday",
         *(f"<alice@a> q{i}" for i in range(7)),
     ]
@@ -115,8 +111,8 @@ async def test_deliveries_queued_under_the_old_key_survive_a_rotation(
     # A reply to the message kept (sealed) under the old key still quotes it.
     copy = hub.in_room("#y")[0]
     hub.post("#y", "bob", "numbat agreed", reply_to=copy.remote_id)
-    await until(lambda: any("numbat" in t for t in texts(hub, "#x")))
-    assert texts(hub, "#x")[-1] == '<bob@b> (re alice: "wombat figures for Tuesday") numbat agreed'
+    await until(lambda: any("numbat" in t for t in hub.texts("#x")))
+    assert hub.texts("#x")[-1] == '<bob@b> (re alice: "wombat figures for Tuesday") numbat agreed'
 
     # Both sides of the rotation are found by one search.
     assert again.archive is not None
@@ -153,6 +149,6 @@ async def test_a_retired_key_removed_too_early_stops_the_start_and_loses_nothing
     b = again.adapters["b"]
     assert isinstance(b, MemoryAdapter)
     b.online = True
-    await until(lambda: len(texts(hub, "#y")) == 3)
+    await until(lambda: len(hub.texts("#y")) == 3)
     await settle(again)
-    assert texts(hub, "#y") == [f"<alice@a> q{i}" for i in range(3)]
+    assert hub.texts("#y") == [f"<alice@a> q{i}" for i in range(3)]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from imbridge.adapters.memory import MemoryAdapter, MemoryHub
+from imbridge.adapters.memory import MemoryAdapter
 from imbridge.commands.policy import policy_explain
 from imbridge.config.schema import PolicyHook
 from imbridge.daemon import Daemon
@@ -39,10 +39,6 @@ gateways:
       - {network: a, room: "#p"}
       - {network: b, room: "#q"}
 """
-
-
-def texts(hub: MemoryHub, room: str) -> list[str]:
-    return [p.text for p in hub.in_room(room) if p.kind == "message"]
 
 
 def use_hooks(daemon: Daemon, *hooks: Hook) -> Hooks:
@@ -83,9 +79,9 @@ async def test_hook_deny_keeps_the_message_back_tells_the_sender_and_names_the_h
     hub.post("#x", "alice", "the aurora launch")
     hub.post("#x", "alice", "card 4111 here")
     hub.post("#x", "alice", "lunch?")
-    await until(lambda: "[alice] lunch?" in texts(hub, "#y"))
+    await until(lambda: "[alice] lunch?" in hub.texts("#y"))
     await settle(daemon)
-    assert texts(hub, "#y") == ["[alice] card [redacted] here", "[alice] lunch?"]
+    assert hub.texts("#y") == ["[alice] card [redacted] here", "[alice] lunch?"]
     notices = [p.text for p in hub.in_room("#x") if "policy hook" in p.text]
     assert notices == [
         "alice: your message was not relayed (policy hook 'words').",
@@ -106,8 +102,8 @@ async def test_failing_hook_applies_on_error_and_counts_it(start_daemon: StartDa
     await until(lambda: engine.stats["words"].errors["deny"] == 1)
     engine = use_hooks(daemon, python_hook(Broken(), on_error="allow"))
     hub.post("#x", "alice", "let through")
-    await until(lambda: "[alice] let through" in texts(hub, "#y"))
-    assert texts(hub, "#y") == ["[alice] let through"]
+    await until(lambda: "[alice] let through" in hub.texts("#y"))
+    assert hub.texts("#y") == ["[alice] let through"]
     assert engine.stats["words"].errors["allow"] == 1
 
 
@@ -123,8 +119,8 @@ async def test_hook_over_its_time_budget_is_an_error(start_daemon: StartDaemon) 
     hub.post("#p", "alice", "sentinel")
     await until(lambda: engine.stats["words"].errors["deny"] == 2)
     await settle(daemon)
-    assert texts(hub, "#y") == []
-    assert texts(hub, "#q") == []
+    assert hub.texts("#y") == []
+    assert hub.texts("#q") == []
 
 
 async def test_a_slow_hook_holds_back_its_room_only_and_keeps_its_order(
@@ -143,11 +139,11 @@ async def test_a_slow_hook_holds_back_its_room_only_and_keeps_its_order(
     hub.post("#x", "alice", "slow one")
     hub.post("#x", "alice", "after it")
     hub.post("#p", "bob", "other room")
-    await until(lambda: texts(hub, "#q") == ["[bob] other room"])
-    assert texts(hub, "#y") == []  # "after it" waits for "slow one", its room's order
+    await until(lambda: hub.texts("#q") == ["[bob] other room"])
+    assert hub.texts("#y") == []  # "after it" waits for "slow one", its room's order
     release.set()
-    await until(lambda: len(texts(hub, "#y")) == 2)
-    assert texts(hub, "#y") == ["[alice] slow one", "[alice] after it"]
+    await until(lambda: len(hub.texts("#y")) == 2)
+    assert hub.texts("#y") == ["[alice] slow one", "[alice] after it"]
 
 
 async def test_a_reply_to_a_message_still_asking_hooks_keeps_its_quote(
@@ -170,7 +166,7 @@ async def test_a_reply_to_a_message_still_asking_hooks_keeps_its_quote(
     hub.post("#x", "bob", "answer", reply_to=first.remote_id)
     await until(lambda: len(quotes) == 2)
     release.set()
-    await until(lambda: len(texts(hub, "#y")) == 2)
+    await until(lambda: len(hub.texts("#y")) == 2)
     assert quotes[1] == "first words"
 
 
@@ -179,15 +175,15 @@ async def test_an_event_handed_over_twice_asks_the_hook_once(start_daemon: Start
     marker = Marker()
     use_hooks(daemon, python_hook(marker))
     post = hub.post("#x", "alice", "once")
-    await until(lambda: "[alice] once" in texts(hub, "#y"))
+    await until(lambda: "[alice] once" in hub.texts("#y"))
     adapter = daemon.adapters["a"]
     assert isinstance(adapter, MemoryAdapter)
     adapter.deliver(post)  # the network hands the same message over again
     hub.post("#x", "alice", "sentinel")
-    await until(lambda: "[alice] sentinel" in texts(hub, "#y"))
+    await until(lambda: "[alice] sentinel" in hub.texts("#y"))
     await settle(daemon)
     assert marker.asked == ["once", "sentinel"]
-    assert texts(hub, "#y") == ["[alice] once", "[alice] sentinel"]
+    assert hub.texts("#y") == ["[alice] once", "[alice] sentinel"]
 
 
 def test_http_answer_must_cover_every_destination_and_be_understood() -> None:
@@ -231,9 +227,9 @@ async def test_a_correction_line_never_quotes_words_a_hook_redacted(
     daemon, hub = await start_daemon(body)
     use_hooks(daemon, python_hook(Marker()))
     first = hub.post("#x", "alice", "card 4111 ok")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     hub.post("#x", "alice", "card 4111 fine", kind="edit", target=first.remote_id)
-    await until(lambda: len(texts(hub, "#y")) == 2)
+    await until(lambda: len(hub.texts("#y")) == 2)
     await settle(daemon)
-    assert not any("4111" in t for t in texts(hub, "#y"))
-    assert texts(hub, "#y")[1] == "* corrected: [alice] card [redacted] fine"
+    assert not any("4111" in t for t in hub.texts("#y"))
+    assert hub.texts("#y")[1] == "* corrected: [alice] card [redacted] fine"

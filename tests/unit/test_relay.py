@@ -27,20 +27,16 @@ gateways:
 """
 
 
-def texts(hub: MemoryHub, room: str) -> list[str]:
-    return [p.text for p in hub.in_room(room) if p.kind == "message"]
-
-
 async def test_message_fans_out_to_every_other_room_and_never_back(
     start_daemon: StartDaemon,
 ) -> None:
     daemon, hub = await start_daemon(THREE_ROOMS)
     hub.post("#x", "alice", "hello")
-    await until(lambda: len(texts(hub, "#y")) == 1 and len(texts(hub, "#z")) == 1)
-    assert texts(hub, "#y") == ["[alice] hello"]
-    assert texts(hub, "#z") == ["[alice] hello"]
+    await until(lambda: len(hub.texts("#y")) == 1 and len(hub.texts("#z")) == 1)
+    assert hub.texts("#y") == ["[alice] hello"]
+    assert hub.texts("#z") == ["[alice] hello"]
     await settle(daemon)
-    assert texts(hub, "#x") == ["hello"]  # the origin room got no copy
+    assert hub.texts("#x") == ["hello"]  # the origin room got no copy
 
 
 async def test_relayed_copies_echoed_back_are_not_relayed_again(
@@ -49,10 +45,10 @@ async def test_relayed_copies_echoed_back_are_not_relayed_again(
     daemon, hub = await start_daemon(THREE_ROOMS)
     for i in range(20):
         hub.post("#x", "alice", f"m{i}")
-    await until(lambda: len(texts(hub, "#z")) == 20)
+    await until(lambda: len(hub.texts("#z")) == 20)
     await settle(daemon)
-    assert len(texts(hub, "#y")) == 20
-    assert texts(hub, "#x") == [f"m{i}" for i in range(20)]
+    assert len(hub.texts("#y")) == 20
+    assert hub.texts("#x") == [f"m{i}" for i in range(20)]
     assert daemon.relay is not None
     assert daemon.relay.stats["b"].dropped_echo == 20
 
@@ -62,15 +58,15 @@ async def test_edit_follows_its_message_or_becomes_a_correction_line(
 ) -> None:
     _, hub = await start_daemon(THREE_ROOMS)
     original = hub.post("#x", "alice", "teh plan")
-    await until(lambda: len(texts(hub, "#y")) == 1 and len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1 and len(hub.texts("#z")) == 1)
     hub.post("#x", "alice", "the plan", kind="edit", target=original.remote_id)
     await until(lambda: any(p.kind == "edit" for p in hub.in_room("#y")))
     copy_in_y = hub.in_room("#y")[0]
     edit_in_y = next(p for p in hub.in_room("#y") if p.kind == "edit")
     assert edit_in_y.target == copy_in_y.remote_id
     assert edit_in_y.text == "[alice] the plan"
-    await until(lambda: len(texts(hub, "#z")) == 2)
-    assert texts(hub, "#z")[1] == '* alice corrected: "teh" -> "the"'
+    await until(lambda: len(hub.texts("#z")) == 2)
+    assert hub.texts("#z")[1] == '* alice corrected: "teh" -> "the"'
 
 
 HELD_BACK = """
@@ -99,11 +95,11 @@ async def test_a_correction_line_says_the_whole_text_where_the_message_never_arr
     quotes the word the rule kept from it."""
     _, hub = await start_daemon(HELD_BACK)
     original = hub.post("#x", "alice", "teh plan")
-    await until(lambda: len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#z")) == 1)
     hub.post("#x", "alice", "the plan", kind="edit", target=original.remote_id)
-    await until(lambda: len(texts(hub, "#z")) == 2 and len(texts(hub, "#y")) == 1)
-    assert texts(hub, "#y") == ["* corrected: [alice] the plan"]
-    assert texts(hub, "#z")[1] == '* alice corrected: "teh" -> "the"'
+    await until(lambda: len(hub.texts("#z")) == 2 and len(hub.texts("#y")) == 1)
+    assert hub.texts("#y") == ["* corrected: [alice] the plan"]
+    assert hub.texts("#z")[1] == '* alice corrected: "teh" -> "the"'
 
 
 async def test_delete_removes_the_relayed_copy_where_deletes_exist(
@@ -111,7 +107,7 @@ async def test_delete_removes_the_relayed_copy_where_deletes_exist(
 ) -> None:
     daemon, hub = await start_daemon(THREE_ROOMS)
     original = hub.post("#x", "alice", "oops")
-    await until(lambda: len(texts(hub, "#y")) == 1 and len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1 and len(hub.texts("#z")) == 1)
     hub.post("#x", "alice", "", kind="delete", target=original.remote_id)
     await until(lambda: any(p.kind == "delete" for p in hub.in_room("#y")))
     delete = next(p for p in hub.in_room("#y") if p.kind == "delete")
@@ -125,13 +121,13 @@ async def test_reply_points_at_the_relayed_copy_or_quotes_the_original(
 ) -> None:
     _, hub = await start_daemon(THREE_ROOMS)
     hub.post("#x", "alice", "lunch at noon?")
-    await until(lambda: len(texts(hub, "#y")) == 1 and len(texts(hub, "#z")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1 and len(hub.texts("#z")) == 1)
     copy_in_y = hub.in_room("#y")[0]
     hub.post("#y", "bob", "yes", reply_to=copy_in_y.remote_id)
-    await until(lambda: len(texts(hub, "#x")) == 2 and len(texts(hub, "#z")) == 2)
+    await until(lambda: len(hub.texts("#x")) == 2 and len(hub.texts("#z")) == 2)
     reply_in_x = hub.in_room("#x")[1]
     assert reply_in_x.reply_to == hub.in_room("#x")[0].remote_id  # alice's original
-    assert texts(hub, "#z")[1] == '[bob] (re alice: "lunch at noon?") yes'
+    assert hub.texts("#z")[1] == '[bob] (re alice: "lunch at noon?") yes'
 
 
 async def test_direction_in_feeds_but_never_receives_and_out_only_receives(
@@ -152,11 +148,11 @@ gateways:
     hub.post("#in", "alice", "from in")
     hub.post("#both", "bob", "from both")
     hub.post("#out", "carol", "from out")
-    await until(lambda: len(texts(hub, "#out")) == 3)
+    await until(lambda: len(hub.texts("#out")) == 3)
     await settle(daemon)
-    assert texts(hub, "#in") == ["from in"]
-    assert texts(hub, "#both") == ["from both", "<alice@a> from in"]
-    assert sorted(texts(hub, "#out")) == sorted(
+    assert hub.texts("#in") == ["from in"]
+    assert hub.texts("#both") == ["from both", "<alice@a> from in"]
+    assert sorted(hub.texts("#out")) == sorted(
         ["from out", "<alice@a> from in", "<bob@b> from both"]
     )
 
@@ -190,12 +186,12 @@ gateways:
 """
     second, _ = await start_daemon(second_body, hub=hub, state=tmp_path_factory.mktemp("two"))
     hub.post("#x", "alice", "only once please")
-    await until(lambda: len(texts(hub, "#y")) >= 2)
+    await until(lambda: len(hub.texts("#y")) >= 2)
     for d in (first, second):
         await settle(d)
     # Each bridge relays alice's line once; neither relays the other's copy back.
-    assert texts(hub, "#y") == ["<alice@a> only once please"] * 2
-    assert texts(hub, "#x") == ["only once please"]
+    assert hub.texts("#y") == ["<alice@a> only once please"] * 2
+    assert hub.texts("#x") == ["only once please"]
 
 
 async def test_ignored_peer_bot_is_not_relayed(start_daemon: StartDaemon) -> None:
@@ -211,9 +207,9 @@ gateways:
 """)
     hub.post("#x", "matterbot", "relayed by someone else")
     hub.post("#x", "alice", "real person")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     await settle(daemon)
-    assert texts(hub, "#y") == ["<alice@a> real person"]
+    assert hub.texts("#y") == ["<alice@a> real person"]
 
 
 async def test_control_characters_never_reach_another_network(
@@ -221,8 +217,8 @@ async def test_control_characters_never_reach_another_network(
 ) -> None:
     _, hub = await start_daemon()
     hub.post("#x", "mallory\u202e", "hi\r\nPRIVMSG #ops :pwned\x00\x01\x07")
-    await until(lambda: len(texts(hub, "#y")) == 1)
-    relayed = texts(hub, "#y")[0]
+    await until(lambda: len(hub.texts("#y")) == 1)
+    relayed = hub.texts("#y")[0]
     assert relayed == "<mallory@a> hi\nPRIVMSG #ops :pwned"
     assert not any(ord(c) < 32 and c != "\n" for c in relayed)
 
@@ -230,12 +226,12 @@ async def test_control_characters_never_reach_another_network(
 async def test_a_replayed_remote_message_is_relayed_once(start_daemon: StartDaemon) -> None:
     daemon, hub = await start_daemon()
     post = hub.post("#x", "alice", "once")
-    await until(lambda: len(texts(hub, "#y")) == 1)
+    await until(lambda: len(hub.texts("#y")) == 1)
     adapter = daemon.adapters["a"]
     assert isinstance(adapter, MemoryAdapter)
     adapter.deliver(post)  # the server (or a resync after restart) sends it again
     await until(lambda: daemon.relay is not None and daemon.relay.stats["a"].duplicates == 1)
-    assert texts(hub, "#y") == ["<alice@a> once"]
+    assert hub.texts("#y") == ["<alice@a> once"]
 
 
 DENY_NOTIFY = """
@@ -258,8 +254,8 @@ async def test_policy_test_previews_the_notice_the_relay_sends(
 ) -> None:
     _, hub = await start_daemon(DENY_NOTIFY)
     hub.post("#x", "alice", "the secret plan")
-    await until(lambda: len(texts(hub, "#x")) == 2)
-    sent = texts(hub, "#x")[1]
+    await until(lambda: len(hub.texts("#x")) == 2)
+    sent = hub.texts("#x")[1]
     path = tmp_path / "bridge.yaml"
     path.write_text(f"bridge: {{state_dir: '{tmp_path}'}}\n{DENY_NOTIFY}")
     out = io.StringIO()
