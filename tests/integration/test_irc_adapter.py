@@ -96,7 +96,12 @@ async def test_relayed_text_never_injects_a_command(
             await relay.send(outgoing(chan, text))
         await relay.send(outgoing(chan, "end"))
         await eventually(lambda: "end" in bob.texts(chan, "relay"), what="the end marker")
-        await asyncio.sleep(0.3)  # anything injected would have arrived with it
+        # A sentinel for the observer: Bob writes to them only after the server handled
+        # every line of the relay's, so anything injected reaches them before it.
+        bob.say(observer.nick, "sentinel")
+        await eventually(
+            lambda: any(s.text == "sentinel" for s in observer.seen), what="the sentinel"
+        )
         assert observer.messages(other) == []
         assert [s for s in observer.seen if s.nick == "relay"] == []
         assert relay.connected

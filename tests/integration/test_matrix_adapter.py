@@ -4,7 +4,6 @@ neither lose nor repeat anything. Matrix users are real matrix-nio clients."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -239,8 +238,10 @@ async def test_matrix_restart_resumes_without_loss_or_repeat(
         await adapter.join(room)
         await alice.text(room, "m151")
         await wait_for(lambda: len(sink.messages()) >= 152, timeout=20, what="152 messages")
-        await asyncio.sleep(0.3)
-        assert [m.text for m in sink.messages()] == [f"m{i}" for i in range(152)]
+        # A trailing sentinel: a late duplicate of any of them would come before it.
+        await alice.text(room, "m152")
+        await wait_for(lambda: sink.messages()[-1].text == "m152", what="the sentinel")
+        assert [m.text for m in sink.messages()] == [f"m{i}" for i in range(153)]
     finally:
         await adapter.aclose()
 
@@ -267,12 +268,14 @@ async def test_matrix_encrypted_room_is_announced_and_never_relayed(
             }
         ],
     )
+    plain = await alice.create_room(invite=[relay.user_id])
     cursors = DictCursors()
     sink = Sink(cursors)
     adapter = make_adapter(synapse, relay, cursors)
     await adapter.start(sink)
     try:
         await adapter.join(room)
+        await adapter.join(plain)
         resp = await alice.client.room_send(
             room,
             "m.room.encrypted",
@@ -291,8 +294,16 @@ async def test_matrix_encrypted_room_is_announced_and_never_relayed(
         assert "encrypted" in notice[0]["content"]["body"]
         with pytest.raises(PermanentSendError):
             await adapter.send(outgoing(room, "must not go in"))
-        await asyncio.sleep(0.5)
-        assert sink.events == []
+        # Trailing sentinels instead of a pause: the relay reads the rooms in order, so
+        # once it has relayed a line said later in a plain room, it has passed over the
+        # encrypted room's events (and said what it had to say there); once Alice sees
+        # her own later line in the encrypted room, she has seen whatever it said.
+        await alice.text(plain, "sentinel")
+        await wait_for(sink.messages, what="the sentinel from the plain room")
+        await alice.text(room, "checked")
+        await wait_for(lambda: "checked" in alice.bodies(room), what="Alice's own line")
+        assert [(e.origin.room, e.text) for e in sink.messages()] == [(plain, "sentinel")]
+        assert [e for e in sink.events if e.origin.room == room] == []
         assert len(alice.messages(room, sender=relay.user_id)) == 1  # said once
     finally:
         await adapter.aclose()

@@ -136,7 +136,10 @@ async def test_xmpp_bridge_restart_catches_up_from_history_once(
             await eventually(lambda: relayed() == ["<alice@xm> before"], what="first relay")
         for n in range(3):
             alice.say(a, f"while away {n}")  # the bridge is down: only the archive has it
-        await asyncio.sleep(0.3)
+        await eventually(  # the room reflected (and so archived) all three
+            lambda: sum(b.startswith("while away") for b in alice.bodies(a)) == 3,
+            what="the room's copies",
+        )
         async with Daemon(config) as daemon:
             assert await daemon.ready(30)
             expected = ["<alice@xm> before"] + [f"<alice@xm> while away {n}" for n in range(3)]
@@ -180,7 +183,7 @@ async def test_xmpp_restart_catches_up_a_room_where_nobody_had_spoken(prosody: P
         await first.aclose()
         await alice.join(room, "alice")
         alice.say(room, "anyone here?")
-        await asyncio.sleep(0.2)
+        await eventually(lambda: alice.bodies(room) == ["anyone here?"], what="the room's copy")
         second = XmppAdapter("xm", config, cursors)
         try:
             await second.start(sink)

@@ -139,14 +139,16 @@ async def test_xmpp_message_sent_after_an_attachment_waits_for_its_upload(
 ) -> None:
     """Sends to one room may be in flight together; a slow download must not let the
     next message overtake the one with the file."""
-    room = prosody.room("order")
+    room, other = prosody.room("order"), prosody.room("elsewhere")
     bob = await XmppUser.login(prosody)
     try:
         await bob.join(room, "bob")
+        await bob.join(other, "bob")
         async with serving({"slow.png": (PNG, "image/png")}) as files, running(
             prosody, [], media_allow_origins=[files.origin]
         ) as adapter:  # fmt: skip
             await adapter.join(room)
+            await adapter.join(other)
             release = files.held["slow.png"] = asyncio.Event()
             slow = Attachment(url=files.url("slow.png"), name="slow.png")
             first = asyncio.create_task(
@@ -156,7 +158,12 @@ async def test_xmpp_message_sent_after_an_attachment_waits_for_its_upload(
             second = asyncio.create_task(
                 adapter.send(Outgoing(room=room, event=with_files("2"), txn_id="o2"))
             )
-            await asyncio.sleep(0.5)  # room for the second message to overtake, if it could
+            # A sentinel instead of a pause: a message to another room, sent after the
+            # second on the same stream. Had the second not waited, Bob would have it
+            # before the sentinel.
+            await adapter.send(Outgoing(room=other, event=with_files("sentinel"), txn_id="o3"))
+            await eventually(lambda: bob.bodies(other) == ["sentinel"], what="the sentinel")
+            assert not second.done()
             assert bob.bodies(room) == []
             release.set()
             await asyncio.gather(first, second)
