@@ -19,7 +19,8 @@
    `archive.attachments` off and on, and the worker's cost to store one file.
 With `--database URL` (a PostgreSQL database the URL's role owns; emptied first) or
 `--postgres` (a loopback server of its own for the run): 1 and 2 on PostgreSQL instead,
-the search baseline being the bare tsquery on the GIN index.
+the search baseline being the bare tsquery on the GIN index; then 3 on PostgreSQL, its
+time and peak memory through server-side cursors against psycopg's default cursor.
 Targets (issue 8): >= 5 000 records/s written, search p50 < 50 ms at 1 000 000 records;
 (issue 15) verify of 1 000 000 records with signed heads under 60 s.
 """
@@ -46,7 +47,7 @@ from imbridge.archive.search import Query, match_terms, search
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
 from imbridge.config.schema import Archive
 from imbridge.db import Conn, Database
-from imbridge.dialect import POSTGRESQL, SQLITE, dialect_of, placeholders
+from imbridge.dialect import POSTGRESQL, SQLITE, dialect_of, placeholders, streamed
 from imbridge.engines.postgres import PgConn, connect
 from imbridge.events import Attachment, EventId, Message, Origin, Sender
 from imbridge.migrate import apply_migrations
@@ -346,8 +347,35 @@ def on_postgres(url: str, state: Path, args: argparse.Namespace) -> None:
             f"({args.records / took:,.0f} records/s bulk), {size / 1e6:,.0f} MB with indexes"
         )
         search_bench(conn, store, args.queries)
+        verify_pg_bench(conn, store)
     finally:
         conn.raw.close()
+
+
+def memory_kib(field: str) -> int:
+    """A line of /proc/self/status (VmRSS now, VmHWM the peak since the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def verify_pg_bench(conn: PgConn, store: ArchiveStore) -> None:
+    """`imbridge archive verify` on PostgreSQL through server-side cursors in one
+    snapshot (`dialect.streamed`), against the baseline of psycopg's default cursor,
+    which takes the whole result into memory: time and peak resident growth of each."""
+    for name, walk in (("default cursor", nullcontext(conn)), ("streamed", streamed(conn))):
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from here
+        before = memory_kib("VmRSS")
+        start = time.perf_counter()
+        with walk as rows:
+            problem, count = store.verify(rows)
+        took = time.perf_counter() - start
+        grown = (memory_kib("VmHWM") - before) / 1024
+        print(
+            f"verify on PostgreSQL ({name}): {count:,} records in {took:.1f} s, "
+            f"{'intact' if problem is None else problem}; peak memory +{grown:,.0f} MiB"
+        )
 
 
 def postgres_helpers() -> Any:

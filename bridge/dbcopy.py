@@ -26,26 +26,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-import psycopg
-
 from imbridge import textlinks
 from imbridge.archive import fulltext
 from imbridge.archive.store import ARCHIVE_MIGRATIONS
 from imbridge.console.migrations import CONSOLE_MIGRATIONS
 from imbridge.db import CORE_MIGRATIONS, Conn
-from imbridge.dialect import POSTGRESQL, Step, placeholders, snapshot
+from imbridge.dialect import POSTGRESQL, Step
 from imbridge.engines.postgres import PgConn
 from imbridge.engines.sqlite import SqliteEngine
 from imbridge.errors import StateError
@@ -413,41 +410,6 @@ def finish(src: sqlite3.Connection, dst: Conn) -> None:
         conn.execute(f"DROP TABLE {PROGRESS_TABLE}")
 
     in_transaction(dst, work)
-
-
-class _Streamed:
-    """A connection whose statements run in server-side cursors: `fetchmany` then holds
-    one batch in memory, not the whole result (psycopg's default cursor takes every row
-    of a query at once, which for years of archive is more memory than the host has)."""
-
-    dialect = POSTGRESQL
-
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
-        self.raw = raw
-        self._names = itertools.count()
-        self.opened: list[psycopg.ServerCursor[Any]] = []
-
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
-        cur = self.raw.cursor(name=f"imbridge_copy_{next(self._names)}")
-        self.opened.append(cur)
-        cur.execute(placeholders(sql), parameters)
-        return cur
-
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
-        raise StateError("read-only")
-
-
-@contextmanager
-def streamed(dst: PgConn) -> Iterator[Conn]:
-    """A read-only snapshot of the target, read in batches (the verification's walk)."""
-    dst.execute(snapshot(POSTGRESQL))
-    conn = _Streamed(dst.raw)
-    try:
-        yield conn
-    finally:
-        for cur in conn.opened:
-            cur.close()
-        dst.execute("ROLLBACK")
 
 
 def summary(copied: Mapping[str, int]) -> str:

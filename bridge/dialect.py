@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 SQLITE = "sqlite"
@@ -48,6 +49,17 @@ def serialize(conn: object) -> None:
     one, copies the whole database into memory."""
     if dialect_of(conn) != SQLITE:
         conn.lock_state()  # type: ignore[attr-defined]
+
+
+def streamed(conn: Any) -> AbstractContextManager[Any]:
+    """The connection to walk a whole table through, batch by batch with `fetchmany`:
+    SQLite's cursors step through the file already; psycopg's default cursor would take
+    every row of the result into memory at once, so PostgreSQL reads in server-side
+    cursors within one read-only snapshot (`PgConn.streamed`). Only outside a group
+    commit: in a background read, or on a connection of its own."""
+    if dialect_of(conn) == SQLITE:
+        return nullcontext(conn)
+    return conn.streamed()  # type: ignore[no-any-return]
 
 
 def tables(conn: Any) -> set[str]:

@@ -39,7 +39,7 @@ from imbridge.config.load import load_config
 from imbridge.config.report import print_config_error
 from imbridge.config.schema import Config
 from imbridge.db import Conn, Database, location
-from imbridge.dialect import dialect_of
+from imbridge.dialect import dialect_of, streamed
 from imbridge.errors import ConfigError, ImbridgeError
 from imbridge.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
@@ -186,9 +186,10 @@ def archive_verify(
         tail = await db.read(store.tail, background=True)
 
         def walk(conn: Conn) -> tuple[Problem | None, int]:
-            total = conn.execute("SELECT count(*) FROM archive_records").fetchone()[0]
-            with progress("verify", total, stream=err) as advance:
-                return store.verify(conn, external=heads, public=public, advance=advance)
+            with streamed(conn) as rows:
+                total = rows.execute("SELECT count(*) FROM archive_records").fetchone()[0]
+                with progress("verify", total, stream=err) as advance:
+                    return store.verify(rows, external=heads, public=public, advance=advance)
 
         problem, count = await db.read(walk, background=True)
         if problem is not None:

@@ -175,7 +175,7 @@ def _verify(config: Config, target: PgConn, out: TextIO, err: TextIO) -> bool:
     """`imbridge archive verify`'s check of the chain, on the target, without its
     access record (which would extend the head file the SQLite state shares)."""
     store = ArchiveStore(config.archive, state_dir=config.bridge.state_dir)
-    with dbcopy.streamed(target) as dst:
+    with target.streamed() as dst:
         total = int(dst.execute("SELECT count(*) FROM archive_records").fetchone()[0])
         with progress("verify", total, stream=err) as advance:
             problem, count = store.verify(dst, advance=advance)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from imbridge.archive.audit import record_access
+from imbridge.archive.chain import Problem
 from imbridge.config.schema import LegalHold
 from imbridge.console import auth, holds, review
 from imbridge.console.app import (
@@ -26,6 +27,7 @@ from imbridge.console.app import (
 )
 from imbridge.console.users import Role, User
 from imbridge.db import Conn
+from imbridge.dialect import streamed
 
 
 def _user(request: web.Request) -> User:
@@ -200,7 +202,12 @@ async def _holds_error(request: web.Request, message: str, values: dict[str, str
 @allow(Role.AUDITOR)
 async def verify(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    problem, count = await console.db.read(console.store.verify, background=True)
+
+    def walk(conn: Conn) -> tuple[Problem | None, int]:
+        with streamed(conn) as rows:
+            return console.store.verify(rows)
+
+    problem, count = await console.db.read(walk, background=True)
     await console.accessed(_user(request), "verify", {"intact": problem is None}, count)
     result = "intact" if problem is None else f"TAMPERED: {problem}"
     raise web.HTTPSeeOther(url(request, "integrity", {"result": result}))

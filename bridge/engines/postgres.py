@@ -14,16 +14,20 @@ readers that must not wait behind it (record sinks, the console) take their own.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from imbridge.dialect import POSTGRESQL, Step, placeholders
+from imbridge.dialect import POSTGRESQL, Step, placeholders, snapshot
 from imbridge.errors import StateError
 from imbridge.migrate import apply_migrations
+
+if TYPE_CHECKING:
+    from imbridge.db import Conn
 
 MIGRATION_LOCK = 0x696D6272_69646765  # "imbridge": instances started together migrate in turn
 POOL_MAX = 4
@@ -134,6 +138,42 @@ class PgConn:
                 self._pipeline.sync()
             except psycopg.Error:  # that error, or the statements skipped after it
                 pass
+
+    @contextmanager
+    def streamed(self) -> Iterator[Conn]:
+        """A read-only snapshot whose statements run in server-side cursors, for a walk
+        through a whole table (`imbridge.dialect.streamed`). Not inside a group commit:
+        a pipeline refuses named cursors."""
+        self.raw.execute(snapshot(POSTGRESQL))
+        conn = ServerCursors(self.raw)
+        try:
+            yield conn
+        finally:
+            for cur in conn.opened:
+                cur.close()
+            self.raw.execute("ROLLBACK")
+
+
+class ServerCursors:
+    """A connection whose statements run in server-side cursors: `fetchmany` then holds
+    one batch in memory, not the whole result (psycopg's default cursor takes every row
+    of a query at once, which for years of archive is more memory than the host has)."""
+
+    dialect = POSTGRESQL
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+        self._names = itertools.count()
+        self.opened: list[psycopg.ServerCursor[Any]] = []
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        cur = self.raw.cursor(name=f"imbridge_walk_{next(self._names)}")
+        self.opened.append(cur)
+        cur.execute(placeholders(sql), parameters)
+        return cur
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+        raise StateError("a streamed snapshot is read-only")
 
 
 class PendingCursor:
