@@ -48,7 +48,7 @@ class Names:
     """Names to find (name -> user), indexed once: a destination keeps one per room and
     builds it again only when the room's members change."""
 
-    __slots__ = ("_index", "users")
+    __slots__ = ("_index", "_symbols", "users")
 
     def __init__(self, names: Mapping[str, str]) -> None:
         index: dict[str, list[tuple[str, str]]] = {}
@@ -59,6 +59,7 @@ class Names:
         for group in index.values():
             group.sort(key=lambda entry: len(entry[0]), reverse=True)
         self._index = index  # by first word (lower case), longest name first
+        self._symbols = [key for key in index if not _is_word(key[0])]  # "[dave]", "@bob"
         self.users = frozenset(names.values())
 
     def find(self, text: str, start: int = 0) -> list[Found]:
@@ -68,21 +69,39 @@ class Names:
         a room of thousands costs what a room of ten does."""
         found: list[Found] = []
         seen: set[str] = set()
-        i, end = start, len(text)
-        while i < end - 1:
-            if i > 0 and _is_word(text[i - 1]) and _is_word(text[i]):
-                i += 1  # inside a word: no name starts here
-                continue
+        stop = start
+        for i in self._starts(text, start):
+            if i < stop:
+                continue  # inside the name found before
             hit = self._at(text, i)
             if hit is None:
-                i += 1
                 continue
             user, stop = hit
             if user not in seen:
                 seen.add(user)
                 found.append(Found(user, i, stop))
-            i = stop
         return found
+
+    def _starts(self, text: str, start: int) -> list[int]:
+        """Where a name may start, in order: each word whose lower case some name
+        begins with (a word's first character, never one inside a word), and each place
+        of a non-word character some name begins with. Found by the regex engine, so
+        the words of a message cost a dictionary lookup each, not a Python step per
+        character."""
+        index = self._index
+        starts = [
+            m.start()
+            for m in _WORD.finditer(text, start)
+            if m.group(0).lower() in index and not (m.start() > 0 and _is_word(text[m.start() - 1]))
+        ]
+        for symbol in self._symbols:
+            at = text.find(symbol, start)
+            while at != -1:
+                starts.append(at)
+                at = text.find(symbol, at + 1)
+        if self._symbols:
+            starts.sort()
+        return starts
 
     def _at(self, text: str, i: int) -> tuple[str, int] | None:
         end = len(text)

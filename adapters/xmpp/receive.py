@@ -357,11 +357,11 @@ class Receiver:
         )
         event = presence_to_core(presence, ctx) if room.joined else None
         if presence.type == "unavailable":
-            real = room.occupants.pop(presence.nick, None)
+            real = room.left(presence.nick)
             if 303 in presence.codes and presence.new_nick:
-                room.occupants[presence.new_nick] = real  # its arrival is the same person
+                room.arrived(presence.new_nick, real)  # its arrival is the same person
         elif presence.type == "available":
-            room.occupants[presence.nick] = presence.real_jid
+            room.arrived(presence.nick, presence.real_jid)
         if event is not None:
             await self.intake.put(event)
 

@@ -13,6 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from imbridge.mentions import Names
+
+from .proto.mentions import occupant_names
 from .proto.stanzas import WireMessage
 
 
@@ -98,8 +101,10 @@ class Room:
     buffer: list[WireMessage] = field(default_factory=list)
     seen: Seen = field(default_factory=Seen)
     occupants: dict[str, str | None] = field(default_factory=dict)  # nick -> real JID
+    """Changed only through `arrived`, `left` and `emptied`, which keep `names` current."""
     join_result: asyncio.Future[str | None] | None = None
     last_turn: asyncio.Future[None] | None = None
+    _names: tuple[str, Names] | None = None  # (own nick, the others' index)
 
     def __post_init__(self) -> None:
         self.nick = self.nick or self.wanted_nick
@@ -116,6 +121,27 @@ class Room:
         turn = Turn(self.last_turn, asyncio.get_running_loop().create_future())
         self.last_turn = turn.mine
         return turn
+
+    def arrived(self, nick: str, real_jid: str | None) -> None:
+        self.occupants[nick] = real_jid
+        self._names = None
+
+    def left(self, nick: str) -> str | None:
+        """Takes `nick` out; returns its real JID, if the room showed it."""
+        self._names = None
+        return self.occupants.pop(nick, None)
+
+    def emptied(self) -> None:
+        self.occupants.clear()
+        self._names = None
+
+    def names(self) -> Names:
+        """The other occupants, indexed for finding whom a relayed text names: built
+        again only when someone arrives, leaves or changes nick, not for each message."""
+        if self._names is None or self._names[0] != self.nick:
+            others = (nick for nick in self.occupants if nick != self.nick)
+            self._names = (self.nick, occupant_names(self.jid, others))
+        return self._names[1]
 
     def sender_id(self, nick: str) -> str:
         """A stable id for an occupant: the real bare JID where the room shows it,

@@ -117,13 +117,12 @@ class Sender:
         if (pending := self._in_flight(oid)) is not None:
             return pending
         item = await self._with_uploads(item, oid)
-        others = [nick for nick in room.occupants if nick != room.nick]
         element = to_wire(
             item,
             identity=self.identity,
             replace_id=await self._replace_id(item),
             reactions=await self._reaction_set(room, item),
-            occupants=others,
+            occupants=room.names(),
         )
         if (sender := self._voices.speaker(item)) is not None:
             element.set("from", sender)

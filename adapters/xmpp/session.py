@@ -407,7 +407,7 @@ class Session:
             client.send_presence()
         for room in list(self._rooms.values()):
             room.joined = False
-            room.occupants.clear()
+            room.emptied()
         for room in list(self._rooms.values()):
             try:
                 await self.join(room)

@@ -72,7 +72,8 @@ class Run:
         self.events: list[Event] = []
         self.adapter._receiver.open(self.sink)
         room = Room(jid=ROOM, wanted_nick="relay", joined=True)
-        room.occupants.update({"alice": "alice@localhost/laptop", "dave": None})
+        room.arrived("alice", "alice@localhost/laptop")
+        room.arrived("dave", None)
         self.adapter._rooms[ROOM] = room
 
     async def sink(self, event: Event) -> None:

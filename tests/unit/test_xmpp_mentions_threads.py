@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from slixmpp.xmlstream import tostring
 
 from imbridge.adapter import Outgoing
+from imbridge.adapters.xmpp.proto.mentions import occupant_names
 from imbridge.adapters.xmpp.proto.stanzas import parse_message
 from imbridge.adapters.xmpp.proto.translate import Inbound, references, to_core, to_wire
+from imbridge.adapters.xmpp.rooms import Room
 from imbridge.events import EventId, Mention, Message, MessageKind, Origin, RemoteId, Sender
 
 ROOM = "room@conference.localhost"
@@ -31,8 +33,9 @@ def ctx(**resolved: str) -> Inbound:
 
 def test_an_occupant_named_after_the_prefix_gets_a_mention_reference() -> None:
     msg = Message(id=EventId("e"), origin=ORIGIN, text="<bob@irc> Juliet: hi", body_start=10)
+    here = occupant_names(ROOM, ["juliet", "bob", "romeo"])
     element = on_the_wire(to_wire(Outgoing(room=ROOM, event=msg, txn_id="t"), identity="r@l",
-                                  occupants=["juliet", "bob", "romeo"]))  # fmt: skip
+                                  occupants=here))  # fmt: skip
     refs = element.findall(REF)
     assert [(r.get("type"), r.get("uri"), r.get("begin"), r.get("end")) for r in refs] == [
         ("mention", f"xmpp:{ROOM}/juliet", "10", "16")
@@ -42,7 +45,7 @@ def test_an_occupant_named_after_the_prefix_gets_a_mention_reference() -> None:
 def test_an_emote_counts_its_me_in_the_offsets() -> None:
     msg = Message(id=EventId("e"), origin=ORIGIN, text="waves at romeo", kind=MessageKind.EMOTE)
     element = to_wire(Outgoing(room=ROOM, event=msg, txn_id="t"), identity="r@l",
-                      occupants=["romeo"])  # fmt: skip
+                      occupants=occupant_names(ROOM, ["romeo"]))  # fmt: skip
     body = element.findtext("{jabber:client}body") or ""
     (ref,) = element.findall(REF)
     assert body[int(ref.get("begin", "")) : int(ref.get("end", ""))] == "romeo"
@@ -72,3 +75,18 @@ def test_a_thread_goes_out_as_the_roots_id_and_comes_back_as_the_root() -> None:
     event = to_core(wire, ctx(**{"sid-root": "root"}))
     assert isinstance(event, Message)
     assert event.thread == "root"
+
+
+def test_a_room_indexes_its_occupants_once_until_someone_comes_or_goes() -> None:
+    room = Room(jid=ROOM, wanted_nick="relay")
+    for nick in ("relay", "romeo"):
+        room.arrived(nick, None)
+    index = room.names()
+    assert room.names() is index  # the same for every message while nobody moves
+    assert [f.user for f in index.find("hi romeo")] == [f"{ROOM}/romeo"]
+    room.arrived("juliet", None)
+    found = room.names().find("juliet and romeo")
+    assert [f.user for f in found] == [f"{ROOM}/juliet", f"{ROOM}/romeo"]
+    room.left("romeo")
+    assert room.names().find("romeo?") == []
+    assert room.names().find("relay, hello") == []  # never the relay itself

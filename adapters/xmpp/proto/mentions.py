@@ -16,11 +16,11 @@ same id map. Pure functions, no I/O.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Collection
+from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
 from imbridge.events import Edit, Mention, Message
-from imbridge.mentions import Found, explicit, find, merge
+from imbridge.mentions import Found, Names, explicit, merge
 
 from .stanzas import NS_CLIENT, NS_REFERENCE, q
 from .xmlsafe import xml_text
@@ -31,20 +31,25 @@ def occupant_uri(room: str, nick: str) -> str:
     return f"xmpp:{room}/{quote(nick, safe='')}"
 
 
-def mentioned(event: Message | Edit, room: str, occupants: Collection[str]) -> list[Found]:
-    """The occupants of `room` that `event` names, as (occupant JID) in text order."""
-    names = {nick: f"{room}/{nick}" for nick in occupants}
-    own = [m for m in event.mentions if m.user in names.values()]
-    return merge(explicit(own, event.body_start), find(event.text, names, event.body_start))
+def occupant_names(room: str, nicks: Iterable[str]) -> Names:
+    """The occupants of `room` (by nick) indexed for `mentioned`, each meaning their
+    occupant JID: a room keeps one and builds it again only when someone arrives,
+    leaves or changes nick (in a room of thousands, building it is what costs)."""
+    return Names({nick: f"{room}/{nick}" for nick in nicks})
+
+
+def mentioned(event: Message | Edit, occupants: Names) -> list[Found]:
+    """The `occupants` that `event` names, as (occupant JID) in text order."""
+    own = [m for m in event.mentions if m.user in occupants.users]
+    return merge(explicit(own, event.body_start), occupants.find(event.text, event.body_start))
 
 
 def add_references(
-    message: ET.Element, event: Message | Edit, room: str, occupants: Collection[str],
-    *, offset: int = 0,
-) -> None:  # fmt: skip
+    message: ET.Element, event: Message | Edit, room: str, occupants: Names, *, offset: int = 0
+) -> None:
     """Appends a mention reference for each occupant `event` names; `offset` is where
     the event's text starts in the body (after a `/me `)."""
-    for f in mentioned(event, room, occupants):
+    for f in mentioned(event, occupants):
         _, _, nick = f.user.partition("/")
         ET.SubElement(message, f"{{{NS_REFERENCE}}}reference", {
             "type": "mention", "uri": xml_text(occupant_uri(room, nick)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import assert_never
@@ -42,6 +42,7 @@ from imbridge.events import (
     Sender,
     Topic,
 )
+from imbridge.mentions import Names
 from imbridge.richtext import escape
 from imbridge.sanitize import clean_nick, clean_text
 
@@ -67,6 +68,9 @@ from .xmlsafe import xml_text
 
 ME = "/me "
 RETRACT_FALLBACK = "This message was deleted."
+
+NOBODY = Names({})
+"""No occupants to mention: a private message, or a caller that names none."""
 
 
 def origin_id(txn_id: str) -> str:
@@ -273,9 +277,7 @@ def _reactions(message: ET.Element, target: str | None, keys: tuple[str, ...]) -
     _element(message, NS_HINTS, "store")
 
 
-def _message_parts(
-    message: ET.Element, item: Outgoing, event: Message, occupants: Collection[str]
-) -> None:
+def _message_parts(message: ET.Element, item: Outgoing, event: Message, occupants: Names) -> None:
     _text(message, "body", _message_body(event))
     if event.kind is not MessageKind.EMOTE:
         _rich(message, event.rich, event.text)
@@ -298,16 +300,16 @@ def to_wire(
     identity: str,
     replace_id: str | None = None,
     reactions: tuple[str, ...] = (),
-    occupants: Collection[str] = (),
+    occupants: Names = NOBODY,
 ) -> ET.Element:
     """The `<message type="groupchat">` for one outgoing item (`chat`, to a person, for
     the answer to a private message: `origin.direct`). `replace_id` is the
     message id an Edit corrects (XEP-0308 names the original stanza's id, which for the
     relay's own copies is their origin-id); a Delete retracts `item.target` (XEP-0424: a
-    groupchat retraction names the room's stanza-id). The `occupants` (nicks) the text
-    names get a XEP-0372 mention each; a threaded message its `<thread>`. A Reaction
-    sends `reactions`, the relay's whole set on `item.target` after it (XEP-0444 replaces
-    the set each time)."""
+    groupchat retraction names the room's stanza-id). The `occupants` (the room's index
+    of them, `mentions.occupant_names`) the text names get a XEP-0372 mention each; a
+    threaded message its `<thread>`. A Reaction sends `reactions`, the relay's whole set
+    on `item.target` after it (XEP-0444 replaces the set each time)."""
     oid = origin_id(item.txn_id)
     event = item.event
     message = ET.Element(
