@@ -47,9 +47,10 @@ def run(path: Path) -> int:
     config = load_or_report(path)
     if config is None:
         return EXIT_USAGE
-    from imbridge import logs
+    from imbridge import allocator, logs
     from imbridge.daemon import serve
 
+    allocator.hold_thresholds()
     logs.setup(config.bridge.log.level, config.bridge.log.format)
     try:
         return asyncio.run(serve(config))
