@@ -11,10 +11,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imbridge.config import parse_config
 from imbridge.config.schema import Config
 from imbridge.daemon import Daemon
+
+if TYPE_CHECKING:
+    from tests.servers.ircd import IrcUser
+    from tests.servers.prosody import XmppUser
 
 
 class Arrivals:
@@ -29,6 +34,38 @@ class Arrivals:
         if key.startswith("#"):
             self.arrived.setdefault(key, time.perf_counter())
             self.order.append(key)
+
+
+class MucClock(Arrivals):
+    """Arrival times of keyed bodies in one MUC, as a watching XMPP client sees them."""
+
+    def __init__(self, user: XmppUser, room: str) -> None:
+        super().__init__()
+        self.room = room
+        user.client.add_event_handler("groupchat_message", self._on)
+
+    def _on(self, msg: Any) -> None:
+        if msg["from"].bare == self.room:
+            self.note(str(msg["body"]))
+
+
+class ChannelClock(Arrivals):
+    """Arrival times of keyed lines in one IRC channel, as a watching client sees them."""
+
+    def __init__(self, user: IrcUser, channel: str) -> None:
+        super().__init__()
+        self.channel = channel.lower()
+        user.conn.add_global_handler("pubmsg", self._on, -20)
+
+    def _on(self, _conn: Any, event: Any) -> None:
+        if event.target.lower() == self.channel:
+            self.note(event.arguments[0])
+
+
+def pct(values: list[float], p: float) -> float:
+    """The `p`th percentile of `values`, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def latencies(

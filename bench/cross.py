@@ -32,45 +32,13 @@ import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from bench.arrivals import Arrivals, burst, daemon_process, latencies
+from bench.arrivals import Arrivals, ChannelClock, MucClock, burst, daemon_process, latencies, pct
 from bench.floor import floor_process
 from imbridge import logs
 from imbridge.testing import xmpp_network
 from tests.servers.ircd import Ircd, IrcUser, launch
 from tests.servers.prosody import Prosody, XmppUser
-
-
-class MucClock(Arrivals):
-    """Arrival times of keyed bodies in one MUC, as Bob's XMPP client sees them."""
-
-    def __init__(self, user: XmppUser, room: str) -> None:
-        super().__init__()
-        self.room = room
-        user.client.add_event_handler("groupchat_message", self._on)
-
-    def _on(self, msg: Any) -> None:
-        if msg["from"].bare == self.room:
-            self.note(str(msg["body"]))
-
-
-class ChannelClock(Arrivals):
-    """Arrival times of keyed lines in one IRC channel, as Bob's IRC client sees them."""
-
-    def __init__(self, user: IrcUser, channel: str) -> None:
-        super().__init__()
-        self.channel = channel.lower()
-        user.conn.add_global_handler("pubmsg", self._on, -20)
-
-    def _on(self, _conn: Any, event: Any) -> None:
-        if event.target.lower() == self.channel:
-            self.note(event.arguments[0])
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -30,14 +30,13 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 # Run as a script, this file's folder is sys.path[0] and `bench/irc.py` would shadow the
 # `irc` library: the project root takes its place.
 sys.path.remove(sys.path[0])
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.arrivals import Arrivals, latencies, phase, relay_paths
+from bench.arrivals import ChannelClock, latencies, pct, phase, relay_paths
 from bench.floor import cold_commit, floor_process
 from imbridge import logs
 from imbridge.adapter import Outgoing
@@ -46,20 +45,6 @@ from imbridge.config.schema import Config
 from imbridge.events import Event, Message
 from imbridge.testing import DictCursors
 from tests.servers.ircd import Ircd, IrcUser, launch
-
-
-class Clock(Arrivals):
-    """Arrival times of keyed lines in one channel, as Bob's client sees them."""
-
-    def __init__(self, user: IrcUser, channel: str) -> None:
-        super().__init__()
-        self.channel = channel.lower()
-        user.conn.add_global_handler("pubmsg", self._on, -20)
-
-    def _on(self, _conn: Any, event: Any) -> None:
-        if event.target.lower() != self.channel:
-            return
-        self.note(event.arguments[0])
 
 
 @asynccontextmanager
@@ -85,11 +70,6 @@ async def adapter_only(config: Config, dest: str) -> AsyncIterator[None]:
         await adapter.aclose()
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 async def main(args: argparse.Namespace) -> None:
     logs.setup(level="warning", fmt="console")
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,7 +86,7 @@ async def run(args: argparse.Namespace, server: Ircd, tmp: Path) -> None:
                                              IrcUser.connect(server, "carol"))  # fmt: skip
     a, b = server.channel("a"), server.channel("b")
     await asyncio.gather(alice.join(a), bob.join(b), carol.join(b))
-    clock = Clock(bob, b)
+    clock = ChannelClock(bob, b)
     config_text = json.dumps({
         "bridge": {"state_dir": str(tmp / "state"), "log": {"level": "warning"}},
         "networks": {"irc": server.network(

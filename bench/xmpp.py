@@ -26,11 +26,10 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.arrivals import Arrivals, phase, relay_paths
+from bench.arrivals import MucClock, pct, phase, relay_paths
 from imbridge import logs
 from imbridge.adapter import Outgoing
 from imbridge.adapters.xmpp import XmppAdapter
@@ -38,20 +37,6 @@ from imbridge.config.schema import Config
 from imbridge.events import Event, Message, RemoteId
 from imbridge.testing import DictCursors
 from tests.servers.prosody import Prosody, XmppUser
-
-
-class Clock(Arrivals):
-    """Arrival times of bodies in one room, as Bob's client sees them."""
-
-    def __init__(self, user: XmppUser, room: str) -> None:
-        super().__init__()
-        self.room = room
-        user.client.add_event_handler("groupchat_message", self._on)
-
-    def _on(self, msg: Any) -> None:
-        if msg["from"].bare != self.room:
-            return
-        self.note(str(msg["body"]))
 
 
 @asynccontextmanager
@@ -102,11 +87,6 @@ async def adapter_only(config: Config, dest: str) -> AsyncIterator[None]:
         await adapter.aclose()
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 async def main(args: argparse.Namespace) -> None:
     logs.setup(level="warning", fmt="console")
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +106,7 @@ async def run(args: argparse.Namespace, server: Prosody, tmp: Path) -> None:
     await alice.join(a, "alice")
     await bob.join(b, "bob")
     await carol.join(b, "carol")
-    clock = Clock(bob, b)
+    clock = MucClock(bob, b)
     config_text = json.dumps({
         "bridge": {"state_dir": str(tmp / "state"), "log": {"level": "warning"}},
         "networks": {"xm": {
