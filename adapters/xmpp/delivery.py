@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from imbridge.errors import PermanentSendError, RetryableSendError
-from imbridge.events import RemoteId
+from imbridge.events import EventId, RemoteId
 
 RESEND = None
 """Result of an in-flight future whose stanza was lost: send it again."""
@@ -38,6 +38,8 @@ class Pending:
     generation: int
     sent_at: float
     future: asyncio.Future[RemoteId | None] = field(repr=False)
+    event_id: EventId | None = None
+    """The core event the stanza carries: what its stanza-id stands for in the id map."""
 
 
 REMEMBER_DELIVERED = 4096
@@ -45,6 +47,11 @@ REMEMBER_DELIVERED = 4096
 again. A retry follows its failure within seconds, and at most a send window per room is
 in flight when a connection drops, so the latest few thousand cover it; at 20 000 the
 map grew for the first hour of a busy day (to about 4 MiB) before it stayed put."""
+
+REMEMBER_EVENTS = 1024
+"""Confirmed copies whose event ids are kept in memory (`event_of`). They are needed only
+until the outbox has committed the delivery to the id map, a few turns of the loop
+later; a thousand covers the send windows of every room in a burst many times over."""
 
 
 class Delivery:
@@ -54,10 +61,18 @@ class Delivery:
         self._remember = remember
         self.inflight: dict[str, Pending] = {}
         self._delivered: OrderedDict[str, RemoteId] = OrderedDict()
+        self._events: OrderedDict[RemoteId, EventId] = OrderedDict()
         self._topics: dict[str, list[str]] = {}  # room -> subject changes in flight
 
     def delivered(self, oid: str) -> RemoteId | None:
         return self._delivered.get(oid)
+
+    def event_of(self, remote_id: RemoteId) -> EventId | None:
+        """The event one of the relay's recently confirmed copies carries, by the id the
+        room gave it. A reaction or a correction naming the copy can arrive right after
+        its reflection, before the outbox has written the delivery to the id map; this
+        is where it finds its target meanwhile (otherwise it would be dropped)."""
+        return self._events.get(remote_id)
 
     def pending(self, oid: str) -> Pending | None:
         pending = self.inflight.get(oid)
@@ -66,9 +81,19 @@ class Delivery:
             return None
         return pending
 
-    def track(self, oid: str, room: str, generation: int, now: float) -> Pending:
+    def track(
+        self,
+        oid: str,
+        room: str,
+        generation: int,
+        now: float,
+        *,
+        event_id: EventId | None = None,
+    ) -> Pending:
         future: asyncio.Future[RemoteId | None] = asyncio.get_running_loop().create_future()
-        pending = Pending(room=room, generation=generation, sent_at=now, future=future)
+        pending = Pending(
+            room=room, generation=generation, sent_at=now, future=future, event_id=event_id
+        )
         self.inflight[oid] = pending
         return pending
 
@@ -81,6 +106,10 @@ class Delivery:
         pending = self.inflight.pop(oid, None)
         if pending is None:
             return False
+        if pending.event_id is not None:
+            self._events[remote_id] = pending.event_id
+            while len(self._events) > REMEMBER_EVENTS:
+                self._events.popitem(last=False)
         if not pending.future.done():
             pending.future.set_result(remote_id)
         return True

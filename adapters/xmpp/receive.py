@@ -294,13 +294,15 @@ class Receiver:
         self, conversation: str, wire: WireMessage, *, prefixed: bool
     ) -> dict[str, EventId]:
         """Event ids of the messages `wire` refers to, through the id map: by the id
-        itself or, for a sender's own message id, by the alias it was stored under. In a
+        itself or, for a sender's own message id, by the alias it was stored under. The
+        relay's copies confirmed a moment ago may not be in the id map yet: those come
+        from the delivery bookkeeping (`Delivery.event_of`). In a
         private chat ids carry the conversation (see `private`), so a reference there
         finds nothing said elsewhere."""
         resolved: dict[str, EventId] = {}
         for ref in references(wire):
-            remote = f"{conversation}:{ref}" if prefixed else ref
-            event_id = await self._cursors.event_id(RemoteId(remote))
+            remote = RemoteId(f"{conversation}:{ref}" if prefixed else ref)
+            event_id = self._delivery.event_of(remote) or await self._cursors.event_id(remote)
             if event_id is None:
                 key = alias_key(conversation, ref)
                 sid = await self._aliases.get(key)

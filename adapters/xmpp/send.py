@@ -133,7 +133,9 @@ class Sender:
             return done  # confirmed while this one got ready (a catch-up, a retry)
         if (pending := self._in_flight(oid)) is not None:
             return pending
-        pending = self._delivery.track(oid, room.jid, self._session.generation, time.time())
+        pending = self._delivery.track(
+            oid, room.jid, self._session.generation, time.time(), event_id=item.event.id
+        )
         if isinstance(item.event, Topic):
             self._delivery.track_topic(oid, room.jid)
         client.send(SlixMessage(client, xml=element))  # type: ignore[no-untyped-call]  # slixmpp

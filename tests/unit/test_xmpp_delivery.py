@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from imbridge.adapters.xmpp.delivery import REMEMBER_DELIVERED, RESEND, Delivery
 from imbridge.adapters.xmpp.proto.formatting import rich_to_xhtml, xhtml_to_rich
 from imbridge.adapters.xmpp.rooms import Cursor, Room, Seen, Turn
-from imbridge.events import RemoteId, RichText
+from imbridge.events import EventId, RemoteId, RichText
 
 
 async def test_confirmed_item_is_remembered_and_its_waiter_released() -> None:
@@ -103,3 +103,16 @@ async def test_sends_write_in_the_order_they_took_their_turns() -> None:
     await asyncio.gather(*later, return_exceptions=True)
     assert written == ["1", "3"]
     assert room.take_turn().previous is third.mine
+
+
+async def test_a_confirmed_copy_names_its_event_before_the_id_map_has_it() -> None:
+    """A reaction to the relay's copy may follow its reflection at once; the outbox
+    writes the delivery to the id map a few loop turns later, so the target must be
+    found in memory meanwhile."""
+    delivery = Delivery()
+    delivery.track("o1", "room", generation=1, now=1.0, event_id=EventId("ev-1"))
+    assert delivery.event_of(RemoteId("sid-1")) is None  # in flight: no stanza-id yet
+    delivery.confirm("o1", RemoteId("sid-1"))
+    assert delivery.event_of(RemoteId("sid-1")) == "ev-1"
+    delivery.confirm("someone-elses", RemoteId("sid-2"))  # not ours: names nothing
+    assert delivery.event_of(RemoteId("sid-2")) is None
