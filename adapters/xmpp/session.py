@@ -71,10 +71,17 @@ registered handler, so these 21 of 38 were most of the per-stanza cost. What sta
 stream features, TLS, SASL, stream management, roster pushes, disco and ping answers."""
 
 
-def prune_handlers(client: XMLStream) -> None:
-    """Removes `UNUSED_HANDLERS`; call once the plugins are registered."""
+def prune_handlers(client: BaseXMPP) -> None:
+    """Removes `UNUSED_HANDLERS`, and entity capabilities' outgoing filter (XEP-0115,
+    loaded as a dependency): it only adds a capabilities hash to presence, which nobody
+    needs of a relay (disco queries are still answered), but being a coroutine it made
+    slixmpp start a task and a one-second timer for every stanza sent, each message
+    included. Call once the plugins are registered."""
     for name in UNUSED_HANDLERS:
         client.remove_handler(name)
+    if "xep_0115" in client.plugin:
+        caps = client.plugin["xep_0115"]._filter_add_caps
+        client.del_filter("out", caps)  # type: ignore[arg-type]  # typed for sync filters only
 
 
 class Backoff(XMLStream):
