@@ -15,12 +15,16 @@
 3. Verify: the whole chain walked as `imbridge archive verify` does it, against a head
    file signed (Ed25519) after every generated batch, records/s. Baseline: the same rows
    only read from SQLite.
+5. Export: the whole archive as `imbridge archive export --format jsonl` writes it (each
+   event with its decisions), to /dev/null: time and peak memory growth. Baseline: the
+   event records only read and their bodies decoded.
 4. Capture (`capture_bench`): relay-path cost per event carrying an attachment, with
    `archive.attachments` off and on, and the worker's cost to store one file.
 With `--database URL` (a PostgreSQL database the URL's role owns; emptied first) or
 `--postgres` (a loopback server of its own for the run): 1 and 2 on PostgreSQL instead,
 the search baseline being the bare tsquery on the GIN index; then 3 on PostgreSQL, its
-time and peak memory through server-side cursors against psycopg's default cursor.
+time and peak memory through server-side cursors against psycopg's default cursor, and 5
+through server-side cursors, as the command walks it.
 Targets (issue 8): >= 5 000 records/s written, search p50 < 50 ms at 1 000 000 records;
 (issue 15) verify of 1 000 000 records with signed heads under 60 s.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import random
 import sqlite3
 import statistics
@@ -42,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from imbridge.archive import fulltext
+from imbridge.archive.export import items, write_jsonl
 from imbridge.archive.files import FileStore
 from imbridge.archive.search import Query, match_terms, search
 from imbridge.archive.store import ARCHIVE_MIGRATIONS, ArchiveStore
@@ -322,6 +328,33 @@ def verify_bench(path: Path, store: ArchiveStore) -> None:
     conn.close()
 
 
+def export_bench(conn: Conn, store: ArchiveStore, engine: str) -> None:
+    """The export's time and peak resident growth against the event records only read
+    and decoded (what no export can skip), through the connection the command uses."""
+    results = {}
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+
+        def read(c: Conn) -> int:
+            return sum(1 for r in store.rows(c, "WHERE kind = 'event'") if store.body(r.record))
+
+        def export(c: Conn) -> int:
+            return write_jsonl(items(c, store, Query()), sink)
+
+        for name, run in (("rows read", read), ("export", export)):
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from here
+            before = memory_kib("VmRSS")
+            start = time.perf_counter()
+            with streamed(conn) as walk:
+                count = run(walk)
+            results[name] = (count, time.perf_counter() - start)
+            grown = (memory_kib("VmHWM") - before) / 1024
+            print(
+                f"{name} ({engine}): {count:,} events in {results[name][1]:.1f} s "
+                f"({count / results[name][1]:,.0f} events/s); peak memory +{grown:,.0f} MiB"
+            )
+    print(f"export / rows read ({engine}): {results['export'][1] / results['rows read'][1]:.1f}x")
+
+
 def on_postgres(url: str, state: Path, args: argparse.Namespace) -> None:
     """Write and search on PostgreSQL: the same events, archive and queries."""
     empty_tables = postgres_helpers().empty_tables
@@ -348,6 +381,7 @@ def on_postgres(url: str, state: Path, args: argparse.Namespace) -> None:
         )
         search_bench(conn, store, args.queries)
         verify_pg_bench(conn, store)
+        export_bench(conn, store, "PostgreSQL")
     finally:
         conn.raw.close()
 
@@ -427,6 +461,8 @@ def main() -> None:
         with closing(sqlite3.connect(state / "big.db")) as conn:
             search_bench(conn, store, args.queries)
         verify_bench(state / "big.db", store)
+        with closing(sqlite3.connect(state / "big.db")) as conn:
+            export_bench(conn, store, "SQLite")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ class Cursor(Protocol):
 
     def __iter__(self) -> Iterator[Any]: ...
 
+    def close(self) -> None: ...
+
 
 class Conn(Protocol):
     """The connection a transaction function is given: `sqlite3.Connection` itself, or

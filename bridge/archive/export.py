@@ -59,6 +59,12 @@ class Item:
         }
 
 
+PAGE = 500
+"""Event records whose decisions, deliveries and files are read in one query: the
+export holds one page at a time, however long the archive (and SQLite's limit of
+bound parameters, 32 766 since 3.32, stays far away)."""
+
+
 def items(
     conn: Conn,
     store: ArchiveStore,
@@ -66,22 +72,43 @@ def items(
     *,
     seqs: Sequence[int] | None = None,
 ) -> Iterator[Item]:
-    """Event records in chain order with their decisions and deliveries; with `seqs`,
-    only those records (a keyword search's hits, as the review console exports them)."""
+    """Event records in chain order with their decisions, deliveries and files; with
+    `seqs`, only those records (a keyword search's hits, as the review console exports
+    them). Walks the records as the cursor reads them, a page at a time, so an export
+    of years takes the memory of one page; on PostgreSQL, walk a `dialect.streamed`
+    connection for that (the default cursor reads a whole result at once)."""
     clauses, params = filters(query, dialect_of(conn), prefix="")
     if seqs is not None:
         clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "FALSE")
         params.extend(seqs)
     where = " AND ".join(clauses)
-    for row in list(store.rows(conn, f"WHERE {where} ORDER BY seq", params)):
+    page: list[Row] = []
+    for row in store.rows(conn, f"WHERE {where} ORDER BY seq", params):
+        page.append(row)
+        if len(page) == PAGE:
+            yield from _with_outcomes(conn, store, page)
+            page = []
+    yield from _with_outcomes(conn, store, page)
+
+
+def _with_outcomes(conn: Conn, store: ArchiveStore, page: list[Row]) -> Iterator[Item]:
+    """The page's events, each with its decision, delivery and file records."""
+    if not page:
+        return
+    ids = list({row.record.event_id for row in page})
+    outcomes: dict[str | None, list[Row]] = {}
+    for other in store.rows(
+        conn,
+        f"WHERE event_id IN ({', '.join('?' * len(ids))})"
+        " AND kind IN ('decision', 'delivery', 'file') ORDER BY seq",
+        ids,
+    ):
+        outcomes.setdefault(other.record.event_id, []).append(other)
+    for row in page:
         decisions: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
         files: list[dict[str, Any]] = []
-        for other in store.rows(
-            conn,
-            "WHERE event_id = ? AND kind IN ('decision', 'delivery', 'file') ORDER BY seq",
-            (row.record.event_id,),
-        ):
+        for other in outcomes.get(row.record.event_id, ()):
             o = other.record
             if o.kind == "file":
                 files.append({"seq": o.seq, **store.body(o)})

@@ -437,6 +437,7 @@ class ArchiveStore:
         while batch := cur.fetchmany(2048):
             for raw in batch:
                 yield Row.of(raw)
+        cur.close()  # a server-side cursor holds its portal until closed (`streamed`)
 
     def purge_bodies(self, conn: Conn) -> list[dict[str, Any]]:
         return [

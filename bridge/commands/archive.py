@@ -264,8 +264,11 @@ def archive_export(
     async def work(config: Config, db: Database, store: ArchiveStore) -> int:
         carrier = Carrier(FileStore.for_archive(config.archive, config.bridge.state_dir))
 
-        def export(conn: Conn) -> int:
-            with progress("exporting", count_events(conn, q), stream=err) as advance:
+        def export(db_conn: Conn) -> int:
+            with (
+                streamed(db_conn) as conn,
+                progress("exporting", count_events(conn, q), stream=err) as advance,
+            ):
                 found = counted(items(conn, store, q), advance)
                 if output is None:
                     return write_jsonl(found, out)

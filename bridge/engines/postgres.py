@@ -168,6 +168,7 @@ class ServerCursors:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         cur = self.raw.cursor(name=f"imbridge_walk_{next(self._names)}")
+        self.opened = [c for c in self.opened if not c.closed]  # a walk may run thousands
         self.opened.append(cur)
         cur.execute(placeholders(sql), parameters)
         return cur
@@ -204,6 +205,9 @@ class PendingCursor:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._ready())
+
+    def close(self) -> None:
+        self._ready().close()
 
 
 def connect(url: str) -> PgConn:

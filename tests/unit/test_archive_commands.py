@@ -370,3 +370,26 @@ def test_argument_wiring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     argv = ["archive", "search", "-c", path, "x", "--room", "#ops", "--format", "json"]
     assert commands.dispatch(parser.parse_args(argv)) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_export_in_pages_keeps_every_record_and_its_outcomes(
+    archived: tuple[Path, MemoryHub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export reads a page of records at a time (years of archive must not have to
+    fit in memory); pages of two give the same export as one page for everything."""
+    path, _ = archived
+    monkeypatch.setattr(importlib.import_module("imbridge.archive.export"), "PAGE", 10**6)
+    code, whole, _ = call("archive_export", path, fmt="jsonl")
+    assert code == 0
+    monkeypatch.setattr(importlib.import_module("imbridge.archive.export"), "PAGE", 2)
+    assert call("archive_export", path, fmt="jsonl")[1] == whole
+    items = [json.loads(line) for line in whole.splitlines()]
+    assert len(items) > 2  # more than one page
+    assert [i["seq"] for i in items] == sorted(i["seq"] for i in items)
+    posted = {text for _, _, text in POSTS}
+    messages = [i for i in items if i["event"].get("text") in posted]
+    assert [i["event"]["text"] for i in messages] == [text for _, _, text in POSTS]
+    for item in messages:  # each allowed or redacted to two rooms, denied or delivered
+        assert len(item["decisions"]) == 2, item
+        assert {d["dest_network"] for d in item["deliveries"]} <= {"partner", "public"}
+        assert item["deliveries"], item

@@ -1,16 +1,20 @@
-"""`imbridge archive verify` on a PostgreSQL state: the whole chain walked in batches
-held on the server (years of archive must not have to fit in the verifier's memory), and
-a tampered record named, as on SQLite."""
+"""`imbridge archive verify` and `export` on a PostgreSQL state: the whole chain walked
+in batches held on the server (years of archive must not have to fit in the verifier's
+or the exporter's memory), a tampered record named, as on SQLite."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
+
+import pytest
 
 from imbridge.adapter import Cursors, NetworkConfig
 from imbridge.adapters.memory import MemoryAdapter, MemoryHub
-from imbridge.commands.archive import archive_verify
+from imbridge.archive import export
+from imbridge.commands.archive import archive_export, archive_verify
 from imbridge.config import load_config
 from imbridge.daemon import Daemon
 from imbridge.dialect import streamed
@@ -35,9 +39,8 @@ def verify(config: Path) -> tuple[int, str]:
     return code, out.getvalue() + err.getvalue()
 
 
-async def test_verify_walks_a_postgresql_archive_and_names_a_tampered_record(
-    postgres_url: str, tmp_path: Path
-) -> None:
+async def relayed(postgres_url: str, tmp_path: Path) -> Path:
+    """The config of a daemon that has relayed `MESSAGES` from #x to #y, archiving."""
     path = tmp_path / "bridge.yaml"
     path.write_text(CONFIG.format(state=tmp_path / "state", url=postgres_url))
     hub = MemoryHub()
@@ -50,7 +53,36 @@ async def test_verify_walks_a_postgresql_archive_and_names_a_tampered_record(
         for i in range(MESSAGES):
             hub.post("#x", "alice", f"message {i}: the quarterly figures")
         await eventually(lambda: len(hub.texts("#y")) == MESSAGES, what="every message relayed")
+    return path
 
+
+def export_jsonl(config: Path) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = archive_export(config, fmt="jsonl", out=out, err=err)
+    return code, out.getvalue()
+
+
+async def test_export_pages_through_a_postgresql_archive_with_every_outcome(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = await relayed(postgres_url, tmp_path)
+    monkeypatch.setattr(export, "PAGE", 10**6)
+    code, whole = await asyncio.to_thread(export_jsonl, path)
+    assert code == 0
+    monkeypatch.setattr(export, "PAGE", 7)  # many pages, each its own server-side cursor
+    assert await asyncio.to_thread(export_jsonl, path) == (0, whole)
+    items = [json.loads(line) for line in whole.splitlines()]
+    texts = [i["event"]["text"] for i in items]
+    assert texts == [f"message {i}: the quarterly figures" for i in range(MESSAGES)]
+    for item in items:
+        assert [(d["dest_room"], d["action"]) for d in item["decisions"]] == [("#y", "allow")]
+        assert [d["dest_room"] for d in item["deliveries"]] == ["#y"]
+
+
+async def test_verify_walks_a_postgresql_archive_and_names_a_tampered_record(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    path = await relayed(postgres_url, tmp_path)
     code, output = await asyncio.to_thread(verify, path)  # the command runs its own loop
     assert code == 0, output
     assert "archive intact" in output
