@@ -117,10 +117,12 @@ def around(
         e.focus = e.seq == f.seq
     ids = list(by_id)
     marks = ", ".join("?" * len(ids))
-    for row in store.rows(
-        conn, f"WHERE event_id IN ({marks}) AND kind IN ('flag', 'file') ORDER BY seq", ids
-    ):
+    # By event id alone (see `export._with_outcomes`: with the kinds too, SQLite walks
+    # every flag and file record of the archive), the kinds sorted out here.
+    for row in store.rows(conn, f"WHERE event_id IN ({marks}) ORDER BY seq", ids):
         r = row.record
+        if r.kind not in ("flag", "file"):
+            continue
         for e in by_id[r.event_id or ""]:
             if r.kind == "flag":
                 e.flags.append(r.rule or "manual")

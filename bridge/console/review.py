@@ -97,12 +97,14 @@ def queue(conn: Conn, store: ArchiveStore) -> list[QueueItem]:
     if found:
         ids = list(found)
         marks = ", ".join("?" * len(ids))
-        for seq, eid in conn.execute(
-            f"SELECT seq, event_id FROM archive_records WHERE kind IN ('event', 'notice') "  # noqa: S608 - placeholders only
-            f"AND event_id IN ({marks})",
+        # By event id alone, the kind checked here: given `kind IN (...)` too, SQLite
+        # walks every event record of the archive (130 ms a page at 1 000 000 records).
+        for seq, eid, kind in conn.execute(
+            f"SELECT seq, event_id, kind FROM archive_records WHERE event_id IN ({marks})",  # noqa: S608 - placeholders only
             ids,
         ):
-            found[eid].event_seq = int(seq)
+            if kind in ("event", "notice"):
+                found[eid].event_seq = int(seq)
     return list(found.values())
 
 
