@@ -10,9 +10,14 @@ relays three pairs of rooms at once:
   posts into MUC Z, which nobody bridges, and Bob reads it there), in the same run.
   Target: 0.8x or more.
 - XMPP -> IRC: Alice posts in MUC C, Bob reads the copy in IRC channel D. Its added
-  latency p50 (over the direct IRC path: Carol says it in channel G, Bob reads it there)
-  is compared with that of IRC -> IRC (channel E to channel F). Target: no more than
-  IRC -> IRC's + 0.5 ms.
+  latency p50 is compared with that of IRC -> IRC (channel E to channel F). Target: no
+  more than IRC -> IRC's + 0.5 ms. A path's added latency is over the direct path of the
+  network it starts on, as `bench/xmpp.py` and `bench/irc.py` measure it: how much later
+  the bridged reader sees a message than a reader in the room where it was said (Carol
+  posts in MUC Z or says it in channel G, Bob reads it there). That leaves each server's
+  own hop out of both sides. The same ratio over the direct IRC path for both, which
+  counts Prosody's hop (about 2 ms longer than ngircd's) against the relay, is printed
+  after it.
 - IRC -> IRC, against the floor (`bench/floor.py`: a bare Python relay in its own process
   that only copies the line). Target: no more than the floor's added p50 + 0.6 ms.
 
@@ -97,7 +102,9 @@ async def run(args: argparse.Namespace, ircd: Ircd, prosody: Prosody, tmp: Path)
     n, size = args.latency, args.burst
     rates: dict[str, list[float]] = {"direct": [], "bridged": []}
     complete = True
-    lat: dict[str, list[float]] = {"xmpp-irc": [], "irc-irc": [], "direct": [], "floor": []}
+    lat: dict[str, list[float]] = {
+        "xmpp-irc": [], "irc-irc": [], "direct-irc": [], "direct-xmpp": [], "floor": [],
+    }  # fmt: skip
     try:
         async with daemon_process(config_text, tmp, irc_to_xmpp, in_b):
             await until_relayed(xmpp_to_irc, in_d)
@@ -111,10 +118,11 @@ async def run(args: argparse.Namespace, ircd: Ircd, prosody: Prosody, tmp: Path)
                     rates[name].append(rate)
                     complete &= in_order
                 runs: list[tuple[str, Callable[[str], object], Arrivals]] = [
-                        ("direct", direct_irc, in_g), ("xmpp-irc", xmpp_to_irc, in_d),
-                        ("irc-irc", irc_to_irc, in_f)]  # fmt: skip
+                    ("direct-irc", direct_irc, in_g), ("xmpp-irc", xmpp_to_irc, in_d),
+                    ("irc-irc", irc_to_irc, in_f), ("direct-xmpp", direct_xmpp, in_z),
+                ]  # fmt: skip
                 for name, say, seen in runs if r % 2 == 0 else runs[::-1]:
-                    lat[name] += await latencies(say, seen, f"l{name[0]}{name[-1]}{r}x", n)
+                    lat[name] += await latencies(say, seen, f"l{name[0]}{name[-2]}{r}x", n)
         async with floor_process(ircd.host, ircd.port, ie, i_f, say=irc_to_irc, seen=in_f):
             lat["floor"] = await latencies(irc_to_irc, in_f, "fl", n * args.rounds)
     finally:
@@ -141,10 +149,13 @@ def report(
     for name, values in lat.items():
         print(f"latency {name:9} p50 {pct(values, 50):7.3f} ms  p99 {pct(values, 99):7.3f} ms"
               f"  ({len(values)}/{n} at 5 msg/s)")  # fmt: skip
-    base = pct(lat["direct"], 50)
-    added = {name: pct(values, 50) - base for name, values in lat.items() if name != "direct"}
+    p50 = {name: pct(values, 50) for name, values in lat.items()}
+    # Over the direct path of the network each starts on (the floor relays IRC -> IRC).
+    start = {"xmpp-irc": "direct-xmpp", "irc-irc": "direct-irc", "floor": "direct-irc"}
+    added = {name: p50[name] - p50[base] for name, base in start.items()}
     for name, value in added.items():
-        print(f"added latency {name:9} p50 {value:7.3f} ms")
+        print(f"added latency {name:9} p50 {value:7.3f} ms (over {start[name]})")
+    over_irc = p50["xmpp-irc"] - p50["direct-irc"]
     for name, values in rates.items():
         shown = ", ".join(f"{v:.0f}" for v in values)
         print(f"throughput {name:8} {statistics.median(values):7.0f} msg/s median ({shown})")
@@ -154,6 +165,8 @@ def report(
           f"({', '.join(f'{r:.2f}' for r in ratios)}; target >= 0.80)")  # fmt: skip
     print(f"2. XMPP -> IRC added p50 minus IRC -> IRC added p50: "
           f"{added['xmpp-irc'] - added['irc-irc']:+.3f} ms (target <= +0.5)")  # fmt: skip
+    print(f"   the same with XMPP -> IRC over the direct IRC path (Prosody's hop counted): "
+          f"{over_irc - added['irc-irc']:+.3f} ms")  # fmt: skip
     print(f"3. IRC -> IRC added p50 minus the floor relay's: "
           f"{added['irc-irc'] - added['floor']:+.3f} ms (target <= +0.6)")  # fmt: skip
 
