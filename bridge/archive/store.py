@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -438,6 +438,20 @@ class ArchiveStore:
             for raw in batch:
                 yield Row.of(raw)
         cur.close()  # a server-side cursor holds its portal until closed (`streamed`)
+
+    @classmethod
+    def rows_of(cls, conn: Conn, event_ids: Sequence[str], kinds: Collection[str]) -> Iterator[Row]:
+        """The records of `kinds` about these events, in chain order. Looked up by event
+        id alone, the kinds checked here: given `kind IN (...)` too, SQLite's planner
+        (without statistics) walks the `(kind, seq)` index over every record of those
+        kinds in the archive instead (146 s against 15 s to export 1 000 000 records,
+        138 ms against 0.1 ms for the review queue's page of 50)."""
+        if not event_ids:
+            return
+        marks = ", ".join("?" * len(event_ids))
+        for row in cls.rows(conn, f"WHERE event_id IN ({marks}) ORDER BY seq", event_ids):
+            if row.record.kind in kinds:
+                yield row
 
     def purge_bodies(self, conn: Conn) -> list[dict[str, Any]]:
         return [

@@ -115,14 +115,8 @@ def around(
     for e in entries:
         by_id[e.event_id].append(e)
         e.focus = e.seq == f.seq
-    ids = list(by_id)
-    marks = ", ".join("?" * len(ids))
-    # By event id alone (see `export._with_outcomes`: with the kinds too, SQLite walks
-    # every flag and file record of the archive), the kinds sorted out here.
-    for row in store.rows(conn, f"WHERE event_id IN ({marks}) ORDER BY seq", ids):
+    for row in store.rows_of(conn, list(by_id), ("flag", "file")):
         r = row.record
-        if r.kind not in ("flag", "file"):
-            continue
         for e in by_id[r.event_id or ""]:
             if r.kind == "flag":
                 e.flags.append(r.rule or "manual")

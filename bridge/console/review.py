@@ -94,17 +94,8 @@ def queue(conn: Conn, store: ArchiveStore) -> list[QueueItem]:
         target.verdicts.append(
             Verdict(r.action or "", r.sender or "", _time(r.ts_us), str(said.get("comment", "")))
         )
-    if found:
-        ids = list(found)
-        marks = ", ".join("?" * len(ids))
-        # By event id alone, the kind checked here: given `kind IN (...)` too, SQLite
-        # walks every event record of the archive (138 ms a page at 1 000 000 records).
-        for seq, eid, kind in conn.execute(
-            f"SELECT seq, event_id, kind FROM archive_records WHERE event_id IN ({marks})",  # noqa: S608 - placeholders only
-            ids,
-        ):
-            if kind in ("event", "notice"):
-                found[eid].event_seq = int(seq)
+    for row in store.rows_of(conn, list(found), ("event", "notice")):
+        found[row.record.event_id or ""].event_seq = row.record.seq
     return list(found.values())
 
 
