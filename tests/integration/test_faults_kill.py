@@ -45,7 +45,7 @@ from tests.integration.fault_helpers import (
     split_kill_duplicates,
     xmpp_archive_bodies,
 )
-from tests.servers.ircd import Ircd
+from tests.servers.ircd import Ircd, IrcUser
 from tests.servers.prosody import Prosody
 from tests.servers.synapse import SynapseServer
 
@@ -124,6 +124,12 @@ def missing(people: People, last_epoch: list[int]) -> str:
     )
 
 
+def in_channel_since_start(ivan: IrcUser, chan: str, starts: int) -> bool:
+    """Whether Ivan sees the relay in the channel, joined at least once per start."""
+    present, joins = relay_presence(ivan, chan)
+    return present and joins >= starts
+
+
 def kill_points(rng: random.Random, total: int) -> list[int]:
     """Five points (lines seen in IRC) spread over the stream, at least 80 apart."""
     while True:
@@ -163,6 +169,14 @@ async def run_with_kills(
         try:
             for point in points:
                 await poll(lambda p=point: into_irc() >= p, 120, f"{point} lines in IRC")  # type: ignore[misc]
+                # Lines the previous process wrote before its kill may still be reaching
+                # Ivan and count toward this point: kill only a process Ivan has seen
+                # join, so that each kill is one the channel sees (its QUIT).
+                await poll(
+                    lambda: in_channel_since_start(ivan, chan, bridge.starts),
+                    60,
+                    f"the relay's start {bridge.starts} in the IRC channel",
+                )
                 await asyncio.sleep(rng.uniform(0, 0.3))
                 bridge.kill()
                 kill_log.append(f"killed at {into_irc()} lines in IRC")
@@ -203,7 +217,13 @@ async def run_with_kills(
         def quits() -> list[str]:
             return [s.text for s in ivan.seen if s.kind == "quit" and s.nick.startswith("relay")]
 
-        await poll(lambda: len(quits()) > KILLS, 30, "the relay's final QUIT")
+        def comings_and_goings() -> str:
+            seen = [f"{s.kind} {s.nick} {s.text}" for s in ivan.seen
+                    if s.kind in ("join", "quit", "nick", "part", "kick", "error", "disconnect")
+                    and (s.nick.startswith("relay") or not s.nick)]  # fmt: skip
+            return f"exit code {exit_code}; Ivan saw: {seen}"
+
+        await poll(lambda: len(quits()) > KILLS, 30, "the relay's final QUIT", comings_and_goings)
         lines, repeats = split_kill_duplicates(irc_timeline(ivan, chan))
         outcome = Outcome(
             seed=seed,
